@@ -1,0 +1,73 @@
+"""Validation of what users hand to a KVWorker, before anything is sent. Pure module."""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
+from .kernels.keys import first_bad_key
+from .kernels.rows import first_nonfinite
+from .spec import TableSpec
+
+
+def as_keys(keys, spec: TableSpec) -> np.ndarray:
+    """``keys`` as a contiguous uint64 1-D array, checked strictly increasing and inside the
+    table's key range; raises KeyOrderError / KeyRangeError naming the first bad position."""
+    arr = np.asarray(keys)
+    if arr.ndim != 1:
+        raise ValueShapeError(f"table {spec.name!r}: keys must be 1-D, got shape {arr.shape}")
+    if arr.dtype != np.uint64:
+        arr = _to_uint64(arr, spec)
+    arr = np.ascontiguousarray(arr)
+    bad = first_bad_key(arr, np.uint64(0), np.uint64(spec.size - 1), np.uint64(0), False)
+    if bad >= 0:
+        key = int(arr[bad])
+        if key >= spec.size:
+            raise KeyRangeError(f"table {spec.name!r}: key {key} at position {bad} is out of "
+                                f"range, the table has keys 0..{spec.size - 1}")
+        what = "duplicated" if key == int(arr[bad - 1]) else "smaller than the key before it"
+        raise KeyOrderError(f"table {spec.name!r}: key {key} at position {bad} is {what}; "
+                            f"keys must be sorted and unique (np.unique gives both)")
+    return arr
+
+
+def _to_uint64(arr: np.ndarray, spec: TableSpec) -> np.ndarray:
+    if arr.size == 0:
+        return arr.astype(np.uint64)
+    if arr.dtype.kind not in "iu":
+        raise KeyRangeError(f"table {spec.name!r}: keys must be integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.min() < 0:
+        pos = int(np.argmax(arr < 0))
+        raise KeyRangeError(f"table {spec.name!r}: key {int(arr[pos])} at position {pos} is "
+                            f"negative")
+    return arr.astype(np.uint64)
+
+
+def as_values(vals, num_keys: int, spec: TableSpec) -> np.ndarray:
+    """``vals`` as a contiguous float32 (num_keys, width) array with only finite values."""
+    arr = np.asarray(vals)
+    expected = (num_keys, spec.width)
+    if arr.shape == (num_keys,) and spec.width == 1:
+        arr = arr.reshape(num_keys, 1)
+    if arr.shape != expected:
+        raise ValueShapeError(f"table {spec.name!r}: values have shape {arr.shape}, expected "
+                              f"{expected} for {num_keys} key(s) of width {spec.width}")
+    if arr.dtype.kind not in "fiu":
+        raise ValueShapeError(f"table {spec.name!r}: values must be numbers, got {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    bad = first_nonfinite(arr.reshape(-1))
+    if bad >= 0:
+        raise NonFiniteError(f"table {spec.name!r}: value {arr.reshape(-1)[bad]} for key "
+                             f"position {bad // spec.width}; nothing was sent")
+    return arr
+
+
+def as_output(out, num_keys: int, spec: TableSpec) -> np.ndarray:
+    """A float32 (num_keys, width) C-contiguous array to receive pulled values."""
+    shape = (num_keys, spec.width)
+    if out is None:
+        return np.empty(shape, np.float32)
+    if not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.flags.c_contiguous
+            and out.size == num_keys * spec.width):
+        raise ValueShapeError(f"table {spec.name!r}: out must be a C-contiguous float32 array "
+                              f"of {num_keys * spec.width} values")
+    return out.reshape(shape)

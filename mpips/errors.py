@@ -1,0 +1,41 @@
+"""Exceptions raised by mpips. Pure module: no MPI import.
+
+Every error names the offending thing (table, key index, file:line, rank layout) so that a
+message printed by one rank of a large job is enough to find the problem.
+"""
+
+
+class MpipsError(Exception):
+    """Base class of every error mpips raises on purpose."""
+
+
+class LayoutError(MpipsError):
+    """The ranks of this launch cannot host the requested server/worker layout."""
+
+
+class KeyOrderError(MpipsError, ValueError):
+    """Keys are not strictly increasing (unsorted or duplicated)."""
+
+
+class KeyRangeError(MpipsError, ValueError):
+    """A key lies outside the table's key range (or is negative / not an integer)."""
+
+
+class ValueShapeError(MpipsError, ValueError):
+    """Values do not match the keys or the table's row width."""
+
+
+class NonFiniteError(MpipsError, ValueError):
+    """Values contain NaN or infinity."""
+
+
+class MessageError(MpipsError, ValueError):
+    """Bytes received on the data path failed validation (header, lengths, key order or bounds)."""
+
+
+class LibsvmFormatError(MpipsError, ValueError):
+    """A LIBSVM file has a malformed line; the message starts with ``path:line:``."""
+
+
+class TableError(MpipsError, ValueError):
+    """A table was defined inconsistently or used where it does not exist."""

@@ -1,0 +1,101 @@
+"""Server-side update rules behind one signature, and their registry. Pure module: no MPI.
+
+A rule turns pushed values into a change of the stored rows. ``apply(values, state, rows,
+grads)`` updates ``values[rows[i]]`` from ``grads[i]`` for every ``rows[i] >= 0``; ``state`` is
+the dict of per-row optimizer arrays named by ``state_names`` (same shape as values). Rules
+are looked up by name in ``RULES``; ``register_rule`` adds user rules.
+"""
+from __future__ import annotations
+
+import math
+
+from .kernels import rows as row_kernels
+
+
+class UpdateRule:
+    """Base class: subclasses set ``name`` and ``state_names`` and implement ``apply``."""
+
+    name = ""
+    state_names: tuple[str, ...] = ()
+
+    def apply(self, values, state, rows, grads):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """Rule name and parameters (stored with checkpoints and printed in logs)."""
+        return {"rule": self.name}
+
+
+def _positive(rule: str, name: str, value) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"update rule {rule!r}: {name} must be a positive number, got {value!r}")
+    return value
+
+
+class SumRule(UpdateRule):
+    """values += pushed values (the server keeps the sum of all pushes)."""
+
+    name = "sum"
+
+    def apply(self, values, state, rows, grads):
+        row_kernels.apply_sum(values, rows, grads)
+
+
+class SGDRule(UpdateRule):
+    """values -= lr * gradient."""
+
+    name = "sgd"
+
+    def __init__(self, lr: float = 0.1):
+        self.lr = _positive("sgd", "lr", lr)
+
+    def apply(self, values, state, rows, grads):
+        row_kernels.apply_sgd(values, rows, grads, self.lr)
+
+    def describe(self):
+        return {"rule": self.name, "lr": self.lr}
+
+
+class AdaGradRule(UpdateRule):
+    """accum += g²; values -= lr * g / (sqrt(accum) + eps)."""
+
+    name = "adagrad"
+    state_names = ("accum",)
+
+    def __init__(self, lr: float = 0.1, eps: float = 1e-8):
+        self.lr = _positive("adagrad", "lr", lr)
+        self.eps = _positive("adagrad", "eps", eps)
+
+    def apply(self, values, state, rows, grads):
+        row_kernels.apply_adagrad(values, state["accum"], rows, grads, self.lr, self.eps)
+
+    def describe(self):
+        return {"rule": self.name, "lr": self.lr, "eps": self.eps}
+
+
+RULES: dict[str, type[UpdateRule]] = {}
+
+
+def register_rule(cls: type[UpdateRule]) -> type[UpdateRule]:
+    """Add an UpdateRule subclass to the registry under ``cls.name`` (usable as a decorator)."""
+    if not cls.name or cls.name in RULES:
+        raise ValueError(f"update rule name {cls.name!r} is empty or taken")
+    RULES[cls.name] = cls
+    return cls
+
+
+for _cls in (SumRule, SGDRule, AdaGradRule):
+    register_rule(_cls)
+
+
+def make_rule(name: str, **params) -> UpdateRule:
+    """Instantiate the rule ``name`` with its parameters; clear error for unknown names."""
+    try:
+        cls = RULES[name]
+    except KeyError:
+        raise ValueError(f"unknown update rule {name!r}; known: {', '.join(sorted(RULES))}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"update rule {name!r}: {exc}") from None

@@ -1,0 +1,79 @@
+"""Kernels that read or update table rows: gather for pulls, update rules for pushes.
+
+Shared preconditions: values/state float32 (n_rows, width); grads/out float32 (n, width);
+rows int64 (n,), each either -1 (skip / absent) or in [0, n_rows).
+"""
+import math
+
+import numba
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def gather_rows(values, rows, init, out):
+    """out[i] = values[rows[i]], or ``init`` where rows[i] == -1."""
+    width = values.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        if r < 0:
+            for c in range(width):
+                out[i, c] = init
+        else:
+            for c in range(width):
+                out[i, c] = values[r, c]
+
+
+@_jit
+def apply_sum(values, rows, grads):
+    """values[rows[i]] += grads[i] for rows[i] >= 0."""
+    width = values.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            for c in range(width):
+                values[r, c] += grads[i, c]
+
+
+@_jit
+def apply_sgd(values, rows, grads, lr):
+    """values[rows[i]] -= lr * grads[i] for rows[i] >= 0."""
+    width = values.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            for c in range(width):
+                values[r, c] -= lr * grads[i, c]
+
+
+@_jit
+def apply_adagrad(values, accum, rows, grads, lr, eps):
+    """AdaGrad: accum += g*g; values -= lr * g / (sqrt(accum) + eps), for rows[i] >= 0."""
+    width = values.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            for c in range(width):
+                g = grads[i, c]
+                a = accum[r, c] + g * g
+                accum[r, c] = a
+                values[r, c] -= lr * g / (math.sqrt(a) + eps)
+
+
+@_jit
+def copy_rows(src, dst, rows):
+    """dst[rows[i]] = src[i] for every i. src (n, width), rows a valid row of dst each."""
+    width = src.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        for c in range(width):
+            dst[r, c] = src[i, c]
+
+
+@_jit
+def first_nonfinite(flat):
+    """Index of the first NaN/inf in a 1-D float array, or -1."""
+    for i in range(flat.size):
+        if not math.isfinite(flat[i]):
+            return i
+    return -1

@@ -1,0 +1,154 @@
+"""Wire layout of mpips data-path messages, and validation of received bytes. Pure module.
+
+A request is a fixed header followed by payload chunks, all plain numpy buffers (never
+pickle). The header is ``HEADER_WORDS`` uint64 words:
+
+    word 0  MAGIC << 16 | VERSION
+    word 1  op (Op)
+    word 2  table id
+    word 3  request id (also picks the MPI tag of the payload and the reply)
+    word 4  number of keys
+    word 5  row width
+    word 6  keys per chunk
+    word 7  reserved, 0
+
+After a header with n keys, the sender sends ceil(n / chunk) key chunks (uint64) and, for a
+push, after each key chunk the matching value chunk (float32, chunk x width). A pull is
+answered chunk by chunk with float32 values, then by a status reply of ``REPLY_WORDS`` words:
+MAGIC << 16 | VERSION, request id, status (Status), length in bytes of an error text that
+follows as a uint8 message when status is not OK.
+
+Every field of a received header or reply is checked by ``parse_header``/``parse_reply``, and
+every key chunk by ``check_key_chunk``, before any kernel sees it.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MessageError
+from .kernels.keys import first_bad_key
+
+MAGIC = 0x4D50_4950_5331  # "MPIPS1"
+VERSION = 1
+HEADER_WORDS = 8
+REPLY_WORDS = 4
+MAX_WIDTH = 1 << 20
+MAX_CHUNK_KEYS = 1 << 24
+CHUNK_BYTES = 1 << 19
+"""Target payload bytes per chunk: small enough to stay in L2 while the server applies it."""
+
+
+class Op(enum.IntEnum):
+    """What a request asks of a server."""
+
+    PUSH = 1
+    PULL = 2
+    PUSH_PULL = 3
+    DONE = 4  # the sending worker will send no more requests
+
+
+class Status(enum.IntEnum):
+    """Outcome of a request, sent back in the reply."""
+
+    OK = 0
+    BAD_REQUEST = 1
+
+
+@dataclass(frozen=True)
+class Header:
+    """A decoded, validated request header."""
+
+    op: Op
+    table_id: int
+    request_id: int
+    num_keys: int
+    width: int
+    chunk_keys: int
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_keys // self.chunk_keys)
+
+    def chunk_bounds(self, index: int) -> tuple[int, int]:
+        """[lo, hi) of chunk ``index`` within the request's keys."""
+        lo = index * self.chunk_keys
+        return lo, min(lo + self.chunk_keys, self.num_keys)
+
+
+def chunk_keys_for(width: int) -> int:
+    """Keys per chunk for a row width: about CHUNK_BYTES of keys and values together."""
+    return max(256, CHUNK_BYTES // (8 + 4 * width))
+
+
+def encode_header(op: Op, table_id: int, request_id: int, num_keys: int, width: int,
+                  chunk_keys: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Fill (or allocate) a uint64[HEADER_WORDS] request header."""
+    hdr = np.empty(HEADER_WORDS, np.uint64) if out is None else out
+    hdr[:] = (MAGIC << 16 | VERSION, int(op), table_id, request_id, num_keys, width,
+              chunk_keys, 0)
+    return hdr
+
+
+def _check_magic(word: int, what: str) -> None:
+    if word >> 16 != MAGIC:
+        raise MessageError(f"{what}: bad magic {word >> 16:#x}, not an mpips message")
+    if word & 0xFFFF != VERSION:
+        raise MessageError(f"{what}: wire version {word & 0xFFFF}, this mpips speaks {VERSION}")
+
+
+def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
+    """Validate a received request header against the tables this server knows."""
+    if buf.dtype != np.uint64 or buf.shape != (HEADER_WORDS,):
+        raise MessageError(f"request header must be uint64[{HEADER_WORDS}], got {buf.dtype}{buf.shape}")
+    w = [int(x) for x in buf]
+    _check_magic(w[0], "request header")
+    try:
+        op = Op(w[1])
+    except ValueError:
+        raise MessageError(f"request header: unknown op {w[1]}") from None
+    if op is Op.DONE:
+        return Header(op, 0, w[3], 0, 1, 1)
+    if w[2] >= num_tables:
+        raise MessageError(f"request header: table id {w[2]} unknown (server has {num_tables})")
+    if w[5] != widths[w[2]]:
+        raise MessageError(f"request header: width {w[5]} but table {w[2]} has width {widths[w[2]]}")
+    if not 1 <= w[6] <= MAX_CHUNK_KEYS:
+        raise MessageError(f"request header: chunk of {w[6]} keys outside [1, {MAX_CHUNK_KEYS}]")
+    return Header(op, w[2], w[3], w[4], w[5], w[6])
+
+
+def encode_reply(request_id: int, status: Status, error_len: int = 0) -> np.ndarray:
+    """A uint64[REPLY_WORDS] status reply."""
+    return np.array([MAGIC << 16 | VERSION, request_id, int(status), error_len], np.uint64)
+
+
+def parse_reply(buf: np.ndarray, request_id: int) -> tuple[Status, int]:
+    """Validate a status reply for ``request_id``; returns (status, error text length)."""
+    w = [int(x) for x in buf]
+    _check_magic(w[0], "reply")
+    if w[1] != request_id:
+        raise MessageError(f"reply for request {w[1]} arrived where {request_id} was expected")
+    try:
+        status = Status(w[2])
+    except ValueError:
+        raise MessageError(f"reply: unknown status {w[2]}") from None
+    if w[3] > 1 << 20:
+        raise MessageError(f"reply: error text of {w[3]} bytes is implausible")
+    return status, w[3]
+
+
+def check_key_chunk(keys: np.ndarray, lo: int, hi: int, prev: int | None) -> None:
+    """Raise MessageError unless keys are strictly increasing, all in ``[lo, hi)``, and all
+    greater than ``prev`` (the last key of the previous chunk, or None)."""
+    if keys.size == 0:
+        return
+    bad = first_bad_key(keys, np.uint64(lo), np.uint64(hi - 1),
+                        np.uint64(0 if prev is None else prev), prev is not None)
+    if bad >= 0:
+        key = int(keys[bad])
+        if not lo <= key < hi:
+            raise MessageError(f"key {key} at position {bad} outside this server's range [{lo}, {hi})")
+        raise MessageError(f"key {key} at position {bad} is not greater than the key before it")

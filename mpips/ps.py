@@ -1,0 +1,118 @@
+"""The session object of one SPMD launch: roles, tables, and the run of a job (API layer)."""
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from .errors import TableError
+from .partition import KEY_SPACE
+from .server import KVServer
+from .spec import TableSpec
+from .store import Slice, make_slice
+from .topology import Topology
+from .worker import KVWorker
+
+
+def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
+    """Start mpips on ``comm`` (default COMM_WORLD) with its last ``servers`` ranks as servers.
+
+    Collective over ``comm``. Raises LayoutError on every rank when the layout is impossible.
+    """
+    return PS(comm if comm is not None else MPI.COMM_WORLD, servers)
+
+
+class PS:
+    """Roles, tables and the data path of one launch. Use ``init`` to make one."""
+
+    def __init__(self, comm: MPI.Intracomm, servers: int):
+        self.topology = Topology(comm, servers)
+        self.tables: dict[str, TableSpec] = {}
+        self._slices: list[Slice] = []
+        self._worker: KVWorker | None = None
+        self.server: KVServer | None = None
+        self.closed = False
+
+    # -- who am I -------------------------------------------------------------------------
+    is_server = property(lambda self: self.topology.is_server)
+    is_worker = property(lambda self: not self.topology.is_server)
+    rank = property(lambda self: self.topology.rank)
+    size = property(lambda self: self.topology.size)
+    num_servers = property(lambda self: self.topology.num_servers)
+    num_workers = property(lambda self: self.topology.num_workers)
+    worker_rank = property(lambda self: self.topology.worker_index)
+    server_rank = property(lambda self: self.topology.server_index)
+    comm = property(lambda self: self.topology.data)
+
+    @property
+    def worker_comm(self) -> MPI.Intracomm | None:
+        """Communicator of the workers (None on servers)."""
+        return None if self.is_server else self.topology.group
+
+    def log(self, message: str) -> None:
+        """One line to stderr labelled with this rank and role."""
+        self.topology.log(message)
+
+    # -- tables ---------------------------------------------------------------------------
+    def dense_table(self, name: str, size: int, *, width: int = 1, rule: str = "sum",
+                    init: float = 0.0, **rule_params) -> TableSpec:
+        """Create a dense table of keys 0..size-1. Collective over the launch (every rank
+        creates the same tables in the same order)."""
+        return self._add_table(name, "dense", size, width, rule, init, rule_params)
+
+    def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
+                     init: float = 0.0, **rule_params) -> TableSpec:
+        """Create a sparse table keyed by any uint64. Collective over the launch."""
+        return self._add_table(name, "sparse", KEY_SPACE, width, rule, init, rule_params)
+
+    def _add_table(self, name, kind, size, width, rule, init, rule_params) -> TableSpec:
+        if self._worker is not None or self.server is not None:
+            raise TableError(f"table {name!r}: tables must be created before run()")
+        if name in self.tables:
+            raise TableError(f"a table named {name!r} exists already")
+        spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
+                         rule, dict(rule_params), float(init))
+        self._check_same_everywhere(spec)
+        self._slices.append(make_slice(spec, self.topology.server_index, self.comm))
+        self.tables[name] = spec
+        return spec
+
+    def _check_same_everywhere(self, spec: TableSpec) -> None:
+        """Collective: every rank must define the same table, or all raise TableError."""
+        mine = np.array([spec.fingerprint(), -spec.fingerprint()], np.int64)
+        seen = np.empty_like(mine)
+        self.comm.Allreduce(mine, seen, op=MPI.MAX)
+        if seen[0] != mine[0] or seen[1] != mine[1]:
+            raise TableError(f"table {spec.name!r} is not defined identically on every rank "
+                             f"(rank {self.rank}: {spec})")
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, work):
+        """Collective: workers call ``work(kv)`` with their KVWorker, then tell the servers
+        they are done; servers serve until every worker is done. Returns ``work``'s result
+        on workers and None on servers."""
+        if self.is_server:
+            self.server = KVServer(self.topology, self._slices)
+            self.server.serve()
+            return None
+        self._worker = KVWorker(self.topology, self.tables)
+        try:
+            return work(self._worker)
+        finally:
+            self._worker.close()
+
+    def close(self) -> None:
+        """Free windows and communicators. Collective over the launch; safe to call twice."""
+        if self.closed:
+            return
+        if self._worker is not None:
+            self._worker.close()
+        for table_slice in self._slices:
+            table_slice.free()
+        self.topology.free()
+        self.closed = True
+
+    def __enter__(self) -> "PS":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,148 @@
+"""KVServer: the serve loop of a server rank (API layer).
+
+The loop takes one request at a time from any worker, receives its payload chunk by chunk
+into reused buffers, validates each chunk (mpips.message) before a kernel reads it, and
+answers. A request that fails validation is drained to its end so the stream from that
+worker stays in step, and answered with an error the worker raises from ``wait``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from .errors import MessageError
+from .message import (HEADER_WORDS, Header, Op, Status, encode_reply, parse_header,
+                      check_key_chunk)
+from .store import FLOAT, Slice
+from .topology import Topology
+from .transport import TAG_REQUEST, Tags, wait_all
+
+OUT_BUFFERS = 4
+
+
+class KVServer:
+    """Serves the slices of one server rank until every worker has said DONE."""
+
+    def __init__(self, topology: Topology, slices: list[Slice]):
+        self.topology = topology
+        self.comm = topology.data
+        self.slices = slices
+        self.tags = Tags(self.comm)
+        self.requests_served = 0
+        self._keys = np.empty(0, np.uint64)
+        self._vals = np.empty(0, FLOAT)
+        self._out: list[tuple[np.ndarray, MPI.Request]] = []
+        self._free: list[np.ndarray] = []
+
+    def serve(self) -> None:
+        """Serve until all workers are done. Point-to-point with the workers only."""
+        header = np.empty(HEADER_WORDS, np.uint64)
+        remaining = set(range(self.topology.num_workers))
+        status = MPI.Status()
+        while remaining:
+            request = self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)
+            statuses = [status]
+            wait_all([request], statuses)
+            source = statuses[0].Get_source()
+            try:
+                parsed = parse_header(header, len(self.slices),
+                                      [s.spec.width for s in self.slices])
+            except MessageError as exc:
+                self.topology.log(f"dropped a request from rank {source}: {exc}")
+                continue
+            if parsed.op is Op.DONE:
+                remaining.discard(source)
+                continue
+            try:
+                self._handle(parsed, source)
+            except MessageError as exc:
+                self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
+            self.requests_served += 1
+        self._flush_out()
+
+    def _handle(self, hdr: Header, source: int) -> None:
+        table = self.slices[hdr.table_id]
+        tag = self.tags.payload(hdr.request_id)
+        error = None
+        cursor = 0
+        prev = None
+        keys_buf, vals_buf = self._buffers(hdr)
+        pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
+        for index in range(hdr.num_chunks):
+            lo, hi = hdr.chunk_bounds(index)
+            keys = keys_buf[: hi - lo]
+            vals = vals_buf[: hi - lo]
+            self._recv_exact(keys, source, tag)
+            if pushes:
+                self._recv_exact(vals, source, tag)
+            if error is None:
+                try:
+                    cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag, source)
+                except MessageError as exc:
+                    error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
+            elif hdr.op is not Op.PUSH:
+                self._send_values(np.full_like(vals, np.nan), source, tag)
+        if pushes:
+            table.finish_push()
+        self._reply(hdr.request_id, error, source, tag)
+
+    def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source):
+        rng = table.key_range
+        check_key_chunk(keys, rng.begin, rng.end, prev)
+        if hdr.op is Op.PUSH:
+            return table.push_chunk(keys, vals, cursor), int(keys[-1])
+        if hdr.op is Op.PUSH_PULL:
+            table.push_chunk(keys, vals, 0)
+            table.finish_push()  # new keys must exist before their values are read back
+        out = self._out_buffer(vals.shape)
+        cursor = table.pull_chunk(keys, out, cursor if hdr.op is Op.PULL else 0)
+        self._send_values(out, source, tag)
+        return cursor, int(keys[-1])
+
+    def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
+        status = MPI.Status()
+        try:
+            self.comm.Recv(buf, source, tag, status)
+        except MPI.Exception as exc:
+            raise MessageError(f"payload from rank {source} does not fit: {exc}") from None
+        if status.Get_count(MPI.BYTE) != buf.nbytes:
+            raise MessageError(f"payload from rank {source}: {status.Get_count(MPI.BYTE)} "
+                               f"bytes where {buf.nbytes} were announced")
+
+    def _buffers(self, hdr: Header) -> tuple[np.ndarray, np.ndarray]:
+        n = min(hdr.chunk_keys, hdr.num_keys)
+        if self._keys.size < n:
+            self._keys = np.empty(n, np.uint64)
+        if self._vals.size < n * hdr.width:
+            self._vals = np.empty(n * hdr.width, FLOAT)
+        return self._keys, self._vals[: n * hdr.width].reshape(n, hdr.width)
+
+    def _out_buffer(self, shape) -> np.ndarray:
+        """A reply buffer that no send in flight uses (at most OUT_BUFFERS in flight)."""
+        if len(self._out) >= OUT_BUFFERS:
+            buf, req = self._out.pop(0)
+            wait_all([req])
+            self._free.append(buf)
+        need = shape[0] * shape[1]
+        buf = self._free.pop() if self._free else np.empty(0, FLOAT)
+        if buf.size < need:
+            buf = np.empty(need, FLOAT)
+        return buf[:need].reshape(shape)
+
+    def _send_values(self, out: np.ndarray, dest: int, tag: int) -> None:
+        self._out.append((out.reshape(-1), self.comm.Isend(out, dest, tag)))
+
+    def _flush_out(self) -> None:
+        wait_all([req for _, req in self._out])
+        self._free.extend(buf for buf, _ in self._out)
+        self._out.clear()
+
+    def _reply(self, request_id: int, error: str | None, dest: int, tag: int) -> None:
+        self._flush_out()
+        text = np.frombuffer(error.encode(), np.uint8) if error else None
+        status = Status.BAD_REQUEST if error else Status.OK
+        reply = encode_reply(request_id, status, 0 if text is None else text.size)
+        self.comm.Send(reply, dest, tag)
+        if text is not None:
+            self.comm.Send(text, dest, tag)
+            self.topology.log(f"rejected a request from rank {dest}: {error}")

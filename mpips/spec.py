@@ -1,0 +1,55 @@
+"""Table specifications: what every rank agrees a table is. Pure module: no MPI."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import TableError
+from .handlers import make_rule
+from .partition import KEY_SPACE, RangePartition
+
+KINDS = ("dense", "sparse")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A named table: ``kind`` "dense" (keys 0..size-1) or "sparse" (any uint64 key),
+    float32 rows of ``width`` values, an update rule from mpips.handlers, an initial value
+    returned for rows never pushed, and its id (creation order, identical on every rank)."""
+
+    name: str
+    kind: str
+    table_id: int
+    num_servers: int
+    size: int = KEY_SPACE
+    width: int = 1
+    rule: str = "sum"
+    rule_params: dict = field(default_factory=dict)
+    init: float = 0.0
+
+    def __post_init__(self):
+        if not self.name or not isinstance(self.name, str):
+            raise TableError(f"table name must be a non-empty string, got {self.name!r}")
+        if self.kind not in KINDS:
+            raise TableError(f"table {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "sparse" and self.size != KEY_SPACE:
+            raise TableError(f"table {self.name!r}: a sparse table spans all uint64 keys")
+        if not isinstance(self.width, int) or not 1 <= self.width <= 1 << 20:
+            raise TableError(f"table {self.name!r}: width must be an int in [1, 2**20], got {self.width!r}")
+        if not isinstance(self.size, int) or not 0 < self.size <= KEY_SPACE:
+            raise TableError(f"table {self.name!r}: size must be an int in [1, 2**64], got {self.size!r}")
+        make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+
+    @property
+    def partition(self) -> RangePartition:
+        return RangePartition(self.size, self.num_servers)
+
+    def make_rule(self):
+        """A fresh update-rule object for this table."""
+        return make_rule(self.rule, **self.rule_params)
+
+    def fingerprint(self) -> int:
+        """A 31-bit checksum of everything that must match across ranks."""
+        text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
+                     self.width, self.rule, sorted(self.rule_params.items()), float(self.init)))
+        return zlib.crc32(text.encode()) & 0x7FFFFFFF

@@ -1,0 +1,137 @@
+"""Server-side storage of one table's slice (MPI layer: dense slices live in RMA windows).
+
+A slice applies pushes and answers pulls chunk by chunk. ``cursor`` is the position in the
+slice where the previous chunk of the same request stopped, so one request costs one pass.
+Callers validate keys (sorted, unique, inside the slice's range) before calling in.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from .kernels import keys as key_kernels
+from .kernels import rows as row_kernels
+from .spec import TableSpec
+
+FLOAT = np.float32
+
+
+class Slice:
+    """Common part of dense and sparse slices: the rule, optimizer state, row buffers."""
+
+    def __init__(self, spec: TableSpec, server_index: int):
+        self.spec = spec
+        self.rule = spec.make_rule()
+        self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
+        self._rows = np.empty(0, np.int64)
+
+    def rows_buffer(self, n: int) -> np.ndarray:
+        if self._rows.size < n:
+            self._rows = np.empty(n, np.int64)
+        return self._rows[:n]
+
+    def _zero_state(self, n: int) -> dict[str, np.ndarray]:
+        return {name: np.zeros((n, self.spec.width), FLOAT) for name in self.rule.state_names}
+
+
+class DenseSlice(Slice):
+    """Rows ``[begin, end)`` of a dense table in an MPI window (``Win.Allocate``).
+
+    Collective over ``comm`` (every rank of the launch): workers expose an empty window.
+    """
+
+    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm):
+        super().__init__(spec, server_index)
+        n = len(self.key_range) if self.key_range else 0
+        itemsize = np.dtype(FLOAT).itemsize
+        self.win = MPI.Win.Allocate(n * spec.width * itemsize, itemsize, comm=comm)
+        memory = np.frombuffer(self.win.tomemory(), FLOAT) if n else np.empty(0, FLOAT)
+        self.values = memory[: n * spec.width].reshape(n, spec.width)
+        self.values.fill(spec.init)
+        self.state = self._zero_state(n)
+        self.begin = np.uint64(self.key_range.begin if self.key_range else 0)
+
+    def push_chunk(self, keys, grads, cursor: int) -> int:
+        rows = self.rows_buffer(keys.size)
+        key_kernels.offset_rows(keys, self.begin, rows)
+        self.rule.apply(self.values, self.state, rows, grads)
+        return cursor
+
+    def finish_push(self) -> None:
+        """Dense slices apply everything in push_chunk."""
+
+    def pull_chunk(self, keys, out, cursor: int) -> int:
+        rows = self.rows_buffer(keys.size)
+        key_kernels.offset_rows(keys, self.begin, rows)
+        row_kernels.gather_rows(self.values, rows, self.spec.init, out)
+        return cursor
+
+    def free(self) -> None:
+        """Free the window; collective over the launch; safe to call twice."""
+        if self.win is not None:
+            self.values = None
+            self.win.Free()
+            self.win = None
+
+
+class SparseSlice(Slice):
+    """Sorted unique uint64 keys with their rows; keys appear when first pushed.
+
+    Keys new to the slice are collected during a push and inserted by ``finish_push`` in
+    one merge (init rows, then the rule applied to them).
+    """
+
+    def __init__(self, spec: TableSpec, server_index: int):
+        super().__init__(spec, server_index)
+        self.keys = np.empty(0, np.uint64)
+        self.values = np.empty((0, spec.width), FLOAT)
+        self.state = self._zero_state(0)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def push_chunk(self, keys, grads, cursor: int) -> int:
+        rows = self.rows_buffer(keys.size)
+        missing, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
+        self.rule.apply(self.values, self.state, rows, grads)
+        if missing:
+            new = rows < 0
+            self._pending.append((keys[new], grads[new]))
+        return cursor
+
+    def finish_push(self) -> None:
+        if not self._pending:
+            return
+        new_keys = np.concatenate([k for k, _ in self._pending])
+        new_grads = np.concatenate([g for _, g in self._pending])
+        self._pending.clear()
+        self._insert(new_keys, new_grads)
+
+    def _insert(self, new_keys: np.ndarray, new_grads: np.ndarray) -> None:
+        n_old, n_new = self.keys.size, new_keys.size
+        merged = np.empty(n_old + n_new, np.uint64)
+        pos_old = np.empty(n_old, np.int64)
+        pos_new = np.empty(n_new, np.int64)
+        key_kernels.merge_disjoint(self.keys, new_keys, merged, pos_old, pos_new)
+        values = np.full((merged.size, self.spec.width), self.spec.init, FLOAT)
+        row_kernels.copy_rows(self.values, values, pos_old)
+        state = self._zero_state(merged.size)
+        for name, array in state.items():
+            row_kernels.copy_rows(self.state[name], array, pos_old)
+        self.keys, self.values, self.state = merged, values, state
+        self.rule.apply(self.values, self.state, pos_new, new_grads)
+
+    def pull_chunk(self, keys, out, cursor: int) -> int:
+        rows = self.rows_buffer(keys.size)
+        _, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
+        row_kernels.gather_rows(self.values, rows, self.spec.init, out)
+        return cursor
+
+    def free(self) -> None:
+        """Nothing collective to release; present so every slice frees alike."""
+
+
+def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm) -> Slice:
+    """The slice of ``spec`` this rank holds (empty on workers). Collective over ``comm``
+    for dense tables (window creation)."""
+    if spec.kind == "dense":
+        return DenseSlice(spec, server_index, comm)
+    return SparseSlice(spec, server_index)

@@ -1,0 +1,108 @@
+"""Command line: ``mpips run|launch|warmup`` (top layer).
+
+``mpips run JOB [--servers S] [job options]`` runs on every rank of an SPMD launch
+(``mpiexec -n P mpips run ...`` or ``srun ... mpips run ...``). JOB is a module of
+mpips.jobs (the repository's jobs/ directory), a dotted module name, or a path to a .py file
+that defines ``add_arguments(parser)`` and ``main(ps, args)``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from pathlib import Path
+
+
+def load_job(name: str):
+    """The job module for ``name``: a .py path, a module of mpips.jobs, or a dotted name."""
+    path = Path(name)
+    if name.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise SystemExit(f"mpips run: no job file {name}")
+        spec = importlib.util.spec_from_file_location(f"mpips_job_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    for candidate in (f"mpips.jobs.{name}", name):
+        try:
+            return importlib.import_module(candidate)
+        except ModuleNotFoundError as exc:
+            if exc.name not in (candidate, candidate.rsplit(".", 1)[0]):
+                raise
+    raise SystemExit(f"mpips run: no job named {name!r} (not mpips.jobs.{name}, not a module, "
+                     f"not a .py file)")
+
+
+def _job_parser(name: str, module) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"mpips run {name}",
+                                     description=(module.__doc__ or "").strip().split("\n")[0])
+    parser.add_argument("--servers", type=int, default=int(os.environ.get("MPIPS_SERVERS", 1)),
+                        help="number of server ranks, the last ranks of the launch "
+                             "(default: $MPIPS_SERVERS or 1)")
+    if hasattr(module, "add_arguments"):
+        module.add_arguments(parser)
+    return parser
+
+
+def run_job(name: str, argv: list[str]) -> int:
+    """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code."""
+    module = load_job(name)
+    args = _job_parser(name, module).parse_args(argv)
+    from mpi4py import MPI
+
+    import mpips
+
+    world = MPI.COMM_WORLD
+    label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
+    try:
+        ps = mpips.init(servers=args.servers)
+    except (mpips.LayoutError, mpips.TableError) as exc:
+        print(f"{label} error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        module.main(ps, args)
+        ps.close()
+    except Exception:  # one rank failing must not leave the others hanging
+        for line in traceback.format_exc().rstrip().splitlines():
+            print(f"{label} {line}", file=sys.stderr)
+        sys.stderr.flush()
+        world.Abort(1)
+    return 0
+
+
+def _warmup(_args) -> int:
+    from .kernels.warmup import warm_all
+
+    names = warm_all()
+    print(f"mpips warmup: compiled {len(names)} kernels", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpips", description="A parameter server for MPI clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job on every rank of an MPI launch",
+                         description="Run JOB on this rank; start it on all ranks with mpiexec/srun.")
+    run.add_argument("job", help="job name under mpips.jobs, module name, or .py file")
+    run.add_argument("job_args", nargs=argparse.REMAINDER, help="--servers S and the job's options")
+    warm = sub.add_parser("warmup", help="compile the numba kernels once (before a parallel launch)")
+    warm.set_defaults(handler=_warmup)
+    try:
+        from .launcher import add_launch_parser
+    except ImportError:
+        pass
+    else:
+        add_launch_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mpips`` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run_job(args.job, args.job_args)
+    return args.handler(args)

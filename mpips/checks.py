@@ -4,22 +4,33 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
-from .kernels.keys import first_bad_key
-from .kernels.rows import first_nonfinite
+from .kernels.keys import count_bad_keys, first_bad_key
+from .kernels.rows import count_nonfinite, first_nonfinite
 from .spec import TableSpec
 
 
-def as_keys(keys, spec: TableSpec) -> np.ndarray:
+def as_keys(keys, spec: TableSpec, *, check_order: bool = True) -> np.ndarray:
     """``keys`` as a contiguous uint64 1-D array, checked strictly increasing and inside the
-    table's key range; raises KeyOrderError / KeyRangeError naming the first bad position."""
+    table's key range; raises KeyOrderError / KeyRangeError naming the first bad position.
+    With ``check_order=False`` only the type and shape are checked (for pulls, whose keys
+    the servers check anyway: see KVWorker.wait)."""
     arr = np.asarray(keys)
     if arr.ndim != 1:
         raise ValueShapeError(f"table {spec.name!r}: keys must be 1-D, got shape {arr.shape}")
     if arr.dtype != np.uint64:
         arr = _to_uint64(arr, spec)
     arr = np.ascontiguousarray(arr)
-    bad = first_bad_key(arr, np.uint64(0), np.uint64(spec.size - 1), np.uint64(0), False)
-    if bad >= 0:
+    if check_order:
+        check_keys(arr, spec)
+    return arr
+
+
+def check_keys(arr: np.ndarray, spec: TableSpec) -> None:
+    """Raise KeyOrderError / KeyRangeError unless uint64 ``arr`` is strictly increasing and
+    inside the table's key range."""
+    bounds = (np.uint64(0), np.uint64(spec.size - 1), np.uint64(0), False)
+    if count_bad_keys(arr, *bounds):
+        bad = first_bad_key(arr, *bounds)
         key = int(arr[bad])
         if key >= spec.size:
             raise KeyRangeError(f"table {spec.name!r}: key {key} at position {bad} is out of "
@@ -27,7 +38,6 @@ def as_keys(keys, spec: TableSpec) -> np.ndarray:
         what = "duplicated" if key == int(arr[bad - 1]) else "smaller than the key before it"
         raise KeyOrderError(f"table {spec.name!r}: key {key} at position {bad} is {what}; "
                             f"keys must be sorted and unique (np.unique gives both)")
-    return arr
 
 
 def _to_uint64(arr: np.ndarray, spec: TableSpec) -> np.ndarray:
@@ -54,8 +64,8 @@ def as_values(vals, num_keys: int, spec: TableSpec) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise ValueShapeError(f"table {spec.name!r}: values must be numbers, got {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = first_nonfinite(arr.reshape(-1))
-    if bad >= 0:
+    if count_nonfinite(arr.reshape(-1)):
+        bad = first_nonfinite(arr.reshape(-1))
         raise NonFiniteError(f"table {spec.name!r}: value {arr.reshape(-1)[bad]} for key "
                              f"position {bad // spec.width}; nothing was sent")
     return arr

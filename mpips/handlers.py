@@ -1,13 +1,18 @@
 """Server-side update rules behind one signature, and their registry. Pure module: no MPI.
 
 A rule turns pushed values into a change of the stored rows. ``apply(values, state, rows,
-grads)`` updates ``values[rows[i]]`` from ``grads[i]`` for every ``rows[i] >= 0``; ``state`` is
-the dict of per-row optimizer arrays named by ``state_names`` (same shape as values). Rules
+grads)`` updates ``values[rows[i]]`` from ``grads[i]`` for every ``rows[i] >= 0``;
+``apply_run(values, state, start, grads)`` does the same for the consecutive rows
+``start, start+1, ...`` (vectorised NumPy, the common case of a chunk that matches a run of
+stored keys). ``state`` is the dict of per-row optimizer arrays named by ``state_names``
+(same shape as values). Rules
 are looked up by name in ``RULES``; ``register_rule`` adds user rules.
 """
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from .kernels import rows as row_kernels
 
@@ -19,6 +24,9 @@ class UpdateRule:
     state_names: tuple[str, ...] = ()
 
     def apply(self, values, state, rows, grads):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def apply_run(self, values, state, start, grads):  # pragma: no cover - interface
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -41,6 +49,9 @@ class SumRule(UpdateRule):
     def apply(self, values, state, rows, grads):
         row_kernels.apply_sum(values, rows, grads)
 
+    def apply_run(self, values, state, start, grads):
+        values[start:start + len(grads)] += grads
+
 
 class SGDRule(UpdateRule):
     """values -= lr * gradient."""
@@ -51,7 +62,10 @@ class SGDRule(UpdateRule):
         self.lr = _positive("sgd", "lr", lr)
 
     def apply(self, values, state, rows, grads):
-        row_kernels.apply_sgd(values, rows, grads, self.lr)
+        row_kernels.apply_sgd(values, rows, grads, np.float32(self.lr))
+
+    def apply_run(self, values, state, start, grads):
+        values[start:start + len(grads)] -= np.float32(self.lr) * grads
 
     def describe(self):
         return {"rule": self.name, "lr": self.lr}
@@ -68,7 +82,14 @@ class AdaGradRule(UpdateRule):
         self.eps = _positive("adagrad", "eps", eps)
 
     def apply(self, values, state, rows, grads):
-        row_kernels.apply_adagrad(values, state["accum"], rows, grads, self.lr, self.eps)
+        row_kernels.apply_adagrad(values, state["accum"], rows, grads, np.float32(self.lr),
+                                  np.float32(self.eps))
+
+    def apply_run(self, values, state, start, grads):
+        stop = start + len(grads)
+        accum = state["accum"][start:stop]
+        accum += grads * grads
+        values[start:stop] -= np.float32(self.lr) * grads / (np.sqrt(accum) + np.float32(self.eps))
 
     def describe(self):
         return {"rule": self.name, "lr": self.lr, "eps": self.eps}

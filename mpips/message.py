@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MessageError
-from .kernels.keys import first_bad_key
+from .kernels.keys import count_bad_keys, first_bad_key
 
 MAGIC = 0x4D50_4950_5331  # "MPIPS1"
 VERSION = 1
@@ -37,8 +37,9 @@ HEADER_WORDS = 8
 REPLY_WORDS = 4
 MAX_WIDTH = 1 << 20
 MAX_CHUNK_KEYS = 1 << 24
-CHUNK_BYTES = 1 << 19
-"""Target payload bytes per chunk: small enough to stay in L2 while the server applies it."""
+CHUNK_BYTES = 1 << 21
+"""Target payload bytes per chunk: small enough to stay in cache while the server applies
+it, large enough that per-chunk overhead (a few MPI and kernel calls) is noise."""
 
 
 class Op(enum.IntEnum):
@@ -145,9 +146,10 @@ def check_key_chunk(keys: np.ndarray, lo: int, hi: int, prev: int | None) -> Non
     greater than ``prev`` (the last key of the previous chunk, or None)."""
     if keys.size == 0:
         return
-    bad = first_bad_key(keys, np.uint64(lo), np.uint64(hi - 1),
-                        np.uint64(0 if prev is None else prev), prev is not None)
-    if bad >= 0:
+    bounds = (np.uint64(lo), np.uint64(hi - 1), np.uint64(0 if prev is None else prev),
+              prev is not None)
+    if count_bad_keys(keys, *bounds):
+        bad = first_bad_key(keys, *bounds)
         key = int(keys[bad])
         if not lo <= key < hi:
             raise MessageError(f"key {key} at position {bad} outside this server's range [{lo}, {hi})")

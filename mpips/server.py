@@ -11,8 +11,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import MessageError
-from .message import (HEADER_WORDS, Header, Op, Status, encode_reply, parse_header,
-                      check_key_chunk)
+from .message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
 from .store import FLOAT, Slice
 from .topology import Topology
 from .transport import TAG_REQUEST, Tags, wait_all
@@ -64,40 +63,43 @@ class KVServer:
         table = self.slices[hdr.table_id]
         tag = self.tags.payload(hdr.request_id)
         error = None
-        cursor = 0
-        prev = None
+        cursor, prev = 0, None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
-            keys = keys_buf[: hi - lo]
-            vals = vals_buf[: hi - lo]
+            keys, vals = keys_buf[: hi - lo], vals_buf[: hi - lo]
             self._recv_exact(keys, source, tag)
             if pushes:
                 self._recv_exact(vals, source, tag)
             if error is None:
                 try:
                     cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag, source)
+                    continue
                 except MessageError as exc:
                     error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
-            elif hdr.op is not Op.PUSH:
-                self._send_values(np.full_like(vals, np.nan), source, tag)
+            if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
+                self._send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
         if pushes:
             table.finish_push()
         self._reply(hdr.request_id, error, source, tag)
 
     def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source):
-        rng = table.key_range
-        check_key_chunk(keys, rng.begin, rng.end, prev)
+        """Apply/answer one chunk; returns (cursor, last key) for the next chunk."""
         if hdr.op is Op.PUSH:
-            return table.push_chunk(keys, vals, cursor), int(keys[-1])
+            return table.push_chunk(keys, vals, cursor, prev), int(keys[-1])
         if hdr.op is Op.PUSH_PULL:
-            table.push_chunk(keys, vals, 0)
-            table.finish_push()  # new keys must exist before their values are read back
-        out = self._out_buffer(vals.shape)
-        cursor = table.pull_chunk(keys, out, cursor if hdr.op is Op.PULL else 0)
-        self._send_values(out, source, tag)
-        return cursor, int(keys[-1])
+            table.push_chunk(keys, vals, cursor, prev)
+            if table.finish_push():  # new keys must exist before their values are read
+                cursor = 0
+        first, rows, next_cursor = table.locate(keys, cursor, prev)
+        if rows is None:  # a run of stored rows: send it from the table, no copy
+            self._send_values(table.values[first:first + keys.size], source, tag, reusable=False)
+        else:
+            out = self._out_buffer(vals.shape)
+            table.gather(rows, out)
+            self._send_values(out, source, tag)
+        return next_cursor, int(keys[-1])
 
     def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
         status = MPI.Status()
@@ -122,19 +124,23 @@ class KVServer:
         if len(self._out) >= OUT_BUFFERS:
             buf, req = self._out.pop(0)
             wait_all([req])
-            self._free.append(buf)
+            if buf is not None:
+                self._free.append(buf)
         need = shape[0] * shape[1]
         buf = self._free.pop() if self._free else np.empty(0, FLOAT)
         if buf.size < need:
             buf = np.empty(need, FLOAT)
         return buf[:need].reshape(shape)
 
-    def _send_values(self, out: np.ndarray, dest: int, tag: int) -> None:
-        self._out.append((out.reshape(-1), self.comm.Isend(out, dest, tag)))
+    def _send_values(self, out: np.ndarray, dest: int, tag: int, reusable: bool = True) -> None:
+        """Isend ``out``; ``reusable`` buffers return to the free list once sent (views of a
+        table never do). Every send completes before the next request is read (_reply), so
+        a view of the table cannot change while it is on the wire."""
+        self._out.append((out.reshape(-1) if reusable else None, self.comm.Isend(out, dest, tag)))
 
     def _flush_out(self) -> None:
         wait_all([req for _, req in self._out])
-        self._free.extend(buf for buf, _ in self._out)
+        self._free.extend(buf for buf, _ in self._out if buf is not None)
         self._out.clear()
 
     def _reply(self, request_id: int, error: str | None, dest: int, tag: int) -> None:

@@ -1,8 +1,10 @@
 """Server-side storage of one table's slice (MPI layer: dense slices live in RMA windows).
 
 A slice applies pushes and answers pulls chunk by chunk. ``cursor`` is the position in the
-slice where the previous chunk of the same request stopped, so one request costs one pass.
-Callers validate keys (sorted, unique, inside the slice's range) before calling in.
+slice where the previous chunk of the same request stopped, so one request costs one pass;
+``prev`` is the previous chunk's last key. Each chunk is validated (sorted, unique, inside
+the slice's range) before a kernel indexes with it, except when it equals a run of the
+stored keys, which are valid by construction.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from mpi4py import MPI
 
 from .kernels import keys as key_kernels
 from .kernels import rows as row_kernels
+from .kernels.keys import matches_run
+from .message import check_key_chunk
 from .spec import TableSpec
 
 FLOAT = np.float32
@@ -24,6 +28,7 @@ class Slice:
         self.rule = spec.make_rule()
         self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
         self._rows = np.empty(0, np.int64)
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     def rows_buffer(self, n: int) -> np.ndarray:
         if self._rows.size < n:
@@ -32,6 +37,36 @@ class Slice:
 
     def _zero_state(self, n: int) -> dict[str, np.ndarray]:
         return {name: np.zeros((n, self.spec.width), FLOAT) for name in self.rule.state_names}
+
+    def push_chunk(self, keys, grads, cursor: int, prev: int | None) -> int:
+        """Apply the rule to one validated-here chunk; returns the next cursor. Keys this
+        slice does not store yet are kept for ``finish_push``. Raises MessageError (and
+        changes nothing) when the keys are not sorted, unique and in range."""
+        first, rows, cursor = self.locate(keys, cursor, prev)
+        if rows is None:
+            self.rule.apply_run(self.values, self.state, first, grads)
+            return cursor
+        self.rule.apply(self.values, self.state, rows, grads)
+        if self.spec.kind == "sparse":
+            new = rows < 0
+            if new.any():
+                self._pending.append((keys[new], grads[new]))
+        return cursor
+
+    def finish_push(self) -> bool:
+        """Insert the keys of this push that were not stored (sparse slices only); returns
+        whether any were, which moves stored rows and so invalidates cursors."""
+        if not self._pending:
+            return False
+        new_keys = np.concatenate([k for k, _ in self._pending])
+        new_grads = np.concatenate([g for _, g in self._pending])
+        self._pending.clear()
+        self.insert(new_keys, new_grads)
+        return True
+
+    def gather(self, rows, out) -> None:
+        """out[i] = row rows[i] (the table's init value where rows[i] == -1)."""
+        row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
 
 
 class DenseSlice(Slice):
@@ -49,22 +84,17 @@ class DenseSlice(Slice):
         self.values = memory[: n * spec.width].reshape(n, spec.width)
         self.values.fill(spec.init)
         self.state = self._zero_state(n)
-        self.begin = np.uint64(self.key_range.begin if self.key_range else 0)
+        self.begin = self.key_range.begin if self.key_range else 0
 
-    def push_chunk(self, keys, grads, cursor: int) -> int:
+    def locate(self, keys, cursor: int, prev: int | None):
+        """(first row, None) for consecutive keys, else (None, rows); validates first."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev)
+        first = int(keys[0]) - self.begin
+        if int(keys[-1]) - int(keys[0]) == keys.size - 1:
+            return first, None, cursor
         rows = self.rows_buffer(keys.size)
-        key_kernels.offset_rows(keys, self.begin, rows)
-        self.rule.apply(self.values, self.state, rows, grads)
-        return cursor
-
-    def finish_push(self) -> None:
-        """Dense slices apply everything in push_chunk."""
-
-    def pull_chunk(self, keys, out, cursor: int) -> int:
-        rows = self.rows_buffer(keys.size)
-        key_kernels.offset_rows(keys, self.begin, rows)
-        row_kernels.gather_rows(self.values, rows, self.spec.init, out)
-        return cursor
+        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
+        return None, rows, cursor
 
     def free(self) -> None:
         """Free the window; collective over the launch; safe to call twice."""
@@ -86,26 +116,20 @@ class SparseSlice(Slice):
         self.keys = np.empty(0, np.uint64)
         self.values = np.empty((0, spec.width), FLOAT)
         self.state = self._zero_state(0)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def push_chunk(self, keys, grads, cursor: int) -> int:
+    def locate(self, keys, cursor: int, prev: int | None):
+        """(first row, None) when keys equal the stored run at ``cursor`` (valid by
+        construction: stored keys are sorted, unique and in range), else validate and
+        (None, rows) with -1 for keys not stored."""
+        if matches_run(self.keys, keys, cursor):
+            return cursor, None, cursor + keys.size
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev)
         rows = self.rows_buffer(keys.size)
-        missing, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
-        self.rule.apply(self.values, self.state, rows, grads)
-        if missing:
-            new = rows < 0
-            self._pending.append((keys[new], grads[new]))
-        return cursor
+        _, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
+        return None, rows, cursor
 
-    def finish_push(self) -> None:
-        if not self._pending:
-            return
-        new_keys = np.concatenate([k for k, _ in self._pending])
-        new_grads = np.concatenate([g for _, g in self._pending])
-        self._pending.clear()
-        self._insert(new_keys, new_grads)
-
-    def _insert(self, new_keys: np.ndarray, new_grads: np.ndarray) -> None:
+    def insert(self, new_keys: np.ndarray, new_grads: np.ndarray) -> None:
+        """Add keys not stored yet (sorted, unique, absent), init rows, then apply the rule."""
         n_old, n_new = self.keys.size, new_keys.size
         merged = np.empty(n_old + n_new, np.uint64)
         pos_old = np.empty(n_old, np.int64)
@@ -118,12 +142,6 @@ class SparseSlice(Slice):
             row_kernels.copy_rows(self.state[name], array, pos_old)
         self.keys, self.values, self.state = merged, values, state
         self.rule.apply(self.values, self.state, pos_new, new_grads)
-
-    def pull_chunk(self, keys, out, cursor: int) -> int:
-        rows = self.rows_buffer(keys.size)
-        _, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
-        row_kernels.gather_rows(self.values, rows, self.spec.init, out)
-        return cursor
 
     def free(self) -> None:
         """Nothing collective to release; present so every slice frees alike."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from .checks import as_keys, as_output, as_values
+from .checks import as_keys, as_output, as_values, check_keys
 from .errors import MessageError, TableError
 from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, parse_reply)
 from .spec import TableSpec
@@ -28,6 +28,8 @@ class _Pending:
     replies: list = field(default_factory=list)  # (server rank, tag, request id, reply buffer)
     keep: list = field(default_factory=list)  # buffers MPI still reads or writes
     result: np.ndarray | None = None
+    keys: np.ndarray | None = None  # unchecked pull keys, re-checked if a server rejects
+    spec: TableSpec | None = None
 
 
 class KVWorker:
@@ -70,8 +72,9 @@ class KVWorker:
 
     def wait(self, ts: int):
         """Block until operation ``ts`` is complete; returns the pulled rows (shape (n,) for
-        width-1 tables unless ``out`` was given) or None for a push. Raises MessageError when
-        a server rejected the request."""
+        width-1 tables unless ``out`` was given) or None for a push. Raises KeyOrderError /
+        KeyRangeError for bad pull keys, MessageError when a server rejected a request for
+        another reason."""
         try:
             pending = self._pending.pop(ts)
         except KeyError:
@@ -80,6 +83,8 @@ class KVWorker:
         errors = [self._check_reply(*reply) for reply in pending.replies]
         errors = [e for e in errors if e]
         if errors:
+            if pending.keys is not None:
+                check_keys(pending.keys, pending.spec)  # the precise error, if it is the keys
             raise MessageError("; ".join(errors))
         return pending.result
 
@@ -114,11 +119,15 @@ class KVWorker:
         if self.closed:
             raise RuntimeError("this KVWorker is closed")
         spec = self._spec(table)
-        keys = as_keys(keys, spec)
         pushes, pulls = op in (Op.PUSH, Op.PUSH_PULL), op in (Op.PULL, Op.PUSH_PULL)
+        # A push is checked whole before anything is sent, so it is applied all or nothing.
+        # A pull changes nothing: the servers check its keys chunk by chunk as they read them.
+        keys = as_keys(keys, spec, check_order=pushes)
         vals = as_values(vals, keys.size, spec) if pushes else None
         result = as_output(out, keys.size, spec) if pulls else None
         pending = _Pending(keep=[keys, vals, result])
+        if not pushes:
+            pending.keys, pending.spec = keys, spec
         cuts = np.searchsorted(keys, spec.partition.boundaries())
         bounds = np.concatenate([[0], cuts, [keys.size]])
         for server in range(spec.num_servers):

@@ -24,6 +24,39 @@ def first_bad_key(keys, lo, hi, prev, has_prev):
 
 
 @_jit
+def count_bad_keys(keys, lo, hi, prev, has_prev):
+    """Number of keys out of ``[lo, hi]`` or not greater than their predecessor (``prev``
+    before ``keys[0]`` when ``has_prev``). Branch-free so it vectorises; use first_bad_key to
+    find where. keys: uint64 1-D; lo, hi, prev: uint64."""
+    n = keys.size
+    if n == 0:
+        return 0
+    bad = 0
+    if (has_prev and keys[0] <= prev) or keys[0] < lo or keys[0] > hi:
+        bad += 1
+    for i in range(1, n):
+        k = keys[i]
+        bad += (k <= keys[i - 1]) | (k < lo) | (k > hi)
+    return bad
+
+
+@_jit
+def matches_run(table, keys, start):
+    """True when keys equal ``table[start:start+len(keys)]``. Branch-free comparison.
+
+    table, keys: uint64; 0 <= start.
+    """
+    m = keys.size
+    if start + m > table.size:
+        return False
+    run = table[start:start + m]  # slicing first keeps the loop free of index checks
+    diff = np.uint64(0)
+    for i in range(m):
+        diff |= run[i] ^ keys[i]
+    return diff == 0
+
+
+@_jit
 def locate_sorted(table, keys, start, rows):
     """For each key, its index in ``table`` or -1 when absent; returns (n_missing, next_start).
 

@@ -66,3 +66,22 @@ def copy_rows(src, dst, rows):
 def first_nonfinite(flat):
     idx = np.flatnonzero(~np.isfinite(flat))
     return int(idx[0]) if idx.size else -1
+
+
+def count_bad_keys(keys, lo, hi, prev, has_prev):
+    keys = np.asarray(keys, dtype=np.uint64)
+    if keys.size == 0:
+        return 0
+    bad = (keys < lo) | (keys > hi)
+    bad[1:] |= keys[1:] <= keys[:-1]
+    if has_prev:
+        bad[0] |= keys[0] <= prev
+    return int(bad.sum())
+
+
+def matches_run(table, keys, start):
+    return start + keys.size <= table.size and bool(np.array_equal(table[start:start + keys.size], keys))
+
+
+def count_nonfinite(flat):
+    return int((~np.isfinite(flat)).sum())

@@ -1,11 +1,13 @@
 """Kernels that read or update table rows: gather for pulls, update rules for pushes.
 
 Shared preconditions: values/state float32 (n_rows, width); grads/out float32 (n, width);
-rows int64 (n,), each either -1 (skip / absent) or in [0, n_rows).
+rows int64 (n,), each either -1 (skip / absent) or in [0, n_rows); lr/eps float32 (so that
+the arithmetic matches the NumPy path of mpips.handlers bit for bit).
 """
 import math
 
 import numba
+import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -57,7 +59,7 @@ def apply_adagrad(values, accum, rows, grads, lr, eps):
                 g = grads[i, c]
                 a = accum[r, c] + g * g
                 accum[r, c] = a
-                values[r, c] -= lr * g / (math.sqrt(a) + eps)
+                values[r, c] -= lr * g / (np.sqrt(a) + eps)
 
 
 @_jit
@@ -68,6 +70,17 @@ def copy_rows(src, dst, rows):
         r = rows[i]
         for c in range(width):
             dst[r, c] = src[i, c]
+
+
+@_jit
+def count_nonfinite(flat):
+    """Number of NaN/inf in a contiguous 1-D float32 array (exponent bits all ones).
+    Branch-free so it vectorises; first_nonfinite finds where."""
+    bits = flat.view(np.uint32)
+    bad = 0
+    for i in range(bits.size):
+        bad += (bits[i] & np.uint32(0x7F800000)) == np.uint32(0x7F800000)
+    return bad
 
 
 @_jit

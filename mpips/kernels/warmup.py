@@ -20,9 +20,12 @@ def warm_all() -> list[str]:
     keys.merge_disjoint(k[:2], k[2:], np.empty(4, np.uint64), r[:2].copy(), r[2:].copy())
     rows.gather_rows(v, r, 0.0, v.copy())
     rows.apply_sum(v, r, g)
-    rows.apply_sgd(v, r, g, 0.1)
-    rows.apply_adagrad(v, v.copy(), r, g, 0.1, 1e-8)
+    rows.apply_sgd(v, r, g, np.float32(0.1))
+    rows.apply_adagrad(v, v.copy(), r, g, np.float32(0.1), np.float32(1e-8))
     rows.copy_rows(g, v, r)
     rows.first_nonfinite(g.reshape(-1))
-    return ["first_bad_key", "locate_sorted", "offset_rows", "merge_disjoint", "gather_rows",
+    keys.count_bad_keys(k, np.uint64(0), np.uint64(9), np.uint64(0), False)
+    keys.matches_run(k, k, 0)
+    rows.count_nonfinite(g.reshape(-1))
+    return ["count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "locate_sorted", "offset_rows", "merge_disjoint", "gather_rows",
             "apply_sum", "apply_sgd", "apply_adagrad", "copy_rows", "first_nonfinite"]

@@ -1,0 +1,176 @@
+"""Push/pull throughput of mpips next to the bare-MPI floor, measured in the same run.
+
+The ps-lite kv_app_benchmark workload with a real sum: each worker pushes N sorted uint64
+keys spread over the whole key space (key_i = floor(2**64/N)*i + worker_rank) with float32
+values into a sparse "sum" table, then pulls them back. The floor moves the same bytes
+between the same ranks with plain buffer Send/Recv and no server work.
+
+    python benchmarks/kv_throughput.py --keys 10000000 --servers 1 --workers 1
+
+Started without mpiexec, it launches itself on servers+workers ranks through
+mpips.launcher. Prints one JSON object per line (system, op, keys, servers, workers,
+mkv_per_s, ...) on stdout and appends them to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+LAUNCHED = "MPIPS_BENCH_LAUNCHED"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keys", type=int, default=10_000_000, help="keys per worker (N)")
+    p.add_argument("--servers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=7, help="timed rounds per operation")
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_throughput.jsonl"),
+                   help="JSON-lines file the results are appended to ('' for none)")
+    return p.parse_args(argv)
+
+
+def relaunch(args) -> int:
+    """Start this script on servers+workers ranks with the project's launcher."""
+    from mpips.launcher import launch
+
+    os.environ[LAUNCHED] = "1"
+    return launch(args.servers + args.workers, [os.path.abspath(__file__), *sys.argv[1:]])
+
+
+def worker_keys(n: int, worker: int) -> np.ndarray:
+    return np.arange(n, dtype=np.uint64) * np.uint64(2**64 // n) + np.uint64(worker)
+
+
+def timed(comm, fn) -> float:
+    """Seconds for fn() on the slowest worker (collective over the workers)."""
+    comm.Barrier()
+    t0 = time.perf_counter()
+    fn()
+    elapsed = np.array([time.perf_counter() - t0])
+    comm.Allreduce(elapsed.copy(), elapsed, op=__import__("mpi4py.MPI").MPI.MAX)
+    return float(elapsed[0])
+
+
+def floor_rounds(ps, keys, vals, rounds: int) -> dict[str, list[float]]:
+    """Bare Send/Recv of the same bytes, split per server like a push/pull. Collective."""
+    comm, layout = ps.comm, ps.topology.layout
+    parts = np.concatenate([[0], np.searchsorted(keys, ps.tables["bench"].partition.boundaries()),
+                            [keys.size]]) if ps.is_worker else None
+    ack = np.zeros(1, np.uint64)
+    pulled = np.empty_like(vals)  # the server's buffer: reusing it keeps page faults out
+    times = {"push": [], "pull": []}
+    for _ in range(rounds):
+        for op in ("push", "pull"):
+            if ps.is_server:
+                serve_floor(ps, op, keys, pulled, ack)
+            else:
+                times[op].append(timed(ps.worker_comm, lambda: drive_floor(
+                    comm, layout, op, keys, vals, pulled, parts, ack)))
+            comm.Barrier()
+    return times
+
+
+def drive_floor(comm, layout, op, keys, vals, pulled, parts, ack):
+    for s in range(layout.num_servers):
+        lo, hi = int(parts[s]), int(parts[s + 1])
+        dest = layout.server_rank(s)
+        comm.Send(keys[lo:hi], dest, 7)
+        if op == "push":
+            comm.Send(vals[lo:hi], dest, 7)
+            comm.Recv(ack, dest, 7)
+        else:
+            comm.Recv(pulled[lo:hi], dest, 7)
+
+
+def serve_floor(ps, op, buf_k, buf_v, ack):
+    from mpi4py import MPI
+
+    comm = ps.comm
+    for _ in range(ps.num_workers):
+        st = MPI.Status()
+        comm.Probe(MPI.ANY_SOURCE, 7, st)
+        src, count = st.Get_source(), st.Get_count(MPI.BYTE) // 8
+        comm.Recv(buf_k[:count], src, 7)
+        if op == "push":
+            comm.Recv(buf_v[:count], src, 7)
+            comm.Send(ack, src, 7)
+        else:
+            comm.Send(buf_v[:count], src, 7)
+
+
+def mpips_rounds(kv, table, keys, vals, rounds: int) -> dict[str, list[float]]:
+    out = np.empty(keys.size, np.float32)
+    kv.wait(kv.push(table, keys, vals))  # first push inserts the keys
+    times = {"push": [], "pull": []}
+    for _ in range(rounds):
+        times["push"].append(timed(kv.worker_comm, lambda: kv.wait(kv.push(table, keys, vals))))
+        times["pull"].append(timed(kv.worker_comm, lambda: kv.wait(kv.pull(table, keys, out))))
+    expected = np.float32(rounds + 1)
+    return times, bool(np.all(out == expected))
+
+
+def report(args, ps, system, times, extra=None):
+    lines = []
+    for op, secs in times.items():
+        median = float(np.median(secs))
+        row = {"system": system, "op": op, "keys": args.keys, "servers": args.servers,
+               "workers": args.workers, "mkv_per_s": round(args.keys * args.workers / median / 1e6, 2),
+               "seconds_median": round(median, 6), "rounds": len(secs)}
+        row.update(extra or {})
+        lines.append(row)
+    return lines
+
+
+def bench(args) -> None:
+    from mpi4py import MPI
+
+    import mpips
+
+    ps = mpips.init(servers=args.servers)
+    table = ps.sparse_table("bench", rule="sum")
+    keys = worker_keys(args.keys, ps.worker_rank) if ps.is_worker else np.empty(args.keys, np.uint64)
+    vals = np.ones(args.keys, np.float32)
+    floor = floor_rounds(ps, keys, vals, (args.rounds + 1) // 2)
+    result = ps.run(lambda kv: mpips_rounds(kv, table, keys, vals, args.rounds))
+    floor_after = floor_rounds(ps, keys, vals, args.rounds // 2 + 1)
+    if ps.is_worker and ps.worker_rank == 0:
+        floor = {op: floor[op] + floor_after[op] for op in floor}
+        times, correct = result
+        rows = report(args, ps, "mpi-floor", floor)
+        floor_rate = {r["op"]: r["mkv_per_s"] for r in rows}
+        ours = report(args, ps, "mpips", times, {"correct": correct, "table": "sparse", "rule": "sum"})
+        for row in ours:
+            row["fraction_of_floor"] = round(row["mkv_per_s"] / floor_rate[row["op"]], 3)
+        library = MPI.Get_library_version().split(",")[0].strip("\x00 \n")
+        emit([{**r, "mpi": library} for r in rows + ours], args.out)
+    ps.close()
+
+
+def emit(rows, path: str) -> None:
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+
+
+def main() -> int:
+    args = parse_args()
+    if os.environ.get(LAUNCHED) != "1" and "OMPI_COMM_WORLD_SIZE" not in os.environ \
+            and "PMI_SIZE" not in os.environ:
+        return relaunch(args)
+    bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""SPMD program for tests/mpi/test_kv.py: semantics of the KVWorker API beyond plain sums.
+
+Worker 0 prints ``RESULT <json>``; every check is recorded as data, the test asserts.
+"""
+import argparse
+import json
+
+import numpy as np
+
+import mpips
+from mpips.kernels import reference
+
+
+def errors_of(kv, table, dense):
+    """Type and message of the error each bad call raises (None if it does not raise)."""
+    cases = {
+        "push_unsorted": lambda: kv.push(table, np.array([5, 3], np.uint64), np.ones(2)),
+        "push_duplicate": lambda: kv.push(table, np.array([3, 3], np.uint64), np.ones(2)),
+        "push_negative": lambda: kv.push(table, np.array([-1, 2]), np.ones(2)),
+        "push_nan": lambda: kv.push(table, np.array([1, 2], np.uint64), np.array([1.0, np.nan])),
+        "push_shape": lambda: kv.push(table, np.array([1, 2], np.uint64), np.ones(3)),
+        "pull_unsorted": lambda: kv.wait(kv.pull(table, np.array([9, 4], np.uint64))),
+        "pull_duplicate": lambda: kv.wait(kv.pull(table, np.array([4, 4], np.uint64))),
+        "pull_out_of_range": lambda: kv.wait(kv.pull(dense, np.array([0, 10_000], np.uint64))),
+        "push_out_of_range": lambda: kv.push(dense, np.array([0, 10_000], np.uint64), np.ones(2)),
+        "unknown_table": lambda: kv.pull("nope", np.array([1], np.uint64)),
+        "float_keys": lambda: kv.pull(table, np.array([1.0, 2.0])),
+    }
+    out = {}
+    for name, call in cases.items():
+        try:
+            call()
+            out[name] = None
+        except mpips.MpipsError as exc:
+            out[name] = [type(exc).__name__, str(exc)]
+    return out
+
+
+def rules_match_reference(kv, sgd, ada, keys, rounds):
+    """Push the same gradients through the servers and through the NumPy reference."""
+    rng = np.random.default_rng(0)
+    ref_v = {"sgd": np.zeros((keys.size, 1), np.float32), "adagrad": np.zeros((keys.size, 1), np.float32)}
+    accum = np.zeros((keys.size, 1), np.float32)
+    rows = np.arange(keys.size, dtype=np.int64)
+    for _ in range(rounds):
+        g = rng.standard_normal((keys.size, 1)).astype(np.float32)
+        kv.wait(kv.push(sgd, keys, g))
+        kv.wait(kv.push(ada, keys, g))
+        reference.apply_sgd(ref_v["sgd"], rows, g, np.float32(0.5))
+        reference.apply_adagrad(ref_v["adagrad"], accum, rows, g, np.float32(0.3), np.float32(1e-6))
+    got_sgd = kv.wait(kv.pull(sgd, keys)).reshape(-1, 1)
+    got_ada = kv.wait(kv.pull(ada, keys)).reshape(-1, 1)
+    return {"sgd_max_err": float(np.abs(got_sgd - ref_v["sgd"]).max()),
+            "adagrad_max_err": float(np.abs(got_ada - ref_v["adagrad"]).max())}
+
+
+def in_flight_and_chunks(kv, table):
+    """Many requests in flight; a multi-chunk push whose keys are partly new mid-chunk."""
+    old = np.arange(0, 2**64 - 2**50, 2**50, dtype=np.uint64)[:300_000]
+    ts = [kv.push(table, old, np.ones(old.size)) for _ in range(3)]
+    pull_ts = kv.pull(table, old)  # same server, posted after the pushes: sees all three
+    after_three = kv.wait(pull_ts)
+    for t in ts:
+        kv.wait(t)
+    mixed = np.unique(np.concatenate([old[::2], old[:1000] + np.uint64(1)]))
+    both = kv.wait(kv.push_pull(table, mixed, np.full(mixed.size, 2.0)))
+    expect = np.where(np.isin(mixed, old), 5.0, 2.0)
+    out = np.empty(old.size, np.float32)
+    same = kv.wait(kv.pull(table, old, out=out)) is out
+    try:
+        kv.wait(pull_ts)
+        twice = None
+    except ValueError as exc:
+        twice = str(exc)
+    return {"after_three_pushes_min": float(after_three.min()), "after_three_pushes_max": float(after_three.max()),
+            "push_pull_ok": bool(np.array_equal(both, expect)), "out_is_returned": bool(same),
+            "wait_twice": twice}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--servers", type=int, default=2)
+    a = p.parse_args()
+    with mpips.init(servers=a.servers) as ps:
+        table = ps.sparse_table("plain")
+        dense = ps.dense_table("dense", 10_000, init=0.25)
+        sgd = ps.dense_table("sgd", 5_000, rule="sgd", lr=0.5)
+        ada = ps.sparse_table("ada", rule="adagrad", lr=0.3, eps=1e-6)
+
+        def work(kv):
+            if kv.worker_rank != 0:
+                return None
+            result = {"errors": errors_of(kv, table, dense)}
+            result["init_pull"] = kv.wait(kv.pull(dense, np.array([0, 9_999], np.uint64))).tolist()
+            keys = np.arange(0, 5_000, 7, dtype=np.uint64)
+            result.update(rules_match_reference(kv, sgd, ada, keys, rounds=4))
+            result.update(in_flight_and_chunks(kv, table))
+            return result
+
+        result = ps.run(work)
+        if ps.is_worker and ps.worker_rank == 0:
+            print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,23 +28,28 @@ class Tags:
 
 
 def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = None) -> None:
-    """Wait for ``requests``: spin briefly, then sleep with backoff between tests.
+    """Wait for ``requests``: spin while they keep completing, sleep with backoff when idle.
 
-    Busy-waiting ranks starve each other when there are more ranks than cores; sleeping
-    also keeps MPI progressing, because every test enters the library. ``statuses``, when
-    given, receives one status per request.
+    Busy-waiting ranks starve each other when there are more ranks than cores, so a wait
+    that sees no completion for SPIN_SECONDS sleeps between tests (every test still enters
+    the library, so MPI keeps progressing). While completions keep coming, as when a large
+    message streams chunk by chunk, it does not sleep: MPICH moves large messages through
+    shared memory only while the sender is inside MPI. ``statuses``, when given, receives
+    one status per request.
     """
-    if not requests:
-        return
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while not MPI.Request.Testall(requests, statuses):
-        if time.perf_counter() < deadline:
-            continue
-        sleep = 1e-5
-        while not MPI.Request.Testall(requests, statuses):
+    remaining = len(requests)
+    idle_since = time.perf_counter()
+    sleep = 0.0
+    while remaining:
+        done = MPI.Request.Testsome(requests, statuses)
+        if done is None:  # no active request left
+            return
+        if done:
+            remaining -= len(done)
+            idle_since, sleep = time.perf_counter(), 0.0
+        elif time.perf_counter() - idle_since > SPIN_SECONDS:
+            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
-            sleep = min(2 * sleep, MAX_SLEEP_SECONDS)
-        return
 
 
 def wait_one(request: MPI.Request) -> None:

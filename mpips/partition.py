@@ -28,8 +28,16 @@ class KeyRange:
         if not 0 <= self.begin <= self.end <= KEY_SPACE:
             raise ValueError(f"invalid key range [{self.begin}, {self.end})")
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """Number of keys; may be 2**64, which ``len()`` could not return."""
         return self.end - self.begin
+
+    def __len__(self) -> int:
+        return self.end - self.begin  # OverflowError past 2**63 - 1: use .size
+
+    def __bool__(self) -> bool:
+        return self.end > self.begin
 
     def __contains__(self, key: int) -> bool:
         return self.begin <= key < self.end

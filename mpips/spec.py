@@ -1,6 +1,7 @@
 """Table specifications: what every rank agrees a table is. Pure module: no MPI."""
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -38,6 +39,9 @@ class TableSpec:
             raise TableError(f"table {self.name!r}: width must be an int in [1, 2**20], got {self.width!r}")
         if not isinstance(self.size, int) or not 0 < self.size <= KEY_SPACE:
             raise TableError(f"table {self.name!r}: size must be an int in [1, 2**64], got {self.size!r}")
+        if isinstance(self.init, bool) or not isinstance(self.init, (int, float)) \
+                or not math.isfinite(self.init):
+            raise TableError(f"table {self.name!r}: init must be a finite number, got {self.init!r}")
         make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
 
     @property

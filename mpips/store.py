@@ -77,7 +77,7 @@ class DenseSlice(Slice):
 
     def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm):
         super().__init__(spec, server_index)
-        n = len(self.key_range) if self.key_range else 0
+        n = self.key_range.size if self.key_range else 0
         itemsize = np.dtype(FLOAT).itemsize
         self.win = MPI.Win.Allocate(n * spec.width * itemsize, itemsize, comm=comm)
         memory = np.frombuffer(self.win.tomemory(), FLOAT) if n else np.empty(0, FLOAT)

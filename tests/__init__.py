@@ -1,0 +1,1 @@
+"""mpips tests: unit/ (no MPI needed) and mpi/ (real launches through tests.launch)."""

@@ -1,0 +1,491 @@
+"""Every numba kernel (mpips.kernels.keys / .rows) against its plain-NumPy reference
+(mpips.kernels.reference), plus hand-written expectations so the references are checked too."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mpips.kernels import keys as K
+from mpips.kernels import reference as ref
+from mpips.kernels import rows as R
+
+MAX = 2**64 - 1
+RNG_SEED = 20240611
+
+
+def u64(values) -> np.ndarray:
+    return np.array(values, dtype=np.uint64)
+
+
+def random_sorted_keys(n: int, seed: int = RNG_SEED) -> np.ndarray:
+    """``n`` sorted unique uint64 keys drawn uniformly from the whole key space."""
+    keys = np.unique(np.random.default_rng(seed).integers(0, MAX, size=n, dtype=np.uint64,
+                                                          endpoint=True))
+    assert keys.size == n  # a collision among n random 64-bit keys would be astonishing
+    return keys
+
+
+RANDOM_KEYS = random_sorted_keys(1000)
+
+
+# ----------------------------------------------------------------------- hypothesis strategies
+
+# Mix tiny keys (so lists collide and interleave), the top of the range, and everything else.
+any_key = st.one_of(st.integers(0, 40), st.integers(MAX - 40, MAX), st.integers(0, MAX))
+
+
+def sorted_unique_u64(max_size: int = 60):
+    return st.lists(any_key, unique=True, max_size=max_size).map(lambda xs: u64(sorted(xs)))
+
+
+def as_sorted_u64(xs) -> np.ndarray:
+    return u64(sorted(set(xs)))
+
+
+# =================================================================== first_bad_key, count_bad_keys
+
+LO, HI = np.uint64(0), np.uint64(MAX)
+
+# (keys, lo, hi, prev, has_prev, expected first bad index, expected number of bad keys)
+BAD_KEY_CASES = {
+    "empty": ([], 0, MAX, 0, False, -1, 0),
+    "empty_with_prev": ([], 0, MAX, 5, True, -1, 0),
+    "single_good": ([7], 0, MAX, 0, False, -1, 0),
+    "key_zero_no_prev": ([0], 0, MAX, 0, False, -1, 0),
+    "key_zero_equals_prev": ([0], 0, MAX, 0, True, 0, 1),
+    "max_key": ([MAX], 0, MAX, 0, False, -1, 0),
+    "max_key_after_prev": ([MAX], 0, MAX, MAX - 1, True, -1, 0),
+    "max_key_equals_prev": ([MAX], 0, MAX, MAX, True, 0, 1),
+    "zero_and_max": ([0, MAX], 0, MAX, 0, False, -1, 0),
+    "duplicate": ([1, 2, 2, 3], 0, MAX, 0, False, 2, 1),
+    "duplicate_at_top": ([MAX - 1, MAX, MAX], 0, MAX, 0, False, 2, 1),
+    "unsorted": ([3, 1, 2], 0, MAX, 0, False, 1, 1),
+    "below_lo": ([4, 5, 6], 5, 10, 0, False, 0, 1),
+    "above_hi": ([5, 10, 11], 5, 10, 0, False, 2, 1),
+    "hi_inclusive": ([5, 10], 5, 10, 0, False, -1, 0),
+    "not_after_prev": ([5, 6], 0, MAX, 5, True, 0, 1),
+    "prev_ignored_without_flag": ([5, 6], 0, MAX, 9, False, -1, 0),
+    "several_bad": ([1, 1, 50, 2, 3], 0, 40, 0, False, 1, 3),
+}
+
+
+@pytest.mark.parametrize("case", BAD_KEY_CASES.values(), ids=BAD_KEY_CASES.keys())
+def test_first_and_count_bad_keys_fixed(case):
+    keys, lo, hi, prev, has_prev, want_first, want_count = case
+    args = (u64(keys), np.uint64(lo), np.uint64(hi), np.uint64(prev), has_prev)
+    assert K.first_bad_key(*args) == ref.first_bad_key(*args) == want_first
+    assert K.count_bad_keys(*args) == ref.count_bad_keys(*args) == want_count
+
+
+@pytest.mark.parametrize("position", [0, 1, 500, 999])
+def test_bad_keys_find_a_duplicate_in_random_keys(position):
+    keys = RANDOM_KEYS.copy()
+    keys[position] = keys[position - 1] if position else keys[0]
+    args = (keys, LO, HI, keys[0], position == 0)  # at 0: a duplicate of prev
+    assert K.first_bad_key(*args) == ref.first_bad_key(*args) == position
+    assert K.count_bad_keys(*args) == ref.count_bad_keys(*args) == 1
+
+
+def test_bad_keys_accept_random_sorted_keys():
+    args = (RANDOM_KEYS, LO, HI, np.uint64(0), False)
+    assert K.first_bad_key(*args) == ref.first_bad_key(*args) == -1
+    assert K.count_bad_keys(*args) == ref.count_bad_keys(*args) == 0
+
+
+@settings(deadline=None, max_examples=200)
+@given(keys=st.lists(any_key, max_size=40), lo=any_key, hi=any_key, prev=any_key,
+       has_prev=st.booleans())
+def test_bad_keys_match_reference_on_arbitrary_lists(keys, lo, hi, prev, has_prev):
+    args = (u64(keys), np.uint64(lo), np.uint64(hi), np.uint64(prev), has_prev)
+    first = K.first_bad_key(*args)
+    assert first == ref.first_bad_key(*args)
+    assert K.count_bad_keys(*args) == ref.count_bad_keys(*args)
+    assert (first == -1) == (K.count_bad_keys(*args) == 0)
+
+
+# ================================================================================= matches_run
+
+TABLE = u64([0, 3, 9, 10, 11, MAX])
+
+# (table, keys, start, expected)
+MATCHES_RUN_CASES = {
+    "empty_everything": ([], [], 0, True),
+    "empty_keys_at_start": (TABLE, [], 0, True),
+    "empty_keys_at_end": (TABLE, [], TABLE.size, True),
+    "empty_keys_past_end": (TABLE, [], TABLE.size + 1, False),
+    "whole_table": (TABLE, TABLE, 0, True),
+    "middle_run": (TABLE, [9, 10, 11], 2, True),
+    "run_with_max": (TABLE, [11, MAX], 4, True),
+    "key_zero": (TABLE, [0], 0, True),
+    "one_differs": (TABLE, [9, 10, 12], 2, False),
+    "max_differs_in_low_bit": (TABLE, [MAX - 1], 5, False),
+    "wrong_start": (TABLE, [9, 10, 11], 1, False),
+    "runs_off_end": (TABLE, [11, MAX, 0], 4, False),
+    "keys_into_empty_table": ([], [1], 0, False),
+}
+
+
+@pytest.mark.parametrize("case", MATCHES_RUN_CASES.values(), ids=MATCHES_RUN_CASES.keys())
+def test_matches_run(case):
+    table, keys, start, want = case
+    table, keys = u64(table), u64(keys)
+    assert K.matches_run(table, keys, start) == ref.matches_run(table, keys, start) == want
+
+
+def test_matches_run_random_slices():
+    rng = np.random.default_rng(RNG_SEED)
+    for _ in range(50):
+        start = int(rng.integers(0, RANDOM_KEYS.size))
+        stop = int(rng.integers(start, RANDOM_KEYS.size + 1))
+        run = RANDOM_KEYS[start:stop].copy()
+        assert K.matches_run(RANDOM_KEYS, run, start)
+        if run.size:
+            run[-1] ^= np.uint64(1)
+            assert not K.matches_run(RANDOM_KEYS, run, start)
+            assert not ref.matches_run(RANDOM_KEYS, run, start)
+
+
+# =============================================================================== locate_sorted
+
+def run_locate(locate, table, keys, start=0):
+    rows = np.full(keys.size, -7, np.int64)  # -7: catches a kernel that skips a slot
+    missing, nxt = locate(table, keys, start, rows)
+    return rows, int(missing), int(nxt)
+
+
+def locate_chunked(table, keys, chunk_sizes):
+    """Call the kernel chunk by chunk (sizes cycling through ``chunk_sizes``), feeding each
+    next_start in as the next cursor, and check every call against the reference given the
+    same cursor. Returns (rows of all chunks, total missing)."""
+    rows_parts, missing, cursor, lo = [], 0, 0, 0
+    sizes = itertools.cycle(chunk_sizes)
+    while True:
+        hi = min(keys.size, lo + next(sizes))
+        chunk = keys[lo:hi].copy()
+        got = run_locate(K.locate_sorted, table, chunk, cursor)
+        want = run_locate(ref.locate_sorted, table, chunk, cursor)
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1:] == want[1:], f"chunk [{lo}, {hi}) from cursor {cursor}"
+        rows_parts.append(got[0])
+        missing += got[1]
+        cursor, lo = got[2], hi
+        if lo >= keys.size:
+            return np.concatenate(rows_parts), missing
+
+
+def locate_expected(table, keys):
+    """Hand version: the index of each key in table, or -1."""
+    where = {int(k): i for i, k in enumerate(table)}
+    return np.array([where.get(int(k), -1) for k in keys], np.int64)
+
+
+ABSENT = u64([1, 2, 12, MAX - 1])
+# (table, keys)
+LOCATE_CASES = {
+    "both_empty": ([], []),
+    "empty_table": ([], [0, 5, MAX]),
+    "empty_keys": (TABLE, []),
+    "single_present": (TABLE, [9]),
+    "single_absent": (TABLE, [4]),
+    "key_zero": (TABLE, [0]),
+    "max_key": (TABLE, [MAX]),
+    "max_key_absent": (TABLE[:-1], [MAX]),
+    "all_present": (TABLE, TABLE),
+    "all_absent": (TABLE, ABSENT),
+    "mixed": (TABLE, as_sorted_u64([*TABLE[::2], *ABSENT])),
+    "all_below_table": ([100, 200], [1, 2, 3]),
+    "all_above_table": ([100, 200], [300, MAX]),
+    "random_mixed": (RANDOM_KEYS,
+                     as_sorted_u64([*RANDOM_KEYS[::3], *random_sorted_keys(300, seed=7)])),
+    "gallop_far": (np.arange(0, 200_000, 2, dtype=np.uint64), [4, 150_000, 199_998, 199_999]),
+}
+
+
+@pytest.mark.parametrize("case", LOCATE_CASES.values(), ids=LOCATE_CASES.keys())
+def test_locate_sorted_whole_array(case):
+    table, keys = u64(case[0]), u64(case[1])
+    rows, missing, nxt = run_locate(K.locate_sorted, table, keys)
+    want_rows, want_missing, want_nxt = run_locate(ref.locate_sorted, table, keys)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(rows, locate_expected(table, keys))
+    assert (missing, nxt) == (want_missing, want_nxt)
+    assert missing == int((rows < 0).sum())
+    assert 0 <= nxt <= table.size
+
+
+@pytest.mark.parametrize("chunk_sizes", [[1], [3], [1, 2, 5, 1000], [250, 1, 1]],
+                         ids=lambda s: "-".join(map(str, s)))
+@pytest.mark.parametrize("case", ["mixed", "all_absent", "all_present", "random_mixed",
+                                  "gallop_far", "empty_table"])
+def test_locate_sorted_chunked_with_cursor(case, chunk_sizes):
+    table, keys = (u64(x) for x in LOCATE_CASES[case])
+    rows, missing = locate_chunked(table, keys, chunk_sizes)
+    whole_rows, whole_missing, _ = run_locate(ref.locate_sorted, table, keys)
+    np.testing.assert_array_equal(rows, whole_rows)
+    assert missing == whole_missing
+
+
+def test_locate_sorted_nonzero_start_skips_the_table_prefix():
+    # A cursor past the first rows must still find later keys and report next_start.
+    table = u64([10, 20, 30, 40, 50])
+    rows, missing, nxt = run_locate(K.locate_sorted, table, u64([35, 40, 60]), start=3)
+    np.testing.assert_array_equal(rows, [-1, 3, -1])
+    assert (missing, nxt) == (2, 5)
+    rows, missing, nxt = run_locate(K.locate_sorted, table, u64([]), start=4)
+    assert rows.size == 0 and (missing, nxt) == (0, 4)
+
+
+@st.composite
+def table_keys_chunks(draw):
+    table = draw(sorted_unique_u64())
+    present = draw(st.lists(st.sampled_from(table.tolist()), max_size=30)) if table.size else []
+    absent = draw(st.lists(any_key, max_size=30))
+    keys = as_sorted_u64(present + absent)
+    chunks = draw(st.lists(st.integers(1, 8), min_size=1, max_size=10))
+    return table, keys, chunks
+
+
+@settings(deadline=None, max_examples=200)
+@given(table_keys_chunks())
+def test_locate_sorted_property(data):
+    table, keys, chunks = data
+    rows, missing, _ = run_locate(K.locate_sorted, table, keys)
+    np.testing.assert_array_equal(rows, locate_expected(table, keys))
+    assert missing == int((rows < 0).sum())
+    chunked_rows, chunked_missing = locate_chunked(table, keys, chunks)
+    np.testing.assert_array_equal(chunked_rows, rows)
+    assert chunked_missing == missing
+
+
+# ================================================================================= offset_rows
+
+OFFSET_CASES = {
+    "empty": ([], 0),
+    "begin_zero": ([0, 1, 2**63 - 1], 0),
+    "single": ([12], 5),
+    "top_of_range": ([MAX - 5, MAX - 1, MAX], MAX - 5),
+    "random": (RANDOM_KEYS[RANDOM_KEYS - RANDOM_KEYS[0] < np.uint64(2**63)], int(RANDOM_KEYS[0])),
+}
+
+
+@pytest.mark.parametrize("case", OFFSET_CASES.values(), ids=OFFSET_CASES.keys())
+def test_offset_rows(case):
+    keys, begin = u64(case[0]), case[1]  # precondition: 0 <= key - begin < 2**63
+    got = np.full(keys.size, -7, np.int64)
+    want = np.full(keys.size, -7, np.int64)
+    K.offset_rows(keys, np.uint64(begin), got)
+    ref.offset_rows(keys, np.uint64(begin), want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got, [int(k) - begin for k in keys])
+
+
+# ============================================================================== merge_disjoint
+
+def run_merge(merge, a, b):
+    merged = np.zeros(a.size + b.size, np.uint64)
+    pos_a = np.full(a.size, -7, np.int64)
+    pos_b = np.full(b.size, -7, np.int64)
+    merge(a, b, merged, pos_a, pos_b)
+    return merged, pos_a, pos_b
+
+
+def check_merge(a, b):
+    got = run_merge(K.merge_disjoint, a, b)
+    want = run_merge(ref.merge_disjoint, a, b)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    merged, pos_a, pos_b = got
+    np.testing.assert_array_equal(merged, np.sort(np.concatenate([a, b])))
+    np.testing.assert_array_equal(merged[pos_a], a)
+    np.testing.assert_array_equal(merged[pos_b], b)
+
+
+EVEN, ODD = RANDOM_KEYS[::2].copy(), RANDOM_KEYS[1::2].copy()
+MERGE_CASES = {
+    "both_empty": ([], []),
+    "a_empty": ([], [0, 5, MAX]),
+    "b_empty": ([0, 5, MAX], []),
+    "single_each": ([MAX], [0]),
+    "a_all_before_b": ([0, 1, 2], [10, 11, MAX]),
+    "b_all_before_a": ([10, 11, MAX], [0, 1, 2]),
+    "interleaved": ([0, 2, 4, MAX], [1, 3, MAX - 1]),
+    "random_halves": (EVEN, ODD),
+    "random_sparse_into_many": (RANDOM_KEYS[RANDOM_KEYS % np.uint64(10) != 0],
+                                RANDOM_KEYS[RANDOM_KEYS % np.uint64(10) == 0]),
+}
+
+
+@pytest.mark.parametrize("case", MERGE_CASES.values(), ids=MERGE_CASES.keys())
+def test_merge_disjoint(case):
+    check_merge(u64(case[0]), u64(case[1]))
+
+
+@settings(deadline=None, max_examples=200)
+@given(keys=sorted_unique_u64(80), data=st.data())
+def test_merge_disjoint_property(keys, data):
+    in_a = np.array(data.draw(st.lists(st.booleans(), min_size=keys.size,
+                                       max_size=keys.size)), bool)
+    check_merge(keys[in_a].copy(), keys[~in_a].copy())
+
+
+# ================================================================================ row kernels
+
+WIDTHS = [1, 5]
+N_ROWS = 12
+
+# Row index patterns for a table of N_ROWS rows: -1 means "skip" (or "absent" for gather).
+ROW_PATTERNS = {
+    "empty": [],
+    "single": [4],
+    "first_and_last": [0, N_ROWS - 1],
+    "all_absent": [-1, -1, -1],
+    "with_absent": [3, -1, 0, -1, 11, 7],
+    "permutation": list(np.random.default_rng(RNG_SEED).permutation(N_ROWS)),
+}
+UNIQUE_ROWS = pytest.mark.parametrize("rows", ROW_PATTERNS.values(), ids=ROW_PATTERNS.keys())
+WIDTH = pytest.mark.parametrize("width", WIDTHS)
+
+
+def table_and_grads(rows, width, seed=RNG_SEED):
+    rng = np.random.default_rng(seed)
+    rows = np.array(rows, np.int64)
+    values = rng.standard_normal((N_ROWS, width)).astype(np.float32)
+    grads = rng.standard_normal((rows.size, width)).astype(np.float32)
+    return values, rows, grads
+
+
+@UNIQUE_ROWS
+@WIDTH
+def test_gather_rows(rows, width):
+    values, rows, _ = table_and_grads(rows, width)
+    init = np.float32(0.25)
+    got = np.full((rows.size, width), np.nan, np.float32)
+    want = np.full((rows.size, width), np.nan, np.float32)
+    R.gather_rows(values, rows, init, got)
+    ref.gather_rows(values, rows, init, want)
+    np.testing.assert_array_equal(got, want)
+    for i, r in enumerate(rows):
+        np.testing.assert_array_equal(got[i], values[r] if r >= 0 else np.full(width, init))
+
+
+@WIDTH
+def test_gather_rows_from_a_table_with_no_rows(width):
+    # A sparse slice before its first push stores (0, width) values; every pull row is -1.
+    values = np.empty((0, width), np.float32)
+    out = np.zeros((3, width), np.float32)
+    R.gather_rows(values, np.full(3, -1, np.int64), np.float32(-1.5), out)
+    np.testing.assert_array_equal(out, np.full((3, width), -1.5, np.float32))
+
+
+# apply_sum and apply_sgd add row by row, so repeated rows accumulate (like np.add.at).
+SUM_ROWS = {**ROW_PATTERNS, "repeated": [2, 2, -1, 5, 2]}
+
+
+@pytest.mark.parametrize("rows", SUM_ROWS.values(), ids=SUM_ROWS.keys())
+@WIDTH
+def test_apply_sum(rows, width):
+    values, rows, grads = table_and_grads(rows, width)
+    expected = values.copy()
+    for i, r in enumerate(rows):
+        if r >= 0:
+            expected[r] += grads[i]
+    want = values.copy()
+    R.apply_sum(values, rows, grads)
+    ref.apply_sum(want, rows, grads)
+    np.testing.assert_array_equal(values, want)
+    np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize("rows", SUM_ROWS.values(), ids=SUM_ROWS.keys())
+@WIDTH
+def test_apply_sgd(rows, width):
+    values, rows, grads = table_and_grads(rows, width)
+    lr = np.float32(0.3)
+    expected = values.copy()
+    for i, r in enumerate(rows):
+        if r >= 0:
+            expected[r] -= lr * grads[i]
+    want = values.copy()
+    R.apply_sgd(values, rows, grads, lr)
+    ref.apply_sgd(want, rows, grads, lr)
+    np.testing.assert_array_equal(values, want)
+    np.testing.assert_array_equal(values, expected)
+
+
+@UNIQUE_ROWS
+@WIDTH
+def test_apply_adagrad(rows, width):
+    values, rows, grads = table_and_grads(rows, width)
+    accum = np.abs(np.random.default_rng(1).standard_normal(values.shape)).astype(np.float32)
+    lr, eps = np.float32(0.1), np.float32(1e-8)
+    want_values, want_accum = values.copy(), accum.copy()
+    untouched = np.setdiff1d(np.arange(N_ROWS), rows)
+    before = values[untouched].copy(), accum[untouched].copy()
+    R.apply_adagrad(values, accum, rows, grads, lr, eps)
+    ref.apply_adagrad(want_values, want_accum, rows, grads, lr, eps)
+    np.testing.assert_allclose(accum, want_accum, rtol=1e-6)
+    np.testing.assert_allclose(values, want_values, rtol=1e-6)
+    np.testing.assert_array_equal(values[untouched], before[0])
+    np.testing.assert_array_equal(accum[untouched], before[1])
+
+
+def test_apply_adagrad_by_hand():
+    values = np.array([[1.0, 2.0]], np.float32)
+    accum = np.array([[3.0, 0.0]], np.float32)
+    grads = np.array([[1.0, -2.0]], np.float32)
+    R.apply_adagrad(values, accum, np.array([0]), grads, np.float32(0.5), np.float32(1e-8))
+    np.testing.assert_allclose(accum, [[4.0, 4.0]], rtol=1e-6)
+    # 1 - 0.5*1/2 = 0.75 ; 2 - 0.5*(-2)/2 = 2.5
+    np.testing.assert_allclose(values, [[0.75, 2.5]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [[], [0], [5, 0, 11, 3], list(range(N_ROWS))[::-1]],
+                         ids=["empty", "single", "scattered", "all_reversed"])
+@WIDTH
+def test_copy_rows(rows, width):
+    _, rows, src = table_and_grads(rows, width)
+    dst = np.full((N_ROWS, width), 9.0, np.float32)
+    want = dst.copy()
+    R.copy_rows(src, dst, rows)
+    ref.copy_rows(src, want, rows)
+    np.testing.assert_array_equal(dst, want)
+    np.testing.assert_array_equal(dst[rows], src)
+    untouched = np.setdiff1d(np.arange(N_ROWS), rows)
+    assert (dst[untouched] == 9.0).all()
+
+
+# ====================================================================== non-finite detection
+
+BIG = np.finfo(np.float32).max
+TINY = np.finfo(np.float32).smallest_subnormal
+# (values, expected first non-finite index, expected count)
+NONFINITE_CASES = {
+    "empty": ([], -1, 0),
+    "finite_extremes": ([0.0, -0.0, BIG, -BIG, TINY, -TINY], -1, 0),
+    "nan_first": ([np.nan, 1.0], 0, 1),
+    "pos_inf_last": ([1.0, 2.0, np.inf], 2, 1),
+    "neg_inf": ([1.0, -np.inf, 3.0], 1, 1),
+    "several": ([1.0, np.inf, np.nan, 4.0, -np.inf], 1, 3),
+}
+
+
+@pytest.mark.parametrize("case", NONFINITE_CASES.values(), ids=NONFINITE_CASES.keys())
+def test_nonfinite_detection(case):
+    values, want_first, want_count = case
+    flat = np.array(values, np.float32)
+    assert R.first_nonfinite(flat) == ref.first_nonfinite(flat) == want_first
+    assert R.count_nonfinite(flat) == ref.count_nonfinite(flat) == want_count
+    wide = flat.astype(np.float64)  # first_nonfinite also takes float64
+    assert R.first_nonfinite(wide) == want_first
+
+
+def test_nonfinite_detection_random():
+    flat = np.random.default_rng(RNG_SEED).standard_normal(10_000).astype(np.float32)
+    assert R.count_nonfinite(flat) == 0 and R.first_nonfinite(flat) == -1
+    flat[[4321, 9999]] = [np.nan, np.inf]
+    assert R.first_nonfinite(flat) == ref.first_nonfinite(flat) == 4321
+    assert R.count_nonfinite(flat) == ref.count_nonfinite(flat) == 2

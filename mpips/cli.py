@@ -15,6 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from .launcher import add_launch_parser
+
 
 def load_job(name: str):
     """The job module for ``name``: a .py path, a module of mpips.jobs, or a dotted name."""
@@ -65,7 +67,10 @@ def run_job(name: str, argv: list[str]) -> int:
     try:
         module.main(ps, args)
         ps.close()
-    except Exception:  # one rank failing must not leave the others hanging
+    except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
+        print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
+    except Exception:
         for line in traceback.format_exc().rstrip().splitlines():
             print(f"{label} {line}", file=sys.stderr)
         sys.stderr.flush()
@@ -90,12 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("job_args", nargs=argparse.REMAINDER, help="--servers S and the job's options")
     warm = sub.add_parser("warmup", help="compile the numba kernels once (before a parallel launch)")
     warm.set_defaults(handler=_warmup)
-    try:
-        from .launcher import add_launch_parser
-    except ImportError:
-        pass
-    else:
-        add_launch_parser(sub)
+    add_launch_parser(sub)
     return parser
 
 

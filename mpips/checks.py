@@ -25,12 +25,16 @@ def as_keys(keys, spec: TableSpec, *, check_order: bool = True) -> np.ndarray:
     return arr
 
 
-def check_keys(arr: np.ndarray, spec: TableSpec) -> None:
-    """Raise KeyOrderError / KeyRangeError unless uint64 ``arr`` is strictly increasing and
-    inside the table's key range."""
-    bounds = (np.uint64(0), np.uint64(spec.size - 1), np.uint64(0), False)
-    if count_bad_keys(arr, *bounds):
-        bad = first_bad_key(arr, *bounds)
+def check_keys(arr: np.ndarray, spec: TableSpec, lo: int = 0, hi: int | None = None) -> None:
+    """Raise KeyOrderError / KeyRangeError unless ``arr[lo:hi]`` (uint64) is strictly
+    increasing, greater than ``arr[lo-1]`` and inside the table's key range. Errors name the
+    position in the whole of ``arr``."""
+    hi = arr.size if hi is None else hi
+    part = arr[lo:hi]
+    prev = np.uint64(arr[lo - 1]) if lo > 0 else np.uint64(0)
+    bounds = (np.uint64(0), np.uint64(spec.size - 1), prev, lo > 0)
+    if count_bad_keys(part, *bounds):
+        bad = lo + first_bad_key(part, *bounds)
         key = int(arr[bad])
         if key >= spec.size:
             raise KeyRangeError(f"table {spec.name!r}: key {key} at position {bad} is out of "
@@ -38,6 +42,27 @@ def check_keys(arr: np.ndarray, spec: TableSpec) -> None:
         what = "duplicated" if key == int(arr[bad - 1]) else "smaller than the key before it"
         raise KeyOrderError(f"table {spec.name!r}: key {key} at position {bad} is {what}; "
                             f"keys must be sorted and unique (np.unique gives both)")
+
+
+def check_finite(vals: np.ndarray, spec: TableSpec, lo: int = 0, hi: int | None = None) -> None:
+    """Raise NonFiniteError if rows ``lo:hi`` of float32 (n, width) ``vals`` hold NaN or inf."""
+    flat = vals[lo:hi].reshape(-1)
+    if count_nonfinite(flat):
+        bad = first_nonfinite(flat)
+        raise NonFiniteError(f"table {spec.name!r}: value {flat[bad]} for key position "
+                             f"{lo + bad // spec.width}; nothing was applied")
+
+
+def check_push(keys: np.ndarray, vals: np.ndarray, spec: TableSpec, chunk: int,
+               between=None) -> None:
+    """``check_keys`` and ``check_finite`` on a converted push, ``chunk`` rows at a time,
+    calling ``between()`` after each chunk (the worker keeps MPI progressing there)."""
+    for lo in range(0, keys.size, chunk):
+        hi = min(lo + chunk, keys.size)
+        check_keys(keys, spec, lo, hi)
+        check_finite(vals, spec, lo, hi)
+        if between is not None:
+            between()
 
 
 def _python_keys(keys, spec: TableSpec) -> np.ndarray:
@@ -67,8 +92,9 @@ def _to_uint64(arr: np.ndarray, spec: TableSpec) -> np.ndarray:
     return arr.astype(np.uint64)
 
 
-def as_values(vals, num_keys: int, spec: TableSpec) -> np.ndarray:
-    """``vals`` as a contiguous float32 (num_keys, width) array with only finite values."""
+def as_values(vals, num_keys: int, spec: TableSpec, *, finite: bool = True) -> np.ndarray:
+    """``vals`` as a contiguous float32 (num_keys, width) array, checked to hold only finite
+    values unless ``finite=False`` (the caller then checks with ``check_finite``)."""
     arr = np.asarray(vals)
     expected = (num_keys, spec.width)
     if arr.shape == (num_keys,) and spec.width == 1:
@@ -79,10 +105,8 @@ def as_values(vals, num_keys: int, spec: TableSpec) -> np.ndarray:
     if arr.dtype.kind not in "fiu":
         raise ValueShapeError(f"table {spec.name!r}: values must be numbers, got {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if count_nonfinite(arr.reshape(-1)):
-        bad = first_nonfinite(arr.reshape(-1))
-        raise NonFiniteError(f"table {spec.name!r}: value {arr.reshape(-1)[bad]} for key "
-                             f"position {bad // spec.width}; nothing was sent")
+    if finite:
+        check_finite(arr, spec)
     return arr
 
 

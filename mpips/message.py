@@ -18,6 +18,11 @@ answered chunk by chunk with float32 values, then by a status reply of ``REPLY_W
 MAGIC << 16 | VERSION, request id, status (Status), length in bytes of an error text that
 follows as a uint8 message when status is not OK.
 
+A PUSH is also followed by the worker's verdict on its own input, a message in the reply
+layout on ``TAG_VERDICT``: the worker validates keys and values while the server is already
+receiving and applying them, and the server keeps an undo log until the verdict says OK; a
+verdict of WITHDRAWN makes the server roll the push back, so a bad push changes nothing.
+
 Every field of a received header or reply is checked by ``parse_header``/``parse_reply``, and
 every key chunk by ``check_key_chunk``, before any kernel sees it.
 """
@@ -32,7 +37,7 @@ from .errors import MessageError
 from .kernels.keys import count_bad_keys, first_bad_key
 
 MAGIC = 0x4D50_4950_5331  # "MPIPS1"
-VERSION = 1
+VERSION = 2
 HEADER_WORDS = 8
 REPLY_WORDS = 4
 MAX_WIDTH = 1 << 20
@@ -56,6 +61,7 @@ class Status(enum.IntEnum):
 
     OK = 0
     BAD_REQUEST = 1
+    WITHDRAWN = 2  # the worker found its own push invalid; nothing was applied
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,10 @@ The loop takes one request at a time from any worker, receives its payload chunk
 into reused buffers, validates each chunk (mpips.message) before a kernel reads it, and
 answers. A request that fails validation is drained to its end so the stream from that
 worker stays in step, and answered with an error the worker raises from ``wait``.
+
+A push is applied while its worker still checks it: until the worker's verdict (on
+TAG_VERDICT) says OK, each slice logs the rows it changes (mpips.undo), and a withdrawn or
+failed push is rolled back, so a push is applied all or nothing.
 """
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import MessageError
-from .message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
+from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, encode_reply, parse_header,
+                      parse_reply)
 from .store import FLOAT, Slice
 from .topology import Topology
-from .transport import TAG_REQUEST, Tags, wait_all
+from .transport import TAG_REQUEST, TAG_VERDICT, Tags, wait_all
 
 OUT_BUFFERS = 4
 
@@ -66,12 +71,17 @@ class KVServer:
         cursor, prev = 0, None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
+        verdict = _Verdict(self.comm, source, hdr.request_id) if hdr.op is Op.PUSH else None
+        if verdict is not None:
+            table.begin_undoable_push(hdr.num_keys)
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
             keys, vals = keys_buf[: hi - lo], vals_buf[: hi - lo]
             self._recv_exact(keys, source, tag)
             if pushes:
                 self._recv_exact(vals, source, tag)
+            if verdict is not None and table.undo.active and verdict.arrived_ok():
+                table.keep_push()  # the worker vouched for the whole push: stop logging
             if error is None:
                 try:
                     cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag, source)
@@ -80,9 +90,31 @@ class KVServer:
                     error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
             if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
                 self._send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
-        if pushes:
+        status = Status.BAD_REQUEST if error else Status.OK
+        if verdict is not None:
+            status, error = self._settle_push(table, verdict, error)
+        elif pushes:
             table.finish_push()
-        self._reply(hdr.request_id, error, source, tag)
+        self._reply(hdr.request_id, status, error, source, tag)
+
+    def _settle_push(self, table: Slice, verdict: "_Verdict", error: str | None):
+        """Keep or roll back a push once its verdict is in; returns (status, error)."""
+        try:
+            withdrawn = verdict.wait_withdrawn()
+        except MessageError as exc:
+            error = error or f"verdict: {exc}"
+            withdrawn = False
+        if withdrawn or error:
+            if table.undo.active:
+                table.roll_back_push()
+            else:
+                table.keep_push()
+                table.finish_push()
+                error = f"{error} (the push was partly applied: it failed after its verdict)"
+            return (Status.WITHDRAWN, None) if withdrawn and not error else (Status.BAD_REQUEST, error)
+        table.keep_push()
+        table.finish_push()
+        return Status.OK, None
 
     def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source):
         """Apply/answer one chunk; returns (cursor, last key) for the next chunk."""
@@ -143,12 +175,45 @@ class KVServer:
         self._free.extend(buf for buf, _ in self._out if buf is not None)
         self._out.clear()
 
-    def _reply(self, request_id: int, error: str | None, dest: int, tag: int) -> None:
+    def _reply(self, request_id: int, status: Status, error: str | None, dest: int,
+               tag: int) -> None:
         self._flush_out()
         text = np.frombuffer(error.encode(), np.uint8) if error else None
-        status = Status.BAD_REQUEST if error else Status.OK
         reply = encode_reply(request_id, status, 0 if text is None else text.size)
         self.comm.Send(reply, dest, tag)
         if text is not None:
             self.comm.Send(text, dest, tag)
             self.topology.log(f"rejected a request from rank {dest}: {error}")
+
+
+class _Verdict:
+    """The worker's verdict on one of its pushes, received on TAG_VERDICT."""
+
+    def __init__(self, comm: MPI.Comm, source: int, request_id: int):
+        self.buf = np.empty(REPLY_WORDS, np.uint64)
+        self.request_id = request_id
+        self.request = comm.Irecv(self.buf, source, TAG_VERDICT)
+        self.done = False
+
+    def arrived_ok(self) -> bool:
+        """True once an OK verdict has arrived (never blocks)."""
+        if not self.done:
+            self.done = self.request.Test()
+        if not self.done:
+            return False
+        try:
+            status, text_len = parse_reply(self.buf, self.request_id)
+        except MessageError:
+            return False  # wait_withdrawn reports it
+        return status is Status.OK and text_len == 0
+
+    def wait_withdrawn(self) -> bool:
+        """Wait for the verdict; True when the worker withdrew the push. Raises MessageError
+        for a malformed verdict."""
+        if not self.done:
+            wait_all([self.request])
+            self.done = True
+        status, text_len = parse_reply(self.buf, self.request_id)
+        if text_len or status is Status.BAD_REQUEST:
+            raise MessageError(f"verdict status {status.name} with {text_len} bytes of text")
+        return status is Status.WITHDRAWN

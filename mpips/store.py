@@ -16,6 +16,7 @@ from .kernels import rows as row_kernels
 from .kernels.keys import matches_run
 from .message import check_key_chunk
 from .spec import TableSpec
+from .undo import UndoLog
 
 FLOAT = np.float32
 
@@ -29,6 +30,7 @@ class Slice:
         self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
         self._rows = np.empty(0, np.int64)
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.undo = UndoLog(spec.width, self.rule.state_names)
 
     def rows_buffer(self, n: int) -> np.ndarray:
         if self._rows.size < n:
@@ -43,6 +45,7 @@ class Slice:
         slice does not store yet are kept for ``finish_push``. Raises MessageError (and
         changes nothing) when the keys are not sorted, unique and in range."""
         first, rows, cursor = self.locate(keys, cursor, prev)
+        self.undo.save(self.values, self.state, first, rows, keys.size)
         if rows is None:
             self.rule.apply_run(self.values, self.state, first, grads)
             return cursor
@@ -52,6 +55,19 @@ class Slice:
             if new.any():
                 self._pending.append((keys[new], grads[new]))
         return cursor
+
+    def begin_undoable_push(self, num_keys: int) -> None:
+        """Log the rows the next ``num_keys`` pushed keys change, until ``keep_push``."""
+        self.undo.begin(num_keys)
+
+    def keep_push(self) -> None:
+        """The push stands: stop logging (finish_push still inserts its new keys)."""
+        self.undo.stop()
+
+    def roll_back_push(self) -> None:
+        """Undo every chunk of the current push and forget its new keys."""
+        self.undo.rollback(self.values, self.state)
+        self._pending.clear()
 
     def finish_push(self) -> bool:
         """Insert the keys of this push that were not stored (sparse slices only); returns

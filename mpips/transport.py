@@ -1,6 +1,6 @@
 """Point-to-point plumbing of the data path: tags and polite waiting (MPI layer).
 
-Requests travel on ``TAG_REQUEST``; the payload and the reply of request ``rid`` use
+Requests travel on ``TAG_REQUEST``, a push's verdict (mpips.message) on ``TAG_VERDICT``; the payload and the reply of request ``rid`` use
 ``payload_tag(rid)``, so a worker may have many requests in flight to one server and MPI's
 non-overtaking rule keeps each stream in order.
 """
@@ -11,6 +11,7 @@ import time
 from mpi4py import MPI
 
 TAG_REQUEST = 1
+TAG_VERDICT = 2
 TAG_BASE = 16
 SPIN_SECONDS = 200e-6
 MAX_SLEEP_SECONDS = 1e-3

@@ -1,9 +1,13 @@
 """KVWorker: non-blocking push and pull of table rows by key (API layer).
 
-Every call validates its input (mpips.checks) before anything is sent, splits the sorted keys
-into one contiguous run per server, and posts the sends and receives at once; it returns a
-timestamp, and ``wait(ts)`` completes the operation. As with MPI buffers, the arrays handed to
-push/pull must not be changed until the wait returns.
+Every call converts and checks its input (mpips.checks), splits the sorted keys into one
+contiguous run per server, and posts the sends and receives at once; it returns a timestamp,
+and ``wait(ts)`` completes the operation. As with MPI buffers, the arrays handed to push/pull
+must not be changed until the wait returns.
+
+A push validates keys and values while the servers already receive and apply them, then
+sends each server its verdict (mpips.message): a bad push is withdrawn, the servers roll it
+back from their undo logs, and ``push`` raises the error, so a push is all or nothing.
 """
 from __future__ import annotations
 
@@ -12,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from .checks import as_keys, as_output, as_values, check_keys
-from .errors import MessageError, TableError
-from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, parse_reply)
+from .checks import as_keys, as_output, as_values, check_keys, check_push
+from .errors import MessageError, MpipsError, TableError
+from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
+                      parse_reply)
 from .spec import TableSpec
 from .topology import Topology
-from .transport import TAG_REQUEST, Tags, wait_all
+from .transport import TAG_REQUEST, TAG_VERDICT, Tags, wait_all
 
 
 @dataclass
@@ -30,6 +35,7 @@ class _Pending:
     result: np.ndarray | None = None
     keys: np.ndarray | None = None  # unchecked pull keys, re-checked if a server rejects
     spec: TableSpec | None = None
+    verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
 
 
 class KVWorker:
@@ -120,10 +126,11 @@ class KVWorker:
             raise RuntimeError("this KVWorker is closed")
         spec = self._spec(table)
         pushes, pulls = op in (Op.PUSH, Op.PUSH_PULL), op in (Op.PULL, Op.PUSH_PULL)
-        # A push is checked whole before anything is sent, so it is applied all or nothing.
-        # A pull changes nothing: the servers check its keys chunk by chunk as they read them.
-        keys = as_keys(keys, spec, check_order=pushes)
-        vals = as_values(vals, keys.size, spec) if pushes else None
+        # A plain push is checked while it travels (see _judge); a push_pull applies and
+        # answers chunk by chunk, so it is checked whole before anything is sent. A pull
+        # changes nothing: the servers check its keys chunk by chunk as they read them.
+        keys = as_keys(keys, spec, check_order=op is Op.PUSH_PULL)
+        vals = as_values(vals, keys.size, spec, finite=op is Op.PUSH_PULL) if pushes else None
         result = as_output(out, keys.size, spec) if pulls else None
         pending = _Pending(keep=[keys, vals, result])
         if not pushes:
@@ -135,6 +142,8 @@ class KVWorker:
             if hi > lo:
                 self._post(pending, op, spec, server, keys[lo:hi],
                            vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
+        if op is Op.PUSH:
+            self._judge(pending, spec, keys, vals)
         if pulls and out is None and spec.width == 1:
             result = result.reshape(-1)
         pending.result = result if pulls and out is None else (out if pulls else None)
@@ -142,6 +151,27 @@ class KVWorker:
         self._next_ts += 1
         self._pending[ts] = pending
         return ts
+
+    def _judge(self, pending: _Pending, spec: TableSpec, keys, vals) -> None:
+        """Check a posted push and send every server involved its verdict. On a bad push,
+        wait until every server has rolled it back, then raise the check's error."""
+        requests = pending.requests
+        try:
+            check_push(keys, vals, spec, chunk_keys_for(spec.width),
+                       between=lambda: MPI.Request.Testsome(requests))
+        except MpipsError as exc:
+            self._send_verdicts(pending, Status.WITHDRAWN)
+            wait_all(pending.requests)
+            for reply in pending.replies:
+                self._check_reply(*reply)  # consumes any error text, keeping streams in step
+            raise exc from None
+        self._send_verdicts(pending, Status.OK)
+
+    def _send_verdicts(self, pending: _Pending, status: Status) -> None:
+        for dest, request_id in pending.verdicts:
+            verdict = encode_reply(request_id, status)
+            pending.keep.append(verdict)
+            pending.requests.append(self.comm.Isend(verdict, dest, TAG_VERDICT))
 
     def _post(self, pending: _Pending, op: Op, spec: TableSpec, server: int, keys, vals, out):
         dest = self.topology.layout.server_rank(server)
@@ -163,10 +193,12 @@ class KVWorker:
         reply = np.empty(REPLY_WORDS, np.uint64)
         reqs.append(self.comm.Irecv(reply, dest, tag))
         pending.replies.append((dest, tag, request_id, reply))
+        if op is Op.PUSH:
+            pending.verdicts.append((dest, request_id))
 
     def _check_reply(self, source: int, tag: int, request_id: int, reply) -> str | None:
         status, text_len = parse_reply(reply, request_id)
-        if status is Status.OK:
+        if status in (Status.OK, Status.WITHDRAWN):
             return None
         text = np.empty(text_len, np.uint8)
         self.comm.Recv(text, source, tag)

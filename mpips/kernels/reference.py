@@ -85,3 +85,8 @@ def matches_run(table, keys, start):
 
 def count_nonfinite(flat):
     return int((~np.isfinite(flat)).sum())
+
+
+def scatter_rows(src, dst, rows):
+    keep = rows >= 0
+    dst[rows[keep]] = src[keep]

@@ -73,6 +73,17 @@ def copy_rows(src, dst, rows):
 
 
 @_jit
+def scatter_rows(src, dst, rows):
+    """dst[rows[i]] = src[i] for rows[i] >= 0 (the inverse of gather_rows)."""
+    width = src.shape[1]
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            for c in range(width):
+                dst[r, c] = src[i, c]
+
+
+@_jit
 def count_nonfinite(flat):
     """Number of NaN/inf in a contiguous 1-D float32 array (exponent bits all ones).
     Branch-free so it vectorises; first_nonfinite finds where."""

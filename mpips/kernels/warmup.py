@@ -23,9 +23,10 @@ def warm_all() -> list[str]:
     rows.apply_sgd(v, r, g, np.float32(0.1))
     rows.apply_adagrad(v, v.copy(), r, g, np.float32(0.1), np.float32(1e-8))
     rows.copy_rows(g, v, r)
+    rows.scatter_rows(g, v, r)
     rows.first_nonfinite(g.reshape(-1))
     keys.count_bad_keys(k, np.uint64(0), np.uint64(9), np.uint64(0), False)
     keys.matches_run(k, k, 0)
     rows.count_nonfinite(g.reshape(-1))
     return ["count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "locate_sorted", "offset_rows", "merge_disjoint", "gather_rows",
-            "apply_sum", "apply_sgd", "apply_adagrad", "copy_rows", "first_nonfinite"]
+            "apply_sum", "apply_sgd", "apply_adagrad", "copy_rows", "scatter_rows", "first_nonfinite"]

@@ -50,7 +50,7 @@ def semantics():
     ("push_unsorted", "KeyOrderError", ["key 3", "position 1", "sorted"]),
     ("push_duplicate", "KeyOrderError", ["duplicated", "position 1"]),
     ("push_negative", "KeyRangeError", ["-1", "negative"]),
-    ("push_nan", "NonFiniteError", ["nan", "nothing was sent"]),
+    ("push_nan", "NonFiniteError", ["nan", "nothing was applied"]),
     ("push_shape", "ValueShapeError", ["(3,)", "(2, 1)"]),
     ("pull_unsorted", "KeyOrderError", ["key 4", "position 1"]),
     ("pull_duplicate", "KeyOrderError", ["duplicated"]),
@@ -64,6 +64,14 @@ def test_bad_keys_and_values_raise_clear_errors(semantics, case, error, words):
     assert kind == error
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("table", ["sparse_sum", "dense_adagrad", "sparse_adagrad"])
+def test_a_push_bad_in_its_last_chunk_is_rolled_back_on_every_server(semantics, table):
+    got = semantics["bad_push"][table]
+    assert got["raised"] == ["NonFiniteError", "KeyOrderError"]
+    assert got["unchanged"], "a withdrawn push changed the table"
+    assert got["good_push_changed"]
 
 
 def test_pull_of_never_pushed_keys_returns_initial_value(semantics):

@@ -155,7 +155,7 @@ def test_as_values_rejects_non_numbers(vals):
 def test_as_values_rejects_non_finite(bad, index):
     vals = np.ones((3, 2), np.float32)
     vals.reshape(-1)[index] = bad
-    with pytest.raises(NonFiniteError, match=f"key position {index // 2}; nothing was sent"):
+    with pytest.raises(NonFiniteError, match=f"key position {index // 2}; nothing was applied"):
         as_values(vals, 3, dense(width=2))
 
 

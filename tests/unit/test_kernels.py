@@ -458,6 +458,23 @@ def test_copy_rows(rows, width):
     assert (dst[untouched] == 9.0).all()
 
 
+@pytest.mark.parametrize("rows", [[], [0], [5, -1, 11, -1, 3], [-1, -1], list(range(N_ROWS))[::-1]],
+                         ids=["empty", "single", "with_absent", "all_absent", "all_reversed"])
+@WIDTH
+def test_scatter_rows_skips_absent_rows(rows, width):
+    rows = np.array(rows, np.int64)
+    src = np.arange(rows.size * width, dtype=np.float32).reshape(rows.size, width) + 1
+    dst = np.full((N_ROWS, width), 9.0, np.float32)
+    want = dst.copy()
+    R.scatter_rows(src, dst, rows)
+    ref.scatter_rows(src, want, rows)
+    np.testing.assert_array_equal(dst, want)
+    present = rows >= 0
+    np.testing.assert_array_equal(dst[rows[present]], src[present])
+    untouched = np.setdiff1d(np.arange(N_ROWS), rows[present])
+    assert (dst[untouched] == 9.0).all()
+
+
 # ====================================================================== non-finite detection
 
 BIG = np.finfo(np.float32).max

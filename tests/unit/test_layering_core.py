@@ -9,7 +9,7 @@ import pytest
 from tests.data import REPO_ROOT
 
 CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.partition", "mpips.message",
-                "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors"]
+                "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors", "mpips.undo"]
 
 PROGRAM = """
 import sys

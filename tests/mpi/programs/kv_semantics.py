@@ -77,6 +77,38 @@ def in_flight_and_chunks(kv, table):
             "wait_twice": twice}
 
 
+def bad_push_changes_nothing(kv, tables):
+    """A multi-chunk push spanning every server, made bad only in its last chunk (a NaN, an
+    unsorted key), is withdrawn: every table reads back bit for bit as before, including
+    optimizer state (checked by a later good push) and sparse keys that would be new."""
+    n = 1_000_000  # several chunks per server
+    out = {}
+    for name, table in tables.items():
+        size = kv.tables[table.name].size
+        k = np.arange(n, dtype=np.uint64) * np.uint64(size // n)
+        grads = np.linspace(-1, 1, k.size, dtype=np.float32)
+        kv.wait(kv.push(table, k[::2], grads[::2]))  # half the keys exist, half would be new
+        before = kv.wait(kv.pull(table, k)).copy()
+        bad_nan = grads.copy()
+        bad_nan[-1] = np.nan
+        unsorted = k.copy()
+        unsorted[-2], unsorted[-1] = unsorted[-1], unsorted[-2]
+        raised = []
+        for bad_keys, bad_grads in ((k, bad_nan), (unsorted, grads)):
+            try:
+                kv.push(table, bad_keys, bad_grads)
+                raised.append(None)
+            except mpips.MpipsError as exc:
+                raised.append(type(exc).__name__)
+        after = kv.wait(kv.pull(table, k))
+        kv.wait(kv.push(table, k, grads))  # a good push after the bad ones
+        good = kv.wait(kv.pull(table, k))
+        out[name] = {"raised": raised,
+                     "unchanged": bool(np.array_equal(before.view(np.uint32), after.view(np.uint32))),
+                     "good_push_changed": bool(not np.array_equal(good, after))}
+    return out
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--servers", type=int, default=2)
@@ -86,6 +118,7 @@ def main():
         dense = ps.dense_table("dense", 10_000, init=0.25)
         sgd = ps.dense_table("sgd", 5_000, rule="sgd", lr=0.5)
         ada = ps.sparse_table("ada", rule="adagrad", lr=0.3, eps=1e-6)
+        big = ps.dense_table("big", 1_000_000, rule="adagrad", lr=0.1)
 
         def work(kv):
             if kv.worker_rank != 0:
@@ -95,6 +128,8 @@ def main():
             keys = np.arange(0, 5_000, 7, dtype=np.uint64)
             result.update(rules_match_reference(kv, sgd, ada, keys, rounds=4))
             result.update(in_flight_and_chunks(kv, table))
+            result["bad_push"] = bad_push_changes_nothing(
+                kv, {"sparse_sum": table, "dense_adagrad": big, "sparse_adagrad": ada})
             return result
 
         result = ps.run(work)

@@ -1,0 +1,50 @@
+"""The codec, merge and filter layers (kernels and pure modules) import and work with mpi4py
+made unimportable (the same check as tests/unit/test_layering_core.py)."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.data import REPO_ROOT
+
+CODEC_MODULES = ["mpips.kernels.codec", "mpips.kernels.codec_values", "mpips.kernels.merge",
+                 "mpips.kernels.codec_reference", "mpips.kernels.warmup_codec",
+                 "mpips.keycache", "mpips.codec", "mpips.filters"]
+
+PROGRAM = """
+import sys
+sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+import numpy as np
+from mpips.codec import Codec, KeyCache, SentKeys, decode
+from mpips.filters import make_filter
+from mpips.kernels.warmup_codec import warm_codec
+assert "merge_sum_k" in warm_codec()
+keys, vals = np.arange(5, dtype=np.uint64), np.ones((5, 2), np.float32)
+codec, sent, cache = Codec(key_cache=True, drop_zeros=True, values="fp16"), SentKeys(), KeyCache()
+for _ in range(2):
+    got_keys, got_vals = decode(codec.encode(keys, vals, sent=sent), width=2, cache=cache)
+    assert (got_keys == keys).all() and (got_vals == vals).all()
+assert make_filter("significantly_modified", delta=1.5).apply(keys, vals)[0].size == 0
+loaded = sorted(m for m in sys.modules if m == "mpi4py" or m.startswith("mpi4py."))
+assert loaded == ["mpi4py"] and sys.modules["mpi4py"] is None, loaded
+print("ok")
+"""
+
+
+def run_without_mpi4py(*modules):
+    return subprocess.run([sys.executable, "-c", PROGRAM, *modules], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=180)
+
+
+@pytest.mark.parametrize("module", CODEC_MODULES)
+def test_codec_module_imports_without_mpi4py(module):
+    proc = run_without_mpi4py(module)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_all_codec_modules_together_without_mpi4py():
+    proc = run_without_mpi4py(*CODEC_MODULES, "mpips")
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

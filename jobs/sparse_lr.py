@@ -1,4 +1,4 @@
-"""Sparse logistic regression with synchronous (BSP) minibatch SGD on the parameter server.
+"""Sparse logistic regression with minibatch SGD on the parameter server, BSP, SSP or async.
 
     mpips launch -n 5 -- -m mpips run sparse_lr --servers 2 --data w8a --epochs 10
     python jobs/sparse_lr.py --servers 2 --synthetic 20000      # under mpiexec -n 4
@@ -7,13 +7,18 @@ Every rank loads (or generates, same seed) the data and cuts the same shuffled t
 split; worker i trains on block i of the shuffled train rows. Each step every worker pulls
 the weights of the keys its minibatch touches (table "w", sparse uint64 keys or dense
 0..n_features-1) and the intercept (table "bias"), computes the gradient of the mean logloss,
-pushes it (the servers apply the update rule: sgd or adagrad) and waits; then all workers
-meet at a barrier. Worker 0 prints one line per epoch, evaluates the final model on the test
+pushes it (the servers apply the update rule: sgd or adagrad), waits, and ends the step with
+``kv.clock()``. The tables' consistency model (--consistency, --staleness) decides how far
+workers may run apart: bsp (every read sees exactly the previous steps of all workers,
+bitwise reproducible), ssp (reads may miss at most --staleness steps of the others) or async.
+--straggler W:F slows worker W by a factor F (sleeps F-1 times its own work per step), or,
+with --straggler-mode rotating, a different worker each step. Worker 0 prints one line per epoch, evaluates the final model on the test
 rows, writes metrics.json and curve.png under --out, and prints the metrics as one JSON line,
 the last line of stdout.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -63,6 +68,15 @@ def add_arguments(parser) -> None:
                         help="L2 penalty l2/2*|w|^2 on the weights a minibatch touches")
     parser.add_argument("--table", choices=("sparse", "dense"), default="sparse",
                         help="sparse uint64 keys, or a dense table of n_features keys")
+    parser.add_argument("--consistency", choices=("bsp", "ssp", "async"), default="bsp",
+                        help="consistency model of the tables (default bsp)")
+    parser.add_argument("--staleness", type=int, default=None, metavar="TAU",
+                        help="ssp: a read may miss at most TAU steps of other workers "
+                             "(needed with --consistency ssp)")
+    parser.add_argument("--straggler", metavar="W:F", default=None,
+                        help="slow worker W down by factor F, e.g. 0:3")
+    parser.add_argument("--straggler-mode", choices=("fixed", "rotating"), default="fixed",
+                        help="fixed: always worker W; rotating: worker (W + step) mod workers")
     parser.add_argument("--out", metavar="DIR", help="write metrics.json and curve.png here")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -89,8 +103,35 @@ def _check_arguments(args) -> None:
         problems.append("--epochs and --batch-size must be at least 1")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
+    if (args.consistency == "ssp") != (args.staleness is not None):
+        problems.append("--staleness goes with --consistency ssp, and ssp needs --staleness")
+    elif args.staleness is not None and args.staleness < 0:
+        problems.append(f"--staleness must be >= 0, got {args.staleness}")
+    try:
+        args.straggler_plan = _parse_straggler(args.straggler)
+    except ValueError as exc:
+        problems.append(str(exc))
     if problems:
         raise SystemExit("sparse_lr: " + "; ".join(problems))
+
+
+def _parse_straggler(text: str | None) -> tuple[int, float] | None:
+    """``"W:F"`` as (worker, factor), None for no straggler."""
+    if text is None:
+        return None
+    try:
+        worker, factor = text.split(":")
+        plan = int(worker), float(factor)
+    except ValueError:
+        raise ValueError(f"--straggler must look like W:F (e.g. 0:3), got {text!r}") from None
+    if plan[0] < 0 or not plan[1] >= 1.0:
+        raise ValueError(f"--straggler {text}: need a worker >= 0 and a factor >= 1")
+    return plan
+
+
+def consistency_of(args) -> str:
+    """The tables' consistency as mpips.consistency text ("bsp", "ssp:4", "async")."""
+    return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
 
 
 def load_split(args) -> tuple[SparseDataset, SparseDataset]:
@@ -106,7 +147,7 @@ def load_split(args) -> tuple[SparseDataset, SparseDataset]:
 
 def create_tables(ps, args, n_features: int) -> Tables:
     """The weight and intercept tables. Collective over the launch."""
-    rule = {"rule": args.rule, "lr": args.lr}
+    rule = {"rule": args.rule, "lr": args.lr, "consistency": consistency_of(args)}
     if args.table == "dense":
         weights = ps.dense_table("w", size=n_features, **rule)
     else:
@@ -116,8 +157,9 @@ def create_tables(ps, args, n_features: int) -> Tables:
 
 def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:
     """Steps every worker takes per epoch: enough batches of about ``batch_size`` rows for
-    the smallest shard. All workers take the same number (the barrier needs it); a worker
-    with a bigger shard (by one row) makes its batches that much bigger."""
+    the smallest shard. All workers take the same number (BSP and SSP wait for every
+    worker's clock); a worker with a bigger shard (by one row) makes its batches that much
+    bigger."""
     return max(1, math.ceil((n_train // num_workers) / batch_size))
 
 
@@ -127,33 +169,72 @@ def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
     steps = steps_per_epoch(train.n_rows, kv.num_workers, args.batch_size)
     rng = np.random.default_rng([args.seed, kv.worker_rank])
     curve, samples, seconds = [], 0.0, 0.0
+    slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
     for epoch in range(1, args.epochs + 1):
         loss, epoch_samples, epoch_seconds = _combine_epoch(
-            kv.worker_comm, *run_epoch(kv, tables, shard, steps, args.l2, rng))
+            kv.worker_comm, *run_epoch(kv, tables, shard, steps, args.l2, rng, slow))
         curve.append(loss)
         samples, seconds = samples + epoch_samples, seconds + epoch_seconds
         if kv.worker_rank == 0 and not args.quiet:
             print(f"epoch {epoch}/{args.epochs}  train_logloss {loss:.5f}  "
                   f"samples/s {epoch_samples / epoch_seconds:,.0f}", flush=True)
+    waits = gather_floats(kv.worker_comm, [kv.wait_seconds, slow.slept])
     model_keys = gather_model_keys(kv.worker_comm, shard)
     if kv.worker_rank != 0:
         return None
     result = evaluate(kv, tables, model_keys, train, test)
     result.update(epochs=args.epochs, workers=kv.num_workers,
                   samples_per_s=samples / seconds, train_logloss=curve,
-                  rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size)
+                  rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size,
+                  consistency=consistency_of(args), straggler=args.straggler,
+                  straggler_mode=args.straggler_mode if args.straggler else None,
+                  wait_seconds=[round(w, 4) for w in waits[:, 0]],
+                  straggler_sleep_seconds=round(float(waits[:, 1].sum()), 4))
     return result
 
 
-def run_epoch(kv, tables: Tables, shard, steps: int, l2: float, rng):
-    """One pass over the worker's shard in a fresh random order, ``steps`` BSP steps.
-    Returns (sum over rows of the train logloss, rows seen, seconds)."""
+class Straggler:
+    """Slows this worker's steps by a factor when it is the straggler (by plan and mode)."""
+
+    def __init__(self, plan, mode: str, worker: int, num_workers: int):
+        self.plan, self.mode, self.worker, self.num_workers = plan, mode, worker, num_workers
+        self.step = 0
+        self.slept = 0.0
+
+    def after_step(self, work_seconds: float) -> None:
+        """Sleep (factor - 1) x the step's own work if this worker straggles this step."""
+        if self.plan is not None:
+            slow, factor = self.plan
+            if self.mode == "rotating":
+                slow = (slow + self.step) % self.num_workers
+            if slow == self.worker:
+                delay = (factor - 1.0) * work_seconds
+                time.sleep(delay)
+                self.slept += delay
+        self.step += 1
+
+
+def gather_floats(worker_comm, values) -> np.ndarray | None:
+    """Every worker's ``values`` as rows of a float64 array on worker 0 (None elsewhere).
+    Collective over the workers."""
+    mine = np.array(values, np.float64)
+    rows = np.empty((worker_comm.Get_size(), mine.size), np.float64) \
+        if worker_comm.Get_rank() == 0 else None
+    worker_comm.Gather(mine, rows, root=0)
+    return rows
+
+
+def run_epoch(kv, tables: Tables, shard, steps: int, l2: float, rng, slow: Straggler):
+    """One pass over the worker's shard in a fresh random order, ``steps`` steps, each
+    ended by ``kv.clock()``. Returns (sum over rows of the train logloss, rows seen, seconds)."""
     began = time.perf_counter()
     batches = shard.take(rng.permutation(shard.n_rows)).batches(steps)
     loss_sum = 0.0
     for batch in batches:
+        step_began, waited = time.perf_counter(), kv.wait_seconds
         loss_sum += sgd_step(kv, tables, batch, l2) * batch.n_rows
-        kv.barrier()
+        slow.after_step(time.perf_counter() - step_began - (kv.wait_seconds - waited))
+        kv.clock()
     return loss_sum, shard.n_rows, time.perf_counter() - began
 
 
@@ -205,6 +286,8 @@ def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
     weights = kv.wait(kv.pull(tables.weights, model_keys))
     bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
     p = lr.predict_dataset(test, model_keys, weights, bias)
+    digest = hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes())
+    digest.update(np.float32(bias).tobytes())
     both_classes = 0 < test.labels.sum() < test.n_rows
     return {
         "test_logloss": metrics.logloss(test.labels, p),
@@ -212,6 +295,7 @@ def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
         "test_auc": metrics.auc(test.labels, p) if both_classes else None,
         "baseline_accuracy": metrics.majority_baseline(test.labels, train.labels),
         "n_train": train.n_rows, "n_test": test.n_rows, "model_keys": int(model_keys.size),
+        "model_sha256": digest.hexdigest(),
     }
 
 

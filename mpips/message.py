@@ -10,7 +10,8 @@ pickle). The header is ``HEADER_WORDS`` uint64 words:
     word 4  number of keys
     word 5  row width
     word 6  keys per chunk
-    word 7  reserved, 0
+    word 7  clocks: the sender's clock (low 32 bits) and, for a pull, the clock count the
+            read requires of every worker (high 32 bits; mpips.consistency)
 
 After a header with n keys, the sender sends ceil(n / chunk) key chunks (uint64) and, for a
 push, after each key chunk the matching value chunk (float32, chunk x width). A pull is
@@ -19,7 +20,7 @@ MAGIC << 16 | VERSION, request id, status (Status), length in bytes of an error 
 follows as a uint8 message when status is not OK.
 
 A PUSH is also followed by the worker's verdict on its own input, a message in the reply
-layout on ``TAG_VERDICT``: the worker validates keys and values while the server is already
+layout on the request's verdict tag (mpips.transport): the worker validates keys and values while the server is already
 receiving and applying them, and the server keeps an undo log until the verdict says OK; a
 verdict of WITHDRAWN makes the server roll the push back, so a bad push changes nothing.
 
@@ -54,6 +55,7 @@ class Op(enum.IntEnum):
     PULL = 2
     PUSH_PULL = 3
     DONE = 4  # the sending worker will send no more requests
+    CLOCK = 5  # the sending worker finished the clock in word 7 (all its tables)
 
 
 class Status(enum.IntEnum):
@@ -74,6 +76,8 @@ class Header:
     num_keys: int
     width: int
     chunk_keys: int
+    clock: int = 0
+    required: int = 0
 
     @property
     def num_chunks(self) -> int:
@@ -90,12 +94,18 @@ def chunk_keys_for(width: int) -> int:
     return max(256, CHUNK_BYTES // (8 + 4 * width))
 
 
+MAX_CLOCK = (1 << 32) - 1
+
+
 def encode_header(op: Op, table_id: int, request_id: int, num_keys: int, width: int,
-                  chunk_keys: int, out: np.ndarray | None = None) -> np.ndarray:
+                  chunk_keys: int, out: np.ndarray | None = None, *, clock: int = 0,
+                  required: int = 0) -> np.ndarray:
     """Fill (or allocate) a uint64[HEADER_WORDS] request header."""
+    if not (0 <= clock <= MAX_CLOCK and 0 <= required <= MAX_CLOCK):
+        raise ValueError(f"clock {clock} / required {required} outside [0, {MAX_CLOCK}]")
     hdr = np.empty(HEADER_WORDS, np.uint64) if out is None else out
     hdr[:] = (MAGIC << 16 | VERSION, int(op), table_id, request_id, num_keys, width,
-              chunk_keys, 0)
+              chunk_keys, required << 32 | clock)
     return hdr
 
 
@@ -116,15 +126,16 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
         op = Op(w[1])
     except ValueError:
         raise MessageError(f"request header: unknown op {w[1]}") from None
-    if op is Op.DONE:
-        return Header(op, 0, w[3], 0, 1, 1)
+    clock, required = w[7] & MAX_CLOCK, w[7] >> 32
+    if op in (Op.DONE, Op.CLOCK):
+        return Header(op, 0, w[3], 0, 1, 1, clock)
     if w[2] >= num_tables:
         raise MessageError(f"request header: table id {w[2]} unknown (server has {num_tables})")
     if w[5] != widths[w[2]]:
         raise MessageError(f"request header: width {w[5]} but table {w[2]} has width {widths[w[2]]}")
     if not 1 <= w[6] <= MAX_CHUNK_KEYS:
         raise MessageError(f"request header: chunk of {w[6]} keys outside [1, {MAX_CHUNK_KEYS}]")
-    return Header(op, w[2], w[3], w[4], w[5], w[6])
+    return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required)
 
 
 def encode_reply(request_id: int, status: Status, error_len: int = 0) -> np.ndarray:

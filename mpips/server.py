@@ -5,23 +5,38 @@ into reused buffers, validates each chunk (mpips.message) before a kernel reads 
 answers. A request that fails validation is drained to its end so the stream from that
 worker stays in step, and answered with an error the worker raises from ``wait``.
 
-A push is applied while its worker still checks it: until the worker's verdict (on
-TAG_VERDICT) says OK, each slice logs the rows it changes (mpips.undo), and a withdrawn or
+Requests run when the clock scheduler (mpips.consistency) releases them: at once for async
+tables, when the clocks allow for SSP reads; pushes to BSP tables are received whole, answered,
+and applied at their clock boundary in worker order.
+
+A push is applied while its worker still checks it: until the worker's verdict says OK, each slice logs the rows it changes (mpips.undo), and a withdrawn or
 failed push is rolled back, so a push is applied all or nothing.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from mpi4py import MPI
 
+from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
-from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, encode_reply, parse_header,
-                      parse_reply)
+from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
+                      parse_header, parse_reply)
 from .store import FLOAT, Slice
 from .topology import Topology
-from .transport import TAG_REQUEST, TAG_VERDICT, Tags, wait_all
+from .transport import TAG_REQUEST, Tags, wait_all
 
 OUT_BUFFERS = 4
+
+
+@dataclass
+class StashedPush:
+    """A push to a BSP table, received and accepted, waiting for its clock boundary."""
+
+    table_id: int
+    keys: np.ndarray
+    vals: np.ndarray
 
 
 class KVServer:
@@ -37,9 +52,18 @@ class KVServer:
         self._vals = np.empty(0, FLOAT)
         self._out: list[tuple[np.ndarray, MPI.Request]] = []
         self._free: list[np.ndarray] = []
+        self.scheduler = ClockScheduler(topology.num_workers)
+        for table in slices:  # an empty slice (more servers than keys) gets no requests
+            begin, end = table.key_range.begin, table.key_range.end
+            self.scheduler.add_table(table.spec.table_id, table.spec.model, begin,
+                                     max(end, begin + 1))
 
     def serve(self) -> None:
-        """Serve until all workers are done. Point-to-point with the workers only."""
+        """Serve until all workers are done. Point-to-point with the workers only.
+
+        Each request goes through the clock scheduler (mpips.consistency): pushes and pulls
+        run when their table's consistency model lets them, one worker's requests in the
+        order it sent them; a parked pull keeps its payload in MPI until it runs."""
         header = np.empty(HEADER_WORDS, np.uint64)
         remaining = set(range(self.topology.num_workers))
         status = MPI.Status()
@@ -56,22 +80,96 @@ class KVServer:
                 continue
             if parsed.op is Op.DONE:
                 remaining.discard(source)
-                continue
-            try:
-                self._handle(parsed, source)
-            except MessageError as exc:
-                self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
-            self.requests_served += 1
+            for item in self._admit(parsed, source):
+                self._execute(item)
         self._flush_out()
+        if not self.scheduler.idle:
+            self.topology.log("requests left unserved at the end: "
+                              + "; ".join(self.scheduler.describe_waits()))
 
-    def _handle(self, hdr: Header, source: int) -> None:
+    def _admit(self, hdr: Header, source: int) -> list:
+        """Hand a request to the scheduler; returns the items that may run now. A request
+        that breaks the clock protocol is answered with the error (a CLOCK is logged)."""
+        worker = self.topology.layout.worker_index(source)
+        sched = self.scheduler
+        try:
+            if hdr.op is Op.DONE:
+                return sched.on_worker_gone(worker)
+            if hdr.op is Op.CLOCK:
+                return sched.on_clock(worker, hdr.clock)
+            if hdr.op is Op.PUSH:
+                if sched.consistency(hdr.table_id).deterministic:
+                    stashed = self._stash_or_log(hdr, source)
+                    return [] if stashed is None else sched.on_push(worker, hdr.clock, stashed,
+                                                                   hdr.table_id)
+                return sched.on_push(worker, hdr.clock, (hdr, source), hdr.table_id)
+            return sched.on_pull(worker, hdr.clock, hdr.required, (hdr, source), hdr.table_id)
+        except ClockError as exc:
+            if hdr.op in (Op.DONE, Op.CLOCK):
+                self.topology.log(f"clock message from rank {source}: {exc}")
+                return []
+            self._handle(hdr, source, refuse=str(exc))
+            return []
+
+    def _execute(self, item) -> None:
+        """Run what the scheduler released: a request still in MPI, or a stashed push."""
+        try:
+            if isinstance(item, StashedPush):
+                table = self.slices[item.table_id]
+                table.push_chunk(item.keys, item.vals, 0, None)  # checked when received
+                table.finish_push()
+            else:
+                self._handle(*item)
+        except MessageError as exc:
+            self.topology.log(f"lost the stream of a request: {exc}")
+        self.requests_served += 1
+
+    def _stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
+        try:
+            return self._receive_for_stash(hdr, source)
+        except MessageError as exc:
+            self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
+            return None
+
+    def _receive_for_stash(self, hdr: Header, source: int) -> "StashedPush | None":
+        """Receive a push to a BSP table whole, check it and its verdict, and answer it
+        (accepted: applied at its clock boundary). None when it was refused or withdrawn."""
         table = self.slices[hdr.table_id]
         tag = self.tags.payload(hdr.request_id)
-        error = None
+        keys = np.empty(hdr.num_keys, np.uint64)
+        vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
+        verdict = _Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id))
+        error, prev = None, None
+        for index in range(hdr.num_chunks):
+            lo, hi = hdr.chunk_bounds(index)
+            self._recv_exact(keys[lo:hi], source, tag)
+            self._recv_exact(vals[lo:hi], source, tag)
+            if error is None:
+                try:
+                    check_key_chunk(keys[lo:hi], table.key_range.begin, table.key_range.end, prev)
+                    prev = int(keys[hi - 1])
+                except MessageError as exc:
+                    error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
+        try:
+            withdrawn = verdict.wait_withdrawn()
+        except MessageError as exc:
+            withdrawn, error = False, error or f"verdict: {exc}"
+        status = Status.WITHDRAWN if withdrawn and not error else (
+            Status.BAD_REQUEST if error else Status.OK)
+        self._reply(hdr.request_id, status, error, source, tag)
+        return StashedPush(hdr.table_id, keys, vals) if status is Status.OK else None
+
+    def _handle(self, hdr: Header, source: int, refuse: str | None = None) -> None:
+        """Receive, apply or answer, and reply to one request; with ``refuse``, only drain
+        its payload and reply with that error."""
+        table = self.slices[hdr.table_id]
+        tag = self.tags.payload(hdr.request_id)
+        error = None if refuse is None else f"table {table.spec.name!r}: {refuse}"
         cursor, prev = 0, None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
-        verdict = _Verdict(self.comm, source, hdr.request_id) if hdr.op is Op.PUSH else None
+        verdict = _Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
+            if hdr.op is Op.PUSH else None
         if verdict is not None:
             table.begin_undoable_push(hdr.num_keys)
         for index in range(hdr.num_chunks):
@@ -187,12 +285,12 @@ class KVServer:
 
 
 class _Verdict:
-    """The worker's verdict on one of its pushes, received on TAG_VERDICT."""
+    """The worker's verdict on one of its pushes, received on its verdict tag."""
 
-    def __init__(self, comm: MPI.Comm, source: int, request_id: int):
+    def __init__(self, comm: MPI.Comm, source: int, request_id: int, tag: int):
         self.buf = np.empty(REPLY_WORDS, np.uint64)
         self.request_id = request_id
-        self.request = comm.Irecv(self.buf, source, TAG_VERDICT)
+        self.request = comm.Irecv(self.buf, source, tag)
         self.done = False
 
     def arrived_ok(self) -> bool:

@@ -5,6 +5,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
+from .consistency import Consistency, as_consistency
 from .errors import TableError
 from .handlers import make_rule
 from .partition import KEY_SPACE, RangePartition
@@ -16,7 +17,9 @@ KINDS = ("dense", "sparse")
 class TableSpec:
     """A named table: ``kind`` "dense" (keys 0..size-1) or "sparse" (any uint64 key),
     float32 rows of ``width`` values, an update rule from mpips.handlers, an initial value
-    returned for rows never pushed, and its id (creation order, identical on every rank)."""
+    returned for rows never pushed, its id (creation order, identical on every rank), and its
+    consistency model (mpips.consistency: "async" needs no clocks; "bsp" and "ssp:TAU" need
+    every worker to call ``KVWorker.clock()`` at the end of each step)."""
 
     name: str
     kind: str
@@ -27,6 +30,7 @@ class TableSpec:
     rule: str = "sum"
     rule_params: dict = field(default_factory=dict)
     init: float = 0.0
+    consistency: str = "async"
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -43,6 +47,15 @@ class TableSpec:
                 or not math.isfinite(self.init):
             raise TableError(f"table {self.name!r}: init must be a finite number, got {self.init!r}")
         make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+        try:
+            object.__setattr__(self, "consistency", str(as_consistency(self.consistency)))
+        except ValueError as exc:
+            raise TableError(f"table {self.name!r}: {exc}") from None
+
+    @property
+    def model(self) -> Consistency:
+        """The table's consistency model."""
+        return as_consistency(self.consistency)
 
     @property
     def partition(self) -> RangePartition:
@@ -55,5 +68,6 @@ class TableSpec:
     def fingerprint(self) -> int:
         """A 31-bit checksum of everything that must match across ranks."""
         text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
-                     self.width, self.rule, sorted(self.rule_params.items()), float(self.init)))
+                     self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
+                     self.consistency))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

@@ -1,7 +1,7 @@
 """Point-to-point plumbing of the data path: tags and polite waiting (MPI layer).
 
-Requests travel on ``TAG_REQUEST``, a push's verdict (mpips.message) on ``TAG_VERDICT``; the payload and the reply of request ``rid`` use
-``payload_tag(rid)``, so a worker may have many requests in flight to one server and MPI's
+Requests travel on ``TAG_REQUEST``; the payload and the reply of request ``rid`` use
+``Tags.payload(rid)`` and a push's verdict (mpips.message) ``Tags.verdict(rid)``, so a worker may have many requests in flight to one server and MPI's
 non-overtaking rule keeps each stream in order.
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ import time
 from mpi4py import MPI
 
 TAG_REQUEST = 1
-TAG_VERDICT = 2
 TAG_BASE = 16
 SPIN_SECONDS = 200e-6
 MAX_SLEEP_SECONDS = 1e-3
@@ -22,10 +21,14 @@ class Tags:
 
     def __init__(self, comm: MPI.Comm):
         upper = comm.Get_attr(MPI.TAG_UB) or 32767
-        self.span = min(1 << 20, int(upper) - TAG_BASE)
+        self.span = min(1 << 20, (int(upper) - TAG_BASE) // 2)
 
     def payload(self, request_id: int) -> int:
         return TAG_BASE + request_id % self.span
+
+    def verdict(self, request_id: int) -> int:
+        """A tag of its own, so verdicts can be awaited out of request order."""
+        return TAG_BASE + self.span + request_id % self.span
 
 
 def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = None) -> None:

@@ -11,6 +11,7 @@ back from their undo logs, and ``push`` raises the error, so a push is all or no
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, en
                       parse_reply)
 from .spec import TableSpec
 from .topology import Topology
-from .transport import TAG_REQUEST, TAG_VERDICT, Tags, wait_all
+from .transport import TAG_REQUEST, Tags, wait_all
 
 
 @dataclass
@@ -36,6 +37,7 @@ class _Pending:
     keys: np.ndarray | None = None  # unchecked pull keys, re-checked if a server rejects
     spec: TableSpec | None = None
     verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
+    callback: object = None  # called with the result on success
 
 
 class KVWorker:
@@ -49,6 +51,11 @@ class KVWorker:
         self._next_request = 0
         self._next_ts = 0
         self._pending: dict[int, _Pending] = {}
+        self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
+        self._clock_sends: list = []  # (request, buffer) of clock messages in flight
+        self._staleness: dict[str, int] = {}
+        self.clock_value = 0
+        self.wait_seconds = 0.0
         self.closed = False
 
     @property
@@ -64,43 +71,103 @@ class KVWorker:
         """The communicator of all workers (for the job's own collectives)."""
         return self.topology.group
 
-    def push(self, table, keys, vals) -> int:
-        """Send ``vals`` for ``keys`` to the servers' update rule; returns a timestamp."""
-        return self._submit(Op.PUSH, table, keys, vals, None)
+    def push(self, table, keys, vals, *, after=(), callback=None) -> int:
+        """Send ``vals`` for ``keys`` to the servers' update rule; returns a timestamp.
 
-    def pull(self, table, keys, out=None) -> int:
-        """Fetch the rows of ``keys`` (into ``out`` if given); returns a timestamp."""
-        return self._submit(Op.PULL, table, keys, None, out)
+        ``after``: timestamps this operation depends on; they complete before it is sent.
+        ``callback(result)`` runs when the operation completes successfully (in ``wait``,
+        ``wait_all`` or ``poll``). The same two options apply to pull and push_pull."""
+        return self._submit(Op.PUSH, table, keys, vals, None, after, callback)
 
-    def push_pull(self, table, keys, vals, out=None) -> int:
+    def pull(self, table, keys, out=None, *, after=(), callback=None) -> int:
+        """Fetch the rows of ``keys`` (into ``out`` if given); returns a timestamp. A pull
+        sees every earlier push of this worker to the same table (per-server order) under
+        async and ssp; under bsp it sees the pushes of earlier clocks."""
+        return self._submit(Op.PULL, table, keys, None, out, after, callback)
+
+    def push_pull(self, table, keys, vals, out=None, *, after=(), callback=None) -> int:
         """Push ``vals`` then pull the updated rows of the same keys, in one round trip."""
-        return self._submit(Op.PUSH_PULL, table, keys, vals, out)
+        return self._submit(Op.PUSH_PULL, table, keys, vals, out, after, callback)
+
+    def clock(self) -> int:
+        """End this worker's current step: tell every server it finished clock
+        ``clock_value`` (its later pushes and pulls carry the next one). Tables under "bsp"
+        and "ssp:TAU" need it once per step from every worker; returns the new clock."""
+        self._clock_sends = [(r, b) for r, b in self._clock_sends if not r.Test()]
+        for server in range(self.topology.num_servers):
+            msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
+            dest = self.topology.layout.server_rank(server)
+            self._clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg))
+        self.clock_value += 1
+        return self.clock_value
+
+    def set_staleness(self, table, staleness: int) -> None:
+        """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
+        spec = self._spec(table)
+        if spec.model.model != "ssp":
+            raise TableError(f"table {spec.name!r} is {spec.consistency}: only ssp tables "
+                             f"take a staleness")
+        if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+            raise TableError(f"table {spec.name!r}: staleness must be an int >= 0, got "
+                             f"{staleness!r}")
+        self._staleness[spec.name] = staleness
 
     def wait(self, ts: int):
         """Block until operation ``ts`` is complete; returns the pulled rows (shape (n,) for
         width-1 tables unless ``out`` was given) or None for a push. Raises KeyOrderError /
         KeyRangeError for bad pull keys, MessageError when a server rejected a request for
         another reason."""
-        try:
-            pending = self._pending.pop(ts)
-        except KeyError:
-            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
-        wait_all(pending.requests)
-        errors = [self._check_reply(*reply) for reply in pending.replies]
-        errors = [e for e in errors if e]
-        if errors:
-            if pending.keys is not None:
-                check_keys(pending.keys, pending.spec)  # the precise error, if it is the keys
-            raise MessageError("; ".join(errors))
-        return pending.result
+        if ts not in self._completed:
+            self._complete(ts)
+        result, error = self._completed.pop(ts)
+        if error is not None:
+            raise error
+        return result
+
+    def poll(self) -> list[int]:
+        """Complete (and run the callbacks of) every operation whose messages are all done,
+        without blocking; returns their timestamps, still to be ``wait``-ed for results."""
+        ready = [ts for ts, p in self._pending.items() if MPI.Request.Testall(p.requests)]
+        for ts in ready:
+            self._complete(ts)
+        return ready
 
     def wait_all(self) -> None:
         """Wait for every operation still in flight."""
         for ts in sorted(self._pending):
             self.wait(ts)
 
-    def barrier(self) -> None:
-        """Collective over the workers: returns once every worker has entered it."""
+    def _complete(self, ts: int) -> None:
+        """Finish operation ``ts``: its result or error goes to ``_completed``."""
+        try:
+            pending = self._pending.pop(ts)
+        except KeyError:
+            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
+        began = time.perf_counter()
+        wait_all(pending.requests)
+        self.wait_seconds += time.perf_counter() - began
+        try:
+            errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
+            if errors:
+                if pending.keys is not None:
+                    check_keys(pending.keys, pending.spec)  # the precise error, if the keys
+                raise MessageError("; ".join(errors))
+        except MpipsError as exc:
+            self._completed[ts] = (None, exc)
+            return
+        self._completed[ts] = (pending.result, None)
+        if pending.callback is not None:
+            pending.callback(pending.result)
+
+    def barrier(self, scope: str = "workers") -> None:
+        """Collective over the workers: returns once every worker has entered it. With
+        ``scope="job"`` each worker first completes all its operations, so afterwards every
+        server has applied every push sent before the barrier (bsp tables: at its clock
+        boundary), and every pull after it sees them (async, ssp)."""
+        if scope not in ("workers", "job"):
+            raise ValueError(f"barrier scope must be 'workers' or 'job', got {scope!r}")
+        if scope == "job":
+            self.wait_all()
         wait_all([self.topology.group.Ibarrier()])
 
     def close(self) -> None:
@@ -109,7 +176,9 @@ class KVWorker:
         if self.closed:
             return
         self.wait_all()
-        done = encode_header(Op.DONE, 0, 0, 0, 1, 1)
+        wait_all([r for r, _ in self._clock_sends])
+        self._clock_sends.clear()
+        done = encode_header(Op.DONE, 0, 0, 0, 1, 1, clock=self.clock_value)
         for server in range(self.topology.num_servers):
             self.comm.Send(done, self.topology.layout.server_rank(server), TAG_REQUEST)
         self.closed = True
@@ -121,10 +190,16 @@ class KVWorker:
         except KeyError:
             raise TableError(f"no table named {name!r}; tables: {sorted(self.tables)}") from None
 
-    def _submit(self, op: Op, table, keys, vals, out) -> int:
+    def _submit(self, op: Op, table, keys, vals, out, after=(), callback=None) -> int:
         if self.closed:
             raise RuntimeError("this KVWorker is closed")
+        for ts in (after,) if isinstance(after, int) else after:
+            if ts not in self._completed:
+                self._complete(ts)  # its result stays for a later wait(ts)
         spec = self._spec(table)
+        if op is Op.PUSH_PULL and spec.model.deterministic:
+            raise TableError(f"table {spec.name!r} is bsp: its pushes apply at the clock "
+                             f"boundary, so push_pull cannot return them; push, then pull")
         pushes, pulls = op in (Op.PUSH, Op.PUSH_PULL), op in (Op.PULL, Op.PUSH_PULL)
         # A plain push is checked while it travels (see _judge); a push_pull applies and
         # answers chunk by chunk, so it is checked whole before anything is sent. A pull
@@ -132,7 +207,7 @@ class KVWorker:
         keys = as_keys(keys, spec, check_order=op is Op.PUSH_PULL)
         vals = as_values(vals, keys.size, spec, finite=op is Op.PUSH_PULL) if pushes else None
         result = as_output(out, keys.size, spec) if pulls else None
-        pending = _Pending(keep=[keys, vals, result])
+        pending = _Pending(keep=[keys, vals, result], callback=callback)
         if not pushes:
             pending.keys, pending.spec = keys, spec
         cuts = np.searchsorted(keys, spec.partition.boundaries())
@@ -171,7 +246,7 @@ class KVWorker:
         for dest, request_id in pending.verdicts:
             verdict = encode_reply(request_id, status)
             pending.keep.append(verdict)
-            pending.requests.append(self.comm.Isend(verdict, dest, TAG_VERDICT))
+            pending.requests.append(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)))
 
     def _post(self, pending: _Pending, op: Op, spec: TableSpec, server: int, keys, vals, out):
         dest = self.topology.layout.server_rank(server)
@@ -179,7 +254,10 @@ class KVWorker:
         self._next_request += 1
         tag = self.tags.payload(request_id)
         chunk = chunk_keys_for(spec.width)
-        header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk)
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
+            if op is not Op.PUSH else 0
+        header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
+                               clock=self.clock_value, required=required)
         pending.keep.append(header)
         reqs = pending.requests
         reqs.append(self.comm.Isend(header, dest, TAG_REQUEST))

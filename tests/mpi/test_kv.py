@@ -74,6 +74,13 @@ def test_a_push_bad_in_its_last_chunk_is_rolled_back_on_every_server(semantics, 
     assert got["good_push_changed"]
 
 
+def test_dependencies_callbacks_and_poll(semantics):
+    got = semantics["dependencies"]
+    assert got["events"] == ["push done", "pull posted", ["pulled", [7.0, 7.0]]]
+    assert got["pulled"] == [7.0, 7.0] and got["push_result"] is None
+    assert got["polled_value"] == [7.0, 7.0]
+
+
 def test_pull_of_never_pushed_keys_returns_initial_value(semantics):
     assert semantics["init_pull"] == [0.25, 0.25]
 

@@ -77,6 +77,25 @@ def in_flight_and_chunks(kv, table):
             "wait_twice": twice}
 
 
+def dependencies_and_callbacks(kv, table):
+    """``after=`` completes the named operations first (running their callbacks), ``poll``
+    completes what is done without blocking."""
+    keys = np.array([11, 12], np.uint64)
+    events = []
+    t_push = kv.push(table, keys, np.full(2, 7.0), callback=lambda r: events.append("push done"))
+    t_pull = kv.pull(table, keys, after=[t_push],
+                     callback=lambda r: events.append(["pulled", r.tolist()]))
+    events.append("pull posted")
+    pulled = kv.wait(t_pull).tolist()
+    push_result = kv.wait(t_push)  # completed as a dependency: its result is still there
+    t_poll = kv.pull(table, keys)
+    polled = []
+    while t_poll not in polled:
+        polled += kv.poll()
+    return {"events": events, "pulled": pulled, "push_result": push_result,
+            "polled_value": kv.wait(t_poll).tolist()}
+
+
 def bad_push_changes_nothing(kv, tables):
     """A multi-chunk push spanning every server, made bad only in its last chunk (a NaN, an
     unsorted key), is withdrawn: every table reads back bit for bit as before, including
@@ -128,6 +147,7 @@ def main():
             keys = np.arange(0, 5_000, 7, dtype=np.uint64)
             result.update(rules_match_reference(kv, sgd, ada, keys, rounds=4))
             result.update(in_flight_and_chunks(kv, table))
+            result["dependencies"] = dependencies_and_callbacks(kv, table)
             result["bad_push"] = bad_push_changes_nothing(
                 kv, {"sparse_sum": table, "dense_adagrad": big, "sparse_adagrad": ada})
             return result

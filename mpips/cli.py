@@ -15,6 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from .ckpt_cli import add_ckpt_parser
 from .launcher import add_launch_parser
 
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warmup", help="compile the numba kernels once (before a parallel launch)")
     warm.set_defaults(handler=_warmup)
     add_launch_parser(sub)
+    add_ckpt_parser(sub)
     return parser
 
 

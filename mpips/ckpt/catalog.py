@@ -1,0 +1,119 @@
+"""The checkpoints under a root directory: list, pick the newest valid one, prune old ones.
+
+Only ``<root>/step-<N:012d>/`` directories are considered; anything else (temporary
+``.pruned-*`` directories of an interrupted prune, user files) is ignored.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .durable import fsync_path
+from .errors import CheckpointError, CheckpointWarning
+from .layout import STEP_DIR_RE
+from .verify import verify
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """One step directory: valid or not (``reason``/``error`` say why), and what the manifest
+    says when it could be read (servers, tables name → TableMeta, total shard bytes, job)."""
+
+    path: Path
+    step: int
+    valid: bool
+    reason: str | None = None
+    error: CheckpointError | None = None
+    num_servers: int | None = None
+    tables: dict = field(default_factory=dict)
+    nbytes: int = 0
+    created: float | None = None
+    job: dict = field(default_factory=dict)
+
+
+def step_dirs(root) -> list[tuple[int, Path]]:
+    """(step, path) of every ``step-N`` directory under ``root``, newest first ([] if none)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        match = STEP_DIR_RE.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def inspect_checkpoint(path, level: str = "quick") -> CheckpointInfo:
+    """CheckpointInfo of one directory after ``verify(path, level)``."""
+    path = Path(path)
+    match = STEP_DIR_RE.match(path.name)
+    report = verify(path, level)
+    manifest = report.manifest
+    step = manifest.step if manifest else int(match.group(1)) if match else -1
+    error = report.errors[0] if report.errors else None
+    reason = None
+    if error is not None:
+        more = len(report.errors) - 1
+        reason = f"{type(error).__name__}: {error}" + (f" (+{more} more)" if more else "")
+    if manifest is None:
+        nbytes = sum(p.stat().st_size for p in path.iterdir() if p.is_file()) if path.is_dir() else 0
+        return CheckpointInfo(path, step, False, reason, error, nbytes=nbytes)
+    return CheckpointInfo(path, step, error is None, reason, error, manifest.num_servers,
+                          dict(manifest.tables), manifest.total_bytes, manifest.created,
+                          dict(manifest.job))
+
+
+def list_checkpoints(root, level: str = "quick") -> list[CheckpointInfo]:
+    """Every step directory under ``root``: the valid ones newest first, then the invalid or
+    incomplete ones (newest first) with the reason. ``level`` as in verify (quick by default:
+    metadata only)."""
+    infos = [inspect_checkpoint(path, level) for _, path in step_dirs(root)]
+    return [i for i in infos if i.valid] + [i for i in infos if not i.valid]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, CheckpointWarning, stacklevel=3)
+
+
+def newest_valid(root, warn=None, level: str = "sha256") -> CheckpointInfo | None:
+    """The newest checkpoint under ``root`` that passes ``verify(level)`` (sha256 by
+    default), or None. Each newer incomplete/corrupt one is skipped with
+    ``warn(message)`` naming it and the reason (default: a CheckpointWarning).
+
+    ``level="quick"`` skips hashing whole checkpoints and relies on the fletcher32 checks
+    that ``read_table`` does on every chunk it restores (errors then surface at restore)."""
+    warn = warn or _warn
+    for _, path in step_dirs(root):
+        info = inspect_checkpoint(path, level)
+        if info.valid:
+            return info
+        warn(f"skipping checkpoint {path}: {info.reason}")
+    return None
+
+
+def prune(root, keep_last: int = 1, level: str = "sha256") -> list[Path]:
+    """Delete valid checkpoints older than the ``keep_last`` newest valid ones (those are
+    verified at ``level`` first); incomplete or invalid directories are never touched.
+    Each removal is atomic (rename to a hidden name, fsync, then delete). Returns the paths
+    removed."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be at least 1, got {keep_last}")
+    kept, removed = 0, []
+    for _, path in step_dirs(root):
+        info = inspect_checkpoint(path, level if kept < keep_last else "quick")
+        if not info.valid:
+            continue
+        if kept < keep_last:
+            kept += 1
+            continue
+        tomb = path.with_name(f".pruned-{path.name}-{secrets.token_hex(4)}")
+        os.rename(path, tomb)
+        fsync_path(path.parent)
+        shutil.rmtree(tomb)
+        removed.append(path)
+    return removed

@@ -1,0 +1,201 @@
+"""What a checkpoint is made of: names, table metadata, one server's slice, one shard's summary.
+
+Pure module: no MPI, no h5py. A checkpoint of step N written by S servers is the directory
+``<root>/step-<N:012d>/`` holding ``shard-<i:05d>-of-<S:05d>.h5`` for i in [0, S) and
+``MANIFEST.json``, written last; only a directory with a valid manifest is a checkpoint.
+
+Integers that may reach 2**64 (a sparse table's size, the end of the last key range) do not
+fit uint64/int64, so the manifest and the shard attributes store every table size and key-range
+bound as a decimal string ("18446744073709551616"); row counts, widths and ids are plain ints.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..handlers import make_rule
+from ..partition import KEY_SPACE, KeyRange
+from ..spec import KINDS, TableSpec
+from .errors import InvalidSliceError, ManifestError
+
+FORMAT_NAME = "mpips-checkpoint"
+FORMAT_VERSION = 1
+"""Bumped when a reader of the previous version could misread a new checkpoint."""
+MANIFEST = "MANIFEST.json"
+STEP_DIR_RE = re.compile(r"^step-(\d{12})$")
+SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.h5$")
+
+
+def step_dir_name(step: int) -> str:
+    """``step-000000000042`` for step 42."""
+    if not isinstance(step, (int, np.integer)) or not 0 <= step < 10**12:
+        raise ValueError(f"checkpoint step must be an int in [0, 10**12), got {step!r}")
+    return f"step-{int(step):012d}"
+
+
+def shard_name(server_index: int, num_servers: int) -> str:
+    """``shard-00001-of-00004.h5`` for server 1 of 4."""
+    if not 0 <= server_index < num_servers < 10**5:
+        raise ValueError(f"server index {server_index} of {num_servers} servers is out of range")
+    return f"shard-{server_index:05d}-of-{num_servers:05d}.h5"
+
+
+def big_int(text, what: str, where) -> int:
+    """Parse a decimal-string integer of the format (sizes, key bounds); ManifestError if not."""
+    if isinstance(text, bool) or not isinstance(text, (str, int)) or not str(text).isdigit():
+        raise ManifestError(where, f"{what} must be a decimal string, got {text!r}")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    """Everything a restore needs to recreate a table (TableSpec minus the server count)."""
+
+    name: str
+    kind: str
+    size: int
+    width: int
+    rule: str
+    rule_params: dict
+    init: float
+    table_id: int
+    state_names: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: TableSpec) -> "TableMeta":
+        return cls(spec.name, spec.kind, spec.size, spec.width, spec.rule, dict(spec.rule_params),
+                   float(spec.init), spec.table_id, tuple(spec.make_rule().state_names))
+
+    def spec(self, num_servers: int) -> TableSpec:
+        """The TableSpec of this table on ``num_servers`` servers (e.g. a restore on S')."""
+        return TableSpec(self.name, self.kind, self.table_id, num_servers, self.size, self.width,
+                         self.rule, dict(self.rule_params), self.init)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "size": str(self.size), "width": self.width, "rule": self.rule,
+                "rule_params": self.rule_params, "init": self.init, "table_id": self.table_id,
+                "state_names": list(self.state_names)}
+
+    @classmethod
+    def from_json(cls, name: str, obj: dict, where) -> "TableMeta":
+        """Parse a manifest entry; ManifestError naming ``where`` on any bad field."""
+        try:
+            meta = cls(name, obj["kind"], big_int(obj["size"], f"table {name!r} size", where),
+                       int(obj["width"]), obj["rule"], dict(obj["rule_params"]), float(obj["init"]),
+                       int(obj["table_id"]), tuple(obj["state_names"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(where, f"table {name!r}: bad or missing field ({exc!r})") from None
+        if meta.kind not in KINDS or meta.width < 1 or not 0 < meta.size <= KEY_SPACE:
+            raise ManifestError(where, f"table {name!r}: invalid kind/size/width {obj!r}")
+        return meta
+
+
+@dataclass
+class SliceData:
+    """One server's slice of one table, as plain numpy arrays (the writer's input).
+
+    ``values`` float32 (n, width); dense: rows are keys ``key_range.begin + i`` (n equals
+    the range size, ``keys`` None); sparse: ``keys`` uint64 (n,), sorted, unique, inside
+    ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
+    (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock.
+    """
+
+    meta: TableMeta
+    key_range: KeyRange
+    values: np.ndarray
+    keys: np.ndarray | None = None
+    state: dict = field(default_factory=dict)
+    clocks: np.ndarray | None = None
+
+    @classmethod
+    def from_spec(cls, spec: TableSpec, key_range: KeyRange, values, *, keys=None, state=None,
+                  clocks=None) -> "SliceData":
+        return cls(TableMeta.from_spec(spec), key_range, values, keys, dict(state or {}), clocks)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+    @property
+    def rows(self) -> int:
+        return int(self.values.shape[0])
+
+    def validate(self) -> None:
+        """InvalidSliceError naming the table unless the arrays match the metadata."""
+        meta, bad = self.meta, lambda msg: InvalidSliceError(f"table {self.name!r}", msg)
+        if not meta.name or "/" in meta.name or meta.name in (".", ".."):
+            raise bad("a checkpointed table name must be non-empty, without '/', not '.' or '..'")
+        if self.key_range.end > meta.size:
+            raise bad(f"key range {self.key_range} exceeds the table size {meta.size}")
+        _check_rows(self.values, "values", None, meta.width, bad)
+        n = self.rows
+        if meta.kind == "dense" and (self.keys is not None or n != self.key_range.size):
+            raise bad(f"a dense slice has no keys and {self.key_range.size} rows, got {n}")
+        if meta.kind == "sparse":
+            _check_keys(self.keys, n, self.key_range, bad)
+        if set(self.state) != set(meta.state_names):
+            raise bad(f"state arrays {sorted(self.state)} != rule state {list(meta.state_names)}")
+        for name, array in self.state.items():
+            _check_rows(array, f"state {name!r}", n, meta.width, bad)
+        if self.clocks is not None and (self.clocks.dtype != np.int64 or self.clocks.ndim != 1):
+            raise bad(f"clocks must be a 1-D int64 array, got {self.clocks.dtype} {self.clocks.shape}")
+        make_rule(meta.rule, **meta.rule_params)
+
+
+def _check_rows(array, what, n, width, bad) -> None:
+    if not isinstance(array, np.ndarray) or array.dtype != np.float32 or array.ndim != 2:
+        raise bad(f"{what} must be a 2-D float32 numpy array")
+    if array.shape[1] != width or (n is not None and array.shape[0] != n):
+        raise bad(f"{what} has shape {array.shape}, expected ({n if n is not None else 'n'}, {width})")
+
+
+def _check_keys(keys, n, key_range: KeyRange, bad) -> None:
+    if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64 or keys.shape != (n,):
+        raise bad(f"sparse keys must be a uint64 array of shape ({n},)")
+    if n and not (keys[1:] > keys[:-1]).all():
+        raise bad("sparse keys must be sorted and unique")
+    if n and not (key_range.begin <= int(keys[0]) and int(keys[-1]) < key_range.end):
+        raise bad(f"sparse keys [{int(keys[0])}, {int(keys[-1])}] leave the key range {key_range}")
+
+
+@dataclass(frozen=True)
+class ShardRange:
+    """The key range one shard holds of one table and its number of stored rows."""
+
+    key_range: KeyRange
+    rows: int
+
+    def to_json(self) -> dict:
+        return {"begin": str(self.key_range.begin), "end": str(self.key_range.end), "rows": self.rows}
+
+    @classmethod
+    def from_json(cls, obj: dict, what: str, where) -> "ShardRange":
+        try:
+            begin = big_int(obj["begin"], f"{what} begin", where)
+            end = big_int(obj["end"], f"{what} end", where)
+            return cls(KeyRange(begin, end), int(obj["rows"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ManifestError(where, f"{what}: bad key range ({exc})") from None
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """What one server wrote (returned by write_shard; all of them go to commit).
+
+    Small and picklable, so an MPI save can gather them to the committing rank."""
+
+    file: str
+    server_index: int
+    num_servers: int
+    step: int
+    nbytes: int
+    sha256: str
+    tables: dict  # name -> TableMeta
+    ranges: dict  # name -> ShardRange
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "server": self.server_index, "bytes": self.nbytes,
+                "sha256": self.sha256,
+                "ranges": {name: r.to_json() for name, r in self.ranges.items()}}

@@ -1,0 +1,158 @@
+"""Reading tables back, for any key range: the re-partitioning restore (h5py; no MPI).
+
+A restore on S' servers calls ``read_table(dir, name, RangePartition(size, S').range_of(i))``
+on each new server i; the rows of that range are gathered from every shard that overlaps it,
+whatever the number of servers that wrote the checkpoint. Every shard opened is checked
+against the manifest first, and every chunk read is verified against its fletcher32 checksum.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import KeyRangeError
+from ..partition import KEY_SPACE, KeyRange
+from .chunkio import read_rows, reading
+from .durable import tmp_name
+from .errors import InconsistentCheckpointError
+from .layout import TableMeta
+from .manifest import Manifest, load_manifest
+from .shardfile import check_table
+from .verify import check_sha256, open_shard
+
+
+class TableRows(NamedTuple):
+    """Rows of one key range: ``keys`` uint64 (n,) (None for a dense table read with
+    ``dense_keys=False``), ``values`` float32 (n, width), ``state`` name → float32 (n, width)."""
+
+    keys: np.ndarray | None
+    values: np.ndarray
+    state: dict
+
+
+def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
+               out_values: np.ndarray | None = None, out_state: dict | None = None,
+               dense_keys: bool = True, check_sha256_first: bool = False) -> TableRows:
+    """The rows of table ``name`` whose keys lie in ``key_range`` (default: the whole table).
+
+    Dense tables may be read straight into ``out_values``/``out_state`` (e.g. a server's
+    window memory; shapes (range size, width), float32). ``check_sha256_first`` hashes each
+    shard read before trusting it. Raises the CheckpointError subclasses of verify, and
+    ChecksumError when a chunk read fails its fletcher32 checksum (``out_*`` then hold
+    partial data)."""
+    manifest = load_manifest(checkpoint_dir)
+    meta = manifest.table(name)
+    key_range = KeyRange(0, meta.size) if key_range is None else key_range
+    if key_range.end > meta.size:
+        raise KeyRangeError(f"key range {key_range} exceeds table {name!r} of size {meta.size}")
+    with contextlib.ExitStack() as stack:
+        parts = []
+        for shard in manifest.shards_for(name, key_range):
+            if check_sha256_first:
+                check_sha256(manifest, shard)
+            f = stack.enter_context(open_shard(manifest, shard))
+            path = manifest.directory / shard.file
+            parts.append((path, shard.ranges[name].key_range,
+                          check_table(f, path, meta, shard.ranges[name])))
+        if meta.kind == "dense":
+            return _read_dense(meta, key_range, parts, out_values, out_state, dense_keys)
+        return _read_sparse(meta, key_range, parts)
+
+
+def _dense_out(meta: TableMeta, n: int, out, what: str) -> np.ndarray:
+    if out is None:
+        return np.empty((n, meta.width), np.float32)
+    if not isinstance(out, np.ndarray) or out.shape != (n, meta.width) \
+            or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"{what} must be a C-contiguous float32 array of shape {(n, meta.width)}")
+    return out
+
+
+def _read_dense(meta, key_range, parts, out_values, out_state, dense_keys) -> TableRows:
+    n = key_range.size
+    values = _dense_out(meta, n, out_values, "out_values")
+    out_state = out_state or {}
+    state = {s: _dense_out(meta, n, out_state.get(s), f"out_state[{s!r}]") for s in meta.state_names}
+    targets = [("values", values)] + [(f"state/{s}", a) for s, a in state.items()]
+    for path, shard_range, group in parts:
+        lo, hi = max(key_range.begin, shard_range.begin), min(key_range.end, shard_range.end)
+        at = lo - key_range.begin
+        for dataset, array in targets:
+            read_rows(path, f"table {meta.name!r} {dataset} keys [{lo}, {hi})", group[dataset],
+                      lo - shard_range.begin, hi - shard_range.begin,
+                      out=array[at:at + hi - lo])
+    keys = np.arange(key_range.begin, key_range.end, dtype=np.uint64) if dense_keys else None
+    return TableRows(keys, values, state)
+
+
+def _read_sparse(meta, key_range, parts) -> TableRows:
+    pieces = []
+    for path, shard_range, group in parts:
+        keys = np.empty(group["keys"].shape, np.uint64)
+        read_rows(path, f"table {meta.name!r} keys", group["keys"], 0, keys.size, out=keys)
+        ordered = keys.size == 0 or bool((keys[1:] > keys[:-1]).all())
+        if not ordered or (keys.size and not (shard_range.begin <= int(keys[0])
+                                              and int(keys[-1]) < shard_range.end)):
+            raise InconsistentCheckpointError(path, f"table {meta.name!r}: stored keys are not "
+                                                    f"sorted/unique inside {shard_range}")
+        lo = int(np.searchsorted(keys, np.uint64(key_range.begin)))
+        hi = keys.size if key_range.end == KEY_SPACE else \
+            int(np.searchsorted(keys, np.uint64(key_range.end)))
+        pieces.append((path, group, keys[lo:hi], lo, hi))
+    total = sum(p[2].size for p in pieces)
+    values = np.empty((total, meta.width), np.float32)
+    state = {s: np.empty((total, meta.width), np.float32) for s in meta.state_names}
+    targets = [("values", values)] + [(f"state/{s}", a) for s, a in state.items()]
+    at = 0
+    for path, group, _, lo, hi in pieces:
+        for dataset, array in targets:
+            read_rows(path, f"table {meta.name!r} {dataset}", group[dataset], lo, hi,
+                      out=array[at:at + hi - lo])
+        at += hi - lo
+    keys = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.uint64)
+    return TableRows(keys, values, state)
+
+
+def read_clocks(checkpoint_dir, name: str) -> dict[int, np.ndarray]:
+    """Server index → the int64 vector clock that server saved with table ``name`` (servers
+    that saved none are absent). How to merge them on a new layout is the caller's policy."""
+    manifest: Manifest = load_manifest(checkpoint_dir)
+    meta = manifest.table(name)
+    clocks = {}
+    for shard in manifest.shards:
+        path = manifest.directory / shard.file
+        with open_shard(manifest, shard) as f:
+            group = check_table(f, path, meta, shard.ranges[name])
+            if "clocks" in group:
+                with reading(path, f"table {name!r} clocks"):
+                    clocks[shard.server_index] = group["clocks"][()]
+    return clocks
+
+
+def export_npz(checkpoint_dir, table: str, path, key_range: KeyRange | None = None) -> Path:
+    """Write table ``table`` (or one key range of it) to ``path`` as .npz with arrays
+    ``keys`` (uint64), ``values`` (float32 (n, width)), ``state_<name>`` for each optimizer
+    state, and ``meta`` (a JSON string: step, table metadata). Written atomically."""
+    manifest = load_manifest(checkpoint_dir)
+    meta = manifest.table(table)
+    key_range = KeyRange(0, meta.size) if key_range is None else key_range
+    rows = read_table(checkpoint_dir, table, key_range)
+    info = {"step": manifest.step, "table": table, **meta.to_json(),
+            "key_range": [str(key_range.begin), str(key_range.end)]}
+    arrays = {"keys": rows.keys, "values": rows.values,
+              **{f"state_{n}": a for n, a in rows.state.items()}, "meta": np.array(json.dumps(info))}
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

@@ -1,0 +1,160 @@
+"""Writing a checkpoint: prepare the step directory, one shard per server, commit last.
+
+An MPI save (wired elsewhere) is::
+
+    directory = prepare_checkpoint_dir(root, step)              # one rank, then a barrier
+    info = write_shard(directory, server_index, S, step, slices)  # every server
+    infos = gather(info)                                         # to one rank
+    commit(directory, step, infos, job_meta)                     # that rank: MANIFEST.json
+
+``save_checkpoint`` runs the same three steps in one process. Nothing here ever overwrites a
+committed checkpoint: a directory with a MANIFEST.json is refused (CheckpointExistsError),
+and only files that belong to no checkpoint (an uncommitted directory) are replaced.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..partition import KeyRange, RangePartition
+from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
+                      write_bytes_durably)
+from .errors import (CheckpointExistsError, InconsistentCheckpointError, InvalidSliceError,
+                     MissingShardError)
+from .layout import (MANIFEST, SHARD_RE, ShardInfo, ShardRange, SliceData, TableMeta,
+                     shard_name, step_dir_name)
+from .manifest import check_shards, manifest_bytes
+from .shardfile import CHUNK_BYTES, WriteOptions, write_hdf5
+
+
+def _refuse_if_committed(directory: Path) -> None:
+    if (directory / MANIFEST).exists():
+        raise CheckpointExistsError(directory, f"already holds a checkpoint ({MANIFEST} exists); "
+                                    "refusing to overwrite it: save under another step or "
+                                    "remove it by hand")
+
+
+def prepare_checkpoint_dir(root, step: int) -> Path:
+    """Create ``root/step-<step>/`` for a new save and return it.
+
+    CheckpointExistsError if that step is already committed. An uncommitted leftover of a
+    crashed save is reused after removing its shard and temporary files (they belong to no
+    checkpoint). Call on one rank, then barrier, before the servers call write_shard."""
+    root = Path(root)
+    directory = root / step_dir_name(step)
+    root.mkdir(parents=True, exist_ok=True)
+    _refuse_if_committed(directory)
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        for path in directory.iterdir():
+            if path.is_file() and (SHARD_RE.match(path.name) or is_tmp_name(path.name)):
+                path.unlink()
+        fsync_path(directory)
+    fsync_path(root)
+    return directory
+
+
+def write_shard(directory, server_index: int, num_servers: int, step: int,
+                tables: list[SliceData], *, compression: str | None = None,
+                chunk_bytes: int = CHUNK_BYTES) -> ShardInfo:
+    """Write server ``server_index``'s slices of every table to its shard file in
+    ``directory`` durably (tmp → fsync → rename → fsync dir) and return its ShardInfo.
+
+    Validates every slice first (InvalidSliceError); refuses a committed directory
+    (CheckpointExistsError). ``compression``: None (default), "gzip" or "lzf"."""
+    directory = Path(directory)
+    options = WriteOptions(compression, chunk_bytes)
+    names = [data.name for data in tables]
+    if len(set(names)) != len(names):
+        raise InvalidSliceError(directory, f"table names repeat: {names}")
+    for data in tables:
+        data.validate()
+    _refuse_if_committed(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / shard_name(server_index, num_servers)
+    tmp = tmp_name(final)
+    try:
+        write_hdf5(tmp, server_index, num_servers, step, tables, options)
+        crash_point("shard-closed")
+        nbytes, digest = fsync_and_hash(tmp)
+        crash_point("shard-synced")
+        _refuse_if_committed(directory)
+        publish(tmp, final, clobber=True)  # uncommitted: an old file here belongs to nothing
+        crash_point("shard-published")
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return ShardInfo(final.name, server_index, num_servers, int(step), nbytes, digest,
+                     {d.name: d.meta for d in tables},
+                     {d.name: ShardRange(d.key_range, d.rows) for d in tables})
+
+
+def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: dict | None = None
+           ) -> Path:
+    """Make the checkpoint valid by writing MANIFEST.json last (durably, never clobbering).
+
+    Checks first that the shards are servers 0..S-1 of ``step`` with the same tables, whose
+    key ranges tile each table, and whose files exist with the recorded sizes
+    (InconsistentCheckpointError / MissingShardError). ``job_meta``: free-form JSON dict."""
+    directory = Path(checkpoint_dir)
+    infos = sorted(shard_infos, key=lambda s: s.server_index)
+    if not infos:
+        raise InconsistentCheckpointError(directory, "no shards to commit")
+    first = infos[0]
+    for info in infos:
+        if (info.step, info.num_servers, info.tables) != (step, first.num_servers, first.tables):
+            raise InconsistentCheckpointError(directory, f"{info.file}: step/servers/tables "
+                                              f"differ from {first.file} or from step {step}")
+    check_shards(directory, first.num_servers, first.tables, infos, InconsistentCheckpointError)
+    for info in infos:
+        path = directory / info.file
+        if not path.is_file():
+            raise MissingShardError(path, "shard to commit does not exist")
+        if path.stat().st_size != info.nbytes:
+            raise InconsistentCheckpointError(path, f"{path.stat().st_size} bytes, written as "
+                                                    f"{info.nbytes}")
+    data = manifest_bytes(step, first.num_servers, infos, dict(job_meta or {}), directory)
+    _refuse_if_committed(directory)
+    crash_point("manifest-start")
+    try:
+        write_bytes_durably(directory / MANIFEST, data, clobber=False)
+    except FileExistsError:
+        raise CheckpointExistsError(directory, f"{MANIFEST} appeared during the commit; "
+                                    "left untouched") from None
+    fsync_path(directory.parent)  # the step directory's own entry, if write_shard created it
+    crash_point("committed")
+    return directory
+
+
+def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
+                    job_meta: dict | None = None, *, compression: str | None = None,
+                    chunk_bytes: int = CHUNK_BYTES) -> Path:
+    """The whole save in one process: prepare, one shard per entry of ``slices_by_server``
+    (server order), commit. Returns the checkpoint directory."""
+    if not slices_by_server:
+        raise InvalidSliceError(root, "a checkpoint needs at least one server's slices")
+    directory = prepare_checkpoint_dir(root, step)
+    num_servers = len(slices_by_server)
+    infos = [write_shard(directory, i, num_servers, step, slices, compression=compression,
+                         chunk_bytes=chunk_bytes)
+             for i, slices in enumerate(slices_by_server)]
+    return commit(directory, step, infos, job_meta)
+
+
+def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=None,
+                state=None, clocks=None) -> list[SliceData]:
+    """Cut a whole table (dense: all rows; sparse: sorted unique keys) into the slices the
+    servers of RangePartition(size, num_servers) hold. Views, no copies."""
+    state = dict(state or {})
+    ranges = RangePartition(meta.size, num_servers).ranges()
+    if meta.kind == "dense":
+        cuts = [r.begin for r in ranges] + [meta.size]
+    else:
+        bounds = np.array([r.begin for r in ranges[1:]], dtype=np.uint64)
+        cuts = [0, *np.searchsorted(keys, bounds).tolist(), len(keys)]
+    return [SliceData(meta, KeyRange(r.begin, r.end), values[cuts[i]:cuts[i + 1]],
+                      None if keys is None else keys[cuts[i]:cuts[i + 1]],
+                      {n: a[cuts[i]:cuts[i + 1]] for n, a in state.items()}, clocks)
+            for i, r in enumerate(ranges)]

@@ -1,0 +1,91 @@
+"""``mpips ckpt ls|inspect|verify|export`` run as a user would: ``python -m mpips ckpt ...``."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.data import REPO_ROOT
+from tests.unit.ckpt_helpers import file_hashes, flip_bit_in_chunk, make_tables, save
+
+TABLES = make_tables(seed=3)
+
+
+def mpips(*args):
+    return subprocess.run([sys.executable, "-m", "mpips", "ckpt", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """step 1 valid (2 servers), step 2 with a flipped bit (3 servers), step 3 incomplete."""
+    root = tmp_path_factory.mktemp("ckpts")
+    save(root, 1, 2, TABLES)
+    bad = save(root, 2, 3, TABLES)
+    flip_bit_in_chunk(bad / "shard-00002-of-00003.h5", "tables/w/values")
+    (root / "step-000000000003").mkdir()
+    return root
+
+
+def test_ls_shows_valid_and_invalid_with_reasons(root):
+    proc = mpips("ls", root, "--level", "sha256")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].split() == ["STEP", "SERVERS", "SIZE", "TABLES", "STATUS"]
+    assert lines[1].split()[:2] == ["1", "2"] and lines[1].rstrip().endswith("valid")
+    assert "bias,emb,few,w" in lines[1]
+    assert lines[2].split()[:2] == ["3", "-"] and "IncompleteCheckpointError" in lines[2]
+    assert lines[3].split()[:2] == ["2", "3"] and "INVALID (ChecksumError" in lines[3]
+    assert "shard-00002-of-00003.h5: sha256 mismatch" in lines[3]
+    missing = mpips("ls", root / "nowhere")
+    assert missing.returncode == 1 and "no such directory" in missing.stderr
+
+
+def test_inspect_shows_tables_ranges_rules_and_shapes(root):
+    proc = mpips("inspect", root / "step-000000000001")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "step 1, format version 1, 2 server(s)" in out and 'job: {"step": 1}' in out
+    assert "table 'emb': dense, size 1000, width 2, rule adagrad {\"lr\": 0.05}" in out
+    assert "shard-00001-of-00002.h5: keys [500, 1000), 500 rows" in out
+    assert "state/accum (500, 2) float32" in out and "fletcher32" in out
+    assert f"keys [9223372036854775808, {2**64})" in out
+    proc = mpips("inspect", root / "step-000000000003")
+    assert proc.returncode == 1 and "IncompleteCheckpointError" in proc.stderr
+
+
+def test_verify_exit_codes(root):
+    good = mpips("verify", root / "step-000000000001")
+    assert good.returncode == 0, good.stderr
+    assert "OK:" in good.stdout and "fletcher32 checksum ok" in good.stdout
+    bad = mpips("verify", "-q", root / "step-000000000002")
+    assert bad.returncode == 1
+    assert "error: ChecksumError:" in bad.stderr and "shard-00002-of-00003.h5" in bad.stderr
+    assert "table 'w' dataset values" in bad.stderr and "FAILED" in bad.stderr
+    assert mpips("verify", "--level", "quick", root / "step-000000000002").returncode == 0
+
+
+def test_export_writes_npz(root, tmp_path):
+    before = file_hashes(root)
+    out = tmp_path / "emb.npz"
+    proc = mpips("export", root / "step-000000000001", "emb", out, "--begin", 10, "--end", 20)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out) as z:
+        assert z["keys"].tolist() == list(range(10, 20))
+        assert np.array_equal(z["values"], TABLES[0].values[10:20])
+        assert np.array_equal(z["state_accum"], TABLES[0].state["accum"][10:20])
+        assert json.loads(str(z["meta"]))["rule"] == "adagrad"
+    proc = mpips("export", root / "step-000000000001", "nope", out)
+    assert proc.returncode == 1 and "UnknownTableError" in proc.stderr and "no table 'nope'" in proc.stderr
+    proc = mpips("export", root / "step-000000000002", "w", tmp_path / "w.npz")
+    assert proc.returncode == 1 and "ChecksumError" in proc.stderr
+    assert not (tmp_path / "w.npz").exists() and file_hashes(root) == before
+
+
+def test_help_of_every_subcommand():
+    for sub in ("ls", "inspect", "verify", "export"):
+        proc = mpips(sub, "--help")
+        assert proc.returncode == 0 and "usage: mpips ckpt " + sub in proc.stdout

@@ -1,0 +1,57 @@
+"""The checkpoint file layer and its CLI import and work with mpi4py made unimportable."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.data import REPO_ROOT
+
+CKPT_MODULES = ["mpips.ckpt", "mpips.ckpt.errors", "mpips.ckpt.layout", "mpips.ckpt.durable",
+                "mpips.ckpt.manifest", "mpips.ckpt.shardfile", "mpips.ckpt.chunkio",
+                "mpips.kernels.fletcher", "mpips.ckpt.writer",
+                "mpips.ckpt.verify", "mpips.ckpt.catalog", "mpips.ckpt.reader", "mpips.ckpt_cli",
+                "mpips.cli"]
+
+PROGRAM = """
+import sys, tempfile
+sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
+import importlib
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+import numpy as np
+from mpips.ckpt import TableMeta, read_table, save_checkpoint, split_table, verify
+from mpips.partition import RangePartition
+from mpips.spec import TableSpec
+meta = TableMeta.from_spec(TableSpec("w", "dense", 0, 2, size=10, rule="adagrad"))
+values = np.arange(10, dtype=np.float32).reshape(10, 1)
+slices = split_table(meta, 2, values, state={"accum": values * 2})
+with tempfile.TemporaryDirectory() as root:
+    path = save_checkpoint(root, 1, [[s] for s in slices])
+    verify(path).check()
+    rows = read_table(path, "w", RangePartition(10, 3).range_of(1))
+assert rows.values[:, 0].tolist() == [3.0, 4.0, 5.0], rows
+loaded = sorted(m for m in sys.modules if m == "mpi4py" or m.startswith("mpi4py."))
+assert loaded == ["mpi4py"] and sys.modules["mpi4py"] is None, loaded
+print("ok")
+"""
+
+
+def run_without_mpi4py(*modules):
+    return subprocess.run([sys.executable, "-c", PROGRAM, *modules], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("modules", [["mpips.ckpt"], ["mpips.ckpt_cli"], CKPT_MODULES],
+                         ids=["ckpt", "ckpt_cli", "all"])
+def test_ckpt_modules_import_and_work_without_mpi4py(modules):
+    proc = run_without_mpi4py(*modules)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_ckpt_cli_runs_without_mpi4py(tmp_path):
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "from mpips.cli import main\n"
+            f"sys.exit(main(['ckpt', 'ls', {str(tmp_path)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120)
+    assert proc.returncode == 0 and "no step-* directories" in proc.stdout, proc.stderr

@@ -6,6 +6,11 @@ values into a sparse "sum" table, then pulls them back. The floor moves the same
 between the same ranks with plain buffer Send/Recv and no server work.
 
     python benchmarks/kv_throughput.py --keys 10000000 --servers 1 --workers 1
+    python benchmarks/kv_throughput.py --keys 1000000 --codec keycache      # codec on and off
+
+With --codec TEXT (mpips.codec words, e.g. "keycache", "keycache,zeros,fp16") the same
+pushes also go to a second table with that codec, reported next to the raw table, with the
+bytes each pushed key-value cost on the wire (``bytes_per_kv``: 12 raw for float32 values).
 
 Started without mpiexec, it launches itself on servers+workers ranks through
 mpips.launcher. Prints one JSON object per line (system, op, keys, servers, workers,
@@ -31,6 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per operation")
+    p.add_argument("--codec", default="", metavar="TEXT",
+                   help='also push through a table with this codec, e.g. "keycache"')
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_throughput.jsonl"),
                    help="JSON-lines file the results are appended to ('' for none)")
     return p.parse_args(argv)
@@ -105,15 +112,23 @@ def serve_floor(ps, op, buf_k, buf_v, ack):
             comm.Send(buf_v[:count], src, 7)
 
 
-def mpips_rounds(kv, table, keys, vals, rounds: int) -> dict[str, list[float]]:
+def mpips_rounds(kv, table, keys, vals, rounds: int):
+    """(times per op, pulled sums correct, wire bytes per pushed key-value in timed rounds)."""
     out = np.empty(keys.size, np.float32)
-    kv.wait(kv.push(table, keys, vals))  # first push inserts the keys
+    kv.wait(kv.push(table, keys, vals))  # first push inserts the keys (and fills key caches)
+    before = kv.traffic.report()[table.name]
     times = {"push": [], "pull": []}
     for _ in range(rounds):
         times["push"].append(timed(kv.worker_comm, lambda: kv.wait(kv.push(table, keys, vals))))
         times["pull"].append(timed(kv.worker_comm, lambda: kv.wait(kv.pull(table, keys, out))))
+    after = kv.traffic.report()[table.name]
+    per_kv = (after["wire_bytes"] - before["wire_bytes"]) / (after["push_kv"] - before["push_kv"])
     expected = np.float32(rounds + 1)
-    return times, bool(np.all(out == expected))
+    return times, bool(np.all(out == expected)), round(per_kv, 3)
+
+
+def run_tables(kv, tables, keys, vals, rounds):
+    return [mpips_rounds(kv, table, keys, vals, rounds) for table in tables]
 
 
 def report(args, ps, system, times, extra=None):
@@ -134,20 +149,27 @@ def bench(args) -> None:
     import mpips
 
     ps = mpips.init(servers=args.servers)
-    table = ps.sparse_table("bench", rule="sum")
+    tables = [ps.sparse_table("bench", rule="sum")]
+    if args.codec:
+        tables.append(ps.sparse_table("bench_coded", rule="sum", codec=args.codec))
     keys = worker_keys(args.keys, ps.worker_rank) if ps.is_worker else np.empty(args.keys, np.uint64)
     vals = np.ones(args.keys, np.float32)
     floor = floor_rounds(ps, keys, vals, (args.rounds + 1) // 2)
-    result = ps.run(lambda kv: mpips_rounds(kv, table, keys, vals, args.rounds))
+    results = ps.run(lambda kv: run_tables(kv, tables, keys, vals, args.rounds))
     floor_after = floor_rounds(ps, keys, vals, args.rounds // 2 + 1)
     if ps.is_worker and ps.worker_rank == 0:
         floor = {op: floor[op] + floor_after[op] for op in floor}
-        times, correct = result
         rows = report(args, ps, "mpi-floor", floor)
         floor_rate = {r["op"]: r["mkv_per_s"] for r in rows}
-        ours = report(args, ps, "mpips", times, {"correct": correct, "table": "sparse", "rule": "sum"})
+        ours = []
+        for table, (times, correct, per_kv) in zip(tables, results):
+            ours += report(args, ps, "mpips", times, {
+                "correct": correct, "table": "sparse", "rule": "sum", "codec": table.codec,
+                "push_bytes_per_kv": per_kv})
         for row in ours:
             row["fraction_of_floor"] = round(row["mkv_per_s"] / floor_rate[row["op"]], 3)
+            if row["op"] != "push":
+                del row["push_bytes_per_kv"]
         library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
         emit([{**r, "mpi": library} for r in rows + ours], args.out)
     ps.close()

@@ -31,6 +31,7 @@ from mpi4py import MPI
 
 from mpips import lr, metrics
 from mpips.dataset import SparseDataset
+from mpips.filters import make_filter
 from mpips.libsvm import read_libsvm
 from mpips.synthetic import make_sparse_classification
 
@@ -77,6 +78,12 @@ def add_arguments(parser) -> None:
                         help="slow worker W down by factor F, e.g. 0:3")
     parser.add_argument("--straggler-mode", choices=("fixed", "rotating"), default="fixed",
                         help="fixed: always worker W; rotating: worker (W + step) mod workers")
+    parser.add_argument("--codec", default="", metavar="TEXT",
+                        help='how pushes travel (mpips.codec words, e.g. "keycache,zeros"; '
+                             'default: raw keys and values)')
+    parser.add_argument("--push-filter", default=None, metavar="NAME[:K=V,...]",
+                        help="filter gradient pushes (mpips.filters), e.g. "
+                             "significantly_modified:delta=0.001")
     parser.add_argument("--out", metavar="DIR", help="write metrics.json and curve.png here")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -109,6 +116,7 @@ def _check_arguments(args) -> None:
         problems.append(f"--staleness must be >= 0, got {args.staleness}")
     try:
         args.straggler_plan = _parse_straggler(args.straggler)
+        args.filter_plan = _parse_filter(args.push_filter)
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
@@ -129,6 +137,19 @@ def _parse_straggler(text: str | None) -> tuple[int, float] | None:
     return plan
 
 
+def _parse_filter(text: str | None) -> tuple[str, dict] | None:
+    """``"name:k=v,k=v"`` as (name, params), checked by building the filter once."""
+    if text is None:
+        return None
+    name, _, rest = text.partition(":")
+    try:
+        params = {k: float(v) for k, v in (p.split("=") for p in rest.split(",") if p)}
+        make_filter(name, **params)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--push-filter {text!r}: {exc}") from None
+    return name, params
+
+
 def consistency_of(args) -> str:
     """The tables' consistency as mpips.consistency text ("bsp", "ssp:4", "async")."""
     return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
@@ -147,7 +168,8 @@ def load_split(args) -> tuple[SparseDataset, SparseDataset]:
 
 def create_tables(ps, args, n_features: int) -> Tables:
     """The weight and intercept tables. Collective over the launch."""
-    rule = {"rule": args.rule, "lr": args.lr, "consistency": consistency_of(args)}
+    rule = {"rule": args.rule, "lr": args.lr, "consistency": consistency_of(args),
+            "codec": args.codec}
     if args.table == "dense":
         weights = ps.dense_table("w", size=n_features, **rule)
     else:
@@ -170,6 +192,8 @@ def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
     rng = np.random.default_rng([args.seed, kv.worker_rank])
     curve, samples, seconds = [], 0.0, 0.0
     slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
+    if args.filter_plan is not None:
+        kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
     for epoch in range(1, args.epochs + 1):
         loss, epoch_samples, epoch_seconds = _combine_epoch(
             kv.worker_comm, *run_epoch(kv, tables, shard, steps, args.l2, rng, slow))
@@ -179,6 +203,10 @@ def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
             print(f"epoch {epoch}/{args.epochs}  train_logloss {loss:.5f}  "
                   f"samples/s {epoch_samples / epoch_seconds:,.0f}", flush=True)
     waits = gather_floats(kv.worker_comm, [kv.wait_seconds, slow.slept])
+    traffic = kv.traffic.report().get(tables.weights.name, {})
+    sent = gather_floats(kv.worker_comm, [traffic.get("wire_bytes", 0), traffic.get("push_kv", 0),
+                                          getattr(kv.push_filter(tables.weights), "stats",
+                                                  {}).get("seen", 0)])
     model_keys = gather_model_keys(kv.worker_comm, shard)
     if kv.worker_rank != 0:
         return None
@@ -189,8 +217,20 @@ def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
                   consistency=consistency_of(args), straggler=args.straggler,
                   straggler_mode=args.straggler_mode if args.straggler else None,
                   wait_seconds=[round(w, 4) for w in waits[:, 0]],
-                  straggler_sleep_seconds=round(float(waits[:, 1].sum()), 4))
+                  straggler_sleep_seconds=round(float(waits[:, 1].sum()), 4),
+                  traffic=traffic_summary(sent, args))
     return result
+
+
+def traffic_summary(sent: np.ndarray, args) -> dict:
+    """Bytes the weight pushes of all workers took, and the share a filter/codec saved
+    against sending every gradient entry raw (12 bytes per key-value)."""
+    wire, kvs, seen = (float(x) for x in sent.sum(axis=0))
+    entries = seen if args.filter_plan is not None else kvs
+    raw = 12.0 * entries
+    return {"push_bytes": int(wire), "push_kv": int(kvs), "gradient_entries": int(entries),
+            "codec": args.codec, "push_filter": args.push_filter,
+            "saved_fraction": round(1.0 - wire / raw, 4) if raw else 0.0}
 
 
 class Straggler:

@@ -222,6 +222,27 @@ class Codec:
         return flags
 
 
+CODEC_WORDS = {"keycache": {"key_cache": True}, "varint": {"compact_keys": True},
+               "rawkeys": {"compact_keys": False}, "zeros": {"drop_zeros": True},
+               **{name: {"values": name} for name in VALUE_ENCODINGS}}
+"""Words of a table's codec text ("keycache,zeros,fp16") and the Codec fields they set."""
+
+
+def codec_from_text(text: str) -> Codec | None:
+    """The Codec a table's codec text names; None for "" or "none" (raw keys and values).
+    Varint keys are on unless "rawkeys" is given."""
+    words = [w.strip() for w in (text or "").split(",") if w.strip()]
+    if words in ([], ["none"]):
+        return None
+    fields: dict = {}
+    for word in words:
+        if word not in CODEC_WORDS:
+            raise ValueError(f"unknown codec word {word!r} in {text!r}; known: "
+                             f"{', '.join(CODEC_WORDS)} (comma-separated), or none")
+        fields.update(CODEC_WORDS[word])
+    return Codec(**fields)
+
+
 def _offsets(key_bytes: int, mask_bytes: int) -> tuple[int, int, int]:
     """Where the key, mask and value sections start."""
     mask_at = HEADER_SIZE + _pad8(key_bytes)

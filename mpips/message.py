@@ -13,6 +13,9 @@ pickle). The header is ``HEADER_WORDS`` uint64 words:
     word 7  clocks: the sender's clock (low 32 bits) and, for a pull, the clock count the
             read requires of every worker (high 32 bits; mpips.consistency)
 
+A PUSH_CODED request (a table with a codec) carries, instead, one uint8 message of
+mpips.codec (word 6 is its length in bytes), checked whole by the worker before it is sent.
+
 After a header with n keys, the sender sends ceil(n / chunk) key chunks (uint64) and, for a
 push, after each key chunk the matching value chunk (float32, chunk x width). A pull is
 answered chunk by chunk with float32 values, then by a status reply of ``REPLY_WORDS`` words:
@@ -43,6 +46,7 @@ HEADER_WORDS = 8
 REPLY_WORDS = 4
 MAX_WIDTH = 1 << 20
 MAX_CHUNK_KEYS = 1 << 24
+MAX_CODED_BYTES = (1 << 31) - 1  # one MPI message (int count)
 CHUNK_BYTES = 1 << 21
 """Target payload bytes per chunk: small enough to stay in cache while the server applies
 it, large enough that per-chunk overhead (a few MPI and kernel calls) is noise."""
@@ -56,6 +60,7 @@ class Op(enum.IntEnum):
     PUSH_PULL = 3
     DONE = 4  # the sending worker will send no more requests
     CLOCK = 5  # the sending worker finished the clock in word 7 (all its tables)
+    PUSH_CODED = 6  # one mpips.codec message of word 6 bytes instead of chunks; no verdict
 
 
 class Status(enum.IntEnum):
@@ -64,6 +69,7 @@ class Status(enum.IntEnum):
     OK = 0
     BAD_REQUEST = 1
     WITHDRAWN = 2  # the worker found its own push invalid; nothing was applied
+    KEY_CACHE_MISS = 3  # a coded push named a key list this server does not hold: resend it
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,11 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
         raise MessageError(f"request header: table id {w[2]} unknown (server has {num_tables})")
     if w[5] != widths[w[2]]:
         raise MessageError(f"request header: width {w[5]} but table {w[2]} has width {widths[w[2]]}")
-    if not 1 <= w[6] <= MAX_CHUNK_KEYS:
+    if op is Op.PUSH_CODED:
+        if not 1 <= w[6] <= MAX_CODED_BYTES:
+            raise MessageError(f"request header: coded message of {w[6]} bytes outside "
+                               f"[1, {MAX_CODED_BYTES}]")
+    elif not 1 <= w[6] <= MAX_CHUNK_KEYS:
         raise MessageError(f"request header: chunk of {w[6]} keys outside [1, {MAX_CHUNK_KEYS}]")
     return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required)
 

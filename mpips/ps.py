@@ -54,26 +54,30 @@ class PS:
 
     # -- tables ---------------------------------------------------------------------------
     def dense_table(self, name: str, size: int, *, width: int = 1, rule: str = "sum",
-                    init: float = 0.0, consistency: str = "async", **rule_params) -> TableSpec:
+                    init: float = 0.0, consistency: str = "async", codec: str = "",
+                    **rule_params) -> TableSpec:
         """Create a dense table of keys 0..size-1. Collective over the launch (every rank
         creates the same tables in the same order). ``consistency``: "async" (default),
-        "bsp" or "ssp:TAU" (see mpips.consistency; the last two need ``KVWorker.clock()``)."""
-        return self._add_table(name, "dense", size, width, rule, init, consistency, rule_params)
-
-    def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
-                     init: float = 0.0, consistency: str = "async", **rule_params) -> TableSpec:
-        """Create a sparse table keyed by any uint64. Collective over the launch."""
-        return self._add_table(name, "sparse", KEY_SPACE, width, rule, init, consistency,
+        "bsp" or "ssp:TAU" (see mpips.consistency; the last two need ``KVWorker.clock()``).
+        ``codec``: how pushes travel, e.g. "keycache,zeros,fp16" (mpips.codec; "" = raw)."""
+        return self._add_table(name, "dense", size, width, rule, init, consistency, codec,
                                rule_params)
 
-    def _add_table(self, name, kind, size, width, rule, init, consistency,
+    def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
+                     init: float = 0.0, consistency: str = "async", codec: str = "",
+                     **rule_params) -> TableSpec:
+        """Create a sparse table keyed by any uint64. Collective over the launch."""
+        return self._add_table(name, "sparse", KEY_SPACE, width, rule, init, consistency,
+                               codec, rule_params)
+
+    def _add_table(self, name, kind, size, width, rule, init, consistency, codec,
                    rule_params) -> TableSpec:
         if self._worker is not None or self.server is not None:
             raise TableError(f"table {name!r}: tables must be created before run()")
         if name in self.tables:
             raise TableError(f"a table named {name!r} exists already")
         spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
-                         rule, dict(rule_params), float(init), str(consistency))
+                         rule, dict(rule_params), float(init), str(consistency), str(codec))
         self._check_same_everywhere(spec)
         self._slices.append(make_slice(spec, self.topology.server_index, self.comm))
         self.tables[name] = spec

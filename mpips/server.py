@@ -19,10 +19,13 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
 from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
                       parse_header, parse_reply)
+from .kernels.rows import count_nonfinite
+from .keycache import KeyCache, KeyCacheMiss
 from .store import FLOAT, Slice
 from .topology import Topology
 from .transport import TAG_REQUEST, Tags, wait_all
@@ -52,6 +55,7 @@ class KVServer:
         self._vals = np.empty(0, FLOAT)
         self._out: list[tuple[np.ndarray, MPI.Request]] = []
         self._free: list[np.ndarray] = []
+        self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
         self.scheduler = ClockScheduler(topology.num_workers)
         for table in slices:  # an empty slice (more servers than keys) gets no requests
             begin, end = table.key_range.begin, table.key_range.end
@@ -97,7 +101,7 @@ class KVServer:
                 return sched.on_worker_gone(worker)
             if hdr.op is Op.CLOCK:
                 return sched.on_clock(worker, hdr.clock)
-            if hdr.op is Op.PUSH:
+            if hdr.op in (Op.PUSH, Op.PUSH_CODED):
                 if sched.consistency(hdr.table_id).deterministic:
                     stashed = self._stash_or_log(hdr, source)
                     return [] if stashed is None else sched.on_push(worker, hdr.clock, stashed,
@@ -108,7 +112,12 @@ class KVServer:
             if hdr.op in (Op.DONE, Op.CLOCK):
                 self.topology.log(f"clock message from rank {source}: {exc}")
                 return []
-            self._handle(hdr, source, refuse=str(exc))
+            if hdr.op is Op.PUSH_CODED:  # drain its one message, then answer
+                tag = self.tags.payload(hdr.request_id)
+                self._recv_exact(np.empty(hdr.chunk_keys, np.uint8), source, tag)
+                self._reply(hdr.request_id, Status.BAD_REQUEST, str(exc), source, tag)
+            else:
+                self._handle(hdr, source, refuse=str(exc))
             return []
 
     def _execute(self, item) -> None:
@@ -118,6 +127,8 @@ class KVServer:
                 table = self.slices[item.table_id]
                 table.push_chunk(item.keys, item.vals, 0, None)  # checked when received
                 table.finish_push()
+            elif item[0].op is Op.PUSH_CODED:
+                self._push_coded(*item)
             else:
                 self._handle(*item)
         except MessageError as exc:
@@ -126,6 +137,9 @@ class KVServer:
 
     def _stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
         try:
+            if hdr.op is Op.PUSH_CODED:
+                pushed = self._receive_coded(hdr, source)
+                return None if pushed is None else StashedPush(hdr.table_id, *pushed)
             return self._receive_for_stash(hdr, source)
         except MessageError as exc:
             self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
@@ -158,6 +172,39 @@ class KVServer:
             Status.BAD_REQUEST if error else Status.OK)
         self._reply(hdr.request_id, status, error, source, tag)
         return StashedPush(hdr.table_id, keys, vals) if status is Status.OK else None
+
+    def _push_coded(self, hdr: Header, source: int) -> None:
+        """Receive, check and apply a coded push (async and ssp tables)."""
+        pushed = self._receive_coded(hdr, source)
+        if pushed is not None:
+            table = self.slices[hdr.table_id]
+            table.push_chunk(*pushed, 0, None)
+            table.finish_push()
+
+    def _receive_coded(self, hdr: Header, source: int):
+        """Receive and decode a coded push, and answer it: (keys, vals) when it is good,
+        None when it was refused (bad bytes, non-finite values, a key-cache miss)."""
+        table = self.slices[hdr.table_id]
+        tag = self.tags.payload(hdr.request_id)
+        message = np.empty(hdr.chunk_keys, np.uint8)  # word 6: the message's byte length
+        self._recv_exact(message, source, tag)
+        cache = self._key_caches.setdefault((source, hdr.table_id), KeyCache())
+        status, error, pushed = Status.OK, None, None
+        try:
+            keys, vals = decode(message, width=hdr.width, lo=table.key_range.begin,
+                                hi=table.key_range.end - 1, cache=cache)
+            if keys.size != hdr.num_keys:
+                raise MessageError(f"{keys.size} keys where the header announced {hdr.num_keys}")
+            if count_nonfinite(vals.reshape(-1)):
+                raise MessageError("pushed values contain NaN or infinity")
+            pushed = keys, vals
+        except KeyCacheMiss:
+            status = Status.KEY_CACHE_MISS
+        except MessageError as exc:
+            status, error = Status.BAD_REQUEST, (f"table {table.spec.name!r}, request "
+                                                 f"{hdr.request_id}: {exc}")
+        self._reply(hdr.request_id, status, error, source, tag)
+        return pushed
 
     def _handle(self, hdr: Header, source: int, refuse: str | None = None) -> None:
         """Receive, apply or answer, and reply to one request; with ``refuse``, only drain

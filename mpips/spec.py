@@ -5,6 +5,7 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
+from .codec import Codec, codec_from_text
 from .consistency import Consistency, as_consistency
 from .errors import TableError
 from .handlers import make_rule
@@ -19,7 +20,8 @@ class TableSpec:
     float32 rows of ``width`` values, an update rule from mpips.handlers, an initial value
     returned for rows never pushed, its id (creation order, identical on every rank), and its
     consistency model (mpips.consistency: "async" needs no clocks; "bsp" and "ssp:TAU" need
-    every worker to call ``KVWorker.clock()`` at the end of each step)."""
+    every worker to call ``KVWorker.clock()`` at the end of each step), and its codec
+    (mpips.codec text such as "keycache,zeros,fp16"; "" sends raw keys and values)."""
 
     name: str
     kind: str
@@ -31,6 +33,7 @@ class TableSpec:
     rule_params: dict = field(default_factory=dict)
     init: float = 0.0
     consistency: str = "async"
+    codec: str = ""
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -49,8 +52,13 @@ class TableSpec:
         make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
         try:
             object.__setattr__(self, "consistency", str(as_consistency(self.consistency)))
+            codec_from_text(self.codec)
         except ValueError as exc:
             raise TableError(f"table {self.name!r}: {exc}") from None
+
+    def make_codec(self) -> Codec | None:
+        """A fresh Codec for pushes to this table (None: raw keys and values)."""
+        return codec_from_text(self.codec)
 
     @property
     def model(self) -> Consistency:
@@ -69,5 +77,5 @@ class TableSpec:
         """A 31-bit checksum of everything that must match across ranks."""
         text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
                      self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
-                     self.consistency))
+                     self.consistency, self.codec))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

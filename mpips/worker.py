@@ -19,6 +19,8 @@ from mpi4py import MPI
 
 from .checks import as_keys, as_output, as_values, check_keys, check_push
 from .errors import MessageError, MpipsError, TableError
+from .keycache import SentKeys
+from .traffic import Traffic
 from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
                       parse_reply)
 from .spec import TableSpec
@@ -38,6 +40,7 @@ class _Pending:
     spec: TableSpec | None = None
     verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
     callback: object = None  # called with the result on success
+    coded: dict = field(default_factory=dict)  # request id -> (spec, server, keys, vals)
 
 
 class KVWorker:
@@ -54,6 +57,10 @@ class KVWorker:
         self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
         self._clock_sends: list = []  # (request, buffer) of clock messages in flight
         self._staleness: dict[str, int] = {}
+        self._filters: dict[str, object] = {}
+        self._codecs: dict[str, object] = {}
+        self._sent_keys: dict[tuple[str, int], SentKeys] = {}
+        self.traffic = Traffic()
         self.clock_value = 0
         self.wait_seconds = 0.0
         self.closed = False
@@ -145,6 +152,7 @@ class KVWorker:
             raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
         began = time.perf_counter()
         wait_all(pending.requests)
+        self._resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
         try:
             errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
@@ -197,6 +205,10 @@ class KVWorker:
             if ts not in self._completed:
                 self._complete(ts)  # its result stays for a later wait(ts)
         spec = self._spec(table)
+        if op is Op.PUSH and spec.name in self._filters:
+            keys, vals = self._filters[spec.name].apply(keys, vals)
+        if op is Op.PUSH and spec.codec:
+            return self._submit_coded(spec, keys, vals, callback)
         if op is Op.PUSH_PULL and spec.model.deterministic:
             raise TableError(f"table {spec.name!r} is bsp: its pushes apply at the clock "
                              f"boundary, so push_pull cannot return them; push, then pull")
@@ -217,15 +229,83 @@ class KVWorker:
             if hi > lo:
                 self._post(pending, op, spec, server, keys[lo:hi],
                            vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
+        if pushes:
+            self.traffic.count_push(spec.name, keys.size, spec.width)
         if op is Op.PUSH:
             self._judge(pending, spec, keys, vals)
         if pulls and out is None and spec.width == 1:
             result = result.reshape(-1)
         pending.result = result if pulls and out is None else (out if pulls else None)
+        return self._register(pending)
+
+    def _register(self, pending: _Pending) -> int:
         ts = self._next_ts
         self._next_ts += 1
         self._pending[ts] = pending
         return ts
+
+    # -- coded pushes (tables with a codec) ---------------------------------------------
+    def set_push_filter(self, table, push_filter) -> None:
+        """Filter this worker's pushes to ``table`` (an mpips.filters.PushFilter, e.g.
+        ``make_filter("significantly_modified", delta=1e-3)``; None removes it)."""
+        name = self._spec(table).name
+        if push_filter is None:
+            self._filters.pop(name, None)
+        else:
+            self._filters[name] = push_filter
+
+    def push_filter(self, table):
+        """The push filter of ``table`` on this worker, or None."""
+        return self._filters.get(self._spec(table).name)
+
+    def _submit_coded(self, spec: TableSpec, keys, vals, callback) -> int:
+        """A push as one mpips.codec message per server, checked whole before it is sent."""
+        keys = as_keys(keys, spec)
+        vals = as_values(vals, keys.size, spec)
+        pending = _Pending(keep=[keys, vals], callback=callback)
+        cuts = np.searchsorted(keys, spec.partition.boundaries())
+        bounds = np.concatenate([[0], cuts, [keys.size]])
+        for server in range(spec.num_servers):
+            lo, hi = int(bounds[server]), int(bounds[server + 1])
+            if hi > lo:
+                self._post_coded(pending, spec, server, keys[lo:hi], vals[lo:hi], resend=False)
+        self.traffic.count_push(spec.name, keys.size, spec.width)
+        return self._register(pending)
+
+    def _post_coded(self, pending: _Pending, spec: TableSpec, server: int, keys, vals,
+                    resend: bool) -> None:
+        dest = self.topology.layout.server_rank(server)
+        sent = None if resend else self._sent_keys.setdefault((spec.name, server), SentKeys())
+        message = self._codecs.setdefault(spec.name, spec.make_codec()).encode(keys, vals,
+                                                                                sent=sent)
+        request_id = self._next_request
+        self._next_request += 1
+        tag = self.tags.payload(request_id)
+        header = encode_header(Op.PUSH_CODED, spec.table_id, request_id, keys.size, spec.width,
+                               message.size, clock=self.clock_value)
+        reply = np.empty(REPLY_WORDS, np.uint64)
+        pending.keep += [header, message]
+        pending.requests += [self.comm.Isend(header, dest, TAG_REQUEST),
+                             self.comm.Isend(message, dest, tag), self.comm.Irecv(reply, dest, tag)]
+        pending.replies.append((dest, tag, request_id, reply))
+        pending.coded[request_id] = (spec, server, keys, vals)
+        self.traffic.count_wire(spec.name, message.size + header.nbytes)
+
+    def _resend_misses(self, pending: _Pending) -> None:
+        """Resend, with full keys, every coded push a server answered with a key-cache miss
+        (a server restarted or evicted the list), and wait for the new replies."""
+        if not pending.coded:
+            return
+        missed = [i for i, (_, _, rid, reply) in enumerate(pending.replies)
+                  if parse_reply(reply, rid)[0] is Status.KEY_CACHE_MISS]
+        if not missed:
+            return
+        before = len(pending.requests)
+        for i in missed:
+            spec, server, keys, vals = pending.coded[pending.replies[i][2]]
+            self._post_coded(pending, spec, server, keys, vals, resend=True)
+        pending.replies = [r for i, r in enumerate(pending.replies) if i not in missed]
+        wait_all(pending.requests[before:])
 
     def _judge(self, pending: _Pending, spec: TableSpec, keys, vals) -> None:
         """Check a posted push and send every server involved its verdict. On a bad push,
@@ -273,11 +353,17 @@ class KVWorker:
         pending.replies.append((dest, tag, request_id, reply))
         if op is Op.PUSH:
             pending.verdicts.append((dest, request_id))
+        if vals is not None:
+            verdict_bytes = REPLY_WORDS * 8 if op is Op.PUSH else 0
+            self.traffic.count_wire(spec.name, header.nbytes + keys.nbytes + vals.nbytes
+                                    + verdict_bytes)
 
     def _check_reply(self, source: int, tag: int, request_id: int, reply) -> str | None:
         status, text_len = parse_reply(reply, request_id)
         if status in (Status.OK, Status.WITHDRAWN):
             return None
+        if status is Status.KEY_CACHE_MISS:
+            return f"server rank {source}: key-cache miss on a resent push"
         text = np.empty(text_len, np.uint8)
         self.comm.Recv(text, source, tag)
         return f"server rank {source}: {text.tobytes().decode(errors='replace')}"

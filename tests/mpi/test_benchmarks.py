@@ -24,3 +24,20 @@ def test_kv_throughput_reports_mpips_next_to_floor(tmp_path):
     assert all(r["correct"] for r in rows if r["system"] == "mpips")
     assert all(0 < r["fraction_of_floor"] for r in rows if r["system"] == "mpips")
     assert len(out.read_text().splitlines()) == 4
+
+
+def test_kv_throughput_codec_switch_reports_bytes_on_the_wire(tmp_path):
+    """A repeated push of a cached key set costs the values plus a few header bytes."""
+    proc = subprocess.run([sys.executable, "benchmarks/kv_throughput.py", "--keys", "100000",
+                           "--servers", "2", "--workers", "1", "--rounds", "2", "--codec",
+                           "keycache", "--out", ""],
+                          capture_output=True, text=True, timeout=240,
+                          cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
+                                              "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    pushes = {r["codec"]: r for r in rows if r["system"] == "mpips" and r["op"] == "push"}
+    assert set(pushes) == {"", "keycache"}
+    assert pushes[""]["push_bytes_per_kv"] > 12.0  # keys, values, headers and verdicts
+    assert 4.0 <= pushes["keycache"]["push_bytes_per_kv"] <= 5.0
+    assert all(r["correct"] for r in rows if r["system"] == "mpips")

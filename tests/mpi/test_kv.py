@@ -81,6 +81,10 @@ def test_dependencies_callbacks_and_poll(semantics):
     assert got["polled_value"] == [7.0, 7.0]
 
 
+def test_a_key_cache_miss_is_resent_with_full_keys(semantics):
+    assert semantics["key_cache_miss"]["values"] == [3.0]  # 1 + 2, the resend applied once
+
+
 def test_pull_of_never_pushed_keys_returns_initial_value(semantics):
     assert semantics["init_pull"] == [0.25, 0.25]
 

@@ -67,15 +67,38 @@ def test_w8a_two_servers_three_workers_matches_scikit_learn(tmp_path):
     check_outputs(tmp_path, got)
 
 
+def w8a_run(tmp_path, *options):
+    return final_metrics(run_mpi(5, [JOB, "--servers", "2", "--data", str(w8a_path()), "--seed", "0",
+                                     "--epochs", "20", "--lr", "0.3", "--quiet", *options],
+                                 timeout=240))
+
+
+def test_w8a_significantly_modified_filter_keeps_accuracy_and_saves_traffic(tmp_path):
+    plain = w8a_run(tmp_path)
+    filtered = w8a_run(tmp_path, "--push-filter", "significantly_modified:delta=0.002")
+    print(f"accuracy {plain['test_accuracy']:.4f} -> {filtered['test_accuracy']:.4f}, "
+          f"traffic {plain['traffic']} -> {filtered['traffic']}")
+    assert abs(filtered["test_accuracy"] - plain["test_accuracy"]) <= 0.003
+    assert filtered["traffic"]["gradient_entries"] == plain["traffic"]["push_kv"]
+    assert filtered["traffic"]["push_kv"] < 0.5 * plain["traffic"]["push_kv"]
+    assert filtered["traffic"]["saved_fraction"] > 0.5
+    assert plain["traffic"]["saved_fraction"] < 0  # raw pushes cost headers on top
+
+
 @pytest.mark.parametrize("options", [["--table", "sparse", "--hashed-keys"],
-                                     ["--table", "dense", "--rule", "sgd", "--lr", "0.5"]])
+                                     ["--table", "dense", "--rule", "sgd", "--lr", "0.5"],
+                                     ["--codec", "keycache,zeros,fp16", "--consistency", "async"]])
 def test_synthetic_data_is_learned_on_both_table_kinds(tmp_path, options):
     proc = run_mpi(4, [JOB, "--servers", "2", "--synthetic", "12000", "--features", "5000",
                        "--epochs", "3", "--quiet", "--out", str(tmp_path), *options],
                    timeout=180)
     got = final_metrics(proc)
     assert epoch_lines(proc) == []  # --quiet
-    assert (got["servers"], got["workers"], got["table"]) == (2, 2, options[1])
+    assert (got["servers"], got["workers"]) == (2, 2)
+    if options[0] == "--table":
+        assert got["table"] == options[1]
+    else:
+        assert got["traffic"]["codec"] == options[1] and got["traffic"]["saved_fraction"] > 0.4
     assert got["test_accuracy"] > got["baseline_accuracy"] + 0.15
     assert got["test_auc"] > 0.8
     assert got["train_logloss"][-1] < got["train_logloss"][0] < np.log(2) + 0.01

@@ -278,6 +278,7 @@ CHANGES = {
     "rule_param": {"rule_params": {"lr": 0.2}},
     "init": {"init": 0.5},
     "consistency": {"consistency": "ssp:2"},
+    "codec": {"codec": "keycache"},
 }
 
 
@@ -290,4 +291,4 @@ def test_fingerprint_covers_every_field():
     # A new TableSpec field must be added to fingerprint() and to CHANGES above.
     assert {f.name for f in dataclasses.fields(TableSpec)} == {
         "name", "kind", "table_id", "num_servers", "size", "width", "rule", "rule_params",
-        "init", "consistency"}
+        "init", "consistency", "codec"}

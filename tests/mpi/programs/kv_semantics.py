@@ -8,6 +8,7 @@ import json
 import numpy as np
 
 import mpips
+from mpips.kernels import codec as codec_kernels
 from mpips.kernels import reference
 
 
@@ -96,6 +97,21 @@ def dependencies_and_callbacks(kv, table):
             "polled_value": kv.wait(t_poll).tolist()}
 
 
+def key_cache_miss_is_resent(kv, coded):
+    """A coded push naming a key list the server no longer holds (as after its LRU evicted
+    it) is resent with full keys: nothing is lost, nothing applied twice."""
+    keys = np.arange(5, 500, 7, dtype=np.uint64) * np.uint64(2**55)
+    kv.wait(kv.push(coded, keys, np.ones(keys.size)))  # full keys: both sides cache them
+    for other in range(70):  # evict them from the server's LRU (and the worker's)
+        kv.wait(kv.push(coded, keys + np.uint64(other + 1), np.zeros(keys.size)))
+    sent = kv._sent_keys[(coded.name, 0)]  # the worker still believes the server has them
+    signature = int(codec_kernels.key_signature(keys))
+    sent.add(signature)
+    kv.wait(kv.push(coded, keys, np.full(keys.size, 2.0)))
+    return {"values": sorted(set(kv.wait(kv.pull(coded, keys)).tolist())),
+            "bytes_per_kv": kv.traffic.report()[coded.name]["bytes_per_kv"]}
+
+
 def bad_push_changes_nothing(kv, tables):
     """A multi-chunk push spanning every server, made bad only in its last chunk (a NaN, an
     unsorted key), is withdrawn: every table reads back bit for bit as before, including
@@ -138,6 +154,7 @@ def main():
         sgd = ps.dense_table("sgd", 5_000, rule="sgd", lr=0.5)
         ada = ps.sparse_table("ada", rule="adagrad", lr=0.3, eps=1e-6)
         big = ps.dense_table("big", 1_000_000, rule="adagrad", lr=0.1)
+        coded = ps.sparse_table("coded", codec="keycache")
 
         def work(kv):
             if kv.worker_rank != 0:
@@ -148,6 +165,7 @@ def main():
             result.update(rules_match_reference(kv, sgd, ada, keys, rounds=4))
             result.update(in_flight_and_chunks(kv, table))
             result["dependencies"] = dependencies_and_callbacks(kv, table)
+            result["key_cache_miss"] = key_cache_miss_is_resent(kv, coded)
             result["bad_push"] = bad_push_changes_nothing(
                 kv, {"sparse_sum": table, "dense_adagrad": big, "sparse_adagrad": ada})
             return result

@@ -8,7 +8,10 @@ split; worker i trains on block i of the shuffled train rows. Each step every wo
 the weights of the keys its minibatch touches (table "w", sparse uint64 keys or dense
 0..n_features-1) and the intercept (table "bias"), computes the gradient of the mean logloss,
 pushes it (the servers apply the update rule: sgd or adagrad), waits, and ends the step with
-``kv.clock()``. The tables' consistency model (--consistency, --staleness) decides how far
+``kv.clock()``. With --checkpoint-dir the tables are saved every --checkpoint-every epochs
+and, at the next step boundary, on SIGUSR1/SIGTERM (then the job stops); --resume continues
+from the newest valid checkpoint, on any number of servers, and a BSP run so resumed ends
+with the same model as an uninterrupted one. The tables' consistency model (--consistency, --staleness) decides how far
 workers may run apart: bsp (every read sees exactly the previous steps of all workers,
 bitwise reproducible), ssp (reads may miss at most --staleness steps of the others) or async.
 --straggler W:F slows worker W by a factor F (sleeps F-1 times its own work per step), or,
@@ -32,6 +35,9 @@ from mpi4py import MPI
 from mpips import lr, metrics
 from mpips.dataset import SparseDataset
 from mpips.filters import make_filter
+from mpips.jobs.lr_runtime import (Checkpointer, Position, SaveSignal, Straggler,
+                                   add_checkpoint_arguments, gather_floats, parse_filter,
+                                   parse_straggler, traffic_summary)
 from mpips.libsvm import read_libsvm
 from mpips.synthetic import make_sparse_classification
 
@@ -84,6 +90,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--push-filter", default=None, metavar="NAME[:K=V,...]",
                         help="filter gradient pushes (mpips.filters), e.g. "
                              "significantly_modified:delta=0.001")
+    add_checkpoint_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="write metrics.json and curve.png here")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
@@ -94,7 +101,14 @@ def main(ps, args) -> dict | None:
     _check_arguments(args)
     train, test = load_split(args)
     tables = create_tables(ps, args, train.n_features)
-    result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args))
+    signal = SaveSignal() if args.checkpoint_dir else None
+    resumed = ps.restore(args.checkpoint_dir) if args.resume else None
+    if resumed is not None and ps.rank == 0:
+        ps.log(f"resuming from {resumed['checkpoint_path']} (epoch {resumed['epoch'] + 1}, "
+               f"step {resumed['step']})")
+    result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args,
+                                                  Position.from_job(resumed, ps.num_workers),
+                                                  signal))
     if result is not None:
         result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
         report(result, args)
@@ -108,6 +122,8 @@ def _check_arguments(args) -> None:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.epochs < 1 or args.batch_size < 1:
         problems.append("--epochs and --batch-size must be at least 1")
+    if args.resume and not args.checkpoint_dir:
+        problems.append("--resume needs --checkpoint-dir")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
     if (args.consistency == "ssp") != (args.staleness is not None):
@@ -115,39 +131,12 @@ def _check_arguments(args) -> None:
     elif args.staleness is not None and args.staleness < 0:
         problems.append(f"--staleness must be >= 0, got {args.staleness}")
     try:
-        args.straggler_plan = _parse_straggler(args.straggler)
-        args.filter_plan = _parse_filter(args.push_filter)
+        args.straggler_plan = parse_straggler(args.straggler)
+        args.filter_plan = parse_filter(args.push_filter)
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
         raise SystemExit("sparse_lr: " + "; ".join(problems))
-
-
-def _parse_straggler(text: str | None) -> tuple[int, float] | None:
-    """``"W:F"`` as (worker, factor), None for no straggler."""
-    if text is None:
-        return None
-    try:
-        worker, factor = text.split(":")
-        plan = int(worker), float(factor)
-    except ValueError:
-        raise ValueError(f"--straggler must look like W:F (e.g. 0:3), got {text!r}") from None
-    if plan[0] < 0 or not plan[1] >= 1.0:
-        raise ValueError(f"--straggler {text}: need a worker >= 0 and a factor >= 1")
-    return plan
-
-
-def _parse_filter(text: str | None) -> tuple[str, dict] | None:
-    """``"name:k=v,k=v"`` as (name, params), checked by building the filter once."""
-    if text is None:
-        return None
-    name, _, rest = text.partition(":")
-    try:
-        params = {k: float(v) for k, v in (p.split("=") for p in rest.split(",") if p)}
-        make_filter(name, **params)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"--push-filter {text!r}: {exc}") from None
-    return name, params
 
 
 def consistency_of(args) -> str:
@@ -185,24 +174,41 @@ def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:
     return max(1, math.ceil((n_train // num_workers) / batch_size))
 
 
-def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
-    """A worker's whole job: train for ``args.epochs``, then worker 0 evaluates."""
+def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
+                       signal=None) -> dict | None:
+    """A worker's whole job: train for ``args.epochs`` from ``start``, checkpointing as
+    asked, then worker 0 evaluates (or reports where a signal stopped it)."""
     shard = train.shard(kv.worker_rank, kv.num_workers)
     steps = steps_per_epoch(train.n_rows, kv.num_workers, args.batch_size)
     rng = np.random.default_rng([args.seed, kv.worker_rank])
-    curve, samples, seconds = [], 0.0, 0.0
     slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
+    slow.step = start.epoch * steps + start.step
     if args.filter_plan is not None:
         kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
-    for epoch in range(1, args.epochs + 1):
-        loss, epoch_samples, epoch_seconds = _combine_epoch(
-            kv.worker_comm, *run_epoch(kv, tables, shard, steps, args.l2, rng, slow))
+    saver = Checkpointer(kv, args, steps, signal)
+    curve, samples, began, stopped = list(start.curve), 0, time.perf_counter(), None
+    for epoch in range(args.epochs):
+        order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
+        if epoch < start.epoch:
+            continue
+        first = start.step if epoch == start.epoch else 0
+        loss0 = start.loss_so_far(kv.worker_rank) if epoch == start.epoch else 0.0
+        epoch_began = time.perf_counter()
+        loss_sum, rows, stopped = run_epoch(kv, tables, shard.take(order), steps, first, loss0,
+                                            args.l2, slow, saver, curve, epoch)
+        samples += rows
+        if stopped is not None:
+            break
+        loss, epoch_rows = _combine_epoch(kv.worker_comm, loss_sum, shard.n_rows)
         curve.append(loss)
-        samples, seconds = samples + epoch_samples, seconds + epoch_seconds
         if kv.worker_rank == 0 and not args.quiet:
-            print(f"epoch {epoch}/{args.epochs}  train_logloss {loss:.5f}  "
-                  f"samples/s {epoch_samples / epoch_seconds:,.0f}", flush=True)
-    waits = gather_floats(kv.worker_comm, [kv.wait_seconds, slow.slept])
+            rate = epoch_rows / (time.perf_counter() - epoch_began)
+            print(f"epoch {epoch + 1}/{args.epochs}  train_logloss {loss:.5f}  "
+                  f"samples/s {rate:,.0f}", flush=True)
+        if saver.due_at_epoch_end(epoch):
+            saver.save(epoch + 1, 0, curve, 0.0)
+    seconds = time.perf_counter() - began
+    runs = gather_floats(kv.worker_comm, [kv.wait_seconds, slow.slept, seconds, samples])
     traffic = kv.traffic.report().get(tables.weights.name, {})
     sent = gather_floats(kv.worker_comm, [traffic.get("wire_bytes", 0), traffic.get("push_kv", 0),
                                           getattr(kv.push_filter(tables.weights), "stats",
@@ -210,72 +216,38 @@ def train_and_evaluate(kv, tables: Tables, train, test, args) -> dict | None:
     model_keys = gather_model_keys(kv.worker_comm, shard)
     if kv.worker_rank != 0:
         return None
-    result = evaluate(kv, tables, model_keys, train, test)
-    result.update(epochs=args.epochs, workers=kv.num_workers,
-                  samples_per_s=samples / seconds, train_logloss=curve,
+    result = {"stopped_at_step": stopped} if stopped is not None else \
+        evaluate(kv, tables, model_keys, train, test)
+    result.update(epochs=args.epochs, workers=kv.num_workers, train_logloss=curve,
+                  # the slowest worker's time: fast workers that finish early do not count
+                  samples_per_s=float(runs[:, 3].sum() / max(runs[:, 2].max(), 1e-9)),
                   rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size,
                   consistency=consistency_of(args), straggler=args.straggler,
                   straggler_mode=args.straggler_mode if args.straggler else None,
-                  wait_seconds=[round(w, 4) for w in waits[:, 0]],
-                  straggler_sleep_seconds=round(float(waits[:, 1].sum()), 4),
-                  traffic=traffic_summary(sent, args))
+                  wait_seconds=[round(w, 4) for w in runs[:, 0]],
+                  straggler_sleep_seconds=round(float(runs[:, 1].sum()), 4),
+                  traffic=traffic_summary(sent, args), resumed_from_step=(
+                      start.epoch * steps + start.step) if start.epoch or start.step else None)
     return result
 
 
-def traffic_summary(sent: np.ndarray, args) -> dict:
-    """Bytes the weight pushes of all workers took, and the share a filter/codec saved
-    against sending every gradient entry raw (12 bytes per key-value)."""
-    wire, kvs, seen = (float(x) for x in sent.sum(axis=0))
-    entries = seen if args.filter_plan is not None else kvs
-    raw = 12.0 * entries
-    return {"push_bytes": int(wire), "push_kv": int(kvs), "gradient_entries": int(entries),
-            "codec": args.codec, "push_filter": args.push_filter,
-            "saved_fraction": round(1.0 - wire / raw, 4) if raw else 0.0}
-
-
-class Straggler:
-    """Slows this worker's steps by a factor when it is the straggler (by plan and mode)."""
-
-    def __init__(self, plan, mode: str, worker: int, num_workers: int):
-        self.plan, self.mode, self.worker, self.num_workers = plan, mode, worker, num_workers
-        self.step = 0
-        self.slept = 0.0
-
-    def after_step(self, work_seconds: float) -> None:
-        """Sleep (factor - 1) x the step's own work if this worker straggles this step."""
-        if self.plan is not None:
-            slow, factor = self.plan
-            if self.mode == "rotating":
-                slow = (slow + self.step) % self.num_workers
-            if slow == self.worker:
-                delay = (factor - 1.0) * work_seconds
-                time.sleep(delay)
-                self.slept += delay
-        self.step += 1
-
-
-def gather_floats(worker_comm, values) -> np.ndarray | None:
-    """Every worker's ``values`` as rows of a float64 array on worker 0 (None elsewhere).
-    Collective over the workers."""
-    mine = np.array(values, np.float64)
-    rows = np.empty((worker_comm.Get_size(), mine.size), np.float64) \
-        if worker_comm.Get_rank() == 0 else None
-    worker_comm.Gather(mine, rows, root=0)
-    return rows
-
-
-def run_epoch(kv, tables: Tables, shard, steps: int, l2: float, rng, slow: Straggler):
-    """One pass over the worker's shard in a fresh random order, ``steps`` steps, each
-    ended by ``kv.clock()``. Returns (sum over rows of the train logloss, rows seen, seconds)."""
-    began = time.perf_counter()
-    batches = shard.take(rng.permutation(shard.n_rows)).batches(steps)
-    loss_sum = 0.0
-    for batch in batches:
+def run_epoch(kv, tables: Tables, shard, steps: int, first: int, loss_sum: float, l2: float,
+              slow: Straggler, saver: Checkpointer, curve: list, epoch: int):
+    """Steps ``first..steps-1`` of an epoch over ``shard`` (already in this epoch's order),
+    each ended by ``kv.clock()``. Returns (loss sum over the epoch's rows so far, rows run,
+    the checkpointed step id if a stop was requested, else None)."""
+    rows = 0
+    for step, batch in enumerate(shard.batches(steps)):
+        if step < first:
+            continue
         step_began, waited = time.perf_counter(), kv.wait_seconds
         loss_sum += sgd_step(kv, tables, batch, l2) * batch.n_rows
+        rows += batch.n_rows
         slow.after_step(time.perf_counter() - step_began - (kv.wait_seconds - waited))
         kv.clock()
-    return loss_sum, shard.n_rows, time.perf_counter() - began
+        if step + 1 < steps and saver.stop_requested():
+            return loss_sum, rows, saver.save(epoch, step + 1, curve, loss_sum)
+    return loss_sum, rows, None
 
 
 def sgd_step(kv, tables: Tables, batch: SparseDataset, l2: float) -> float:
@@ -294,16 +266,13 @@ def sgd_step(kv, tables: Tables, batch: SparseDataset, l2: float) -> float:
     return loss
 
 
-def _combine_epoch(worker_comm, loss_sum: float, rows: int,
-                   seconds: float) -> tuple[float, float, float]:
-    """(mean train logloss over all workers' rows, rows of all workers, mean epoch seconds).
-    Collective over the workers: one small Allreduce of float64s per epoch. With equal
-    shards the mean is the average of the workers' means; an empty shard adds nothing."""
-    mine = np.array([loss_sum, rows, seconds], np.float64)
+def _combine_epoch(worker_comm, loss_sum: float, rows: int) -> tuple[float, float]:
+    """(mean train logloss over all workers' rows, rows of all workers). Collective over
+    the workers: one small Allreduce of float64s per epoch."""
+    mine = np.array([loss_sum, rows], np.float64)
     total = np.empty_like(mine)
     worker_comm.Allreduce(mine, total, op=MPI.SUM)
-    return (float(total[0] / max(total[1], 1.0)), float(total[1]),
-            max(float(total[2]) / worker_comm.Get_size(), 1e-9))
+    return float(total[0] / max(total[1], 1.0)), float(total[1])
 
 
 def gather_model_keys(worker_comm, shard: SparseDataset) -> np.ndarray | None:

@@ -61,6 +61,7 @@ class Op(enum.IntEnum):
     DONE = 4  # the sending worker will send no more requests
     CLOCK = 5  # the sending worker finished the clock in word 7 (all its tables)
     PUSH_CODED = 6  # one mpips.codec message of word 6 bytes instead of chunks; no verdict
+    SAVE = 7  # checkpoint order (JSON text of word 6 bytes; mpips.checkpoint)
 
 
 class Status(enum.IntEnum):
@@ -135,6 +136,10 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
     clock, required = w[7] & MAX_CLOCK, w[7] >> 32
     if op in (Op.DONE, Op.CLOCK):
         return Header(op, 0, w[3], 0, 1, 1, clock)
+    if op is Op.SAVE:
+        if not 1 <= w[6] <= 1 << 20:
+            raise MessageError(f"request header: save order of {w[6]} bytes outside [1, 2**20]")
+        return Header(op, 0, w[3], 0, 1, w[6], clock)
     if w[2] >= num_tables:
         raise MessageError(f"request header: table id {w[2]} unknown (server has {num_tables})")
     if w[5] != widths[w[2]]:

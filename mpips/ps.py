@@ -107,6 +107,17 @@ class PS:
         finally:
             self._worker.close()
 
+    def restore(self, root) -> dict | None:
+        """Load the newest valid checkpoint under ``root`` into the tables (any number of
+        servers; see mpips.checkpoint.restore). Collective over the launch, before ``run``.
+        Returns the checkpoint's job dict plus "checkpoint_step" and "checkpoint_path", or
+        None if there is none."""
+        if self._worker is not None or self.server is not None:
+            raise TableError("restore() must come before run()")
+        from .checkpoint import restore
+
+        return restore(self, root, log=self.log)
+
     def close(self) -> None:
         """Free windows and communicators. Collective over the launch; safe to call twice."""
         if self.closed:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from .checkpoint import SaveCoordinator
 from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
@@ -56,6 +57,8 @@ class KVServer:
         self._out: list[tuple[np.ndarray, MPI.Request]] = []
         self._free: list[np.ndarray] = []
         self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
+        self.live_workers = set(range(topology.num_workers))  # not yet DONE
+        self.saves = SaveCoordinator(self)
         self.scheduler = ClockScheduler(topology.num_workers)
         for table in slices:  # an empty slice (more servers than keys) gets no requests
             begin, end = table.key_range.begin, table.key_range.end
@@ -69,7 +72,7 @@ class KVServer:
         run when their table's consistency model lets them, one worker's requests in the
         order it sent them; a parked pull keeps its payload in MPI until it runs."""
         header = np.empty(HEADER_WORDS, np.uint64)
-        remaining = set(range(self.topology.num_workers))
+        remaining = self.live_workers
         status = MPI.Status()
         while remaining:
             request = self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)
@@ -96,6 +99,9 @@ class KVServer:
         that breaks the clock protocol is answered with the error (a CLOCK is logged)."""
         worker = self.topology.layout.worker_index(source)
         sched = self.scheduler
+        if hdr.op is Op.SAVE:
+            self.saves.on_request(hdr, source, self.live_workers)
+            return []
         try:
             if hdr.op is Op.DONE:
                 return sched.on_worker_gone(worker)

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
+from .checkpoint import encode_text
 from .checks import as_keys, as_output, as_values, check_keys, check_push
 from .errors import MessageError, MpipsError, TableError
+from .ckpt.errors import CheckpointError
 from .keycache import SentKeys
 from .traffic import Traffic
 from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
@@ -107,6 +109,32 @@ class KVWorker:
             self._clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg))
         self.clock_value += 1
         return self.clock_value
+
+    def save_checkpoint(self, root, step: int, job: dict | None = None,
+                        keep: int | None = None) -> None:
+        """Checkpoint every table under ``root`` as step ``step`` (mpips.checkpoint), with
+        ``job`` (JSON) in the manifest, keeping the ``keep`` newest. Collective over the
+        workers, at a step boundary (after ``clock()``); raises CheckpointError when the
+        servers could not write or commit it (nothing valid is ever overwritten)."""
+        self.wait_all()
+        order = encode_text({"root": str(root), "step": int(step), "job": job or {},
+                             "keep": keep})
+        pending = _Pending(keep=[order])
+        for server in range(self.topology.num_servers):
+            request_id = self._next_request
+            self._next_request += 1
+            tag, dest = self.tags.payload(request_id), self.topology.layout.server_rank(server)
+            header = encode_header(Op.SAVE, 0, request_id, 0, 1, order.size,
+                                   clock=self.clock_value)
+            reply = np.empty(REPLY_WORDS, np.uint64)
+            pending.keep += [header, reply]
+            pending.requests += [self.comm.Isend(header, dest, TAG_REQUEST),
+                                 self.comm.Isend(order, dest, tag), self.comm.Irecv(reply, dest, tag)]
+            pending.replies.append((dest, tag, request_id, reply))
+        wait_all(pending.requests)
+        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
+        if errors:
+            raise CheckpointError(root, errors[0])
 
     def set_staleness(self, table, staleness: int) -> None:
         """Change the SSP bound of this worker's reads of an "ssp" table from now on."""

@@ -5,7 +5,8 @@ ranks race on the cache files.
 """
 import numpy as np
 
-from . import keys, rows
+from . import fletcher, keys, rows
+from .warmup_codec import warm_codec
 
 
 def warm_all() -> list[str]:
@@ -28,5 +29,6 @@ def warm_all() -> list[str]:
     keys.count_bad_keys(k, np.uint64(0), np.uint64(9), np.uint64(0), False)
     keys.matches_run(k, k, 0)
     rows.count_nonfinite(g.reshape(-1))
-    return ["count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "locate_sorted", "offset_rows", "merge_disjoint", "gather_rows",
+    fletcher.fletcher32(np.zeros(8, np.uint8))
+    return warm_codec() + ["fletcher32", "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "locate_sorted", "offset_rows", "merge_disjoint", "gather_rows",
             "apply_sum", "apply_sgd", "apply_adagrad", "copy_rows", "scatter_rows", "first_nonfinite"]

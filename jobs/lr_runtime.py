@@ -1,0 +1,165 @@
+"""Pieces of the training jobs that are not the model: option parsing for stragglers and
+push filters, stragglers, step-boundary checkpoints and resume, and the collective
+bookkeeping of results (used by jobs/sparse_lr.py)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mpips.checkpoint import SaveSignal
+from mpips.filters import make_filter
+
+__all__ = ["Checkpointer", "Position", "SaveSignal", "Straggler", "add_checkpoint_arguments",
+           "gather_floats", "parse_filter", "parse_straggler", "traffic_summary"]
+
+
+def parse_straggler(text: str | None) -> tuple[int, float] | None:
+    """``"W:F"`` as (worker, factor), None for no straggler."""
+    if text is None:
+        return None
+    try:
+        worker, factor = text.split(":")
+        plan = int(worker), float(factor)
+    except ValueError:
+        raise ValueError(f"--straggler must look like W:F (e.g. 0:3), got {text!r}") from None
+    if plan[0] < 0 or not plan[1] >= 1.0:
+        raise ValueError(f"--straggler {text}: need a worker >= 0 and a factor >= 1")
+    return plan
+
+
+def parse_filter(text: str | None) -> tuple[str, dict] | None:
+    """``"name:k=v,k=v"`` as (name, params), checked by building the filter once."""
+    if text is None:
+        return None
+    name, _, rest = text.partition(":")
+    try:
+        params = {k: float(v) for k, v in (p.split("=") for p in rest.split(",") if p)}
+        make_filter(name, **params)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--push-filter {text!r}: {exc}") from None
+    return name, params
+
+
+def traffic_summary(sent: np.ndarray, args) -> dict:
+    """Bytes the weight pushes of all workers took, and the share a filter/codec saved
+    against sending every gradient entry raw (12 bytes per key-value)."""
+    wire, kvs, seen = (float(x) for x in sent.sum(axis=0))
+    entries = seen if args.filter_plan is not None else kvs
+    raw = 12.0 * entries
+    return {"push_bytes": int(wire), "push_kv": int(kvs), "gradient_entries": int(entries),
+            "codec": args.codec, "push_filter": args.push_filter,
+            "saved_fraction": round(1.0 - wire / raw, 4) if raw else 0.0}
+
+
+class Straggler:
+    """Slows this worker's steps by a factor when it is the straggler (by plan and mode)."""
+
+    def __init__(self, plan, mode: str, worker: int, num_workers: int):
+        self.plan, self.mode, self.worker, self.num_workers = plan, mode, worker, num_workers
+        self.step = 0
+        self.slept = 0.0
+
+    def after_step(self, work_seconds: float) -> None:
+        """Sleep (factor - 1) x the step's own work if this worker straggles this step."""
+        if self.plan is not None:
+            slow, factor = self.plan
+            if self.mode == "rotating":
+                slow = (slow + self.step) % self.num_workers
+            if slow == self.worker:
+                delay = (factor - 1.0) * work_seconds
+                time.sleep(delay)
+                self.slept += delay
+        self.step += 1
+
+
+def gather_floats(worker_comm, values) -> np.ndarray | None:
+    """Every worker's ``values`` as rows of a float64 array on worker 0 (None elsewhere).
+    Collective over the workers."""
+    mine = np.array(values, np.float64)
+    rows = np.empty((worker_comm.Get_size(), mine.size), np.float64) \
+        if worker_comm.Get_rank() == 0 else None
+    worker_comm.Gather(mine, rows, root=0)
+    return rows
+
+
+
+
+@dataclass
+class Position:
+    """Where training stands: the next (epoch, step) to run (0-based), the loss curve of the
+    finished epochs, and each worker's loss sum so far in the current epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    curve: list = field(default_factory=list)
+    partial_loss: list = field(default_factory=list)
+
+    @classmethod
+    def from_job(cls, job: dict | None, num_workers: int) -> "Position":
+        """The position a checkpoint's job dict records (the start when None)."""
+        if not job:
+            return cls()
+        if job.get("workers") != num_workers:
+            raise SystemExit(f"sparse_lr: --resume needs the {job.get('workers')} workers the "
+                             f"checkpoint was written with (servers may differ), not "
+                             f"{num_workers}")
+        return cls(int(job["epoch"]), int(job["step"]), list(job["curve"]),
+                   list(job["partial_loss"]))
+
+    def loss_so_far(self, worker: int) -> float:
+        return float(self.partial_loss[worker]) if self.partial_loss else 0.0
+
+
+class Checkpointer:
+    """Saves at step boundaries: every ``--checkpoint-every`` epochs, and when a worker got
+    SIGUSR1/SIGTERM (or after ``--stop-after-steps``), after which training stops.
+    ``stop_requested`` is collective over the workers at every step."""
+
+    def __init__(self, kv, args, steps_per_epoch: int, signal: SaveSignal | None):
+        self.kv, self.args, self.steps = kv, args, steps_per_epoch
+        self.signal = signal
+        self.steps_run = 0
+
+    def stop_requested(self) -> bool:
+        self.steps_run += 1
+        if not self.args.checkpoint_dir:
+            return False
+        if self.args.stop_after_steps is not None and self.steps_run >= self.args.stop_after_steps:
+            return True
+        return self.signal is not None and self.signal.requested(self.kv.worker_comm)
+
+    def due_at_epoch_end(self, epoch: int) -> bool:
+        every = self.args.checkpoint_every
+        return bool(self.args.checkpoint_dir) and every > 0 and (epoch + 1) % every == 0
+
+    def save(self, epoch: int, step: int, curve: list, loss_sum: float) -> int:
+        """Checkpoint the tables at (epoch, step); every worker's ``loss_sum`` of the
+        unfinished epoch goes into the job dict. Collective over the workers."""
+        kv = self.kv
+        losses = gather_floats(kv.worker_comm, [loss_sum])
+        partial = [] if losses is None else [float(x) for x in losses[:, 0]]
+        step_id = epoch * self.steps + step
+        job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
+               "workers": kv.num_workers, "steps_per_epoch": self.steps, "seed": self.args.seed}
+        kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
+        if kv.worker_rank == 0 and not self.args.quiet:
+            print(f"checkpoint step {step_id} (epoch {epoch + 1}, step {step}) saved in "
+                  f"{self.args.checkpoint_dir}", flush=True)
+        return step_id
+
+
+def add_checkpoint_arguments(parser) -> None:
+    """--checkpoint-dir, --checkpoint-every, --keep, --resume, --stop-after-steps."""
+    parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                        help="save checkpoints here (HDF5 shards + manifest, mpips.ckpt)")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                        help="save every N epochs (default 1; 0: only on SIGUSR1/SIGTERM)")
+    parser.add_argument("--keep", type=int, default=2, help="keep the K newest (default 2)")
+    parser.add_argument("--resume", action="store_true",
+                        help="start from the newest valid checkpoint in --checkpoint-dir "
+                             "(on any number of servers); from scratch if there is none")
+    parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
+                        help="checkpoint and stop after N steps of this run, as on SIGUSR1 "
+                             "(for tests and drills)")

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from mpi4py import MPI
 
 from mpips.checkpoint import SaveSignal
 from mpips.filters import make_filter
@@ -113,22 +114,32 @@ class Position:
 
 
 class Checkpointer:
-    """Saves at step boundaries: every ``--checkpoint-every`` epochs, and when a worker got
-    SIGUSR1/SIGTERM (or after ``--stop-after-steps``), after which training stops.
-    ``stop_requested`` is collective over the workers at every step."""
+    """Saves at step boundaries: every ``--checkpoint-every`` epochs, every
+    ``--checkpoint-seconds``, and when a worker got SIGUSR1/SIGTERM (or after
+    ``--stop-after-steps``), after which training stops."""
 
     def __init__(self, kv, args, steps_per_epoch: int, signal: SaveSignal | None):
         self.kv, self.args, self.steps = kv, args, steps_per_epoch
         self.signal = signal
         self.steps_run = 0
+        self.last_save = time.monotonic()
 
-    def stop_requested(self) -> bool:
+    def poll(self) -> str | None:
+        """At a step boundary: "stop" (a signal, or --stop-after-steps: save and stop),
+        "save" (--checkpoint-seconds elapsed on worker 0) or None. Collective over the
+        workers when checkpointing is on (one tiny Allreduce)."""
         self.steps_run += 1
         if not self.args.checkpoint_dir:
-            return False
-        if self.args.stop_after_steps is not None and self.steps_run >= self.args.stop_after_steps:
-            return True
-        return self.signal is not None and self.signal.requested(self.kv.worker_comm)
+            return None
+        stop = self.args.stop_after_steps is not None and \
+            self.steps_run >= self.args.stop_after_steps
+        every = self.args.checkpoint_seconds
+        due = self.kv.worker_rank == 0 and every > 0 and \
+            time.monotonic() - self.last_save >= every
+        flags = np.array([int(bool(self.signal and self.signal.received) or stop), int(due)],
+                         np.int32)
+        self.kv.worker_comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        return "stop" if flags[0] else ("save" if flags[1] else None)
 
     def due_at_epoch_end(self, epoch: int) -> bool:
         every = self.args.checkpoint_every
@@ -144,6 +155,7 @@ class Checkpointer:
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.num_workers, "steps_per_epoch": self.steps, "seed": self.args.seed}
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
+        self.last_save = time.monotonic()
         if kv.worker_rank == 0 and not self.args.quiet:
             print(f"checkpoint step {step_id} (epoch {epoch + 1}, step {step}) saved in "
                   f"{self.args.checkpoint_dir}", flush=True)
@@ -151,11 +163,15 @@ class Checkpointer:
 
 
 def add_checkpoint_arguments(parser) -> None:
-    """--checkpoint-dir, --checkpoint-every, --keep, --resume, --stop-after-steps."""
+    """--checkpoint-dir, --checkpoint-every, --checkpoint-seconds, --keep, --resume,
+    --stop-after-steps."""
     parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                         help="save checkpoints here (HDF5 shards + manifest, mpips.ckpt)")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                         help="save every N epochs (default 1; 0: only on SIGUSR1/SIGTERM)")
+    parser.add_argument("--checkpoint-seconds", type=float, default=0.0, metavar="S",
+                        help="also save at the first step boundary S seconds after the last "
+                             "save (default 0: off)")
     parser.add_argument("--keep", type=int, default=2, help="keep the K newest (default 2)")
     parser.add_argument("--resume", action="store_true",
                         help="start from the newest valid checkpoint in --checkpoint-dir "

@@ -245,8 +245,11 @@ def run_epoch(kv, tables: Tables, shard, steps: int, first: int, loss_sum: float
         rows += batch.n_rows
         slow.after_step(time.perf_counter() - step_began - (kv.wait_seconds - waited))
         kv.clock()
-        if step + 1 < steps and saver.stop_requested():
-            return loss_sum, rows, saver.save(epoch, step + 1, curve, loss_sum)
+        action = saver.poll() if step + 1 < steps else None
+        if action is not None:
+            saved = saver.save(epoch, step + 1, curve, loss_sum)
+            if action == "stop":
+                return loss_sum, rows, saved
     return loss_sum, rows, None
 
 

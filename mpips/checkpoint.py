@@ -199,8 +199,9 @@ def _load_slice(table, path: str) -> None:
 
 
 class SaveSignal:
-    """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary (every rank installs
-    it, so a signal never kills a server; the workers agree on it with ``requested``)."""
+    """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary: every rank installs
+    it, so the signal never kills a server; ``received`` names the signal, and the workers
+    agree on it at a step boundary (e.g. an Allreduce of the flag)."""
 
     def __init__(self, signals=SAVE_SIGNALS):
         self.received = None
@@ -209,9 +210,3 @@ class SaveSignal:
 
     def _handle(self, signum, frame) -> None:
         self.received = signal.Signals(signum).name
-
-    def requested(self, worker_comm: MPI.Intracomm) -> bool:
-        """Whether any worker got a signal. Collective over the workers."""
-        flag = np.array([1 if self.received else 0], np.int32)
-        worker_comm.Allreduce(MPI.IN_PLACE, flag, op=MPI.MAX)
-        return bool(flag[0])

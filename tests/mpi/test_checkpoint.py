@@ -61,6 +61,15 @@ def test_bsp_job_stopped_mid_epoch_and_resumed_on_other_servers_ends_identical(t
     assert resumed["train_logloss"] == whole["train_logloss"]
 
 
+def test_periodic_checkpoints_by_seconds_keep_the_newest(tmp_path):
+    got = final_metrics(run_mpi(5, [*JOB, "--servers", "2", "--checkpoint-dir", str(tmp_path),
+                                    "--checkpoint-every", "0", "--checkpoint-seconds", "0.001",
+                                    "--keep", "3"], timeout=180))
+    infos = ckpt.list_checkpoints(tmp_path)
+    assert [i.valid for i in infos] == [True] * 3  # pruned to the 3 newest
+    assert infos[0].step > infos[2].step and "model_sha256" in got
+
+
 def test_sigusr1_checkpoints_at_a_step_boundary_and_stops(tmp_path):
     """SIGUSR1 to the launch (as SLURM's --signal does) reaches the ranks; they agree at the
     next step boundary, checkpoint, and stop cleanly."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .ckpt_cli import add_ckpt_parser
 from .launcher import add_launch_parser
+from .sweep import add_sweep_parser
 
 
 def load_job(name: str):
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.set_defaults(handler=_warmup)
     add_launch_parser(sub)
     add_ckpt_parser(sub)
+    add_sweep_parser(sub)
     return parser
 
 

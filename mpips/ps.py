@@ -6,6 +6,7 @@ from mpi4py import MPI
 
 from .errors import TableError
 from .partition import KEY_SPACE
+from .onesided import ClockBoard, OneSidedReader, rma_mode
 from .server import KVServer
 from .spec import TableSpec
 from .store import Slice, make_slice
@@ -26,6 +27,8 @@ class PS:
 
     def __init__(self, comm: MPI.Intracomm, servers: int):
         self.topology = Topology(comm, servers)
+        self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"
+        self._board: ClockBoard | None = None
         self.tables: dict[str, TableSpec] = {}
         self._slices: list[Slice] = []
         self._worker: KVWorker | None = None
@@ -55,13 +58,14 @@ class PS:
     # -- tables ---------------------------------------------------------------------------
     def dense_table(self, name: str, size: int, *, width: int = 1, rule: str = "sum",
                     init: float = 0.0, consistency: str = "async", codec: str = "",
-                    **rule_params) -> TableSpec:
+                    one_sided: bool = False, **rule_params) -> TableSpec:
         """Create a dense table of keys 0..size-1. Collective over the launch (every rank
         creates the same tables in the same order). ``consistency``: "async" (default),
         "bsp" or "ssp:TAU" (see mpips.consistency; the last two need ``KVWorker.clock()``).
-        ``codec``: how pushes travel, e.g. "keycache,zeros,fp16" (mpips.codec; "" = raw)."""
+        ``codec``: how pushes travel, e.g. "keycache,zeros,fp16" (mpips.codec; "" = raw).
+        ``one_sided``: workers pull straight from the servers' windows (mpips.onesided)."""
         return self._add_table(name, "dense", size, width, rule, init, consistency, codec,
-                               rule_params)
+                               rule_params, one_sided)
 
     def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
                      init: float = 0.0, consistency: str = "async", codec: str = "",
@@ -71,15 +75,17 @@ class PS:
                                codec, rule_params)
 
     def _add_table(self, name, kind, size, width, rule, init, consistency, codec,
-                   rule_params) -> TableSpec:
+                   rule_params, one_sided=False) -> TableSpec:
         if self._worker is not None or self.server is not None:
             raise TableError(f"table {name!r}: tables must be created before run()")
         if name in self.tables:
             raise TableError(f"a table named {name!r} exists already")
         spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
-                         rule, dict(rule_params), float(init), str(consistency), str(codec))
+                         rule, dict(rule_params), float(init), str(consistency), str(codec),
+                         bool(one_sided))
         self._check_same_everywhere(spec)
-        self._slices.append(make_slice(spec, self.topology.server_index, self.comm))
+        self._slices.append(make_slice(spec, self.topology.server_index, self.comm,
+                                       self.rma_mode))
         self.tables[name] = spec
         return spec
 
@@ -97,11 +103,14 @@ class PS:
         """Collective: workers call ``work(kv)`` with their KVWorker, then tell the servers
         they are done; servers serve until every worker is done. Returns ``work``'s result
         on workers and None on servers."""
+        self._board = ClockBoard(self.comm, len(self.tables), self.is_server, self.rma_mode)
         if self.is_server:
-            self.server = KVServer(self.topology, self._slices)
+            self.server = KVServer(self.topology, self._slices, self._board)
             self.server.serve()
             return None
-        self._worker = KVWorker(self.topology, self.tables)
+        one_sided = {s.spec.table_id: s for s in self._slices if s.spec.one_sided}
+        self._worker = KVWorker(self.topology, self.tables,
+                                OneSidedReader(one_sided, self._board, self.topology.layout))
         try:
             return work(self._worker)
         finally:
@@ -124,6 +133,8 @@ class PS:
             return
         if self._worker is not None:
             self._worker.close()
+        if self._board is not None:
+            self._board.free()
         for table_slice in self._slices:
             table_slice.free()
         self.topology.free()

@@ -46,7 +46,7 @@ class StashedPush:
 class KVServer:
     """Serves the slices of one server rank until every worker has said DONE."""
 
-    def __init__(self, topology: Topology, slices: list[Slice]):
+    def __init__(self, topology: Topology, slices: list[Slice], board=None):
         self.topology = topology
         self.comm = topology.data
         self.slices = slices
@@ -57,6 +57,8 @@ class KVServer:
         self._out: list[tuple[np.ndarray, MPI.Request]] = []
         self._free: list[np.ndarray] = []
         self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
+        self.board = board  # mpips.onesided.ClockBoard: clocks for one-sided readers
+        self._published = {s.spec.table_id: 0 for s in slices}
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.scheduler = ClockScheduler(topology.num_workers)
@@ -89,10 +91,22 @@ class KVServer:
                 remaining.discard(source)
             for item in self._admit(parsed, source):
                 self._execute(item)
+            self._publish_clocks()
         self._flush_out()
         if not self.scheduler.idle:
             self.topology.log("requests left unserved at the end: "
                               + "; ".join(self.scheduler.describe_waits()))
+
+    def _publish_clocks(self) -> None:
+        """Tell one-sided readers how far each table's clocks are (after the pushes they
+        released were applied)."""
+        if self.board is None:
+            return
+        for table_id, last in self._published.items():
+            count = min(self.scheduler.min_clock(table_id), 1 << 62)
+            if count != last:
+                self.board.publish(table_id, count)
+                self._published[table_id] = count
 
     def _admit(self, hdr: Header, source: int) -> list:
         """Hand a request to the scheduler; returns the items that may run now. A request

@@ -21,7 +21,8 @@ class TableSpec:
     returned for rows never pushed, its id (creation order, identical on every rank), and its
     consistency model (mpips.consistency: "async" needs no clocks; "bsp" and "ssp:TAU" need
     every worker to call ``KVWorker.clock()`` at the end of each step), and its codec
-    (mpips.codec text such as "keycache,zeros,fp16"; "" sends raw keys and values)."""
+    (mpips.codec text such as "keycache,zeros,fp16"; "" sends raw keys and values). A dense
+    table with ``one_sided`` is pulled from the servers' RMA windows (mpips.onesided)."""
 
     name: str
     kind: str
@@ -34,6 +35,7 @@ class TableSpec:
     init: float = 0.0
     consistency: str = "async"
     codec: str = ""
+    one_sided: bool = False
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -50,6 +52,9 @@ class TableSpec:
                 or not math.isfinite(self.init):
             raise TableError(f"table {self.name!r}: init must be a finite number, got {self.init!r}")
         make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+        if self.one_sided not in (True, False) or (self.one_sided and self.kind != "dense"):
+            raise TableError(f"table {self.name!r}: one_sided=True is for dense tables "
+                             f"(workers read their rows straight from the servers' windows)")
         try:
             object.__setattr__(self, "consistency", str(as_consistency(self.consistency)))
             codec_from_text(self.codec)
@@ -77,5 +82,5 @@ class TableSpec:
         """A 31-bit checksum of everything that must match across ranks."""
         text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
                      self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
-                     self.consistency, self.codec))
+                     self.consistency, self.codec, bool(self.one_sided)))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

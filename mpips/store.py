@@ -15,6 +15,7 @@ from .kernels import keys as key_kernels
 from .kernels import rows as row_kernels
 from .kernels.keys import matches_run
 from .message import check_key_chunk
+from .onesided import allocate
 from .spec import TableSpec
 from .undo import UndoLog
 
@@ -86,16 +87,18 @@ class Slice:
 
 
 class DenseSlice(Slice):
-    """Rows ``[begin, end)`` of a dense table in an MPI window (``Win.Allocate``).
+    """Rows ``[begin, end)`` of a dense table in an MPI window (``Win.Allocate``, or
+    ``Win.Allocate_shared`` when all ranks share a node).
 
     Collective over ``comm`` (every rank of the launch): workers expose an empty window.
     """
 
-    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm):
+    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm,
+                 rma: str = "get"):
         super().__init__(spec, server_index)
         n = self.key_range.size if self.key_range else 0
         itemsize = np.dtype(FLOAT).itemsize
-        self.win = MPI.Win.Allocate(n * spec.width * itemsize, itemsize, comm=comm)
+        self.win = allocate(n * spec.width * itemsize, itemsize, comm, rma)
         memory = np.frombuffer(self.win.tomemory(), FLOAT) if n else np.empty(0, FLOAT)
         self.values = memory[: n * spec.width].reshape(n, spec.width)
         self.values.fill(spec.init)
@@ -163,9 +166,10 @@ class SparseSlice(Slice):
         """Nothing collective to release; present so every slice frees alike."""
 
 
-def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm) -> Slice:
+def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm,
+               rma: str = "get") -> Slice:
     """The slice of ``spec`` this rank holds (empty on workers). Collective over ``comm``
-    for dense tables (window creation)."""
+    for dense tables (window creation; ``rma`` "shared" or "get", see mpips.onesided)."""
     if spec.kind == "dense":
-        return DenseSlice(spec, server_index, comm)
+        return DenseSlice(spec, server_index, comm, rma)
     return SparseSlice(spec, server_index)

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from .checkpoint import encode_text
+from .checkpoint import request_save
 from .checks import as_keys, as_output, as_values, check_keys, check_push
 from .errors import MessageError, MpipsError, TableError
-from .ckpt.errors import CheckpointError
+from .kernels.keys import offset_rows
 from .keycache import SentKeys
 from .traffic import Traffic
 from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
@@ -48,8 +48,9 @@ class _Pending:
 class KVWorker:
     """The worker side of mpips; one per worker rank, made by ``PS.run``."""
 
-    def __init__(self, topology: Topology, tables: dict[str, TableSpec]):
+    def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None):
         self.topology = topology
+        self.rma = reader  # mpips.onesided.OneSidedReader for one-sided dense tables
         self.comm = topology.data
         self.tables = tables
         self.tags = Tags(self.comm)
@@ -116,25 +117,7 @@ class KVWorker:
         ``job`` (JSON) in the manifest, keeping the ``keep`` newest. Collective over the
         workers, at a step boundary (after ``clock()``); raises CheckpointError when the
         servers could not write or commit it (nothing valid is ever overwritten)."""
-        self.wait_all()
-        order = encode_text({"root": str(root), "step": int(step), "job": job or {},
-                             "keep": keep})
-        pending = _Pending(keep=[order])
-        for server in range(self.topology.num_servers):
-            request_id = self._next_request
-            self._next_request += 1
-            tag, dest = self.tags.payload(request_id), self.topology.layout.server_rank(server)
-            header = encode_header(Op.SAVE, 0, request_id, 0, 1, order.size,
-                                   clock=self.clock_value)
-            reply = np.empty(REPLY_WORDS, np.uint64)
-            pending.keep += [header, reply]
-            pending.requests += [self.comm.Isend(header, dest, TAG_REQUEST),
-                                 self.comm.Isend(order, dest, tag), self.comm.Irecv(reply, dest, tag)]
-            pending.replies.append((dest, tag, request_id, reply))
-        wait_all(pending.requests)
-        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
-        if errors:
-            raise CheckpointError(root, errors[0])
+        request_save(self, root, step, job, keep)
 
     def set_staleness(self, table, staleness: int) -> None:
         """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
@@ -212,6 +195,8 @@ class KVWorker:
         if self.closed:
             return
         self.wait_all()
+        if self.rma is not None:
+            self.rma.close()
         wait_all([r for r, _ in self._clock_sends])
         self._clock_sends.clear()
         done = encode_header(Op.DONE, 0, 0, 0, 1, 1, clock=self.clock_value)
@@ -237,6 +222,10 @@ class KVWorker:
             keys, vals = self._filters[spec.name].apply(keys, vals)
         if op is Op.PUSH and spec.codec:
             return self._submit_coded(spec, keys, vals, callback)
+        if op is Op.PULL and spec.one_sided and self.rma is not None:
+            ts = self._pull_one_sided(spec, keys, out, callback)
+            if ts is not None:
+                return ts
         if op is Op.PUSH_PULL and spec.model.deterministic:
             raise TableError(f"table {spec.name!r} is bsp: its pushes apply at the clock "
                              f"boundary, so push_pull cannot return them; push, then pull")
@@ -265,6 +254,27 @@ class KVWorker:
             result = result.reshape(-1)
         pending.result = result if pulls and out is None else (out if pulls else None)
         return self._register(pending)
+
+    def _pull_one_sided(self, spec: TableSpec, keys, out, callback) -> int | None:
+        """Read the rows from the servers' windows (mpips.onesided); None when a server has
+        not reached the clock this read needs (the caller then pulls two-sided)."""
+        keys = as_keys(keys, spec)  # fully checked: no server looks at them
+        result = as_output(out, keys.size, spec)
+        bounds = np.concatenate([[0], np.searchsorted(keys, spec.partition.boundaries()),
+                                 [keys.size]])
+        servers = [s for s in range(spec.num_servers) if bounds[s + 1] > bounds[s]]
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
+        if not self.rma.ready(spec, servers, required):
+            return None
+        for server in servers:
+            lo, hi = int(bounds[server]), int(bounds[server + 1])
+            rows = np.empty(hi - lo, np.int64)
+            offset_rows(keys[lo:hi], np.uint64(spec.partition.range_of(server).begin), rows)
+            self.rma.read(spec, server, rows, result[lo:hi])
+        if out is None and spec.width == 1:
+            result = result.reshape(-1)
+        return self._register(_Pending(result=out if out is not None else result,
+                                       callback=callback))
 
     def _register(self, pending: _Pending) -> int:
         ts = self._next_ts

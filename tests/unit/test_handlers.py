@@ -279,6 +279,7 @@ CHANGES = {
     "init": {"init": 0.5},
     "consistency": {"consistency": "ssp:2"},
     "codec": {"codec": "keycache"},
+    "one_sided": {"one_sided": True},
 }
 
 
@@ -291,4 +292,4 @@ def test_fingerprint_covers_every_field():
     # A new TableSpec field must be added to fingerprint() and to CHANGES above.
     assert {f.name for f in dataclasses.fields(TableSpec)} == {
         "name", "kind", "table_id", "num_servers", "size", "width", "rule", "rule_params",
-        "init", "consistency", "codec"}
+        "init", "consistency", "codec", "one_sided"}

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+import dense_pull  # benchmarks/dense_pull.py, next to this script
+
 LAUNCHED = "MPIPS_BENCH_LAUNCHED"
 
 
@@ -36,6 +38,10 @@ def parse_args(argv=None):
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per operation")
+    p.add_argument("--dense", action="store_true",
+                   help="also dense pulls: one-sided (RMA) vs two-sided, and 1,000-key pull "
+                        "latency from an idle and (with --workers >= 2) a busy server")
+    p.add_argument("--latency-reps", type=int, default=2000, help="pulls per latency figure")
     p.add_argument("--codec", default="", metavar="TEXT",
                    help='also push through a table with this codec, e.g. "keycache"')
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_throughput.jsonl"),
@@ -152,12 +158,22 @@ def bench(args) -> None:
     tables = [ps.sparse_table("bench", rule="sum")]
     if args.codec:
         tables.append(ps.sparse_table("bench_coded", rule="sum", codec=args.codec))
+    dense = dense_pull.create_tables(ps, args.keys) if args.dense else None
     keys = worker_keys(args.keys, ps.worker_rank) if ps.is_worker else np.empty(args.keys, np.uint64)
     vals = np.ones(args.keys, np.float32)
     floor = floor_rounds(ps, keys, vals, (args.rounds + 1) // 2)
-    results = ps.run(lambda kv: run_tables(kv, tables, keys, vals, args.rounds))
+    pingpong = dense_pull.floor_pingpong(ps, args.latency_reps) if args.dense else []
+
+    def work(kv):
+        sparse = run_tables(kv, tables, keys, vals, args.rounds)
+        extra = dense_pull.measure(kv, dense, args.keys, args.rounds,
+                                   args.latency_reps) if args.dense else None
+        return sparse, extra
+
+    results = ps.run(work)
     floor_after = floor_rounds(ps, keys, vals, args.rounds // 2 + 1)
     if ps.is_worker and ps.worker_rank == 0:
+        results, extra = results
         floor = {op: floor[op] + floor_after[op] for op in floor}
         rows = report(args, ps, "mpi-floor", floor)
         floor_rate = {r["op"]: r["mkv_per_s"] for r in rows}
@@ -170,8 +186,10 @@ def bench(args) -> None:
             row["fraction_of_floor"] = round(row["mkv_per_s"] / floor_rate[row["op"]], 3)
             if row["op"] != "push":
                 del row["push_bytes_per_kv"]
+        if extra is not None:
+            ours += dense_pull.rows(args, ps, extra, pingpong)
         library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
-        emit([{**r, "mpi": library} for r in rows + ours], args.out)
+        emit([{**r, "mpi": library, "rma": ps.rma_mode} for r in rows + ours], args.out)
     ps.close()
 
 

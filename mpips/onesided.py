@@ -117,13 +117,16 @@ class OneSidedReader:
         unique, inside the slice: checked by the caller)."""
         win = self.slices[spec.table_id].win
         rank = self.layout.server_rank(server)
+        width, first, n = spec.width, int(rows[0]), rows.size
+        span = int(rows[-1]) - first + 1
         if self.board.mode == "shared":
             view = self._view(spec, win, rank)
             win.Sync()
-            row_kernels.gather_rows(view, rows, np.float32(spec.init), out)
+            if span == n:  # a run of rows: one copy
+                np.copyto(out, view[first:first + n])
+            else:
+                row_kernels.gather_rows(view, rows, np.float32(spec.init), out)
             return
-        width, first, n = spec.width, int(rows[0]), rows.size
-        span = int(rows[-1]) - first + 1
         if span == n:
             win.Get([out, MPI.FLOAT], rank, (first * width, n * width, MPI.FLOAT))
             win.Flush(rank)

@@ -41,3 +41,23 @@ def test_kv_throughput_codec_switch_reports_bytes_on_the_wire(tmp_path):
     assert pushes[""]["push_bytes_per_kv"] > 12.0  # keys, values, headers and verdicts
     assert 4.0 <= pushes["keycache"]["push_bytes_per_kv"] <= 5.0
     assert all(r["correct"] for r in rows if r["system"] == "mpips")
+
+
+def test_kv_throughput_dense_section_reports_rma_two_sided_and_latency():
+    proc = subprocess.run([sys.executable, "benchmarks/kv_throughput.py", "--keys", "20000",
+                           "--servers", "1", "--workers", "2", "--rounds", "2", "--dense",
+                           "--latency-reps", "50", "--out", ""],
+                          capture_output=True, text=True, timeout=240,
+                          cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
+                                              "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    dense = [r for r in rows if r.get("table") == "dense"]
+    assert {(r["op"], r["path"], r.get("server")) for r in dense} == {
+        ("pull", "rma", None), ("pull", "two-sided", None),
+        ("pull-latency", "rma", "idle"), ("pull-latency", "two-sided", "idle"),
+        ("pull-latency", "rma", "busy"), ("pull-latency", "two-sided", "busy"),
+        ("pull-latency", "send-recv", "idle")}
+    assert all(r["correct"] for r in dense if r["op"] == "pull")
+    assert all(0 < r["p50_us"] <= r["p99_us"] and r["reps"] == 50
+               for r in dense if r["op"] == "pull-latency")

@@ -1,6 +1,5 @@
 """Push/pull through real MPI launches: exact sums, initial values, errors, layouts."""
 import json
-import sys
 
 import numpy as np
 import pytest

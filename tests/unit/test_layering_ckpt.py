@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from tests.data import REPO_ROOT
+from tests.unit.nompi import assert_works_without_mpi4py
 
 CKPT_MODULES = ["mpips.ckpt", "mpips.ckpt.errors", "mpips.ckpt.layout", "mpips.ckpt.durable",
                 "mpips.ckpt.manifest", "mpips.ckpt.shardfile", "mpips.ckpt.chunkio",
@@ -12,12 +13,8 @@ CKPT_MODULES = ["mpips.ckpt", "mpips.ckpt.errors", "mpips.ckpt.layout", "mpips.c
                 "mpips.ckpt.verify", "mpips.ckpt.catalog", "mpips.ckpt.reader", "mpips.ckpt_cli",
                 "mpips.cli"]
 
-PROGRAM = """
-import sys, tempfile
-sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
-import importlib
-for name in sys.argv[1:]:
-    importlib.import_module(name)
+BODY = """
+import tempfile
 import numpy as np
 from mpips.ckpt import TableMeta, read_table, save_checkpoint, split_table, verify
 from mpips.partition import RangePartition
@@ -30,22 +27,13 @@ with tempfile.TemporaryDirectory() as root:
     verify(path).check()
     rows = read_table(path, "w", RangePartition(10, 3).range_of(1))
 assert rows.values[:, 0].tolist() == [3.0, 4.0, 5.0], rows
-loaded = sorted(m for m in sys.modules if m == "mpi4py" or m.startswith("mpi4py."))
-assert loaded == ["mpi4py"] and sys.modules["mpi4py"] is None, loaded
-print("ok")
 """
-
-
-def run_without_mpi4py(*modules):
-    return subprocess.run([sys.executable, "-c", PROGRAM, *modules], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=120)
 
 
 @pytest.mark.parametrize("modules", [["mpips.ckpt"], ["mpips.ckpt_cli"], CKPT_MODULES],
                          ids=["ckpt", "ckpt_cli", "all"])
 def test_ckpt_modules_import_and_work_without_mpi4py(modules):
-    proc = run_without_mpi4py(*modules)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py(BODY, *modules)
 
 
 def test_ckpt_cli_runs_without_mpi4py(tmp_path):

@@ -1,22 +1,14 @@
 """The codec, merge and filter layers (kernels and pure modules) import and work with mpi4py
 made unimportable (the same check as tests/unit/test_layering_core.py)."""
-import subprocess
-import sys
-
 import pytest
 
-from tests.data import REPO_ROOT
+from tests.unit.nompi import assert_works_without_mpi4py
 
 CODEC_MODULES = ["mpips.kernels.codec", "mpips.kernels.codec_values", "mpips.kernels.merge",
                  "mpips.kernels.codec_reference", "mpips.kernels.warmup_codec",
                  "mpips.keycache", "mpips.codec", "mpips.filters"]
 
-PROGRAM = """
-import sys
-sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
-import importlib
-for name in sys.argv[1:]:
-    importlib.import_module(name)
+BODY = """
 import numpy as np
 from mpips.codec import Codec, KeyCache, SentKeys, decode
 from mpips.filters import make_filter
@@ -28,23 +20,13 @@ for _ in range(2):
     got_keys, got_vals = decode(codec.encode(keys, vals, sent=sent), width=2, cache=cache)
     assert (got_keys == keys).all() and (got_vals == vals).all()
 assert make_filter("significantly_modified", delta=1.5).apply(keys, vals)[0].size == 0
-loaded = sorted(m for m in sys.modules if m == "mpi4py" or m.startswith("mpi4py."))
-assert loaded == ["mpi4py"] and sys.modules["mpi4py"] is None, loaded
-print("ok")
 """
-
-
-def run_without_mpi4py(*modules):
-    return subprocess.run([sys.executable, "-c", PROGRAM, *modules], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=180)
 
 
 @pytest.mark.parametrize("module", CODEC_MODULES)
 def test_codec_module_imports_without_mpi4py(module):
-    proc = run_without_mpi4py(module)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py(BODY, module)
 
 
 def test_all_codec_modules_together_without_mpi4py():
-    proc = run_without_mpi4py(*CODEC_MODULES, "mpips")
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py(BODY, *CODEC_MODULES, "mpips")

@@ -7,16 +7,12 @@ import sys
 import pytest
 
 from tests.data import REPO_ROOT
+from tests.unit.nompi import assert_works_without_mpi4py
 
 CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.partition", "mpips.message",
                 "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors", "mpips.undo"]
 
-PROGRAM = """
-import sys
-sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
-import importlib
-for name in sys.argv[1:]:
-    importlib.import_module(name)
+BODY = """
 import numpy as np
 from mpips.checks import as_keys
 from mpips.message import Op, encode_header, parse_header
@@ -24,26 +20,16 @@ from mpips.spec import TableSpec
 spec = TableSpec("w", "sparse", 0, 2, rule="adagrad")
 assert as_keys([1, 2, 3], spec).dtype == np.uint64
 assert parse_header(encode_header(Op.PULL, 0, 1, 3, 1, 256), 1, [1]).num_keys == 3
-loaded = sorted(m for m in sys.modules if m == "mpi4py" or m.startswith("mpi4py."))
-assert loaded == ["mpi4py"] and sys.modules["mpi4py"] is None, loaded
-print("ok")
 """
-
-
-def run_without_mpi4py(*modules):
-    return subprocess.run([sys.executable, "-c", PROGRAM, *modules], capture_output=True,
-                          text=True, cwd=REPO_ROOT, timeout=120)
 
 
 @pytest.mark.parametrize("module", CORE_MODULES)
 def test_core_module_imports_without_mpi4py(module):
-    proc = run_without_mpi4py(module)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py(BODY, module)
 
 
 def test_all_core_modules_together_without_mpi4py():
-    proc = run_without_mpi4py(*CORE_MODULES, "mpips")
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py(BODY, *CORE_MODULES, "mpips")
 
 
 def test_mpi_names_fail_clearly_without_mpi4py():

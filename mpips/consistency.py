@@ -266,6 +266,12 @@ class ClockScheduler:
         queue.extend(kept + [_Request("gone", worker)])
         return self._drain(worker)
 
+    def check_request(self, worker: int, clock: int, table: int = 0) -> None:
+        """Raise ClockError if a request of ``worker`` tagged ``clock`` on ``table`` would be
+        refused (a gone worker, a clock it already finished), without enqueuing anything:
+        for callers that must accept a request before handing it over."""
+        self._check_request(worker, clock, table)
+
     # -- inspection --------------------------------------------------------------------
     def take_dropped(self) -> list:
         """Pulls of dead workers that will never be answered (returned once)."""

@@ -9,8 +9,9 @@ Requests run when the clock scheduler (mpips.consistency) releases them: at once
 tables, when the clocks allow for SSP reads; pushes to BSP tables are received whole, answered,
 and applied at their clock boundary in worker order.
 
-A push is applied while its worker still checks it: until the worker's verdict says OK, each slice logs the rows it changes (mpips.undo), and a withdrawn or
-failed push is rolled back, so a push is applied all or nothing.
+A push is applied while its worker still checks it: until the worker's verdict says OK, each
+slice logs the rows it changes (mpips.undo), and a withdrawn or failed push is rolled back,
+so a push is applied all or nothing.
 """
 from __future__ import annotations
 
@@ -123,6 +124,7 @@ class KVServer:
                 return sched.on_clock(worker, hdr.clock)
             if hdr.op in (Op.PUSH, Op.PUSH_CODED):
                 if sched.consistency(hdr.table_id).deterministic:
+                    sched.check_request(worker, hdr.clock, hdr.table_id)  # before accepting it
                     stashed = self._stash_or_log(hdr, source)
                     return [] if stashed is None else sched.on_push(worker, hdr.clock, stashed,
                                                                    hdr.table_id)

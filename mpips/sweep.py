@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -112,20 +113,66 @@ def task_args(params: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- task records
 
-def last_json(text: str) -> dict | None:
-    """The last line of ``text`` holding a JSON object, parsed; rank labels before it
-    (``[1,0]<stdout>:``, ``0:``) are ignored. None if no line has one."""
-    for line in reversed(text.splitlines()):
+#: Rank labels launchers put before each output line: Open MPI --tag-output
+#: ("[1,0]<stdout>: "), srun --label ("0: ", padded), MPICH Hydra -prepend-rank ("[0] ").
+RANK_LABEL = re.compile(r"^(\[\d+,\d+\]<std\w+>: ?|\s*\d+: |\[\d+\] )")
+#: At most this many following lines are tried as the rest of a line that a launcher split
+#: (srun --label cuts lines of about 1 KiB and labels every piece).
+MAX_PIECES = 512
+
+
+def json_lines(text: str) -> list[dict]:
+    """Every JSON object that is a line of ``text`` (after its rank label), in order. A line
+    that a launcher split into labelled pieces is joined again: the pieces that follow with
+    the same label are appended until the object parses."""
+    lines, found, i = text.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
         start = line.find("{")
+        i += 1
         if start < 0:
             continue
-        try:
-            value = json.loads(line[start:])
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict):
-            return value
+        label = RANK_LABEL.match(line)
+        label = label.group(0) if label and label.end() <= start else ""
+        candidate, used = line[start:], i
+        for _ in range(MAX_PIECES + 1):
+            value = _json_object(candidate)
+            if value is not None:
+                found.append(value)
+                i = used
+                break
+            used = _next_with_label(lines, used, label)
+            if used is None:
+                break
+            candidate += lines[used][len(label):]
+            used += 1
+    return found
+
+
+def _json_object(text: str) -> dict | None:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _next_with_label(lines: list[str], start: int, label: str) -> int | None:
+    """Index of the next line from ``start`` carrying ``label`` (a continuation of a split
+    line); None without a label (nothing says a line was split) or when there is none."""
+    if not label:
+        return None
+    for j in range(start, min(len(lines), start + MAX_PIECES)):
+        match = RANK_LABEL.match(lines[j])
+        if match and match.group(0) == label:
+            return j
     return None
+
+
+def last_json(text: str) -> dict | None:
+    """The last JSON object line of ``text`` (see :func:`json_lines`), or None."""
+    objects = json_lines(text)
+    return objects[-1] if objects else None
 
 
 def make_record(*, task, exit_code: int | None, stdout: str = "", params: dict | None = None,

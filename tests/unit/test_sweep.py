@@ -2,13 +2,12 @@
 import argparse
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 
 from mpips import sweep
 from tests.data import REPO_ROOT
+from tests.unit.nompi import assert_works_without_mpi4py
 
 SHA = "0123456789abcdef" * 4
 
@@ -83,6 +82,20 @@ def test_last_json_line_ignores_rank_labels_and_noise(text, expected):
     assert sweep.last_json(text) == expected
 
 
+def test_json_lines_joins_a_line_that_srun_label_split_into_pieces():
+    metrics = {"curve": [0.123456789 * i for i in range(200)], "model_sha256": SHA}
+    text = json.dumps(metrics)
+    pieces = [text[i:i + 1024] for i in range(0, len(text), 1024)]
+    assert len(pieces) > 2
+    log = ["0: epoch 1/1", f"0: {pieces[0]}", " 1: {other rank", *(f"0: {p}" for p in pieces[1:]),
+           "mpips-sbatch: launcher exit code 0"]
+    assert sweep.last_json("\n".join(log)) == metrics
+    padded = "\n".join(f" 3: {p}" for p in pieces)  # srun pads labels to the widest rank
+    assert sweep.json_lines('{"a": 1}\n' + padded + '\n[1,2]<stdout>: {"b": 2}') == \
+        [{"a": 1}, metrics, {"b": 2}]
+    assert sweep.json_lines("\n".join(pieces)) == []  # unlabelled pieces: no way to tell
+
+
 def record(task, code, metrics=None, **extra):
     stdout = "" if metrics is None else "epoch 1/1\n[1,0]<stdout>: " + json.dumps(metrics) + "\n"
     return sweep.make_record(task=task, exit_code=code, stdout=stdout, **extra)
@@ -108,9 +121,10 @@ def make_results(tmp_path):
     write(results / "sweep.tsv",
           "name\tlr\tconsistency\n" + "".join(f"t{i}\t0.{i + 1}\tbsp\n" for i in range(7)))
     good = {"test_accuracy": 0.8125, "test_logloss": 0.4, "model_sha256": SHA, "seconds": 1.5}
-    for task, rec in enumerate([record(0, 0, good), record(1, 0, {**good, "test_accuracy": 0.75}),
-                                record(2, 1, good), record(3, 0), record(4, 0, {"stopped_at_step": 9}),
-                                record(5, None)]):
+    records = [record(0, 0, good), record(1, 0, {**good, "test_accuracy": 0.75}),
+               record(2, 1, good), record(3, 0), record(4, 0, {"stopped_at_step": 9}),
+               record(5, None)]
+    for task, rec in enumerate(records):
         sweep.write_record(results / f"task-{task:04d}.json", rec)
     return results
 
@@ -151,7 +165,7 @@ def test_table_is_aligned_and_shortens_digests_while_csv_keeps_everything(tmp_pa
     assert all(line[start:].split()[0] in sweep.STATUSES for line in lines[1:])
     assert SHA[:12] in lines[1] and SHA not in lines[1]
     sweep.write_csv(tmp_path / "t.csv", columns, rows)
-    table = list(csv.DictReader(open(tmp_path / "t.csv")))
+    table = list(csv.DictReader((tmp_path / "t.csv").read_text().splitlines()))
     assert table[0]["model_sha256"] == SHA and float(table[0]["test_accuracy"]) == 0.8125
     assert table[6]["status"] == "missing"
 
@@ -191,8 +205,5 @@ def test_command_line_count_args_record_collect(tmp_path, capsys, monkeypatch):
 
 
 def test_sweep_module_is_pure():
-    program = ("import sys; sys.modules['mpi4py'] = None; import mpips.sweep; "
-               "assert sys.modules['mpi4py'] is None; print('ok')")
-    proc = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                          cwd=REPO_ROOT, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_works_without_mpi4py("from mpips.sweep import task_args\n"
+                                "assert task_args({'lr': 1}) == ['--lr', '1']\n", "mpips.sweep")

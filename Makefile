@@ -47,7 +47,9 @@ $(VENV_MPICH)/$(STAMP): $(DEPS)
 	$(call make_venv,$(VENV_MPICH),$(EXTRAS_MPICH))
 
 demo: venv
-	$(VENV)/bin/mpips launch -n 4 -- -m mpips run sparse_lr --servers 2 --synthetic 100000 --out demo-out
+	rm -rf demo-out/checkpoints
+	$(VENV)/bin/mpips launch -n 4 -- -m mpips run sparse_lr --servers 2 --synthetic 100000 --out demo-out \
+		--checkpoint-dir demo-out/checkpoints --keep 1
 
 # Both suites always run; the target fails if either failed.
 test: venv venv-mpich

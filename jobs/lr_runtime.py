@@ -157,7 +157,7 @@ class Checkpointer:
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
         self.last_save = time.monotonic()
         if kv.worker_rank == 0 and not self.args.quiet:
-            print(f"checkpoint step {step_id} (epoch {epoch + 1}, step {step}) saved in "
+            print(f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in "
                   f"{self.args.checkpoint_dir}", flush=True)
         return step_id
 

@@ -104,8 +104,8 @@ def main(ps, args) -> dict | None:
     signal = SaveSignal() if args.checkpoint_dir else None
     resumed = ps.restore(args.checkpoint_dir) if args.resume else None
     if resumed is not None and ps.rank == 0:
-        ps.log(f"resuming from {resumed['checkpoint_path']} (epoch {resumed['epoch'] + 1}, "
-               f"step {resumed['step']})")
+        ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "
+               f"{resumed['step']} steps done)")
     result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args,
                                                   Position.from_job(resumed, ps.num_workers),
                                                   signal))

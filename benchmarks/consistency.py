@@ -60,6 +60,9 @@ def parse_args(argv=None):
                    help="slow worker W by factor F (default 0:3)")
     p.add_argument("--straggler-mode", choices=("fixed", "rotating"), default="fixed",
                    help="fixed: always worker W; rotating: worker (W + step) mod workers")
+    p.add_argument("--compute-ms", type=float, default=0.0, metavar="MS",
+                   help="simulated model compute per step and worker (sparse_lr "
+                        "--compute-ms; default 0: w8a's own, about 0.1 ms)")
     p.add_argument("--configs", default=DEFAULT_CONFIGS,
                    help=f"comma list of bsp, ssp:TAU, async (default {DEFAULT_CONFIGS})")
     p.add_argument("--timeout", type=float, default=600,
@@ -118,7 +121,7 @@ def job_command(args, config: str) -> list[str]:
             "-m", "mpips", "run", "sparse_lr", "--servers", str(SERVERS), *source,
             "--epochs", str(args.epochs), "--lr", str(args.lr), "--quiet",
             "--straggler", args.straggler, "--straggler-mode", args.straggler_mode,
-            *consistency_options(config)]
+            "--compute-ms", str(args.compute_ms), *consistency_options(config)]
 
 
 class RunFailed(Exception):

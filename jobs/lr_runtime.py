@@ -61,17 +61,21 @@ class Straggler:
         self.plan, self.mode, self.worker, self.num_workers = plan, mode, worker, num_workers
         self.step = 0
         self.slept = 0.0
+        self.compute = 0.0  # seconds of simulated model compute per step
 
     def after_step(self, work_seconds: float) -> None:
-        """Sleep (factor - 1) x the step's own work if this worker straggles this step."""
+        """Spend the simulated compute of a step (``compute`` seconds, as a model heavier
+        than LR would), and (factor - 1) x the step's work more if this worker straggles."""
+        factor = 1.0
         if self.plan is not None:
             slow, factor = self.plan
             if self.mode == "rotating":
                 slow = (slow + self.step) % self.num_workers
-            if slow == self.worker:
-                delay = (factor - 1.0) * work_seconds
-                time.sleep(delay)
-                self.slept += delay
+            factor = factor if slow == self.worker else 1.0
+        delay = factor * self.compute + (factor - 1.0) * work_seconds
+        if delay > 0:
+            time.sleep(delay)
+            self.slept += delay
         self.step += 1
 
 

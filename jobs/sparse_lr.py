@@ -84,6 +84,9 @@ def add_arguments(parser) -> None:
                         help="slow worker W down by factor F, e.g. 0:3")
     parser.add_argument("--straggler-mode", choices=("fixed", "rotating"), default="fixed",
                         help="fixed: always worker W; rotating: worker (W + step) mod workers")
+    parser.add_argument("--compute-ms", type=float, default=0.0, metavar="MS",
+                        help="simulate MS ms of model compute per step (benchmarks: a model "
+                             "heavier than LR); a straggler's is multiplied by its factor")
     parser.add_argument("--codec", default="", metavar="TEXT",
                         help='how pushes travel (mpips.codec words, e.g. "keycache,zeros"; '
                              'default: raw keys and values)')
@@ -183,6 +186,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
     rng = np.random.default_rng([args.seed, kv.worker_rank])
     slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
     slow.step = start.epoch * steps + start.step
+    slow.compute = args.compute_ms / 1000.0
     if args.filter_plan is not None:
         kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
     saver = Checkpointer(kv, args, steps, signal)

@@ -23,8 +23,7 @@ from mpi4py import MPI
 from . import ckpt
 from .ckpt.manifest import _shard_from_json
 from .errors import MpipsError, TableError
-from .message import REPLY_WORDS, Op, Status, encode_header
-from .transport import TAG_REQUEST, wait_all
+from .message import Status
 
 SAVE_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
@@ -119,7 +118,8 @@ def _commit(directory: str, step: int, count: int, infos: list[str], order: dict
 def _gather_texts(comm: MPI.Intracomm, text: str) -> list[str]:
     """Every rank's text on rank 0 ([] elsewhere). Collective over ``comm``."""
     data = np.frombuffer(text.encode(), np.uint8)
-    sizes = np.array(comm.gather(data.size, root=0) or [], np.int64)
+    sizes = np.empty(comm.Get_size() if comm.Get_rank() == 0 else 0, np.int64)
+    comm.Gather(np.array([data.size], np.int64), sizes if comm.Get_rank() == 0 else None, root=0)
     if comm.Get_rank() != 0:
         comm.Gatherv(data, None, root=0)
         return []
@@ -145,26 +145,9 @@ def _agree(comm: MPI.Intracomm, value, what: str):
     return decode_text(buf)["value"]
 
 
-def request_save(kv, root, step: int, job: dict | None, keep: int | None) -> None:
-    """KVWorker.save_checkpoint: send every server the SAVE order and wait for its answer.
-    Collective over the workers."""
-    kv.wait_all()
-    order = encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep})
-    requests, replies, keep_alive = [], [], [order]
-    for server in range(kv.topology.num_servers):
-        request_id = kv._next_request
-        kv._next_request += 1
-        tag, dest = kv.tags.payload(request_id), kv.topology.layout.server_rank(server)
-        header = encode_header(Op.SAVE, 0, request_id, 0, 1, order.size, clock=kv.clock_value)
-        reply = np.empty(REPLY_WORDS, np.uint64)
-        keep_alive += [header, reply]
-        requests += [kv.comm.Isend(header, dest, TAG_REQUEST), kv.comm.Isend(order, dest, tag),
-                     kv.comm.Irecv(reply, dest, tag)]
-        replies.append((dest, tag, request_id, reply))
-    wait_all(requests)
-    errors = [e for e in (kv._check_reply(*r) for r in replies) if e]
-    if errors:
-        raise ckpt.CheckpointError(root, errors[0])
+def save_order(root, step: int, job: dict | None, keep: int | None) -> np.ndarray:
+    """The SAVE request's payload (``KVWorker.save_checkpoint`` sends it to every server)."""
+    return encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep})
 
 
 def restore(ps, root, *, log=None) -> dict | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
 from .kernels.merge import merge_sum2
+from .registry import Registry
 
 
 def _as_push(keys, vals) -> tuple[np.ndarray, np.ndarray]:
@@ -188,16 +189,9 @@ class RandomSkip(PushFilter):
         return {"filter": self.name, "p": self.p, "seed": self.seed, "rescale": self.rescale}
 
 
-FILTERS: dict[str, type[PushFilter]] = {}
-
-
-def register_filter(cls: type[PushFilter]) -> type[PushFilter]:
-    """Add a PushFilter subclass to the registry under ``cls.name`` (usable as a decorator)."""
-    if not cls.name or cls.name in FILTERS:
-        raise ValueError(f"push filter name {cls.name!r} is empty or taken")
-    FILTERS[cls.name] = cls
-    return cls
-
+FILTERS = Registry("push filter")
+register_filter = FILTERS.register
+"""Add a PushFilter subclass under its ``name`` (usable as a decorator)."""
 
 for _cls in (SignificantlyModified, KKTFilter, RandomSkip):
     register_filter(_cls)
@@ -205,12 +199,4 @@ for _cls in (SignificantlyModified, KKTFilter, RandomSkip):
 
 def make_filter(name: str, **params) -> PushFilter:
     """Instantiate the filter ``name`` with its parameters; clear error for unknown names."""
-    try:
-        cls = FILTERS[name]
-    except KeyError:
-        known = ", ".join(sorted(FILTERS))
-        raise ValueError(f"unknown push filter {name!r}; known: {known}") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"push filter {name!r}: {exc}") from None
+    return FILTERS.make(name, **params)

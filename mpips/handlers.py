@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from .kernels import rows as row_kernels
+from .registry import Registry
 
 
 class UpdateRule:
@@ -95,16 +96,9 @@ class AdaGradRule(UpdateRule):
         return {"rule": self.name, "lr": self.lr, "eps": self.eps}
 
 
-RULES: dict[str, type[UpdateRule]] = {}
-
-
-def register_rule(cls: type[UpdateRule]) -> type[UpdateRule]:
-    """Add an UpdateRule subclass to the registry under ``cls.name`` (usable as a decorator)."""
-    if not cls.name or cls.name in RULES:
-        raise ValueError(f"update rule name {cls.name!r} is empty or taken")
-    RULES[cls.name] = cls
-    return cls
-
+RULES = Registry("update rule")
+register_rule = RULES.register
+"""Add an UpdateRule subclass under its ``name`` (usable as a decorator)."""
 
 for _cls in (SumRule, SGDRule, AdaGradRule):
     register_rule(_cls)
@@ -112,11 +106,4 @@ for _cls in (SumRule, SGDRule, AdaGradRule):
 
 def make_rule(name: str, **params) -> UpdateRule:
     """Instantiate the rule ``name`` with its parameters; clear error for unknown names."""
-    try:
-        cls = RULES[name]
-    except KeyError:
-        raise ValueError(f"unknown update rule {name!r}; known: {', '.join(sorted(RULES))}") from None
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"update rule {name!r}: {exc}") from None
+    return RULES.make(name, **params)

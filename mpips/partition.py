@@ -7,6 +7,7 @@ a sorted key list splits into one contiguous run per server (see kernels.keys.sp
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,8 +71,15 @@ class RangePartition:
         return [self.range_of(s) for s in range(self.num_servers)]
 
     def boundaries(self) -> np.ndarray:
-        """uint64 begins of servers 1..S-1: the split points of a sorted key list."""
-        return np.array([self._cut(s) for s in range(1, self.num_servers)], dtype=np.uint64)
+        """uint64 begins of servers 1..S-1: the split points of a sorted key list
+        (computed once; read-only)."""
+        return self._boundaries
+
+    @functools.cached_property
+    def _boundaries(self) -> np.ndarray:
+        cuts = np.array([self._cut(s) for s in range(1, self.num_servers)], dtype=np.uint64)
+        cuts.flags.writeable = False
+        return cuts
 
     def owner(self, key: int) -> int:
         """Index of the server that owns ``key``."""

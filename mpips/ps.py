@@ -6,6 +6,7 @@ from mpi4py import MPI
 
 from .errors import TableError
 from .partition import KEY_SPACE
+from .checkpoint import restore as restore_checkpoint
 from .onesided import ClockBoard, OneSidedReader, rma_mode
 from .server import KVServer
 from .spec import TableSpec
@@ -123,9 +124,7 @@ class PS:
         None if there is none."""
         if self._worker is not None or self.server is not None:
             raise TableError("restore() must come before run()")
-        from .checkpoint import restore
-
-        return restore(self, root, log=self.log)
+        return restore_checkpoint(self, root, log=self.log)
 
     def close(self) -> None:
         """Free windows and communicators. Collective over the launch; safe to call twice."""

@@ -59,7 +59,7 @@ class KVServer:
         self._free: list[np.ndarray] = []
         self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
         self.board = board  # mpips.onesided.ClockBoard: clocks for one-sided readers
-        self._published = {s.spec.table_id: 0 for s in slices}
+        self._published = {s.spec.table_id: 0 for s in slices if s.spec.one_sided}
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.scheduler = ClockScheduler(topology.num_workers)
@@ -99,8 +99,8 @@ class KVServer:
                               + "; ".join(self.scheduler.describe_waits()))
 
     def _publish_clocks(self) -> None:
-        """Tell one-sided readers how far each table's clocks are (after the pushes they
-        released were applied)."""
+        """Tell one-sided readers how far each one-sided table's clocks are (after the
+        pushes the scheduler released were applied)."""
         if self.board is None:
             return
         for table_id, last in self._published.items():
@@ -145,10 +145,8 @@ class KVServer:
     def _execute(self, item) -> None:
         """Run what the scheduler released: a request still in MPI, or a stashed push."""
         try:
-            if isinstance(item, StashedPush):
-                table = self.slices[item.table_id]
-                table.push_chunk(item.keys, item.vals, 0, None)  # checked when received
-                table.finish_push()
+            if isinstance(item, StashedPush):  # checked when it was received
+                self.slices[item.table_id].push_whole(item.keys, item.vals)
             elif item[0].op is Op.PUSH_CODED:
                 self._push_coded(*item)
             else:
@@ -199,9 +197,7 @@ class KVServer:
         """Receive, check and apply a coded push (async and ssp tables)."""
         pushed = self._receive_coded(hdr, source)
         if pushed is not None:
-            table = self.slices[hdr.table_id]
-            table.push_chunk(*pushed, 0, None)
-            table.finish_push()
+            self.slices[hdr.table_id].push_whole(*pushed)
 
     def _receive_coded(self, hdr: Header, source: int):
         """Receive and decode a coded push, and answer it: (keys, vals) when it is good,

@@ -1,6 +1,7 @@
 """Table specifications: what every rank agrees a table is. Pure module: no MPI."""
 from __future__ import annotations
 
+import functools
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -65,12 +66,12 @@ class TableSpec:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""
         return codec_from_text(self.codec)
 
-    @property
+    @functools.cached_property
     def model(self) -> Consistency:
-        """The table's consistency model."""
+        """The table's consistency model (parsed once: it is read on every request)."""
         return as_consistency(self.consistency)
 
-    @property
+    @functools.cached_property
     def partition(self) -> RangePartition:
         return RangePartition(self.size, self.num_servers)
 

@@ -57,6 +57,11 @@ class Slice:
                 self._pending.append((keys[new], grads[new]))
         return cursor
 
+    def push_whole(self, keys, grads) -> None:
+        """Apply a whole push at once (keys validated here, new keys inserted)."""
+        self.push_chunk(keys, grads, 0, None)
+        self.finish_push()
+
     def begin_undoable_push(self, num_keys: int) -> None:
         """Log the rows the next ``num_keys`` pushed keys change, until ``keep_push``."""
         self.undo.begin(num_keys)

@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from mpi4py import MPI
 
-from .checkpoint import request_save
+from .checkpoint import save_order
+from .ckpt.errors import CheckpointError
 from .checks import as_keys, as_output, as_values, check_keys, check_push
 from .errors import MessageError, MpipsError, TableError
 from .kernels.keys import offset_rows
 from .keycache import SentKeys
 from .traffic import Traffic
-from .message import (REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
+from .message import (HEADER_WORDS, REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
                       parse_reply)
 from .spec import TableSpec
 from .topology import Topology
@@ -117,7 +118,15 @@ class KVWorker:
         ``job`` (JSON) in the manifest, keeping the ``keep`` newest. Collective over the
         workers, at a step boundary (after ``clock()``); raises CheckpointError when the
         servers could not write or commit it (nothing valid is ever overwritten)."""
-        request_save(self, root, step, job, keep)
+        self.wait_all()
+        order = save_order(root, step, job, keep)
+        pending = _Pending()
+        for server in range(self.topology.num_servers):
+            self._post_message(pending, Op.SAVE, server, order)
+        wait_all(pending.requests)
+        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
+        if errors:
+            raise CheckpointError(root, errors[0])
 
     def set_staleness(self, table, staleness: int) -> None:
         """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
@@ -239,13 +248,9 @@ class KVWorker:
         pending = _Pending(keep=[keys, vals, result], callback=callback)
         if not pushes:
             pending.keys, pending.spec = keys, spec
-        cuts = np.searchsorted(keys, spec.partition.boundaries())
-        bounds = np.concatenate([[0], cuts, [keys.size]])
-        for server in range(spec.num_servers):
-            lo, hi = int(bounds[server]), int(bounds[server + 1])
-            if hi > lo:
-                self._post(pending, op, spec, server, keys[lo:hi],
-                           vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
+        for server, lo, hi in _server_runs(spec, keys):
+            self._post(pending, op, spec, server, keys[lo:hi],
+                       vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
         if pushes:
             self.traffic.count_push(spec.name, keys.size, spec.width)
         if op is Op.PUSH:
@@ -260,14 +265,11 @@ class KVWorker:
         not reached the clock this read needs (the caller then pulls two-sided)."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        bounds = np.concatenate([[0], np.searchsorted(keys, spec.partition.boundaries()),
-                                 [keys.size]])
-        servers = [s for s in range(spec.num_servers) if bounds[s + 1] > bounds[s]]
+        runs = _server_runs(spec, keys)
         required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
-        if not self.rma.ready(spec, servers, required):
+        if not self.rma.ready(spec, [server for server, _, _ in runs], required):
             return None
-        for server in servers:
-            lo, hi = int(bounds[server]), int(bounds[server + 1])
+        for server, lo, hi in runs:
             rows = np.empty(hi - lo, np.int64)
             offset_rows(keys[lo:hi], np.uint64(spec.partition.range_of(server).begin), rows)
             self.rma.read(spec, server, rows, result[lo:hi])
@@ -301,33 +303,38 @@ class KVWorker:
         keys = as_keys(keys, spec)
         vals = as_values(vals, keys.size, spec)
         pending = _Pending(keep=[keys, vals], callback=callback)
-        cuts = np.searchsorted(keys, spec.partition.boundaries())
-        bounds = np.concatenate([[0], cuts, [keys.size]])
-        for server in range(spec.num_servers):
-            lo, hi = int(bounds[server]), int(bounds[server + 1])
-            if hi > lo:
-                self._post_coded(pending, spec, server, keys[lo:hi], vals[lo:hi], resend=False)
+        for server, lo, hi in _server_runs(spec, keys):
+            self._post_coded(pending, spec, server, keys[lo:hi], vals[lo:hi], resend=False)
         self.traffic.count_push(spec.name, keys.size, spec.width)
         return self._register(pending)
 
     def _post_coded(self, pending: _Pending, spec: TableSpec, server: int, keys, vals,
                     resend: bool) -> None:
-        dest = self.topology.layout.server_rank(server)
+        if spec.name not in self._codecs:
+            self._codecs[spec.name] = spec.make_codec()
         sent = None if resend else self._sent_keys.setdefault((spec.name, server), SentKeys())
-        message = self._codecs.setdefault(spec.name, spec.make_codec()).encode(keys, vals,
-                                                                                sent=sent)
+        message = self._codecs[spec.name].encode(keys, vals, sent=sent)
+        request_id = self._post_message(pending, Op.PUSH_CODED, server, message, spec.table_id,
+                                        keys.size, spec.width)
+        pending.coded[request_id] = (spec, server, keys, vals)
+        self.traffic.count_wire(spec.name, message.nbytes + HEADER_WORDS * 8)
+
+    def _post_message(self, pending: _Pending, op: Op, server: int, payload: np.ndarray,
+                      table_id: int = 0, num_keys: int = 0, width: int = 1) -> int:
+        """Post a request whose payload is one uint8 message (its length in header word 6)
+        and the receive of its reply; returns the request id."""
+        dest = self.topology.layout.server_rank(server)
         request_id = self._next_request
         self._next_request += 1
         tag = self.tags.payload(request_id)
-        header = encode_header(Op.PUSH_CODED, spec.table_id, request_id, keys.size, spec.width,
-                               message.size, clock=self.clock_value)
+        header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
+                               clock=self.clock_value)
         reply = np.empty(REPLY_WORDS, np.uint64)
-        pending.keep += [header, message]
+        pending.keep += [header, payload, reply]
         pending.requests += [self.comm.Isend(header, dest, TAG_REQUEST),
-                             self.comm.Isend(message, dest, tag), self.comm.Irecv(reply, dest, tag)]
+                             self.comm.Isend(payload, dest, tag), self.comm.Irecv(reply, dest, tag)]
         pending.replies.append((dest, tag, request_id, reply))
-        pending.coded[request_id] = (spec, server, keys, vals)
-        self.traffic.count_wire(spec.name, message.size + header.nbytes)
+        return request_id
 
     def _resend_misses(self, pending: _Pending) -> None:
         """Resend, with full keys, every coded push a server answered with a key-cache miss
@@ -405,3 +412,12 @@ class KVWorker:
         text = np.empty(text_len, np.uint8)
         self.comm.Recv(text, source, tag)
         return f"server rank {source}: {text.tobytes().decode(errors='replace')}"
+
+
+def _server_runs(spec: TableSpec, keys: np.ndarray) -> list[tuple[int, int, int]]:
+    """(server, lo, hi) of every server that owns a non-empty run ``keys[lo:hi]`` of the
+    sorted keys."""
+    bounds = np.concatenate([[0], np.searchsorted(keys, spec.partition.boundaries()),
+                             [keys.size]])
+    return [(server, int(bounds[server]), int(bounds[server + 1]))
+            for server in range(spec.num_servers) if bounds[server + 1] > bounds[server]]

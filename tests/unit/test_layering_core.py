@@ -10,7 +10,8 @@ from tests.data import REPO_ROOT
 from tests.unit.nompi import assert_works_without_mpi4py
 
 CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.partition", "mpips.message",
-                "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors", "mpips.undo"]
+                "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors", "mpips.undo",
+                "mpips.registry"]
 
 BODY = """
 import numpy as np

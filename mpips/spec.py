@@ -6,6 +6,8 @@ import math
 import zlib
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .codec import Codec, codec_from_text
 from .consistency import Consistency, as_consistency
 from .errors import TableError
@@ -61,6 +63,14 @@ class TableSpec:
             codec_from_text(self.codec)
         except ValueError as exc:
             raise TableError(f"table {self.name!r}: {exc}") from None
+
+    def server_runs(self, keys: np.ndarray) -> list[tuple[int, int, int]]:
+        """(server, lo, hi) for every server owning a non-empty run ``keys[lo:hi]`` of the
+        sorted uint64 ``keys``."""
+        bounds = np.concatenate([[0], np.searchsorted(keys, self.partition.boundaries()),
+                                 [keys.size]])
+        return [(server, int(bounds[server]), int(bounds[server + 1]))
+                for server in range(self.num_servers) if bounds[server + 1] > bounds[server]]
 
     def make_codec(self) -> Codec | None:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""

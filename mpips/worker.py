@@ -12,41 +12,33 @@ back from their undo logs, and ``push`` raises the error, so a push is all or no
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
 
 from .checkpoint import save_order
-from .ckpt.errors import CheckpointError
 from .checks import as_keys, as_output, as_values, check_keys, check_push
+from .ckpt.errors import CheckpointError
 from .errors import MessageError, MpipsError, TableError
 from .kernels.keys import offset_rows
 from .keycache import SentKeys
-from .traffic import Traffic
-from .message import (HEADER_WORDS, REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply,
-                      parse_reply)
+from .message import (
+    REPLY_WORDS,
+    Op,
+    Status,
+    chunk_keys_for,
+    encode_header,
+    encode_reply,
+    parse_reply,
+)
 from .spec import TableSpec
 from .topology import Topology
+from .traffic import Traffic
 from .transport import TAG_REQUEST, Tags, wait_all
+from .worker_coded import CodedPushes, Pending
 
 
-@dataclass
-class _Pending:
-    """What ``wait`` needs to finish one operation."""
-
-    requests: list = field(default_factory=list)
-    replies: list = field(default_factory=list)  # (server rank, tag, request id, reply buffer)
-    keep: list = field(default_factory=list)  # buffers MPI still reads or writes
-    result: np.ndarray | None = None
-    keys: np.ndarray | None = None  # unchecked pull keys, re-checked if a server rejects
-    spec: TableSpec | None = None
-    verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
-    callback: object = None  # called with the result on success
-    coded: dict = field(default_factory=dict)  # request id -> (spec, server, keys, vals)
-
-
-class KVWorker:
+class KVWorker(CodedPushes):
     """The worker side of mpips; one per worker rank, made by ``PS.run``."""
 
     def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None):
@@ -57,7 +49,7 @@ class KVWorker:
         self.tags = Tags(self.comm)
         self._next_request = 0
         self._next_ts = 0
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
         self._clock_sends: list = []  # (request, buffer) of clock messages in flight
         self._staleness: dict[str, int] = {}
@@ -120,7 +112,7 @@ class KVWorker:
         servers could not write or commit it (nothing valid is ever overwritten)."""
         self.wait_all()
         order = save_order(root, step, job, keep)
-        pending = _Pending()
+        pending = Pending()
         for server in range(self.topology.num_servers):
             self._post_message(pending, Op.SAVE, server, order)
         wait_all(pending.requests)
@@ -245,10 +237,10 @@ class KVWorker:
         keys = as_keys(keys, spec, check_order=op is Op.PUSH_PULL)
         vals = as_values(vals, keys.size, spec, finite=op is Op.PUSH_PULL) if pushes else None
         result = as_output(out, keys.size, spec) if pulls else None
-        pending = _Pending(keep=[keys, vals, result], callback=callback)
+        pending = Pending(keep=[keys, vals, result], callback=callback)
         if not pushes:
             pending.keys, pending.spec = keys, spec
-        for server, lo, hi in _server_runs(spec, keys):
+        for server, lo, hi in spec.server_runs(keys):
             self._post(pending, op, spec, server, keys[lo:hi],
                        vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
         if pushes:
@@ -265,7 +257,7 @@ class KVWorker:
         not reached the clock this read needs (the caller then pulls two-sided)."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        runs = _server_runs(spec, keys)
+        runs = spec.server_runs(keys)
         required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
         if not self.rma.ready(spec, [server for server, _, _ in runs], required):
             return None
@@ -275,51 +267,16 @@ class KVWorker:
             self.rma.read(spec, server, rows, result[lo:hi])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
-        return self._register(_Pending(result=out if out is not None else result,
+        return self._register(Pending(result=out if out is not None else result,
                                        callback=callback))
 
-    def _register(self, pending: _Pending) -> int:
+    def _register(self, pending: Pending) -> int:
         ts = self._next_ts
         self._next_ts += 1
         self._pending[ts] = pending
         return ts
 
-    # -- coded pushes (tables with a codec) ---------------------------------------------
-    def set_push_filter(self, table, push_filter) -> None:
-        """Filter this worker's pushes to ``table`` (an mpips.filters.PushFilter, e.g.
-        ``make_filter("significantly_modified", delta=1e-3)``; None removes it)."""
-        name = self._spec(table).name
-        if push_filter is None:
-            self._filters.pop(name, None)
-        else:
-            self._filters[name] = push_filter
-
-    def push_filter(self, table):
-        """The push filter of ``table`` on this worker, or None."""
-        return self._filters.get(self._spec(table).name)
-
-    def _submit_coded(self, spec: TableSpec, keys, vals, callback) -> int:
-        """A push as one mpips.codec message per server, checked whole before it is sent."""
-        keys = as_keys(keys, spec)
-        vals = as_values(vals, keys.size, spec)
-        pending = _Pending(keep=[keys, vals], callback=callback)
-        for server, lo, hi in _server_runs(spec, keys):
-            self._post_coded(pending, spec, server, keys[lo:hi], vals[lo:hi], resend=False)
-        self.traffic.count_push(spec.name, keys.size, spec.width)
-        return self._register(pending)
-
-    def _post_coded(self, pending: _Pending, spec: TableSpec, server: int, keys, vals,
-                    resend: bool) -> None:
-        if spec.name not in self._codecs:
-            self._codecs[spec.name] = spec.make_codec()
-        sent = None if resend else self._sent_keys.setdefault((spec.name, server), SentKeys())
-        message = self._codecs[spec.name].encode(keys, vals, sent=sent)
-        request_id = self._post_message(pending, Op.PUSH_CODED, server, message, spec.table_id,
-                                        keys.size, spec.width)
-        pending.coded[request_id] = (spec, server, keys, vals)
-        self.traffic.count_wire(spec.name, message.nbytes + HEADER_WORDS * 8)
-
-    def _post_message(self, pending: _Pending, op: Op, server: int, payload: np.ndarray,
+    def _post_message(self, pending: Pending, op: Op, server: int, payload: np.ndarray,
                       table_id: int = 0, num_keys: int = 0, width: int = 1) -> int:
         """Post a request whose payload is one uint8 message (its length in header word 6)
         and the receive of its reply; returns the request id."""
@@ -336,23 +293,7 @@ class KVWorker:
         pending.replies.append((dest, tag, request_id, reply))
         return request_id
 
-    def _resend_misses(self, pending: _Pending) -> None:
-        """Resend, with full keys, every coded push a server answered with a key-cache miss
-        (a server restarted or evicted the list), and wait for the new replies."""
-        if not pending.coded:
-            return
-        missed = [i for i, (_, _, rid, reply) in enumerate(pending.replies)
-                  if parse_reply(reply, rid)[0] is Status.KEY_CACHE_MISS]
-        if not missed:
-            return
-        before = len(pending.requests)
-        for i in missed:
-            spec, server, keys, vals = pending.coded[pending.replies[i][2]]
-            self._post_coded(pending, spec, server, keys, vals, resend=True)
-        pending.replies = [r for i, r in enumerate(pending.replies) if i not in missed]
-        wait_all(pending.requests[before:])
-
-    def _judge(self, pending: _Pending, spec: TableSpec, keys, vals) -> None:
+    def _judge(self, pending: Pending, spec: TableSpec, keys, vals) -> None:
         """Check a posted push and send every server involved its verdict. On a bad push,
         wait until every server has rolled it back, then raise the check's error."""
         requests = pending.requests
@@ -367,13 +308,13 @@ class KVWorker:
             raise exc from None
         self._send_verdicts(pending, Status.OK)
 
-    def _send_verdicts(self, pending: _Pending, status: Status) -> None:
+    def _send_verdicts(self, pending: Pending, status: Status) -> None:
         for dest, request_id in pending.verdicts:
             verdict = encode_reply(request_id, status)
             pending.keep.append(verdict)
             pending.requests.append(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)))
 
-    def _post(self, pending: _Pending, op: Op, spec: TableSpec, server: int, keys, vals, out):
+    def _post(self, pending: Pending, op: Op, spec: TableSpec, server: int, keys, vals, out):
         dest = self.topology.layout.server_rank(server)
         request_id = self._next_request
         self._next_request += 1
@@ -413,11 +354,3 @@ class KVWorker:
         self.comm.Recv(text, source, tag)
         return f"server rank {source}: {text.tobytes().decode(errors='replace')}"
 
-
-def _server_runs(spec: TableSpec, keys: np.ndarray) -> list[tuple[int, int, int]]:
-    """(server, lo, hi) of every server that owns a non-empty run ``keys[lo:hi]`` of the
-    sorted keys."""
-    bounds = np.concatenate([[0], np.searchsorted(keys, spec.partition.boundaries()),
-                             [keys.size]])
-    return [(server, int(bounds[server]), int(bounds[server + 1]))
-            for server in range(spec.num_servers) if bounds[server + 1] > bounds[server]]

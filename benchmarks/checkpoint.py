@@ -17,7 +17,6 @@ seconds, gb_per_s, fraction_of_dd) and appends them to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpips.ckpt import TableMeta, read_table, save_checkpoint, split_table  # noqa: E402
+from jsonlines import emit  # noqa: E402  (benchmarks/jsonlines.py, next to this script)
 from mpips.kernels.fletcher import fletcher32  # noqa: E402
 from mpips.partition import RangePartition  # noqa: E402
 
@@ -105,7 +105,6 @@ def measure(args, work: Path) -> list[dict]:
         path = save_checkpoint(work / "ckpt", 1, [[s] for s in slices], {"bench": "checkpoint"},
                                compression=compression, chunk_bytes=int(args.chunk_mib * MIB))
     results.append(("mpips", "write", "-", timed(save)))
-    del slices
     out = np.empty_like(values)
     ranges = RangePartition(meta.size, args.restore_servers or args.servers).ranges()
 
@@ -149,12 +148,7 @@ def main(argv=None) -> int:
             rows = [{**row, "repeat": repeat} for row in measure(args, work)]
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        for row in rows:
-            print(json.dumps(row), flush=True)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            with open(args.out, "a") as f:
-                f.writelines(json.dumps(row) + "\n" for row in rows)
+        emit(rows, args.out, stamp=False)
     return 0
 
 

@@ -14,7 +14,6 @@ appended to --out as well.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from mpips.kernels import codec as K  # noqa: E402
 from mpips.kernels import codec_reference as ref  # noqa: E402
 from mpips.kernels import codec_values as V  # noqa: E402
 from mpips.kernels import merge as M  # noqa: E402
+
+from jsonlines import emit  # noqa: E402  (benchmarks/jsonlines.py, next to this script)
 
 LO, HI = np.uint64(0), np.uint64(2**64 - 1)
 
@@ -182,12 +183,9 @@ def main(argv=None) -> int:
             row = {"kernel": kernel, "impl": impl, "n": args.n, "bytes_in": int(bytes_in),
                    "bytes_out": int(bytes_out), "seconds": round(seconds, 6),
                    "gb_per_s": round(max(bytes_in, bytes_out) / seconds / 1e9, 3)}
-            print(json.dumps(row), flush=True)
+            emit([row], None)
             rows.append(row)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in rows)
+    emit(rows, args.out, stamp=False, echo=False)
     return 0
 
 

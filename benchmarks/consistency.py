@@ -34,8 +34,9 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from jsonlines import emit  # benchmarks/jsonlines.py, next to this script
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "w8a"
@@ -198,15 +199,6 @@ def summarize(config: str, runs: list[dict], args, bsp: dict | None) -> dict:
     return row
 
 
-def emit(row: dict, out: str) -> None:
-    print(json.dumps(row), flush=True)
-    if out:
-        path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fh.write(json.dumps({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     rows: dict[str, dict] = {}
@@ -224,12 +216,12 @@ def main(argv=None) -> int:
                       file=sys.stderr, flush=True)
                 return 1
         rows[config] = summarize(config, runs, args, rows.get("bsp"))
-        emit(rows[config], args.out)
+        emit([rows[config]], args.out)
     ssp4 = rows.get("ssp:4", {})
-    emit({"benchmark": "consistency", "summary": True,
+    emit([{"benchmark": "consistency", "summary": True,
           "straggler": args.straggler, "straggler_mode": args.straggler_mode,
           "ssp4_speedup_vs_bsp": ssp4.get("speedup_vs_bsp"),
-          "ssp4_accuracy_minus_bsp_points": ssp4.get("accuracy_minus_bsp_points")}, args.out)
+          "ssp4_accuracy_minus_bsp_points": ssp4.get("accuracy_minus_bsp_points")}], args.out)
     return 0
 
 

@@ -19,7 +19,6 @@ mkv_per_s, ...) on stdout and appends them to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 import dense_pull  # benchmarks/dense_pull.py, next to this script
+from jsonlines import emit
 
 LAUNCHED = "MPIPS_BENCH_LAUNCHED"
 
@@ -191,16 +191,6 @@ def bench(args) -> None:
         library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
         emit([{**r, "mpi": library, "rma": ps.rma_mode} for r in rows + ours], args.out)
     ps.close()
-
-
-def emit(rows, path: str) -> None:
-    for row in rows:
-        print(json.dumps(row), flush=True)
-    if path:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            for row in rows:
-                fh.write(json.dumps({**row, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
 
 
 def main() -> int:

@@ -1,5 +1,6 @@
 """jobs/sparse_lr.py end to end: w8a against scikit-learn (done-when of the walking skeleton),
 synthetic data on both table kinds, and option errors."""
+import importlib
 import json
 
 import numpy as np
@@ -32,8 +33,8 @@ def check_outputs(out_dir, printed: dict) -> None:
 
 def sklearn_accuracy(path, seed: int, test_fraction: float, C: float) -> float:
     """Test accuracy of scikit-learn's LogisticRegression on the job's split."""
-    linear_model = pytest.importorskip("sklearn.linear_model")
-    sparse = pytest.importorskip("scipy.sparse")
+    linear_model = importlib.import_module("sklearn.linear_model")
+    sparse = importlib.import_module("scipy.sparse")
     train, test = read_libsvm(path).split(test_fraction, seed)
 
     def matrix(d):

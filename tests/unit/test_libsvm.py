@@ -1,4 +1,6 @@
 """mpips.libsvm: reading w8a and small files, and the path:line errors for malformed lines."""
+import importlib
+
 import numpy as np
 import pytest
 
@@ -23,7 +25,7 @@ def rows_of(dataset):
 
 
 def test_w8a_matches_scikit_learn_reader():
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    sklearn_datasets = importlib.import_module("sklearn.datasets")
     path = w8a_path()
     data = read_libsvm(path)
     assert (data.n_rows, data.n_features) == (W8A_ROWS, W8A_FEATURES)

@@ -1,10 +1,12 @@
 """mpips.metrics against scikit-learn (a test-only dependency), ties included."""
+import importlib
+
 import numpy as np
 import pytest
 
 from mpips import metrics
 
-sk = pytest.importorskip("sklearn.metrics")
+sk = importlib.import_module("sklearn.metrics")
 
 
 def random_case(seed, n=500, distinct=None):

@@ -4,12 +4,12 @@ bookkeeping of results (used by jobs/sparse_lr.py)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from mpi4py import MPI
 
 from mpips.checkpoint import SaveSignal
+from mpips.jobs.lr_position import Position  # noqa: F401 (sparse_lr imports it from here)
 from mpips.filters import make_filter
 
 __all__ = ["Checkpointer", "Position", "SaveSignal", "Straggler", "add_checkpoint_arguments",
@@ -87,34 +87,6 @@ def gather_floats(worker_comm, values) -> np.ndarray | None:
         if worker_comm.Get_rank() == 0 else None
     worker_comm.Gather(mine, rows, root=0)
     return rows
-
-
-
-
-@dataclass
-class Position:
-    """Where training stands: the next (epoch, step) to run (0-based), the loss curve of the
-    finished epochs, and each worker's loss sum so far in the current epoch."""
-
-    epoch: int = 0
-    step: int = 0
-    curve: list = field(default_factory=list)
-    partial_loss: list = field(default_factory=list)
-
-    @classmethod
-    def from_job(cls, job: dict | None, num_workers: int) -> "Position":
-        """The position a checkpoint's job dict records (the start when None)."""
-        if not job:
-            return cls()
-        if job.get("workers") != num_workers:
-            raise SystemExit(f"sparse_lr: --resume needs the {job.get('workers')} workers the "
-                             f"checkpoint was written with (servers may differ), not "
-                             f"{num_workers}")
-        return cls(int(job["epoch"]), int(job["step"]), list(job["curve"]),
-                   list(job["partial_loss"]))
-
-    def loss_so_far(self, worker: int) -> float:
-        return float(self.partial_loss[worker]) if self.partial_loss else 0.0
 
 
 class Checkpointer:

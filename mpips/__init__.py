@@ -8,8 +8,9 @@
 The MPI-dependent names (init, PS, KVWorker) load on first use, so the pure modules
 (mpips.partition, mpips.message, mpips.kernels, ...) import on machines without MPI.
 """
-from .errors import (KeyOrderError, KeyRangeError, LayoutError, LibsvmFormatError,
-                     MessageError, MpipsError, NonFiniteError, TableError, ValueShapeError)
+from .errors import (EXIT_RANK_LOST, KeyOrderError, KeyRangeError, LayoutError,
+                     LibsvmFormatError, MessageError, MpipsError, NonFiniteError, RankLost,
+                     TableError, ValueShapeError)
 from .handlers import UpdateRule, register_rule
 from .spec import TableSpec
 
@@ -19,7 +20,8 @@ _MPI_NAMES = {"init": "ps", "PS": "ps", "KVWorker": "worker"}
 
 __all__ = ["init", "PS", "KVWorker", "TableSpec", "UpdateRule", "register_rule",
            "MpipsError", "LayoutError", "KeyOrderError", "KeyRangeError", "ValueShapeError",
-           "NonFiniteError", "MessageError", "LibsvmFormatError", "TableError", "__version__"]
+           "NonFiniteError", "MessageError", "LibsvmFormatError", "TableError", "RankLost",
+           "EXIT_RANK_LOST", "__version__"]
 
 
 def __getattr__(name):

@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 
 from .ckpt_cli import add_ckpt_parser
+from .errors import EXIT_RANK_LOST, RankLost
 from .launcher import add_launch_parser
 from .sweep import add_sweep_parser
 
@@ -52,7 +53,9 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
 
 
 def run_job(name: str, argv: list[str]) -> int:
-    """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code."""
+    """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
+    0, 2 for a bad layout, or EXIT_RANK_LOST when a rank died (ULFM launches: the others
+    leave cleanly); any other error aborts the launch."""
     module = load_job(name)
     args = _job_parser(name, module).parse_args(argv)
     from mpi4py import MPI
@@ -69,6 +72,8 @@ def run_job(name: str, argv: list[str]) -> int:
     try:
         module.main(ps, args)
         ps.close()
+    except RankLost:  # mpips.fault logged who died; leave so that a relaunch can resume
+        return EXIT_RANK_LOST
     except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
         print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging

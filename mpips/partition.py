@@ -92,6 +92,16 @@ class RangePartition:
         return (i * self.size) // self.num_servers
 
 
+def servers_after_loss(requested: int, ranks_lost: int) -> int:
+    """Servers of a relaunch on ``ranks_lost`` fewer ranks than a job that asked for
+    ``requested``: each lost rank costs a server while more than one is left (servers hold
+    nothing a checkpoint does not, and restore re-partitions their key ranges), so the workers,
+    who own the data shards and the resume position, stay as they were as long as possible."""
+    if requested < 1 or ranks_lost < 0:
+        raise LayoutError(f"cannot plan {requested} server(s) after losing {ranks_lost} rank(s)")
+    return max(1, requested - ranks_lost)
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which ranks of a launch are servers and which are workers: the last ``num_servers``

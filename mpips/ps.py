@@ -1,11 +1,15 @@
 """The session object of one SPMD launch: roles, tables, and the run of a job (API layer)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 from mpi4py import MPI
 
-from .errors import TableError
-from .partition import KEY_SPACE
+from .errors import LayoutError, TableError
+from .fault import is_rank_failure, rank_lost
+from .partition import KEY_SPACE, servers_after_loss
 from .checkpoint import restore as restore_checkpoint
 from .onesided import ClockBoard, OneSidedReader, rma_mode
 from .server import KVServer
@@ -19,8 +23,31 @@ def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
     """Start mpips on ``comm`` (default COMM_WORLD) with its last ``servers`` ranks as servers.
 
     Collective over ``comm``. Raises LayoutError on every rank when the layout is impossible.
+    In a relaunch after lost ranks (``mpips launch --relaunch`` sets MPIPS_RANKS_LOST), each
+    lost rank costs a server while more than one is left (see
+    mpips.partition.servers_after_loss), so workers keep their data shards.
     """
-    return PS(comm if comm is not None else MPI.COMM_WORLD, servers)
+    comm = comm if comm is not None else MPI.COMM_WORLD
+    lost = ranks_lost_before()
+    if lost:
+        fewer = servers_after_loss(servers, lost)
+        if comm.Get_rank() == 0:
+            print(f"[mpips rank 0/{comm.Get_size()}] relaunched after losing {lost} rank(s) "
+                  f"(MPIPS_RANKS_LOST): {fewer} server(s) instead of {servers}", file=sys.stderr,
+                  flush=True)
+        servers = fewer
+    return PS(comm, servers)
+
+
+def ranks_lost_before() -> int:
+    """How many ranks earlier launches of this job lost (MPIPS_RANKS_LOST, set by
+    ``mpips launch --relaunch``; 0 when unset)."""
+    text = os.environ.get("MPIPS_RANKS_LOST", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise LayoutError(f"MPIPS_RANKS_LOST must be a count of ranks, got {text!r}")
+    return int(text)
 
 
 class PS:
@@ -35,6 +62,7 @@ class PS:
         self._worker: KVWorker | None = None
         self.server: KVServer | None = None
         self.closed = False
+        self.failed = False  # a rank died: nothing collective may run any more
 
     # -- who am I -------------------------------------------------------------------------
     is_server = property(lambda self: self.topology.is_server)
@@ -103,7 +131,19 @@ class PS:
     def run(self, work):
         """Collective: workers call ``work(kv)`` with their KVWorker, then tell the servers
         they are done; servers serve until every worker is done. Returns ``work``'s result
-        on workers and None on servers."""
+        on workers and None on servers.
+
+        When a rank dies (ULFM: ``mpips launch --ft``), raises RankLost on every survivor
+        (mpips.fault); the PS is then unusable and ``close`` frees nothing collectively."""
+        try:
+            return self._run(work)
+        except MPI.Exception as exc:
+            if not is_rank_failure(exc):
+                raise
+            self.failed = True
+            raise rank_lost(self.topology, exc) from None
+
+    def _run(self, work):
         self._board = ClockBoard(self.comm, len(self.tables), self.is_server, self.rma_mode)
         if self.is_server:
             self.server = KVServer(self.topology, self._slices, self._board)
@@ -114,8 +154,12 @@ class PS:
                                 OneSidedReader(one_sided, self._board, self.topology.layout))
         try:
             return work(self._worker)
+        except MPI.Exception as exc:
+            self.failed = is_rank_failure(exc)
+            raise
         finally:
-            self._worker.close()
+            if not self.failed:  # tell the servers this worker is done
+                self._worker.close()
 
     def restore(self, root) -> dict | None:
         """Load the newest valid checkpoint under ``root`` into the tables (any number of
@@ -127,8 +171,13 @@ class PS:
         return restore_checkpoint(self, root, log=self.log)
 
     def close(self) -> None:
-        """Free windows and communicators. Collective over the launch; safe to call twice."""
+        """Free windows and communicators. Collective over the launch; safe to call twice.
+        After a lost rank (``failed``) it only marks the PS closed: collective frees would
+        fail on the revoked communicators."""
         if self.closed:
+            return
+        if self.failed:
+            self.closed = True
             return
         if self._worker is not None:
             self._worker.close()

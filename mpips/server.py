@@ -24,6 +24,7 @@ from .checkpoint import SaveCoordinator
 from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
+from .fault import is_rank_failure
 from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
                       parse_header, parse_reply)
 from .kernels.rows import count_nonfinite
@@ -301,6 +302,8 @@ class KVServer:
         try:
             self.comm.Recv(buf, source, tag, status)
         except MPI.Exception as exc:
+            if is_rank_failure(exc):
+                raise  # a dead rank, not a bad message: mpips.fault handles it
             raise MessageError(f"payload from rank {source} does not fit: {exc}") from None
         if status.Get_count(MPI.BYTE) != buf.nbytes:
             raise MessageError(f"payload from rank {source}: {status.Get_count(MPI.BYTE)} "

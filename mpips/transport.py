@@ -45,7 +45,10 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
     idle_since = time.perf_counter()
     sleep = 0.0
     while remaining:
-        done = MPI.Request.Testsome(requests, statuses)
+        try:
+            done = MPI.Request.Testsome(requests, statuses)
+        except MPI.Exception as exc:
+            _raise_request_error(exc, requests, statuses)
         if done is None:  # no active request left
             return
         if done:
@@ -54,6 +57,19 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
         elif time.perf_counter() - idle_since > SPIN_SECONDS:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
+
+
+def _raise_request_error(exc: MPI.Exception, requests, statuses) -> None:
+    """Re-raise MPI_ERR_IN_STATUS as the error of the request that failed (e.g.
+    MPI_ERR_PROC_FAILED, which mpips.fault recognises), else ``exc`` itself."""
+    if exc.Get_error_class() == MPI.ERR_IN_STATUS:
+        for status in statuses or ():
+            if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
+                raise MPI.Exception(status.Get_error()) from None
+        for request in requests:  # no statuses: test each request for its own error
+            if request != MPI.REQUEST_NULL:
+                request.Test()
+    raise exc
 
 
 def wait_one(request: MPI.Request) -> None:

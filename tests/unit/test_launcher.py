@@ -5,9 +5,10 @@ import stat
 
 import pytest
 
+from mpips.errors import EXIT_RANK_LOST
 from mpips.launcher import (MPICH, OPEN_MPI, UNKNOWN, LauncherError, add_launch_parser,
                             build_command, find_mpiexec, implementation_from_version,
-                            process_tree)
+                            lost_a_rank, process_tree)
 
 PY = "/venv/bin/python"
 
@@ -142,6 +143,22 @@ def test_launch_subcommand_takes_python_arguments_after_the_double_dash():
     assert args.nprocs == 4 and args.ft and not args.warmup and args.timeout is None
     assert [a for a in args.argv if a != "--"] == ["-m", "mpips", "run", "job", "--servers", "2"]
     assert callable(args.handler)
+
+
+def test_relaunch_defaults_to_none_and_must_not_be_negative(capsys):
+    assert parse(["launch", "-n", "4", "--", "x.py"]).relaunch == 0
+    args = parse(["launch", "-n", "4", "--relaunch", "-1", "--", "x.py"])
+    assert args.handler(args) == 2
+    assert "--relaunch must be 0 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("code,lost", [(EXIT_RANK_LOST, True), (137, True), (9, True),
+                                       (0, False), (1, False), (2, False), (75, False),
+                                       (124, False), (143, False)])
+def test_exit_codes_that_mean_a_rank_died(code, lost):
+    """76 from ULFM survivors; Open MPI (128+9) and MPICH (9) tearing down after a SIGKILL.
+    Not a job error (1), a bad layout (2), a checkpoint stop (75) or a timeout/kill (124/143)."""
+    assert lost_a_rank(code) is lost
 
 
 def test_launch_subcommand_without_argv_exits_2(capsys):

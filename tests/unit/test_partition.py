@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from mpips.errors import LayoutError
-from mpips.partition import KEY_SPACE, KeyRange, Layout, RangePartition
+from mpips.partition import KEY_SPACE, KeyRange, Layout, RangePartition, servers_after_loss
 
 MAX = KEY_SPACE - 1
 
@@ -174,3 +174,16 @@ def test_layout_roles(ranks, servers):
     assert [layout.server_rank(s) for s in range(servers)] == list(range(workers, ranks))
     for s in range(servers):
         assert layout.server_index(layout.server_rank(s)) == s
+
+
+@pytest.mark.parametrize("requested,lost,servers", [(2, 0, 2), (2, 1, 1), (3, 1, 2), (2, 2, 1),
+                                                    (1, 1, 1), (4, 9, 1)])
+def test_a_relaunch_gives_up_servers_first(requested, lost, servers):
+    """Each lost rank costs a server while more than one is left; workers keep their shards."""
+    assert servers_after_loss(requested, lost) == servers
+
+
+@pytest.mark.parametrize("requested,lost", [(0, 1), (2, -1)])
+def test_servers_after_loss_rejects_nonsense(requested, lost):
+    with pytest.raises(LayoutError):
+        servers_after_loss(requested, lost)

@@ -1,0 +1,83 @@
+"""Noticing that a rank died and leaving the job cleanly (MPI layer).
+
+With Open MPI's ULFM (``mpips launch --ft``, i.e. ``mpiexec --with-ft ulfm``) a SIGKILLed rank
+surfaces on the ranks that talk to it as MPI_ERR_PROC_FAILED (or ..._PENDING for a receive
+from any source). :func:`rank_lost` revokes the launch's communicators, so every other
+survivor's pending or next operation fails with MPI_ERR_REVOKED instead of waiting forever,
+and names the dead ranks and their roles. Each survivor then raises :class:`RankLost`, and
+``mpips run`` exits with :data:`EXIT_RANK_LOST`; ``mpips launch --relaunch N`` starts the
+job again on the remaining ranks, which resumes from the newest checkpoint.
+
+Without ULFM (MPICH, or a launch without ``--ft``) mpiexec itself tears the launch down when
+a rank dies; ``mpips launch`` maps that outcome to the same exit code (mpips.launcher).
+"""
+from __future__ import annotations
+
+import functools
+
+from mpi4py import MPI
+
+from .errors import EXIT_RANK_LOST, RankLost
+from .partition import Layout
+
+__all__ = ["EXIT_RANK_LOST", "RankLost", "failure_classes", "is_rank_failure", "rank_lost"]
+
+
+@functools.cache
+def failure_classes() -> frozenset[int]:
+    """MPI error classes that mean "a process failed" (empty without ULFM support: MPICH's
+    mpi4py maps the three names to one generic class)."""
+    names = ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+    classes = {getattr(MPI, name, None) for name in names}
+    if None in classes or len(classes) != len(names) or not hasattr(MPI.Comm, "Revoke"):
+        return frozenset()
+    return frozenset(classes)
+
+
+def is_rank_failure(exc: BaseException) -> bool:
+    """True when ``exc`` is an MPI error saying a process failed or a communicator was
+    revoked because one did."""
+    return isinstance(exc, MPI.Exception) and exc.Get_error_class() in failure_classes()
+
+
+def failed_ranks(comm: MPI.Comm) -> tuple[int, ...]:
+    """Ranks of ``comm`` this process knows to have failed (empty if MPI cannot say)."""
+    try:
+        failed = comm.Get_failed()
+        try:
+            ranks = MPI.Group.Translate_ranks(failed, list(range(failed.Get_size())),
+                                              comm.Get_group())
+        finally:
+            failed.Free()
+    except (MPI.Exception, NotImplementedError, AttributeError):
+        return ()
+    return tuple(sorted(r for r in ranks if r != MPI.UNDEFINED))
+
+
+def describe(ranks: tuple[int, ...], layout: Layout) -> str:
+    """``rank 3 (server 1), rank 0 (worker 0)`` for world ranks of ``layout``."""
+    def role(rank: int) -> str:
+        if layout.is_server(rank):
+            return f"server {layout.server_index(rank)}"
+        return f"worker {layout.worker_index(rank)}"
+    return ", ".join(f"rank {r} ({role(r)})" for r in ranks) or "a rank MPI did not name"
+
+
+def rank_lost(topology, exc: BaseException) -> RankLost:
+    """Revoke ``topology``'s communicators (so no survivor waits forever on the dead rank),
+    log which ranks died, and return the RankLost to raise. Local: not collective (the other
+    ranks find out through the revoked communicators)."""
+    for comm in (topology.group, topology.data):
+        if comm is not None and comm != MPI.COMM_NULL:
+            try:
+                if not comm.Is_revoked():
+                    comm.Revoke()
+            except (MPI.Exception, NotImplementedError, AttributeError):
+                pass
+    lost = failed_ranks(topology.data)  # data is a duplicate of the launch's communicator
+    reason = exc.Get_error_string() if isinstance(exc, MPI.Exception) else str(exc)
+    message = (f"lost {describe(lost, topology.layout)}: {reason.split(':')[0]}; leaving with "
+               f"exit code {EXIT_RANK_LOST} (relaunch on the remaining ranks to resume from "
+               f"the newest checkpoint: mpips launch --relaunch)")
+    topology.log(message)
+    return RankLost(message, lost)

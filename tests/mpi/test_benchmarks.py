@@ -61,3 +61,23 @@ def test_kv_throughput_dense_section_reports_rma_two_sided_and_latency():
     assert all(r["correct"] for r in dense if r["op"] == "pull")
     assert all(0 < r["p50_us"] <= r["p99_us"] and r["reps"] == 50
                for r in dense if r["op"] == "pull-latency")
+
+
+def test_recovery_reports_kills_next_to_the_bare_mpi_floor(tmp_path):
+    """Two kills (a worker, then a worker again at a later epoch), each relaunched."""
+    out = tmp_path / "recovery.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/recovery.py", "--kills", "2", "--epochs",
+                           "6", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    kills = [r for r in rows if not r.get("summary")]
+    assert [(r["system"], r["kill"]) for r in kills] == [
+        ("bare-mpi", 0), ("mpips", 0), ("bare-mpi", 1), ("mpips", 1)]
+    for row in kills:
+        assert row["launch_exit"] in (76, 9, 137)
+        assert 0 < row["leave_s"] and 0 < row["resume_s"]
+        assert abs(row["recovery_s"] - row["leave_s"] - row["resume_s"]) < 1e-3
+    summaries = {r["system"]: r for r in rows if r.get("summary")}
+    assert set(summaries) == {"bare-mpi", "mpips"} and summaries["mpips"]["kills"] == 2
+    assert len(out.read_text().splitlines()) == 6

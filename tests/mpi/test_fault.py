@@ -50,8 +50,9 @@ def final_metrics(proc) -> dict:
 
 
 def killing(rank: int, after: int, seed: int, ckpt) -> list[str]:
-    return ["tests/mpi/programs/lr_kill.py", str(rank), str(after), str(seed), "0.05", "--",
-            *JOB, "--checkpoint-dir", str(ckpt), "--resume"]
+    return ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank", str(rank),
+            "--kill-after", str(after), "--kill-seed", str(seed), *JOB,
+            "--checkpoint-dir", str(ckpt), "--resume"]
 
 
 @pytest.mark.parametrize("rank,after,seed", [(3, 1, 1), (2, 4, 2), (0, 2, 3)],

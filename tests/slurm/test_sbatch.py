@@ -146,3 +146,29 @@ def test_singleton_chain_resumes_each_copy_to_the_same_model(slurm, python_for, 
     assert final["resumed_from_step"] == 11 and "resuming from" in logs[2]
     assert str(tmp_path / "mpips-ckpt" / "chain") in logs[2]
     assert final["model_sha256"] == expected["model_sha256"]
+
+
+KILLED = ["sparse_lr", *SMALL, "--batch-size", "64", "--epochs", "8", "--quiet"]
+
+
+@pytest.mark.parametrize("mpi,ft", [("openmpi", "1"), ("mpich", "0")])
+def test_a_rank_killed_mid_job_is_relaunched_on_fewer_tasks_and_resumes(
+        slurm, python_for, tmp_path, mpi, ft):
+    """A server SIGKILLs itself after the 2nd checkpoint: the batch script sees the launch end
+    with a lost rank (76 from ULFM survivors, or srun's signal exit), relaunches on 3 tasks
+    with one server fewer, and the job resumes to the model of a run nobody killed."""
+    expected = reference_metrics([*KILLED, "--servers", "2"])
+    job = submit(slurm, tmp_path, "train.sbatch", "-n", "4", f"--job-name=killed-{mpi}",
+                 args=[str(REPO_ROOT / "benchmarks" / "lr_kill.py"), "--kill-rank", "3",
+                       "--kill-after", "2", *KILLED[1:]],
+                 env=job_env(python_for, mpi, MPIPS_FT=ft))
+    [record] = slurm.wait(job, timeout=200)
+    log = read(tmp_path / f"mpips-killed-{mpi}-{job}.out")
+    assert (record["JobState"], record["ExitCode"]) == ("COMPLETED", "0:0"), log
+    assert "rank 3 kills itself" in log and "a rank died; relaunching on 3 ranks" in log, log
+    if ft == "1":
+        assert "lost rank 3 (server 1)" in log, log
+    assert "1 server(s) instead of 2" in log and "resuming from" in log, log
+    final = last_json(log)
+    assert final["servers"] == 1 and final["resumed_from_step"] > 0
+    assert final["model_sha256"] == expected["model_sha256"]

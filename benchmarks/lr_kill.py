@@ -1,0 +1,53 @@
+"""sparse_lr with one rank SIGKILLed at a random moment of training (a job for ``mpips run``).
+
+    mpips run benchmarks/lr_kill.py --kill-rank R --kill-after K [--kill-seed S]
+        [--kill-max-delay SECONDS] <sparse_lr options, --checkpoint-dir DIR included>
+
+Rank R (of the launch) waits until it has seen K committed checkpoints appear in
+--checkpoint-dir, sleeps a random time in [0, --kill-max-delay) s (seeded by --kill-seed)
+and kills itself with SIGKILL, as the OOM killer or a failing node would, printing the
+wall-clock time of the kill (benchmarks/recovery.py reads it). A relaunch (MPIPS_RANKS_LOST
+set by ``mpips launch --relaunch`` or slurm/train.sbatch) kills nobody: it resumes and
+finishes. Used by benchmarks/recovery.py, tests/mpi/test_fault.py and tests/slurm.
+"""
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mpips.jobs import sparse_lr
+
+
+def add_arguments(parser) -> None:
+    sparse_lr.add_arguments(parser)
+    kill = parser.add_argument_group("fault injection")
+    kill.add_argument("--kill-rank", type=int, required=True, help="rank that kills itself")
+    kill.add_argument("--kill-after", type=int, default=1, metavar="K",
+                      help="after seeing K checkpoints committed (default 1)")
+    kill.add_argument("--kill-seed", type=int, default=0, help="seed of the random delay")
+    kill.add_argument("--kill-max-delay", type=float, default=0.05, metavar="SECONDS",
+                      help="random delay after the K-th checkpoint (default 0.05)")
+
+
+def kill_later(rank: int, checkpoint_dir: Path, after: int, delay: float) -> None:
+    seen: set[str] = set()
+    while len(seen) < after:
+        seen.update(p.parent.name for p in checkpoint_dir.glob("step-*/MANIFEST.json"))
+        time.sleep(0.005)
+    time.sleep(delay)
+    print(f"[lr_kill] rank {rank} kills itself {delay:.3f} s after checkpoint {max(seen)} at "
+          f"{time.time():.6f}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def main(ps, args):
+    if not args.checkpoint_dir:
+        raise SystemExit("lr_kill: needs --checkpoint-dir (it kills after checkpoints)")
+    if ps.rank == args.kill_rank and not os.environ.get("MPIPS_RANKS_LOST"):
+        delay = random.Random(args.kill_seed).uniform(0, args.kill_max_delay)
+        threading.Thread(target=kill_later, daemon=True, args=(
+            ps.rank, Path(args.checkpoint_dir), args.kill_after, delay)).start()
+    return sparse_lr.main(ps, args)

@@ -41,6 +41,10 @@ class TableError(MpipsError, ValueError):
     """A table was defined inconsistently or used where it does not exist."""
 
 
+class LauncherError(MpipsError, RuntimeError):
+    """mpiexec is missing, unusable, or was asked for something it cannot do."""
+
+
 EXIT_RANK_LOST = 76
 """Exit code of a launch that lost a rank (killed, its node gone): the job left cleanly and
 a relaunch on the remaining ranks can resume from the newest checkpoint (``mpips launch

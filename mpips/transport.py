@@ -42,13 +42,15 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
     one status per request.
     """
     remaining = len(requests)
+    if statuses is None:  # a failed request's error (e.g. a dead peer) is only in its status
+        statuses = [MPI.Status() for _ in requests]
     idle_since = time.perf_counter()
     sleep = 0.0
     while remaining:
         try:
             done = MPI.Request.Testsome(requests, statuses)
         except MPI.Exception as exc:
-            _raise_request_error(exc, requests, statuses)
+            _raise_request_error(exc, statuses)
         if done is None:  # no active request left
             return
         if done:
@@ -59,16 +61,13 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
             time.sleep(sleep)
 
 
-def _raise_request_error(exc: MPI.Exception, requests, statuses) -> None:
+def _raise_request_error(exc: MPI.Exception, statuses) -> None:
     """Re-raise MPI_ERR_IN_STATUS as the error of the request that failed (e.g.
     MPI_ERR_PROC_FAILED, which mpips.fault recognises), else ``exc`` itself."""
     if exc.Get_error_class() == MPI.ERR_IN_STATUS:
-        for status in statuses or ():
+        for status in statuses:
             if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
                 raise MPI.Exception(status.Get_error()) from None
-        for request in requests:  # no statuses: test each request for its own error
-            if request != MPI.REQUEST_NULL:
-                request.Test()
     raise exc
 
 

@@ -36,7 +36,7 @@ def test_open_mpi_command_outside_an_allocation():
     command, env = build(OPEN_MPI)
     assert command == ["/venv/bin/mpiexec", "--bind-to", "none", "--oversubscribe", "-n", "4",
                        PY, "-m", "mpips", "run", "job"]
-    assert env["OMPI_MCA_osc"] == "^ucx"
+    assert env["OMPI_MCA_osc"] == "^ucx" and env["OMPI_MCA_btl"] == "^ofi"
     assert env["NUMBA_NUM_THREADS"] == "1" and "PYTHONUNBUFFERED" not in env
     assert "OMPI_ALLOW_RUN_AS_ROOT" not in env and "HYDRA_LAUNCHER" not in env
     assert env["PATH"] == "/usr/bin"
@@ -47,9 +47,10 @@ def test_open_mpi_as_root_is_allowed_only_for_root():
     assert env["OMPI_ALLOW_RUN_AS_ROOT"] == env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] == "1"
 
 
-def test_open_mpi_inside_an_allocation_does_not_oversubscribe():
-    command, _ = build(OPEN_MPI, env={"SLURM_JOB_ID": "42"})
+def test_open_mpi_inside_an_allocation_does_not_oversubscribe_nor_drop_the_network():
+    command, env = build(OPEN_MPI, env={"SLURM_JOB_ID": "42"})
     assert "--oversubscribe" not in command and command[1:3] == ["--bind-to", "none"]
+    assert "OMPI_MCA_btl" not in env  # a cluster's interconnect may go through libfabric
 
 
 def test_open_mpi_fault_tolerance_flag():

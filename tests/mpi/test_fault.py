@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 
-from mpips.ckpt import newest_valid, verify
+from mpips.ckpt import newest_valid, read_table, verify
 from mpips.errors import EXIT_RANK_LOST
 from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec, run_command
 from tests.launch import REPO_ROOT
@@ -92,3 +92,33 @@ def test_without_relaunch_the_launch_exits_76_and_a_smaller_launch_resumes(tmp_p
     assert again.returncode == 0, again.stderr
     assert f"resuming from {newest.path}" in again.stderr
     assert final_metrics(again)["model_sha256"] == reference["model_sha256"]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_servers_carry_on_when_a_worker_dies(tmp_path, ulfm, seed):
+    """ULFM: the servers retire the dead worker and the others finish and checkpoint; every
+    acknowledged push is in the checkpoint, and the dead worker's last push is there whole
+    or not at all. Without ULFM the launch ends as a lost rank (mpips launch: 76)."""
+    argv = ["tests/mpi/programs/worker_death.py", "--checkpoint-dir", str(tmp_path / "ck"),
+            "--seed", str(seed)]
+    proc = launch(5, argv, ft=ulfm)  # workers 0-2, servers 3-4; worker 2 dies
+    if not ulfm:
+        assert proc.returncode == EXIT_RANK_LOST, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "DYING" in proc.stdout and "SAVED 0" in proc.stdout and "SAVED 1" in proc.stdout
+    for server in (0, 1):
+        assert f"server {server}] worker 2 (rank 2) died: serving the others" in proc.stderr
+    acked = {w: 0 for w in range(3)}
+    for line in proc.stdout.splitlines():
+        if line.startswith("ACKED "):
+            _, worker, rounds = line.split()
+            acked[int(worker)] = max(acked[int(worker)], int(rounds))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info = newest_valid(tmp_path / "ck")
+    counts = read_table(info.path, "counts").values[:, 0].reshape(8, 8)
+    assert (counts[0] == 300).all() and (counts[1] == 300).all() and (counts[3:] == 0).all()
+    assert acked[0] == acked[1] == 300 and 1 <= acked[2] < 300
+    assert (counts[2] == counts[2, 0]).all(), counts[2]  # all or nothing
+    assert counts[2, 0] in (acked[2], acked[2] + 1), (counts[2], acked[2])

@@ -24,7 +24,7 @@ from .checkpoint import SaveCoordinator
 from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
-from .fault import is_rank_failure
+from .fault import is_rank_failure, ulfm_launch
 from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
                       parse_header, parse_reply)
 from .kernels.rows import count_nonfinite
@@ -65,6 +65,7 @@ class KVServer:
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
+        self._per_worker_receives = ulfm_launch()
         self.scheduler = ClockScheduler(topology.num_workers)
         for table in slices:  # an empty slice (more servers than keys) gets no requests
             begin, end = table.key_range.begin, table.key_range.end
@@ -81,10 +82,14 @@ class KVServer:
         remaining = self.live_workers
         status = MPI.Status()
         while remaining:
-            request = self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)
-            statuses = [status]
-            self.survivors.wait([request], statuses)
-            source = statuses[0].Get_source()
+            if self._per_worker_receives:  # ULFM: a dead worker must not block the others
+                received = self.survivors.next_request(remaining)
+                if received is None:
+                    continue
+                source, header = received
+            else:
+                wait_all([self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)], [status])
+                source = status.Get_source()
             try:
                 parsed = parse_header(header, len(self.slices),
                                       [s.spec.width for s in self.slices])
@@ -96,6 +101,7 @@ class KVServer:
             self.survivors.run(lambda: self.run_items(self._admit(parsed, source)))
             self._publish_clocks()
         self._flush_out()
+        self.survivors.close()
         if not self.scheduler.idle:
             self.topology.log("requests left unserved at the end: "
                               + "; ".join(self.scheduler.describe_waits()))

@@ -12,10 +12,27 @@ method here is a plain pass-through.
 """
 from __future__ import annotations
 
+import contextlib
+import time
+
+import numpy as np
 from mpi4py import MPI
 
 from .fault import failed_ranks, is_rank_failure
-from .transport import wait_all
+from .message import HEADER_WORDS
+from .transport import MAX_SLEEP_SECONDS, SPIN_SECONDS, TAG_REQUEST, wait_all
+
+
+def _wait_any(requests: list) -> int:
+    """Index of the first of ``requests`` to complete (sleeping with backoff while idle)."""
+    sleep, idle_since = 0.0, time.perf_counter()
+    while True:
+        index, done = MPI.Request.Testany(requests)
+        if done and index != MPI.UNDEFINED:
+            return index
+        if time.perf_counter() - idle_since > SPIN_SECONDS:
+            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
+            time.sleep(sleep)
 
 
 class Survivors:
@@ -25,17 +42,39 @@ class Survivors:
         self.server = server
         self.dead: set[int] = set()  # world ranks known dead and handled
         self.noticed = False  # a failure surfaced where it could not be handled yet
+        self._posted: dict[int, tuple] = {}  # world rank -> (its posted request receive, buffer)
 
-    def wait(self, requests: list, statuses) -> None:
-        """wait_all, handling dead workers on the way: a receive from any source fails
-        (MPI_ERR_PROC_FAILED_PENDING) while a failure is unacknowledged, and stays posted."""
-        while True:
-            try:
-                return wait_all(requests, statuses)
-            except MPI.Exception as exc:
-                if not is_rank_failure(exc):
-                    raise
-                self.handle()
+    def next_request(self, remaining: set[int]) -> tuple[int, np.ndarray] | None:
+        """(source, header) of the next request from a worker in ``remaining`` (world
+        ranks), receiving from each worker on its own, not from any source: a receive from
+        any source can keep failing with MPI_ERR_PROC_FAILED_PENDING after the failure was
+        acknowledged (seen with Open MPI 5.0), one from a dead worker fails once. None when
+        a worker died meanwhile (handled; ask again)."""
+        for rank in remaining:
+            if rank not in self._posted:
+                buf = np.empty(HEADER_WORDS, np.uint64)
+                self._posted[rank] = (self.server.comm.Irecv(buf, rank, TAG_REQUEST), buf)
+        ranks = list(self._posted)
+        requests = [self._posted[r][0] for r in ranks]
+        try:
+            index = _wait_any(requests)
+        except MPI.Exception as exc:
+            if not is_rank_failure(exc):
+                raise
+            self.handle()
+            for rank in self.dead & set(self._posted):
+                del self._posted[rank]  # its receive failed with it
+            return None
+        rank = ranks[index]
+        return rank, self._posted.pop(rank)[1]
+
+    def close(self) -> None:
+        """Cancel the receives still posted (workers that said DONE get none)."""
+        for request, _ in self._posted.values():
+            request.Cancel()
+            with contextlib.suppress(MPI.Exception):
+                request.Wait()
+        self._posted.clear()
 
     def run(self, action) -> None:
         """Run ``action`` (receiving or answering one request); if its worker died in the

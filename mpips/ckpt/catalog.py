@@ -99,8 +99,10 @@ def newest_valid(root, warn=None, level: str = "sha256") -> CheckpointInfo | Non
 def prune(root, keep_last: int = 1, level: str = "sha256") -> list[Path]:
     """Delete valid checkpoints older than the ``keep_last`` newest valid ones (those are
     verified at ``level`` first); incomplete or invalid directories are never touched.
-    Each removal is atomic (rename to a hidden name, fsync, then delete). Returns the paths
-    removed."""
+    Each removal is atomic (rename to a hidden ``.pruned-*`` name, fsync, then delete), and
+    the ``.pruned-*`` leftovers of a prune that was killed mid-delete go too (they are no
+    checkpoint any more; otherwise each would keep a whole checkpoint's bytes forever).
+    Returns the checkpoint paths removed."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
     kept, removed = 0, []
@@ -116,4 +118,7 @@ def prune(root, keep_last: int = 1, level: str = "sha256") -> list[Path]:
         fsync_path(path.parent)
         shutil.rmtree(tomb)
         removed.append(path)
+    for tomb in Path(root).glob(".pruned-step-*"):
+        if tomb.is_dir() and not tomb.is_symlink():
+            shutil.rmtree(tomb, ignore_errors=True)
     return removed

@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 
 import h5py
 import numpy as np
 import pytest
 
-from mpips.ckpt import chunkio
+from mpips.ckpt import catalog, chunkio
 from mpips.ckpt import (MANIFEST, CheckpointError, CheckpointExistsError, CheckpointWarning,
                         ChecksumError, ForeignFileError, IncompleteCheckpointError,
                         InconsistentCheckpointError, InvalidSliceError, ManifestError,
@@ -29,9 +31,17 @@ TABLES = make_tables(seed=7)
 
 @pytest.fixture(params=["raw", "hdf5"])
 def read_path(request, monkeypatch):
-    """Run a test through both read paths: raw chunks + our fletcher32, and HDF5's filters."""
+    """Run a test through both read paths: raw chunks + our fletcher32 (checksums on the worker
+    thread even for these small files), and HDF5's filters."""
     monkeypatch.setattr(chunkio, "RAW_PATH", request.param == "raw")
+    pipelined(monkeypatch, True)
     return request.param
+
+
+def pipelined(monkeypatch, on: bool) -> None:
+    """Checksum every multi-chunk raw read on the worker thread (on) or inline (off)."""
+    monkeypatch.setattr(chunkio, "PIPELINE_MIN_CHUNK", 0 if on else 2**62)
+    monkeypatch.setattr(chunkio, "PIPELINE_MIN_BYTES", 0 if on else 2**62)
 
 
 def bits(a: np.ndarray) -> np.ndarray:
@@ -378,6 +388,102 @@ def test_sigkill_mid_write_always_leaves_a_valid_checkpoint(tmp_path):
     assert outcomes == {10, 11}
 
 
+# ------------------------------------------------------------- raw reads, chunk by chunk
+
+ROWS, CHUNK, WIDTH = 1000, 64, 3  # 16 chunks of 768 bytes, the last one partial
+
+
+def _chunked_file(tmp_path):
+    """One fletcher32 dataset written by chunkio.write_chunks, and its rows."""
+    rows = np.random.default_rng(5).standard_normal((ROWS, WIDTH)).astype(np.float32)
+    path = tmp_path / "chunks.h5"
+    with h5py.File(path, "w") as f:
+        dset = f.create_dataset("d", (ROWS, WIDTH), np.float32, chunks=(CHUNK, WIDTH),
+                                fletcher32=True)
+        chunkio.write_chunks(dset, rows)
+    return path, rows
+
+
+def _rewrite_chunk(path, k: int, edit) -> None:
+    """Store ``edit(stored bytes)`` as chunk k (stored bytes = data + 4 checksum bytes)."""
+    with h5py.File(path, "r+") as f:
+        dset = f["d"]
+        _, raw = dset.id.read_direct_chunk((k * CHUNK, 0))
+        dset.id.write_direct_chunk((k * CHUNK, 0), bytes(edit(bytearray(raw))))
+
+
+def _flip(raw: bytearray) -> bytearray:
+    raw[5] ^= 0x10
+    return raw
+
+
+def _read(path, start, stop, into: str):
+    """read_rows of rows [start, stop) into an array or block by block: (the array or the
+    concatenated blocks, the ChecksumError raised or None)."""
+    out = np.zeros((stop - start, WIDTH), np.float32) if into == "out" else None
+    blocks, error = [np.zeros((0, WIDTH), np.float32)], None
+    with h5py.File(path, "r") as f:
+        try:
+            chunkio.read_rows(path, "d", f["d"], start, stop, out=out,
+                              on_block=lambda b: blocks.append(b.copy()))
+        except ChecksumError as exc:
+            error = exc
+    return (out if out is not None else np.concatenate(blocks)), error
+
+
+def _workers() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("mpips-fletcher")]
+
+
+@pytest.mark.parametrize("into", ["out", "blocks"])
+@pytest.mark.parametrize("on", [True, False], ids=["pipelined", "inline"])
+def test_raw_reads_every_row_range(tmp_path, monkeypatch, on, into):
+    """Direct reads spill each chunk's checksum into the next chunk's rows: every stored
+    checksum must be taken before the next read overwrites it, whatever the alignment."""
+    pipelined(monkeypatch, on)
+    path, rows = _chunked_file(tmp_path)
+    for start, stop in [(0, ROWS), (0, 640), (64, 128), (5, 999), (63, 65), (130, 131)]:
+        got, error = _read(path, start, stop, into)
+        assert error is None and np.array_equal(bits(got), bits(rows[start:stop])), (start, stop)
+    assert not _workers()
+
+
+@pytest.mark.parametrize("into", ["out", "blocks"])
+@pytest.mark.parametrize("on", [True, False], ids=["pipelined", "inline"])
+def test_raw_reads_name_the_first_bad_chunk(tmp_path, monkeypatch, on, into):
+    """Chunks 5 and 9 damaged: chunk 5 is named with its rows, only chunks 0-4 are handed on
+    as verified, and no worker thread outlives the error."""
+    pipelined(monkeypatch, on)
+    path, rows = _chunked_file(tmp_path)
+    _rewrite_chunk(path, 9, _flip)
+    _rewrite_chunk(path, 5, _flip)
+    got, error = _read(path, 10, ROWS, into)
+    assert isinstance(error, ChecksumError) and not _workers()
+    assert str(error).startswith(f"{path}: d chunk 5 (rows [320, 384)): fletcher32 mismatch")
+    assert np.array_equal(bits(got[:320 - 10]), bits(rows[10:320]))
+    if into == "blocks":
+        assert len(got) == 320 - 10
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["pipelined", "inline"])
+def test_raw_reads_report_bad_sizes_in_file_order(tmp_path, monkeypatch, on):
+    """A chunk stored without its checksum, or longer than a chunk can be, is named; a bad
+    checksum in an earlier chunk is still the one reported."""
+    pipelined(monkeypatch, on)
+    path, _ = _chunked_file(tmp_path)
+    _rewrite_chunk(path, 7, lambda raw: raw[:-4])
+    _, error = _read(path, 0, ROWS, "out")
+    assert "d chunk 7 (rows [448, 512)): stored as 768 bytes with filter mask 0, expected " \
+           "768 + 4 checksum bytes" in str(error)
+    _rewrite_chunk(path, 3, lambda raw: raw + b"xx")
+    _, error = _read(path, 0, ROWS, "blocks")
+    assert "d chunk 3 (rows [192, 256)): " in str(error), error
+    _rewrite_chunk(path, 2, _flip)
+    _, error = _read(path, 0, ROWS, "out")
+    assert "d chunk 2 (rows [128, 192)): fletcher32 mismatch" in str(error)
+    assert not _workers()
+
+
 # ---------------------------------------------------------------------------- HDF5 tools
 
 def _tool(name: str) -> str:
@@ -408,3 +514,20 @@ def test_h5dump_and_h5ls_read_every_shard(tmp_path):
     assert data.returncode == 0 and "(0,0): " in data.stdout, data.stderr
     first = float(data.stdout.split("(0,0): ")[1].split(",")[0])
     assert first == pytest.approx(float(TABLES[0].values[0, 0]), rel=1e-5)  # 6 digits printed
+
+
+def test_a_prune_killed_mid_delete_leaves_nothing_behind_after_the_next_prune(tmp_path):
+    """SIGKILL after the rename to .pruned-*, inside the delete: the next prune removes it."""
+    for step in (1, 2, 3):
+        save(tmp_path, step, 2, TABLES[:2])
+    pid = os.fork()
+    if pid == 0:  # the writer dies inside prune's rmtree, with the tomb renamed but not deleted
+        catalog.shutil.rmtree = lambda path, **kw: os.kill(os.getpid(), signal.SIGKILL)
+        prune(tmp_path, keep_last=2)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert [p.name.startswith(".pruned-step-000000000001-") for p in tmp_path.glob(".pruned-*")] == [True]
+    save(tmp_path, 4, 2, TABLES[:2])
+    assert [p.name for p in prune(tmp_path, keep_last=2)] == ["step-000000000002"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000000003", "step-000000000004"]

@@ -40,3 +40,9 @@ def test_kernel_matches_checksums_hdf5_stores(tmp_path):
                 raw = np.frombuffer(raw, np.uint8)
                 stored = int.from_bytes(raw[-4:].tobytes(), "little")
                 assert fletcher32(raw[:-4]) == stored, (name, i)
+
+
+def test_kernel_releases_the_gil():
+    """mpips.ckpt.chunkio checksums chunk k on a worker thread while it reads chunk k + 1:
+    that overlap needs the kernel to run without the GIL."""
+    assert fletcher32.targetoptions.get("nogil") is True

@@ -103,7 +103,7 @@ def survive_collective(topology, operation):
         try:
             result, ok = operation(group), True
         except MPI.Exception as exc:
-            if not is_rank_failure(exc):
+            if not is_rank_failure(exc) or not ulfm_launch():
                 raise
             result, ok = None, False
         if not ulfm_launch() or _agreed(group, ok):

@@ -13,6 +13,7 @@ method here is a plain pass-through.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 
 import numpy as np
@@ -23,9 +24,11 @@ from .message import HEADER_WORDS
 from .transport import MAX_SLEEP_SECONDS, SPIN_SECONDS, TAG_REQUEST, wait_all
 
 
-def _wait_any(requests: list) -> int:
-    """Index of the first of ``requests`` to complete (sleeping with backoff while idle)."""
-    sleep, idle_since = 0.0, time.perf_counter()
+def _wait_any(requests: list, parent: int) -> int:
+    """Index of the first of ``requests`` to complete (sleeping with backoff while idle).
+    Raises MPI_ERR_PROC_FAILED when this rank's launcher daemon (process ``parent``) is gone:
+    the launch has ended around it, and no failure notice will ever come again."""
+    sleep, idle_since, checked = 0.0, time.perf_counter(), time.monotonic()
     while True:
         index, done = MPI.Request.Testany(requests)
         if done and index != MPI.UNDEFINED:
@@ -33,6 +36,16 @@ def _wait_any(requests: list) -> int:
         if time.perf_counter() - idle_since > SPIN_SECONDS:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
+        if time.monotonic() - checked > 1.0:
+            checked = time.monotonic()
+            if os.getppid() != parent:
+                raise MPI.Exception(MPI.ERR_PROC_FAILED)
+
+
+def _survivable(exc: MPI.Exception) -> bool:
+    """A process failure a server can carry on after; not a revoked communicator, which
+    means the job is ending (mpips.fault revoked it): the server leaves with the others."""
+    return is_rank_failure(exc) and exc.Get_error_class() != MPI.ERR_REVOKED
 
 
 class Survivors:
@@ -42,6 +55,7 @@ class Survivors:
         self.server = server
         self.dead: set[int] = set()  # world ranks known dead and handled
         self.noticed = False  # a failure surfaced where it could not be handled yet
+        self._parent = os.getppid()  # the launcher's daemon (see _wait_any)
         self._posted: dict[int, tuple] = {}  # world rank -> (its posted request receive, buffer)
 
     def next_request(self, remaining: set[int]) -> tuple[int, np.ndarray] | None:
@@ -57,9 +71,9 @@ class Survivors:
         ranks = list(self._posted)
         requests = [self._posted[r][0] for r in ranks]
         try:
-            index = _wait_any(requests)
+            index = _wait_any(requests, self._parent)
         except MPI.Exception as exc:
-            if not is_rank_failure(exc):
+            if not _survivable(exc):
                 raise
             self.handle()
             for rank in self.dead & set(self._posted):
@@ -82,7 +96,7 @@ class Survivors:
         try:
             action()
         except MPI.Exception as exc:
-            if not is_rank_failure(exc):
+            if not _survivable(exc):
                 raise
             self.server.abandon_request()
             self.noticed = True
@@ -95,7 +109,7 @@ class Survivors:
             try:
                 wait_all([request])
             except MPI.Exception as exc:
-                if not is_rank_failure(exc):
+                if not _survivable(exc):
                     raise
                 self.noticed = True
 

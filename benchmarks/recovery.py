@@ -34,8 +34,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from jsonlines import emit  # noqa: E402
 
-from mpips.errors import EXIT_RANK_LOST  # noqa: E402
-from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec, mpiexec_command  # noqa: E402
+from mpips.launcher import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
+                            lost_a_rank, mpiexec_command)
 
 KILLED_AT = re.compile(r"kills itself.* at (\d+\.\d+)")
 BARE_KILL = """
@@ -108,7 +108,7 @@ def one_kill(args, index: int, ft: bool, work: Path) -> dict:
                                *job], ft)
     t_end, err = ended_at(first, args.timeout)
     killed = KILLED_AT.search(err)
-    if first.returncode not in (EXIT_RANK_LOST, 9, 137) or killed is None:
+    if not lost_a_rank(first.returncode) or killed is None:
         raise SystemExit(f"recovery: kill {index} did not end the launch as a lost rank "
                          f"(exit {first.returncode}):\n{err[-2000:]}")
     relaunch = popen(args.ranks - 1, ["jobs/sparse_lr.py", *job], ft,

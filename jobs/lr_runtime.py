@@ -9,10 +9,9 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips.checkpoint import SaveSignal
-from mpips.jobs.lr_position import Position  # noqa: F401 (sparse_lr imports it from here)
 from mpips.filters import make_filter
 
-__all__ = ["Checkpointer", "Position", "SaveSignal", "Straggler", "add_checkpoint_arguments",
+__all__ = ["Checkpointer", "SaveSignal", "Straggler", "add_checkpoint_arguments",
            "gather_floats", "parse_filter", "parse_straggler", "traffic_summary"]
 
 

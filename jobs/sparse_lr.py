@@ -35,7 +35,8 @@ from mpi4py import MPI
 from mpips import lr, metrics
 from mpips.dataset import SparseDataset
 from mpips.filters import make_filter
-from mpips.jobs.lr_runtime import (Checkpointer, Position, SaveSignal, Straggler,
+from mpips.jobs.lr_position import Position
+from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
                                    add_checkpoint_arguments, gather_floats, parse_filter,
                                    parse_straggler, traffic_summary)
 from mpips.libsvm import read_libsvm

@@ -42,6 +42,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from .errors import EXIT_RANK_LOST, LauncherError
+from .partition import ranks_lost_before
 from .processes import (LaunchTimeout, Terminated, process_tree, run_command,  # noqa: F401
                         sigterm_as_interrupt, terminate_tree)
 
@@ -235,7 +236,7 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
     up to ``relaunch`` more launches run on one rank fewer each (MPIPS_RANKS_LOST set to the
     ranks lost so far), while at least two ranks are left.
     """
-    lost = int(os.environ.get("MPIPS_RANKS_LOST", "0") or 0)
+    lost = ranks_lost_before(os.environ)
     for attempt in range(relaunch + 1):
         command, env = mpiexec_command(nprocs, argv, ft=ft)
         if lost:

@@ -92,6 +92,17 @@ class RangePartition:
         return (i * self.size) // self.num_servers
 
 
+def ranks_lost_before(environ) -> int:
+    """How many ranks earlier launches of this job lost: MPIPS_RANKS_LOST in ``environ``, set
+    by ``mpips launch --relaunch`` (0 when unset). LayoutError when it is not a count."""
+    text = environ.get("MPIPS_RANKS_LOST", "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise LayoutError(f"MPIPS_RANKS_LOST must be a count of ranks, got {text!r}")
+    return int(text)
+
+
 def servers_after_loss(requested: int, ranks_lost: int) -> int:
     """Servers of a relaunch on ``ranks_lost`` fewer ranks than a job that asked for
     ``requested``: each lost rank costs a server while more than one is left (servers hold

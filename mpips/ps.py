@@ -7,9 +7,9 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from .errors import LayoutError, TableError
+from .errors import TableError
 from .fault import is_rank_failure, rank_lost
-from .partition import KEY_SPACE, servers_after_loss
+from .partition import KEY_SPACE, ranks_lost_before, servers_after_loss
 from .checkpoint import restore as restore_checkpoint
 from .onesided import ClockBoard, OneSidedReader, rma_mode
 from .server import KVServer
@@ -28,7 +28,7 @@ def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
     mpips.partition.servers_after_loss), so workers keep their data shards.
     """
     comm = comm if comm is not None else MPI.COMM_WORLD
-    lost = ranks_lost_before()
+    lost = ranks_lost_before(os.environ)
     if lost:
         fewer = servers_after_loss(servers, lost)
         if comm.Get_rank() == 0:
@@ -37,17 +37,6 @@ def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
                   flush=True)
         servers = fewer
     return PS(comm, servers)
-
-
-def ranks_lost_before() -> int:
-    """How many ranks earlier launches of this job lost (MPIPS_RANKS_LOST, set by
-    ``mpips launch --relaunch``; 0 when unset)."""
-    text = os.environ.get("MPIPS_RANKS_LOST", "").strip()
-    if not text:
-        return 0
-    if not text.isdigit():
-        raise LayoutError(f"MPIPS_RANKS_LOST must be a count of ranks, got {text!r}")
-    return int(text)
 
 
 class PS:

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from mpips.errors import LayoutError
-from mpips.partition import KEY_SPACE, KeyRange, Layout, RangePartition, servers_after_loss
+from mpips.partition import (KEY_SPACE, KeyRange, Layout, RangePartition, ranks_lost_before,
+                             servers_after_loss)
 
 MAX = KEY_SPACE - 1
 
@@ -187,3 +188,15 @@ def test_a_relaunch_gives_up_servers_first(requested, lost, servers):
 def test_servers_after_loss_rejects_nonsense(requested, lost):
     with pytest.raises(LayoutError):
         servers_after_loss(requested, lost)
+
+
+@pytest.mark.parametrize("environ,lost", [({}, 0), ({"MPIPS_RANKS_LOST": ""}, 0),
+                                          ({"MPIPS_RANKS_LOST": " 2 "}, 2)])
+def test_ranks_lost_before_reads_the_relaunch_count(environ, lost):
+    assert ranks_lost_before(environ) == lost
+
+
+@pytest.mark.parametrize("text", ["-1", "two", "1.5"])
+def test_ranks_lost_before_names_a_bad_count(text):
+    with pytest.raises(LayoutError, match="MPIPS_RANKS_LOST must be a count"):
+        ranks_lost_before({"MPIPS_RANKS_LOST": text})

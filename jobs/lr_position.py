@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 @dataclass
 class Position:
     """Where training stands: the next (epoch, step) to run (0-based), the loss curve of the
-    finished epochs, and each worker's loss sum so far in the current epoch."""
+    finished epochs, each worker's loss sum so far in the current epoch, and ``steps_done``,
+    the step id of the checkpoint it resumed from (0 at the start)."""
 
     epoch: int = 0
     step: int = 0
     curve: list = field(default_factory=list)
     partial_loss: list = field(default_factory=list)
+    steps_done: int = 0
 
     @classmethod
     def from_job(cls, job: dict | None, num_workers: int) -> "Position":
@@ -28,9 +30,24 @@ class Position:
                     f"workers (servers may differ), not {num_workers}; checkpoints at epoch "
                     f"ends (--checkpoint-every) resume on any number of workers")
             # at an epoch end: the next epoch shards the data over the workers there are now
-            return cls(int(job["epoch"]), 0, list(job["curve"]), [])
+            return cls(int(job["epoch"]), 0, list(job["curve"]), [], _step_id(job))
         return cls(int(job["epoch"]), int(job["step"]), list(job["curve"]),
-                   list(job["partial_loss"]))
+                   list(job["partial_loss"]), _step_id(job))
+
+    def step_id(self, epoch: int, step: int, steps_per_epoch: int) -> int:
+        """The checkpoint step id of (epoch, step): the resumed checkpoint's id plus the steps
+        run since. Ids only grow, also when a resume changed the worker count and with it
+        the steps per epoch (epoch * steps_per_epoch alone could go back below an id already
+        on disk, and the newer checkpoint would then look older than the one it follows)."""
+        ran = (epoch - self.epoch) * steps_per_epoch + step - self.step
+        if ran < 0:
+            raise ValueError(f"({epoch}, {step}) is before the start ({self.epoch}, {self.step})")
+        return self.steps_done + ran
 
     def loss_so_far(self, worker: int) -> float:
         return float(self.partial_loss[worker]) if self.partial_loss else 0.0
+
+
+def _step_id(job: dict) -> int:
+    """The resumed checkpoint's step id (ps.restore adds "checkpoint_step" to its job dict)."""
+    return int(job.get("checkpoint_step", 0))

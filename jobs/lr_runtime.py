@@ -91,10 +91,11 @@ def gather_floats(worker_comm, values) -> np.ndarray | None:
 class Checkpointer:
     """Saves at step boundaries: every ``--checkpoint-every`` epochs, every
     ``--checkpoint-seconds``, and when a worker got SIGUSR1/SIGTERM (or after
-    ``--stop-after-steps``), after which training stops."""
+    ``--stop-after-steps``), after which training stops. ``start`` (a Position) numbers the
+    checkpoints: ids go on from the one the job resumed from."""
 
-    def __init__(self, kv, args, steps_per_epoch: int, signal: SaveSignal | None):
-        self.kv, self.args, self.steps = kv, args, steps_per_epoch
+    def __init__(self, kv, args, steps_per_epoch: int, signal: SaveSignal | None, start):
+        self.kv, self.args, self.steps, self.start = kv, args, steps_per_epoch, start
         self.signal = signal
         self.steps_run = 0
         self.last_save = time.monotonic()
@@ -126,7 +127,7 @@ class Checkpointer:
         kv = self.kv
         losses = gather_floats(kv.worker_comm, [loss_sum])
         partial = [] if losses is None else [float(x) for x in losses[:, 0]]
-        step_id = epoch * self.steps + step
+        step_id = self.start.step_id(epoch, step, self.steps)
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.num_workers, "steps_per_epoch": self.steps, "seed": self.args.seed}
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)

@@ -190,7 +190,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
     slow.compute = args.compute_ms / 1000.0
     if args.filter_plan is not None:
         kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
-    saver = Checkpointer(kv, args, steps, signal)
+    saver = Checkpointer(kv, args, steps, signal, start)
     curve, samples, began, stopped = list(start.curve), 0, time.perf_counter(), None
     for epoch in range(args.epochs):
         order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
@@ -232,7 +232,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
                   wait_seconds=[round(w, 4) for w in runs[:, 0]],
                   straggler_sleep_seconds=round(float(runs[:, 1].sum()), 4),
                   traffic=traffic_summary(sent, args), resumed_from_step=(
-                      start.epoch * steps + start.step) if start.epoch or start.step else None)
+                      start.steps_done if start.epoch or start.step else None))
     return result
 
 

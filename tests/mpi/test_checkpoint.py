@@ -60,6 +60,23 @@ def test_bsp_job_stopped_mid_epoch_and_resumed_on_other_servers_ends_identical(t
     assert resumed["train_logloss"] == whole["train_logloss"]
 
 
+def test_a_resume_on_more_workers_numbers_its_checkpoints_after_the_old_ones(tmp_path):
+    """2 workers save epochs 1-2; 4 workers (fewer steps per epoch) resume and save epoch 3.
+    Its id must be the newest, or --keep 2 would prune it and a restore would miss it."""
+    first = final_metrics(run_mpi(3, [*JOB, "--epochs", "2", "--servers", "1",
+                                      "--checkpoint-dir", str(tmp_path), "--keep", "2"],
+                                  timeout=180))
+    old = [i.step for i in ckpt.list_checkpoints(tmp_path)]
+    more = final_metrics(run_mpi(5, [*JOB, "--servers", "1", "--checkpoint-dir", str(tmp_path),
+                                     "--keep", "2", "--resume"], timeout=180))
+    assert more["workers"] == 4 and more["resumed_from_step"] == max(old)
+    infos = ckpt.list_checkpoints(tmp_path)
+    assert [i.valid for i in infos] == [True, True] and infos[1].step == max(old)
+    assert infos[0].step > max(old)  # the newest on disk is epoch 3, written by 4 workers
+    assert (infos[0].job["epoch"], infos[0].job["workers"]) == (3, 4)
+    assert first["train_logloss"] == more["train_logloss"][:2]
+
+
 def test_periodic_checkpoints_by_seconds_keep_the_newest(tmp_path):
     got = final_metrics(run_mpi(5, [*JOB, "--servers", "2", "--checkpoint-dir", str(tmp_path),
                                     "--checkpoint-every", "0", "--checkpoint-seconds", "0.001",

@@ -29,3 +29,23 @@ def test_an_epoch_end_checkpoint_resumes_on_any_number_of_workers(workers):
 def test_a_mid_epoch_checkpoint_needs_the_workers_that_wrote_it():
     with pytest.raises(SystemExit, match="mid-epoch \\(step 7\\) by 2 workers.*not 3"):
         Position.from_job(dict(JOB, step=7), 3)
+
+
+def test_step_ids_continue_from_the_resumed_checkpoint():
+    """Ids count the steps the job has run, whatever the steps per epoch."""
+    assert Position().step_id(2, 5, 10) == 25
+    same = Position.from_job(dict(JOB, step=7, partial_loss=[1.0, 2.0], checkpoint_step=37), 2)
+    assert same.step_id(3, 7, 10) == 37 and same.step_id(4, 0, 10) == 40
+    with pytest.raises(ValueError, match="before the start"):
+        same.step_id(3, 6, 10)
+
+
+@pytest.mark.parametrize("workers,steps_per_epoch", [(4, 6), (1, 24)])
+def test_step_ids_grow_after_a_resume_on_another_worker_count(workers, steps_per_epoch):
+    """2 workers wrote epoch 3's end as step 36 (12 steps per epoch). On 4 workers an epoch has
+    6 steps, and epoch * steps_per_epoch would name epoch 4's end step 24: older-looking than
+    36, so a restore would pick epoch 3 again and keep=K could prune the newer checkpoint."""
+    position = Position.from_job(dict(JOB, checkpoint_step=36), workers)
+    ids = [position.step_id(epoch, 0, steps_per_epoch) for epoch in (4, 5)]
+    assert ids == [36 + steps_per_epoch, 36 + 2 * steps_per_epoch]
+    assert position.step_id(3, 1, steps_per_epoch) == 37 > 36

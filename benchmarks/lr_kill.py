@@ -8,7 +8,9 @@ Rank R (of the launch) waits until it has seen K committed checkpoints appear in
 and kills itself with SIGKILL, as the OOM killer or a failing node would, printing the
 wall-clock time of the kill (benchmarks/recovery.py reads it). A relaunch (MPIPS_RANKS_LOST
 set by ``mpips launch --relaunch`` or slurm/train.sbatch) kills nobody: it resumes and
-finishes. Used by benchmarks/recovery.py, tests/mpi/test_fault.py and tests/slurm.
+finishes. With --audit each worker also logs its acknowledged steps (``AUDIT``) and counts
+them in a table, for tests to check that none was lost. Used by benchmarks/recovery.py,
+tests/mpi/test_fault.py and tests/slurm.
 """
 import os
 import random
@@ -17,6 +19,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 from mpips.jobs import sparse_lr
 
@@ -30,6 +34,8 @@ def add_arguments(parser) -> None:
     kill.add_argument("--kill-seed", type=int, default=0, help="seed of the random delay")
     kill.add_argument("--kill-max-delay", type=float, default=0.05, metavar="SECONDS",
                       help="random delay after the K-th checkpoint (default 0.05)")
+    kill.add_argument("--audit", action="store_true",
+                      help="count acknowledged steps in a table 'audit' and print them")
 
 
 def kill_later(rank: int, checkpoint_dir: Path, after: int, delay: float) -> None:
@@ -43,9 +49,26 @@ def kill_later(rank: int, checkpoint_dir: Path, after: int, delay: float) -> Non
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def audit_steps(table) -> None:
+    """After every step whose pushes were acknowledged, push +1 to ``table`` at this worker's
+    key, wait, and print ``AUDIT <worker> <steps acknowledged>``: a log of acknowledged
+    pushes to check the checkpoints against."""
+    plain_step, done = sparse_lr.sgd_step, [0]
+
+    def audited_step(kv, tables, batch, l2):
+        loss = plain_step(kv, tables, batch, l2)
+        kv.wait(kv.push(table, np.array([kv.worker_rank], np.uint64), np.ones((1, 1), np.float32)))
+        done[0] += 1
+        print(f"AUDIT {kv.worker_rank} {done[0]}", flush=True)
+        return loss
+    sparse_lr.sgd_step = audited_step
+
+
 def main(ps, args):
     if not args.checkpoint_dir:
         raise SystemExit("lr_kill: needs --checkpoint-dir (it kills after checkpoints)")
+    if args.audit:
+        audit_steps(ps.dense_table("audit", ps.num_workers))
     if ps.rank == args.kill_rank and not os.environ.get("MPIPS_RANKS_LOST"):
         delay = random.Random(args.kill_seed).uniform(0, args.kill_max_delay)
         threading.Thread(target=kill_later, daemon=True, args=(

@@ -1,20 +1,23 @@
 """Time from a SIGKILLed rank to training again, over N kills, next to bare MPI (issue 8).
 
 Each kill runs sparse_lr on --ranks ranks with a checkpoint every epoch; one rank (servers
-and workers in turn) SIGKILLs itself at a random moment (benchmarks/lr_kill.py). Measured:
+and workers in turn) SIGKILLs itself at a random moment (benchmarks/lr_kill.py). Two paths:
 
-- ``leave_s``: kill -> the launch has ended, every survivor gone with exit code 76 (Open MPI:
-  ULFM notices the death, mpips.fault revokes and leaves; MPICH: mpiexec tears it down);
-- ``resume_s``: that moment -> the relaunch on one rank fewer has restored the newest
-  checkpoint ("resuming from" on worker 0): MPI start, imports, tables, restore;
-- ``recovery_s`` = leave_s + resume_s.
+- ``live`` (a worker, in a ULFM launch): the job carries on without it. ``detect_s``: kill ->
+  a server has retired it; ``recovery_s``: kill -> the other workers have shrunk their
+  communicator and train on (``... carry on without it``).
+- ``relaunch`` (a server; any rank without ULFM): ``leave_s``: kill -> the launch has ended,
+  every survivor gone with exit code 76 (ULFM) or torn down by mpiexec; ``resume_s``: -> the
+  relaunch on one rank fewer has restored the newest checkpoint ("resuming from" on worker
+  0): MPI start, imports, tables, restore; ``recovery_s`` = leave_s + resume_s.
 
-The floor, measured in the same run the same way: a bare mpi4py program where one of
---ranks ranks SIGKILLs itself while the others wait on it (``leave_s``), and a bare launch
-of one rank fewer reaching its first Barrier (``resume_s``).
+The floor, measured in the same run the same way with bare mpi4py: one of --ranks ranks
+SIGKILLs itself while the others wait on it; ``live``: they revoke, shrink and Allreduce on
+the shrunk communicator (ULFM only); ``relaunch``: they exit, and a bare launch of one rank
+fewer reaches its first Barrier.
 
-Prints JSON lines (one per kill, then a summary with median and max of each) and appends
-them to --out. There is no live recovery yet (replicas, issue 8): this is the relaunch path.
+Prints JSON lines (one per kill, then a summary per system and path with median and max)
+and appends them to --out. There are no replicas yet: a dead server always means a relaunch.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,7 +39,7 @@ sys.path.insert(0, str(HERE.parent))
 from jsonlines import emit  # noqa: E402
 
 from mpips.launcher import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
-                            lost_a_rank, mpiexec_command)
+                            lost_a_rank, mpiexec_command, terminate_tree)
 
 KILLED_AT = re.compile(r"kills itself.* at (\d+\.\d+)")
 BARE_KILL = """
@@ -52,6 +56,26 @@ try:
     comm.Recv(np.empty(1), source=comm.Get_size() - 1)
 except MPI.Exception:
     sys.exit(76)
+"""
+BARE_LIVE = """
+import os, signal, sys, time
+import numpy as np
+from mpi4py import MPI
+comm = MPI.COMM_WORLD.Dup()
+comm.Set_errhandler(MPI.ERRORS_RETURN)
+comm.Barrier()
+if comm.Get_rank() == comm.Get_size() - 1:
+    time.sleep(0.2)
+    print(f"bare rank kills itself at {time.time():.6f}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+try:
+    comm.Recv(np.empty(1), source=comm.Get_size() - 1)
+except MPI.Exception:
+    comm.Revoke()
+    alive = comm.Shrink()
+    alive.allreduce(1)
+    if alive.Get_rank() == 0:
+        print("bare: carry on without it", file=sys.stderr, flush=True)
 """
 BARE_START = ("from mpi4py import MPI; import sys; MPI.COMM_WORLD.Barrier(); "
               "print('resuming from nothing', file=sys.stderr, flush=True)")
@@ -76,24 +100,40 @@ def popen(nprocs: int, argv: list[str], ft: bool, env_extra=None) -> subprocess.
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def ended_at(proc: subprocess.Popen, timeout: float) -> tuple[float, str]:
-    """(wall-clock time the launch ended, its stderr)."""
-    _, err = proc.communicate(timeout=timeout)
-    return time.time(), err
+def watch(proc: subprocess.Popen, needles, timeout: float) -> tuple[dict, str, float]:
+    """Read the launch's stderr to its end: ({needle: wall-clock time it first appeared},
+    the stderr text, the time the launch ended). A launch past ``timeout`` is killed (a
+    reader thread, so a silent hang cannot block this), and the benchmark stops."""
+    seen, lines = {}, []
+
+    def read() -> None:
+        for line in proc.stderr:
+            now = time.time()
+            lines.append(line)
+            for needle in needles:
+                if needle in line and needle not in seen:
+                    seen[needle] = now
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        terminate_tree(proc)
+        raise SystemExit(f"recovery: a launch hung for {timeout} s:\n{''.join(lines)[-3000:]}")
+    ended = time.time()
+    reader.join(10)
+    return seen, "".join(lines), ended
 
 
 def first_line_at(proc: subprocess.Popen, needle: str, timeout: float) -> float:
-    """Wall-clock time ``needle`` first appears on the launch's stderr (then wait for its end)."""
-    deadline, seen = time.time() + timeout, None
-    for line in proc.stderr:
-        if seen is None and needle in line:
-            seen = time.time()
-        if time.time() > deadline:
-            break
-    proc.wait(timeout=max(1.0, deadline - time.time()))
-    if seen is None:
+    """Wall-clock time ``needle`` first appears on the launch's stderr (after its end)."""
+    seen, _, _ = watch(proc, (needle,), timeout)
+    if needle not in seen:
         raise SystemExit(f"recovery: the relaunch never printed {needle!r} (exit {proc.returncode})")
-    return seen
+    return seen[needle]
+
+
+LIVE_DONE, SERVER_SAW = "carry on without it", "died: serving the others"
 
 
 def one_kill(args, index: int, ft: bool, work: Path) -> dict:
@@ -106,43 +146,63 @@ def one_kill(args, index: int, ft: bool, work: Path) -> dict:
     first = popen(args.ranks, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank",
                                str(rank), "--kill-after", str(after), "--kill-seed", str(index),
                                *job], ft)
-    t_end, err = ended_at(first, args.timeout)
+    seen, err, t_end = watch(first, (LIVE_DONE, SERVER_SAW, "lost rank"), args.timeout)
     killed = KILLED_AT.search(err)
-    if not lost_a_rank(first.returncode) or killed is None:
-        raise SystemExit(f"recovery: kill {index} did not end the launch as a lost rank "
+    if killed is None:
+        raise SystemExit(f"recovery: kill {index} did not happen (exit {first.returncode}):\n"
+                         f"{err[-2000:]}")
+    t_kill = float(killed.group(1))
+    row = {"system": "mpips", "kill": index, "rank": rank, "after_checkpoints": after,
+           "launch_exit": first.returncode}
+    if first.returncode == 0 and LIVE_DONE in seen:  # a worker died; the others carried on
+        return {**row, "path": "live", "detect_s": round(seen[SERVER_SAW] - t_kill, 4),
+                "recovery_s": round(max(seen[LIVE_DONE], seen[SERVER_SAW]) - t_kill, 4)}
+    if not lost_a_rank(first.returncode):
+        raise SystemExit(f"recovery: kill {index} ended neither live nor as a lost rank "
                          f"(exit {first.returncode}):\n{err[-2000:]}")
     relaunch = popen(args.ranks - 1, ["jobs/sparse_lr.py", *job], ft,
                      {"MPIPS_RANKS_LOST": "1"})
     t_resumed = first_line_at(relaunch, "resuming from", args.timeout)
     if relaunch.returncode != 0:
         raise SystemExit(f"recovery: relaunch after kill {index} failed ({relaunch.returncode})")
-    t_kill = float(killed.group(1))
-    return {"system": "mpips", "kill": index, "rank": rank, "after_checkpoints": after,
-            "launch_exit": first.returncode, "leave_s": round(t_end - t_kill, 4),
+    return {**row, "path": "relaunch", "leave_s": round(t_end - t_kill, 4),
             "resume_s": round(t_resumed - t_end, 4), "recovery_s": round(t_resumed - t_kill, 4)}
 
 
 def bare_floor(args, index: int, ft: bool) -> dict:
     first = popen(args.ranks, ["-c", BARE_KILL], ft)
-    t_end, err = ended_at(first, args.timeout)
+    _, err, t_end = watch(first, (), args.timeout)
     killed = KILLED_AT.search(err)
     if killed is None:
         raise SystemExit(f"recovery: the bare kill did not happen:\n{err[-2000:]}")
     t_resumed = first_line_at(popen(args.ranks - 1, ["-c", BARE_START], ft), "resuming from",
                               args.timeout)
     t_kill = float(killed.group(1))
-    return {"system": "bare-mpi", "kill": index, "launch_exit": first.returncode,
-            "leave_s": round(t_end - t_kill, 4), "resume_s": round(t_resumed - t_end, 4),
-            "recovery_s": round(t_resumed - t_kill, 4)}
+    return {"system": "bare-mpi", "path": "relaunch", "kill": index,
+            "launch_exit": first.returncode, "leave_s": round(t_end - t_kill, 4),
+            "resume_s": round(t_resumed - t_end, 4), "recovery_s": round(t_resumed - t_kill, 4)}
 
 
-def summary(rows: list[dict], system: str, common: dict) -> dict:
-    mine = [r for r in rows if r["system"] == system]
-    out = {"summary": True, "system": system, "kills": len(mine), **common}
-    for key in ("leave_s", "resume_s", "recovery_s"):
-        values = [r[key] for r in mine]
-        out[f"{key}_median"] = round(statistics.median(values), 4)
-        out[f"{key}_max"] = round(max(values), 4)
+def bare_live_floor(args, index: int) -> dict:
+    seen, err, _ = watch(popen(args.ranks, ["-c", BARE_LIVE], True), ("bare: " + LIVE_DONE,),
+                         args.timeout)
+    killed = KILLED_AT.search(err)
+    if killed is None or not seen:
+        raise SystemExit(f"recovery: the bare live recovery did not happen:\n{err[-2000:]}")
+    return {"system": "bare-mpi", "path": "live", "kill": index,
+            "recovery_s": round(min(seen.values()) - float(killed.group(1)), 4)}
+
+
+def summary(rows: list[dict], system: str, path: str, common: dict) -> dict | None:
+    mine = [r for r in rows if r["system"] == system and r["path"] == path]
+    if not mine:
+        return None
+    out = {"summary": True, "system": system, "path": path, "kills": len(mine), **common}
+    for key in ("detect_s", "leave_s", "resume_s", "recovery_s"):
+        values = [r[key] for r in mine if key in r]
+        if values:
+            out[f"{key}_median"] = round(statistics.median(values), 4)
+            out[f"{key}_max"] = round(max(values), 4)
     return out
 
 
@@ -151,15 +211,18 @@ def main(argv=None) -> int:
     implementation = detect_implementation(find_mpiexec())
     ft = implementation == OPEN_MPI
     common = {"benchmark": "recovery", "mpi": implementation, "ulfm": ft, "ranks": args.ranks,
-              "servers": args.servers, "path": "relaunch from checkpoint (no replicas)"}
+              "servers": args.servers}
     subprocess.run([sys.executable, "-m", "mpips", "warmup"], check=True, capture_output=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mpips-recovery-") as tmp:
         for index in range(args.kills):
-            for row in (bare_floor(args, index, ft), one_kill(args, index, ft, Path(tmp))):
+            floors = [bare_floor(args, index, ft)] + ([bare_live_floor(args, index)] if ft else [])
+            for row in (*floors, one_kill(args, index, ft, Path(tmp))):
                 rows.append({**common, **row})
                 emit([rows[-1]], args.out)
-    emit([summary(rows, "bare-mpi", common), summary(rows, "mpips", common)], args.out)
+    summaries = [summary(rows, system, path, common) for system in ("bare-mpi", "mpips")
+                 for path in ("live", "relaunch")]
+    emit([row for row in summaries if row], args.out)
     return 0
 
 

@@ -88,6 +88,13 @@ def gather_floats(worker_comm, values) -> np.ndarray | None:
     return rows
 
 
+def _max(worker_comm, flags: np.ndarray) -> np.ndarray:
+    """Elementwise maximum of ``flags`` over the workers (a new array: safe to repeat)."""
+    out = np.empty_like(flags)
+    worker_comm.Allreduce(flags, out, op=MPI.MAX)
+    return out
+
+
 class Checkpointer:
     """Saves at step boundaries: every ``--checkpoint-every`` epochs, every
     ``--checkpoint-seconds``, and when a worker got SIGUSR1/SIGTERM (or after
@@ -110,11 +117,11 @@ class Checkpointer:
         stop = self.args.stop_after_steps is not None and \
             self.steps_run >= self.args.stop_after_steps
         every = self.args.checkpoint_seconds
-        due = self.kv.worker_rank == 0 and every > 0 and \
+        due = self.kv.worker_comm.Get_rank() == 0 and every > 0 and \
             time.monotonic() - self.last_save >= every
         flags = np.array([int(bool(self.signal and self.signal.received) or stop), int(due)],
                          np.int32)
-        self.kv.worker_comm.Allreduce(MPI.IN_PLACE, flags, op=MPI.MAX)
+        flags = self.kv.collective(lambda comm: _max(comm, flags))
         return "stop" if flags[0] else ("save" if flags[1] else None)
 
     def due_at_epoch_end(self, epoch: int) -> bool:
@@ -125,14 +132,14 @@ class Checkpointer:
         """Checkpoint the tables at (epoch, step); every worker's ``loss_sum`` of the
         unfinished epoch goes into the job dict. Collective over the workers."""
         kv = self.kv
-        losses = gather_floats(kv.worker_comm, [loss_sum])
+        losses = kv.collective(lambda comm: gather_floats(comm, [loss_sum]))
         partial = [] if losses is None else [float(x) for x in losses[:, 0]]
         step_id = self.start.step_id(epoch, step, self.steps)
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.num_workers, "steps_per_epoch": self.steps, "seed": self.args.seed}
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
         self.last_save = time.monotonic()
-        if kv.worker_rank == 0 and not self.args.quiet:
+        if kv.worker_comm.Get_rank() == 0 and not self.args.quiet:
             print(f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in "
                   f"{self.args.checkpoint_dir}", flush=True)
         return step_id

@@ -88,6 +88,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compute-ms", type=float, default=0.0, metavar="MS",
                         help="simulate MS ms of model compute per step (benchmarks: a model "
                              "heavier than LR); a straggler's is multiplied by its factor")
+    parser.add_argument("--on-worker-loss", choices=("reassign", "drop"), default="reassign",
+                        help="when a worker dies in a ULFM launch (mpips launch --ft): share "
+                             "its data among the living from the next epoch on, or drop it "
+                             "(default reassign)")
     parser.add_argument("--codec", default="", metavar="TEXT",
                         help='how pushes travel (mpips.codec words, e.g. "keycache,zeros"; '
                              'default: raw keys and values)')
@@ -192,7 +196,12 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
     saver = Checkpointer(kv, args, steps, signal, start)
     curve, samples, began, stopped = list(start.curve), 0, time.perf_counter(), None
+    workers = kv.num_workers
     for epoch in range(args.epochs):
+        if kv.worker_comm.Get_size() != workers and args.on_worker_loss == "reassign":
+            workers = kv.worker_comm.Get_size()  # a worker died: the living share its data
+            shard = train.shard(kv.worker_comm.Get_rank(), workers)
+            steps = saver.steps = steps_per_epoch(train.n_rows, workers, args.batch_size)
         order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
         if epoch < start.epoch:
             continue
@@ -204,26 +213,29 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         samples += rows
         if stopped is not None:
             break
-        loss, epoch_rows = _combine_epoch(kv.worker_comm, loss_sum, shard.n_rows)
+        loss, epoch_rows = kv.collective(lambda comm: _combine_epoch(comm, loss_sum,
+                                                                      shard.n_rows))
         curve.append(loss)
-        if kv.worker_rank == 0 and not args.quiet:
+        if kv.worker_comm.Get_rank() == 0 and not args.quiet:
             rate = epoch_rows / (time.perf_counter() - epoch_began)
             print(f"epoch {epoch + 1}/{args.epochs}  train_logloss {loss:.5f}  "
                   f"samples/s {rate:,.0f}", flush=True)
         if saver.due_at_epoch_end(epoch):
             saver.save(epoch + 1, 0, curve, 0.0)
     seconds = time.perf_counter() - began
-    runs = gather_floats(kv.worker_comm, [kv.wait_seconds, slow.slept, seconds, samples])
+    runs = kv.collective(lambda comm: gather_floats(
+        comm, [kv.wait_seconds, slow.slept, seconds, samples]))
     traffic = kv.traffic.report().get(tables.weights.name, {})
-    sent = gather_floats(kv.worker_comm, [traffic.get("wire_bytes", 0), traffic.get("push_kv", 0),
-                                          getattr(kv.push_filter(tables.weights), "stats",
-                                                  {}).get("seen", 0)])
-    model_keys = gather_model_keys(kv.worker_comm, shard)
-    if kv.worker_rank != 0:
+    seen = getattr(kv.push_filter(tables.weights), "stats", {}).get("seen", 0)
+    sent = kv.collective(lambda comm: gather_floats(
+        comm, [traffic.get("wire_bytes", 0), traffic.get("push_kv", 0), seen]))
+    model_keys = kv.collective(lambda comm: gather_model_keys(comm, shard))
+    if kv.worker_comm.Get_rank() != 0:  # the first worker alive reports
         return None
     result = {"stopped_at_step": stopped} if stopped is not None else \
         evaluate(kv, tables, model_keys, train, test)
     result.update(epochs=args.epochs, workers=kv.num_workers, train_logloss=curve,
+                  workers_lost=kv.num_workers - kv.worker_comm.Get_size(),
                   # the slowest worker's time: fast workers that finish early do not count
                   samples_per_s=float(runs[:, 3].sum() / max(runs[:, 2].max(), 1e-9)),
                   rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size,

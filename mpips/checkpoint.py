@@ -54,14 +54,21 @@ class SaveCoordinator:
         if live_workers <= set(self.requests):
             self._save()
 
+    def on_worker_gone(self, live_workers: set[int]) -> None:
+        """A worker died: save if every worker still alive has asked (it never will)."""
+        for worker in [w for w in self.requests if w not in live_workers]:
+            del self.requests[worker]  # asked, then died: nobody to answer
+        if self.requests and live_workers <= set(self.requests):
+            self._save()
+
     def _save(self) -> None:
-        order = self.requests[min(self.requests)][2]
+        requests, self.requests = self.requests, {}
+        order = requests[min(requests)][2]
         error = self._write_and_commit(order)
-        for request_id, source, _ in self.requests.values():
-            status = Status.BAD_REQUEST if error else Status.OK
-            self.server._reply(request_id, status, error, source,
-                               self.server.tags.payload(request_id))
-        self.requests.clear()
+        status = Status.BAD_REQUEST if error else Status.OK
+        for request_id, source, _ in requests.values():  # a worker that died is skipped
+            self.server.survivors.run(lambda: self.server._reply(
+                request_id, status, error, source, self.server.tags.payload(request_id)))
 
     def _write_and_commit(self, order: dict) -> str | None:
         """Collective over the servers; the error text (same on every server) or None."""

@@ -13,14 +13,17 @@ a rank dies; ``mpips launch`` maps that outcome to the same exit code (mpips.lau
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 
 from mpi4py import MPI
 
 from .errors import EXIT_RANK_LOST, RankLost
 from .partition import Layout
 
-__all__ = ["EXIT_RANK_LOST", "RankLost", "failure_classes", "is_rank_failure", "rank_lost"]
+__all__ = ["EXIT_RANK_LOST", "RankLost", "failure_classes", "is_rank_failure", "rank_lost",
+           "ulfm_launch", "survive_collective"]
 
 
 @functools.cache
@@ -81,3 +84,57 @@ def rank_lost(topology, exc: BaseException) -> RankLost:
                f"the newest checkpoint: mpips launch --relaunch)")
     topology.log(message)
     return RankLost(message, lost)
+
+
+def ulfm_launch() -> bool:
+    """Whether this launch runs with ULFM fault tolerance (Open MPI ``--with-ft ulfm``, which
+    sets OMPI_MCA_mpi_ft_enable=1 in every rank's environment)."""
+    return bool(failure_classes()) and os.environ.get("OMPI_MCA_mpi_ft_enable") == "1"
+
+
+def survive_collective(topology, operation):
+    """``operation(topology.group)``, a collective over this rank's role; returns its
+    result. In a ULFM launch, a member that dies during it is survived: the others agree
+    (MPI_Comm_agree) that the operation failed somewhere, shrink the communicator to the
+    living, store it as ``topology.group`` and run ``operation`` again among themselves, so
+    it must be safe to repeat. Collective over ``topology.group``."""
+    while True:
+        group = topology.group
+        try:
+            result, ok = operation(group), True
+        except MPI.Exception as exc:
+            if not is_rank_failure(exc) or not ulfm_launch():
+                raise
+            result, ok = None, False
+        if not ulfm_launch() or _agreed(group, ok):
+            return result
+        _shrink_group(topology)
+
+
+def _agreed(comm: MPI.Comm, ok: bool) -> bool:
+    """True when ``ok`` holds on every living member (a uniform answer; False if a failure
+    surfaced during the agreement itself)."""
+    comm.Ack_failed()
+    try:
+        return bool(comm.Agree(int(ok)))
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc):
+            raise
+        return False
+
+
+def _shrink_group(topology) -> None:
+    old = topology.group
+    lost = failed_ranks(old)
+    with contextlib.suppress(MPI.Exception):
+        old.Revoke()
+    topology.group = old.Shrink()
+    topology.group.Set_errhandler(MPI.ERRORS_RETURN)
+    group, world = old.Get_group(), topology.data.Get_group()
+    names = MPI.Group.Translate_ranks(group, list(lost), world) if lost else []
+    group.Free()
+    world.Free()
+    if topology.group.Get_rank() == 0:
+        role = "servers" if topology.is_server else "workers"
+        topology.log(f"lost {describe(tuple(names), topology.layout)}; "
+                     f"{topology.group.Get_size()} {role} carry on without it")

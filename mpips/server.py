@@ -24,12 +24,13 @@ from .checkpoint import SaveCoordinator
 from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
-from .fault import is_rank_failure
+from .fault import is_rank_failure, ulfm_launch
 from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
                       parse_header, parse_reply)
 from .kernels.rows import count_nonfinite
 from .keycache import KeyCache, KeyCacheMiss
 from .store import FLOAT, Slice
+from .survivors import Survivors
 from .topology import Topology
 from .transport import TAG_REQUEST, Tags, wait_all
 
@@ -63,6 +64,8 @@ class KVServer:
         self._published = {s.spec.table_id: 0 for s in slices if s.spec.one_sided}
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
+        self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
+        self._per_worker_receives = ulfm_launch()
         self.scheduler = ClockScheduler(topology.num_workers)
         for table in slices:  # an empty slice (more servers than keys) gets no requests
             begin, end = table.key_range.begin, table.key_range.end
@@ -79,10 +82,14 @@ class KVServer:
         remaining = self.live_workers
         status = MPI.Status()
         while remaining:
-            request = self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)
-            statuses = [status]
-            wait_all([request], statuses)
-            source = statuses[0].Get_source()
+            if self._per_worker_receives:  # ULFM: a dead worker must not block the others
+                received = self.survivors.next_request(remaining)
+                if received is None:
+                    continue
+                source, header = received
+            else:
+                wait_all([self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)], [status])
+                source = status.Get_source()
             try:
                 parsed = parse_header(header, len(self.slices),
                                       [s.spec.width for s in self.slices])
@@ -91,10 +98,10 @@ class KVServer:
                 continue
             if parsed.op is Op.DONE:
                 remaining.discard(source)
-            for item in self._admit(parsed, source):
-                self._execute(item)
+            self.survivors.run(lambda: self.run_items(self._admit(parsed, source)))
             self._publish_clocks()
         self._flush_out()
+        self.survivors.close()
         if not self.scheduler.idle:
             self.topology.log("requests left unserved at the end: "
                               + "; ".join(self.scheduler.describe_waits()))
@@ -142,6 +149,20 @@ class KVServer:
             else:
                 self._handle(hdr, source, refuse=str(exc))
             return []
+
+    def run_items(self, items) -> None:
+        """Execute what the scheduler released, each item on its own: a worker that dies
+        in the middle of one does not take the others with it."""
+        for item in items:
+            self.survivors.run(lambda: self._execute(item))
+
+    def abandon_request(self) -> None:
+        """A worker died in the middle of its request: roll back what of it was applied
+        and not yet vouched for (mpips.undo), and forget its new keys."""
+        for table in self.slices:
+            if table.undo.active:
+                table.roll_back_push()
+            table.abandon_pending()
 
     def _execute(self, item) -> None:
         """Run what the scheduler released: a request still in MPI, or a stashed push."""
@@ -337,7 +358,7 @@ class KVServer:
         self._out.append((out.reshape(-1) if reusable else None, self.comm.Isend(out, dest, tag)))
 
     def _flush_out(self) -> None:
-        wait_all([req for _, req in self._out])
+        self.survivors.complete([req for _, req in self._out])  # skips replies to dead workers
         self._free.extend(buf for buf, _ in self._out if buf is not None)
         self._out.clear()
 

@@ -75,6 +75,10 @@ class Slice:
         self.undo.rollback(self.values, self.state)
         self._pending.clear()
 
+    def abandon_pending(self) -> None:
+        """Forget the new keys of a push that will not finish (its worker died)."""
+        self._pending.clear()
+
     def finish_push(self) -> bool:
         """Insert the keys of this push that were not stored (sparse slices only); returns
         whether any were, which moves stored rows and so invalidates cursors."""

@@ -20,6 +20,7 @@ from .checkpoint import save_order
 from .checks import as_keys, as_output, as_values, check_keys, check_push
 from .ckpt.errors import CheckpointError
 from .errors import MessageError, MpipsError, TableError
+from .fault import survive_collective
 from .kernels.keys import offset_rows
 from .keycache import SentKeys
 from .message import (
@@ -71,8 +72,17 @@ class KVWorker(CodedPushes):
 
     @property
     def worker_comm(self) -> MPI.Intracomm:
-        """The communicator of all workers (for the job's own collectives)."""
+        """The communicator of all workers (of those alive, after a worker died in a ULFM
+        launch: see ``collective``), for the job's own collectives."""
         return self.topology.group
+
+    def collective(self, operation):
+        """Run ``operation(worker_comm)``, a collective over the workers, and return its
+        result. In a ULFM launch (``mpips launch --ft``) a worker that dies meanwhile is
+        survived: the others shrink ``worker_comm`` to the living and run ``operation``
+        again, so it must be safe to repeat (mpips.fault.survive_collective); the servers
+        retire the dead worker themselves (mpips.survivors)."""
+        return survive_collective(self.topology, operation)
 
     def push(self, table, keys, vals, *, after=(), callback=None) -> int:
         """Send ``vals`` for ``keys`` to the servers' update rule; returns a timestamp.

@@ -22,7 +22,6 @@ and appends them to --out. There are no replicas yet: a dead server always means
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -76,6 +75,7 @@ except MPI.Exception:
     alive.allreduce(1)
     if alive.Get_rank() == 0:
         print("bare: carry on without it", file=sys.stderr, flush=True)
+    os._exit(0)  # MPI_Finalize after a failure can wait forever (Open MPI 5.0.11; mpips.fault.leave)
 """
 BARE_START = ("from mpi4py import MPI; import sys; MPI.COMM_WORLD.Barrier(); "
               "print('resuming from nothing', file=sys.stderr, flush=True)")

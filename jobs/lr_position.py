@@ -44,6 +44,11 @@ class Position:
             raise ValueError(f"({epoch}, {step}) is before the start ({self.epoch}, {self.step})")
         return self.steps_done + ran
 
+    def rebased(self, epoch: int, steps_per_epoch: int) -> "Position":
+        """This position moved on to the start of ``epoch`` (ids counted with the steps per
+        epoch so far): number later steps from there when the steps per epoch change."""
+        return Position(epoch, 0, self.curve, [], self.step_id(epoch, 0, steps_per_epoch))
+
     def loss_so_far(self, worker: int) -> float:
         return float(self.partial_loss[worker]) if self.partial_loss else 0.0
 

@@ -201,6 +201,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         if kv.worker_comm.Get_size() != workers and args.on_worker_loss == "reassign":
             workers = kv.worker_comm.Get_size()  # a worker died: the living share its data
             shard = train.shard(kv.worker_comm.Get_rank(), workers)
+            saver.start = saver.start.rebased(epoch, steps)  # ids go on from here
             steps = saver.steps = steps_per_epoch(train.n_rows, workers, args.batch_size)
         order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
         if epoch < start.epoch:

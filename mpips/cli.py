@@ -55,12 +55,14 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
 def run_job(name: str, argv: list[str]) -> int:
     """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
     0 or 2 for a bad layout; when a rank died (ULFM launches) the process exits with
-    EXIT_RANK_LOST right away (leave_after_rank_loss); any other error aborts the launch."""
+    EXIT_RANK_LOST right away, and one that carried on past a dead worker exits 0, both
+    without MPI_Finalize (mpips.fault.leave); any other error aborts the launch."""
     module = load_job(name)
     args = _job_parser(name, module).parse_args(argv)
     from mpi4py import MPI
 
     import mpips
+    from mpips.fault import leave
 
     world = MPI.COMM_WORLD
     label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
@@ -72,8 +74,10 @@ def run_job(name: str, argv: list[str]) -> int:
     try:
         module.main(ps, args)
         ps.close()
+        if ps.survived_a_failure:  # went on after a dead worker: MPI_Finalize could hang
+            leave(0)
     except RankLost:  # mpips.fault logged who died; leave so that a relaunch can resume
-        leave_after_rank_loss()
+        leave(EXIT_RANK_LOST)
     except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
         print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
@@ -83,15 +87,6 @@ def run_job(name: str, argv: list[str]) -> int:
         sys.stderr.flush()
         world.Abort(1)
     return 0
-
-
-def leave_after_rank_loss() -> None:
-    """Exit with EXIT_RANK_LOST at once, without MPI_Finalize: MPI state that involved the dead
-    rank is broken (a send still pending to it would fail fatally when Python frees its
-    request at shutdown), so output is flushed and the process ends here."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(EXIT_RANK_LOST)
 
 
 def _warmup(_args) -> int:

@@ -8,7 +8,7 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import TableError
-from .fault import is_rank_failure, rank_lost
+from .fault import carried_on_past_a_failure, is_rank_failure, rank_lost
 from .partition import KEY_SPACE, ranks_lost_before, servers_after_loss
 from .checkpoint import restore as restore_checkpoint
 from .onesided import ClockBoard, OneSidedReader, rma_mode
@@ -52,6 +52,7 @@ class PS:
         self.server: KVServer | None = None
         self.closed = False
         self.failed = False  # a rank died: nothing collective may run any more
+        self.survived_a_failure = False  # set by close: end the process with mpips.fault.leave
 
     # -- who am I -------------------------------------------------------------------------
     is_server = property(lambda self: self.topology.is_server)
@@ -162,10 +163,15 @@ class PS:
     def close(self) -> None:
         """Free windows and communicators. Collective over the launch; safe to call twice.
         After a lost rank (``failed``) it only marks the PS closed: collective frees would
-        fail on the revoked communicators."""
+        fail on the revoked communicators. The same when this process carried on past a dead
+        rank (ULFM): ``survived_a_failure`` is then True, and the process should end with
+        ``mpips.fault.leave(code)``, not MPI_Finalize (``mpips run`` does)."""
         if self.closed:
             return
-        if self.failed:
+        self.survived_a_failure = carried_on_past_a_failure(self.comm)
+        if self.failed or self.survived_a_failure:
+            if self.survived_a_failure and not self.failed:
+                self._drain_survivors()
             self.closed = True
             return
         if self._worker is not None:
@@ -176,6 +182,19 @@ class PS:
             table_slice.free()
         self.topology.free()
         self.closed = True
+
+    def _drain_survivors(self) -> None:
+        """A Barrier among the living ranks of the launch (the communicator shrunk to them),
+        errors ignored: no message of this process is still on its way when it then leaves
+        without MPI_Finalize. Collective over the surviving ranks."""
+        try:
+            alive = self.comm.Shrink()
+            try:
+                alive.Barrier()
+            finally:
+                alive.Free()
+        except MPI.Exception as exc:
+            self.log(f"closing after a lost rank: the final barrier failed ({exc}); leaving")
 
     def __enter__(self) -> "PS":
         return self

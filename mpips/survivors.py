@@ -19,7 +19,7 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from .fault import failed_ranks, is_rank_failure
+from .fault import failed_ranks, is_rank_failure, note_carried_on
 from .message import HEADER_WORDS
 from .transport import MAX_SLEEP_SECONDS, SPIN_SECONDS, TAG_REQUEST, wait_all
 
@@ -125,6 +125,7 @@ class Survivors:
             if layout.is_server(rank):
                 raise MPI.Exception(MPI.ERR_PROC_FAILED)
             worker = layout.worker_index(rank)
+            note_carried_on()
             srv.topology.log(f"worker {worker} (rank {rank}) died: serving the others without "
                              f"it (its acknowledged pushes stay applied)")
             srv.live_workers.discard(rank)

@@ -49,3 +49,11 @@ def test_step_ids_grow_after_a_resume_on_another_worker_count(workers, steps_per
     ids = [position.step_id(epoch, 0, steps_per_epoch) for epoch in (4, 5)]
     assert ids == [36 + steps_per_epoch, 36 + 2 * steps_per_epoch]
     assert position.step_id(3, 1, steps_per_epoch) == 37 > 36
+
+
+def test_ids_go_on_when_the_steps_per_epoch_change_mid_run():
+    """A worker died (live path): from epoch 5 on, 3 workers run 16 steps per epoch, not 12."""
+    start = Position.from_job(dict(JOB, checkpoint_step=36), 4)
+    later = start.rebased(5, 12)
+    assert later.steps_done == start.step_id(5, 0, 12) == 60
+    assert later.step_id(5, 3, 16) == 63 and later.step_id(6, 0, 16) == 76

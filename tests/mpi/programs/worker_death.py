@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 import mpips
+from mpips.fault import leave
 
 
 def die_later(delay: float) -> None:
@@ -54,6 +55,8 @@ def main():
     table = ps.dense_table("counts", 64)
     ps.run(lambda kv: work(kv, table, args))
     ps.close()
+    if ps.survived_a_failure:  # MPI_Finalize could wait for the dead worker forever
+        leave(0)
     sys.stdout.flush()
 
 

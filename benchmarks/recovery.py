@@ -75,7 +75,7 @@ except MPI.Exception:
     alive.allreduce(1)
     if alive.Get_rank() == 0:
         print("bare: carry on without it", file=sys.stderr, flush=True)
-    os._exit(0)  # MPI_Finalize after a failure can wait forever (Open MPI 5.0.11; mpips.fault.leave)
+    os._exit(0)  # Finalize after a failure can hang (Open MPI 5.0.11): see mpips.fault.leave
 """
 BARE_START = ("from mpi4py import MPI; import sys; MPI.COMM_WORLD.Barrier(); "
               "print('resuming from nothing', file=sys.stderr, flush=True)")

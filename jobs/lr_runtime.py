@@ -136,7 +136,8 @@ class Checkpointer:
         partial = [] if losses is None else [float(x) for x in losses[:, 0]]
         step_id = self.start.step_id(epoch, step, self.steps)
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
-               "workers": kv.worker_comm.Get_size(), "steps_per_epoch": self.steps, "seed": self.args.seed}
+               "workers": kv.worker_comm.Get_size(), "steps_per_epoch": self.steps,
+               "seed": self.args.seed}
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
         self.last_save = time.monotonic()
         if kv.worker_comm.Get_rank() == 0 and not self.args.quiet:

@@ -12,6 +12,10 @@ pickle). The header is ``HEADER_WORDS`` uint64 words:
     word 6  keys per chunk
     word 7  clocks: the sender's clock (low 32 bits) and, for a pull, the clock count the
             read requires of every worker (high 32 bits; mpips.consistency)
+    word 8  segment: the server index whose key range the keys lie in (with replicas, a
+            segment moves to another server when its server dies: mpips.hosting)
+    word 9  sequence number of a push: its request id when first sent; a push resent to a
+            segment's new server keeps it, so the server can tell it applied it already
 
 A PUSH_CODED request (a table with a codec) carries, instead, one uint8 message of
 mpips.codec (word 6 is its length in bytes), checked whole by the worker before it is sent.
@@ -41,8 +45,8 @@ from .errors import MessageError
 from .kernels.keys import count_bad_keys, first_bad_key
 
 MAGIC = 0x4D50_4950_5331  # "MPIPS1"
-VERSION = 2
-HEADER_WORDS = 8
+VERSION = 3
+HEADER_WORDS = 10
 REPLY_WORDS = 4
 MAX_WIDTH = 1 << 20
 MAX_CHUNK_KEYS = 1 << 24
@@ -85,6 +89,8 @@ class Header:
     chunk_keys: int
     clock: int = 0
     required: int = 0
+    segment: int = 0
+    seq: int = 0
 
     @property
     def num_chunks(self) -> int:
@@ -106,13 +112,15 @@ MAX_CLOCK = (1 << 32) - 1
 
 def encode_header(op: Op, table_id: int, request_id: int, num_keys: int, width: int,
                   chunk_keys: int, out: np.ndarray | None = None, *, clock: int = 0,
-                  required: int = 0) -> np.ndarray:
-    """Fill (or allocate) a uint64[HEADER_WORDS] request header."""
+                  required: int = 0, segment: int = 0, seq: int | None = None) -> np.ndarray:
+    """Fill (or allocate) a uint64[HEADER_WORDS] request header (``seq`` defaults to the
+    request id)."""
     if not (0 <= clock <= MAX_CLOCK and 0 <= required <= MAX_CLOCK):
         raise ValueError(f"clock {clock} / required {required} outside [0, {MAX_CLOCK}]")
     hdr = np.empty(HEADER_WORDS, np.uint64) if out is None else out
     hdr[:] = (MAGIC << 16 | VERSION, int(op), table_id, request_id, num_keys, width,
-              chunk_keys, required << 32 | clock)
+              chunk_keys, required << 32 | clock, segment,
+              request_id if seq is None else seq)
     return hdr
 
 
@@ -123,8 +131,10 @@ def _check_magic(word: int, what: str) -> None:
         raise MessageError(f"{what}: wire version {word & 0xFFFF}, this mpips speaks {VERSION}")
 
 
-def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
-    """Validate a received request header against the tables this server knows."""
+def parse_header(buf: np.ndarray, num_tables: int, widths: list[int],
+                 num_segments: int = 1) -> Header:
+    """Validate a received request header against the tables this server knows and the
+    number of segments (servers of the launch)."""
     if buf.dtype != np.uint64 or buf.shape != (HEADER_WORDS,):
         raise MessageError(f"request header must be uint64[{HEADER_WORDS}], got {buf.dtype}{buf.shape}")
     w = [int(x) for x in buf]
@@ -140,6 +150,9 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
         if not 1 <= w[6] <= 1 << 20:
             raise MessageError(f"request header: save order of {w[6]} bytes outside [1, 2**20]")
         return Header(op, 0, w[3], 0, 1, w[6], clock)
+    if w[8] >= num_segments:
+        raise MessageError(f"request header: segment {w[8]} unknown (the launch has "
+                           f"{num_segments} servers)")
     if w[2] >= num_tables:
         raise MessageError(f"request header: table id {w[2]} unknown (server has {num_tables})")
     if w[5] != widths[w[2]]:
@@ -150,7 +163,7 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int]) -> Header:
                                f"[1, {MAX_CODED_BYTES}]")
     elif not 1 <= w[6] <= MAX_CHUNK_KEYS:
         raise MessageError(f"request header: chunk of {w[6]} keys outside [1, {MAX_CHUNK_KEYS}]")
-    return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required)
+    return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required, w[8], w[9])
 
 
 def encode_reply(request_id: int, status: Status, error_len: int = 0) -> np.ndarray:

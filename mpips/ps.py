@@ -7,7 +7,8 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from .errors import TableError
+from .errors import LayoutError, TableError
+from .hosting import Hosting
 from .fault import carried_on_past_a_failure, is_rank_failure, rank_lost
 from .partition import KEY_SPACE, ranks_lost_before, servers_after_loss
 from .checkpoint import restore as restore_checkpoint
@@ -19,8 +20,13 @@ from .topology import Topology
 from .worker import KVWorker
 
 
-def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
+def init(servers: int = 1, *, replicas: int = 0, comm: MPI.Intracomm | None = None) -> "PS":
     """Start mpips on ``comm`` (default COMM_WORLD) with its last ``servers`` ranks as servers.
+
+    ``replicas=1`` keeps a copy of each server's keys on the next server (mpips.hosting), so
+    that in a ULFM launch (``mpips launch --ft``) the job carries on when a server dies
+    (mpips.replication); a push is then acknowledged only once both servers have it. Tables
+    of such a launch must be async, two-sided and without a codec.
 
     Collective over ``comm``. Raises LayoutError on every rank when the layout is impossible.
     In a relaunch after lost ranks (``mpips launch --relaunch`` sets MPIPS_RANKS_LOST), each
@@ -36,14 +42,16 @@ def init(servers: int = 1, *, comm: MPI.Intracomm | None = None) -> "PS":
                   f"(MPIPS_RANKS_LOST): {fewer} server(s) instead of {servers}", file=sys.stderr,
                   flush=True)
         servers = fewer
-    return PS(comm, servers)
+    return PS(comm, servers, replicas)
 
 
 class PS:
     """Roles, tables and the data path of one launch. Use ``init`` to make one."""
 
-    def __init__(self, comm: MPI.Intracomm, servers: int):
+    def __init__(self, comm: MPI.Intracomm, servers: int, replicas: int = 0):
         self.topology = Topology(comm, servers)
+        self.replicas = _same_everywhere(self.topology.data, replicas)
+        Hosting(servers, self.replicas)  # raises LayoutError for an impossible one
         self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"
         self._board: ClockBoard | None = None
         self.tables: dict[str, TableSpec] = {}
@@ -102,6 +110,10 @@ class PS:
         spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
                          rule, dict(rule_params), float(init), str(consistency), str(codec),
                          bool(one_sided))
+        if self.replicas and (spec.model.model != "async" or spec.codec or spec.one_sided):
+            raise TableError(f"table {name!r}: with replicas, tables must be async, without a "
+                             f"codec and not one-sided (replicating BSP/SSP stashes, coded "
+                             f"pushes and window reads is not built yet)")
         self._check_same_everywhere(spec)
         self._slices.append(make_slice(spec, self.topology.server_index, self.comm,
                                        self.rma_mode))
@@ -136,12 +148,13 @@ class PS:
     def _run(self, work):
         self._board = ClockBoard(self.comm, len(self.tables), self.is_server, self.rma_mode)
         if self.is_server:
-            self.server = KVServer(self.topology, self._slices, self._board)
+            self.server = KVServer(self.topology, self._slices, self._board, self.replicas)
             self.server.serve()
             return None
         one_sided = {s.spec.table_id: s for s in self._slices if s.spec.one_sided}
         self._worker = KVWorker(self.topology, self.tables,
-                                OneSidedReader(one_sided, self._board, self.topology.layout))
+                                OneSidedReader(one_sided, self._board, self.topology.layout),
+                                self.replicas)
         try:
             return work(self._worker)
         except MPI.Exception as exc:
@@ -201,3 +214,15 @@ class PS:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _same_everywhere(comm: MPI.Intracomm, replicas) -> int:
+    """``replicas``, checked to be an int that every rank of ``comm`` passed alike
+    (collective; LayoutError on every rank otherwise)."""
+    value = replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else -1
+    ends = np.array([value, -value], np.int64)
+    comm.Allreduce(MPI.IN_PLACE, ends, op=MPI.MAX)
+    if value < 0 or ends[0] != -ends[1]:
+        raise LayoutError(f"replicas must be the same int >= 0 on every rank (rank "
+                          f"{comm.Get_rank()} has {replicas!r})")
+    return value

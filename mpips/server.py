@@ -15,20 +15,17 @@ so a push is applied all or nothing.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 from mpi4py import MPI
 
 from .checkpoint import SaveCoordinator
-from .codec import decode
 from .consistency import ClockError, ClockScheduler
 from .errors import MessageError
 from .fault import is_rank_failure, ulfm_launch
-from .message import (HEADER_WORDS, REPLY_WORDS, Header, Op, Status, check_key_chunk, encode_reply,
-                      parse_header, parse_reply)
-from .kernels.rows import count_nonfinite
-from .keycache import KeyCache, KeyCacheMiss
+from .message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
+from .keycache import KeyCache
+from .replication import Replicator
+from .server_push import StashedPush, Verdict, WholePushes
 from .store import FLOAT, Slice
 from .survivors import Survivors
 from .topology import Topology
@@ -37,19 +34,10 @@ from .transport import TAG_REQUEST, Tags, wait_all
 OUT_BUFFERS = 4
 
 
-@dataclass
-class StashedPush:
-    """A push to a BSP table, received and accepted, waiting for its clock boundary."""
-
-    table_id: int
-    keys: np.ndarray
-    vals: np.ndarray
-
-
-class KVServer:
+class KVServer(WholePushes):
     """Serves the slices of one server rank until every worker has said DONE."""
 
-    def __init__(self, topology: Topology, slices: list[Slice], board=None):
+    def __init__(self, topology: Topology, slices: list[Slice], board=None, replicas: int = 0):
         self.topology = topology
         self.comm = topology.data
         self.slices = slices
@@ -65,7 +53,8 @@ class KVServer:
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
-        self._per_worker_receives = ulfm_launch()
+        self.replication = Replicator(self, replicas)  # and when a server dies, with replicas
+        self._per_worker_receives = ulfm_launch() or self.replication.enabled
         self.scheduler = ClockScheduler(topology.num_workers)
         for table in slices:  # an empty slice (more servers than keys) gets no requests
             begin, end = table.key_range.begin, table.key_range.end
@@ -92,7 +81,7 @@ class KVServer:
                 source = status.Get_source()
             try:
                 parsed = parse_header(header, len(self.slices),
-                                      [s.spec.width for s in self.slices])
+                                      [s.spec.width for s in self.slices], self.topology.num_servers)
             except MessageError as exc:
                 self.topology.log(f"dropped a request from rank {source}: {exc}")
                 continue
@@ -102,6 +91,7 @@ class KVServer:
             self._publish_clocks()
         self._flush_out()
         self.survivors.close()
+        self.replication.close()
         if not self.scheduler.idle:
             self.topology.log("requests left unserved at the end: "
                               + "; ".join(self.scheduler.describe_waits()))
@@ -177,87 +167,27 @@ class KVServer:
             self.topology.log(f"lost the stream of a request: {exc}")
         self.requests_served += 1
 
-    def _stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
-        try:
-            if hdr.op is Op.PUSH_CODED:
-                pushed = self._receive_coded(hdr, source)
-                return None if pushed is None else StashedPush(hdr.table_id, *pushed)
-            return self._receive_for_stash(hdr, source)
-        except MessageError as exc:
-            self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
-            return None
-
-    def _receive_for_stash(self, hdr: Header, source: int) -> "StashedPush | None":
-        """Receive a push to a BSP table whole, check it and its verdict, and answer it
-        (accepted: applied at its clock boundary). None when it was refused or withdrawn."""
-        table = self.slices[hdr.table_id]
-        tag = self.tags.payload(hdr.request_id)
-        keys = np.empty(hdr.num_keys, np.uint64)
-        vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
-        verdict = _Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id))
-        error, prev = None, None
-        for index in range(hdr.num_chunks):
-            lo, hi = hdr.chunk_bounds(index)
-            self._recv_exact(keys[lo:hi], source, tag)
-            self._recv_exact(vals[lo:hi], source, tag)
-            if error is None:
-                try:
-                    check_key_chunk(keys[lo:hi], table.key_range.begin, table.key_range.end, prev)
-                    prev = int(keys[hi - 1])
-                except MessageError as exc:
-                    error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
-        try:
-            withdrawn = verdict.wait_withdrawn()
-        except MessageError as exc:
-            withdrawn, error = False, error or f"verdict: {exc}"
-        status = Status.WITHDRAWN if withdrawn and not error else (
-            Status.BAD_REQUEST if error else Status.OK)
-        self._reply(hdr.request_id, status, error, source, tag)
-        return StashedPush(hdr.table_id, keys, vals) if status is Status.OK else None
-
-    def _push_coded(self, hdr: Header, source: int) -> None:
-        """Receive, check and apply a coded push (async and ssp tables)."""
-        pushed = self._receive_coded(hdr, source)
-        if pushed is not None:
-            self.slices[hdr.table_id].push_whole(*pushed)
-
-    def _receive_coded(self, hdr: Header, source: int):
-        """Receive and decode a coded push, and answer it: (keys, vals) when it is good,
-        None when it was refused (bad bytes, non-finite values, a key-cache miss)."""
-        table = self.slices[hdr.table_id]
-        tag = self.tags.payload(hdr.request_id)
-        message = np.empty(hdr.chunk_keys, np.uint8)  # word 6: the message's byte length
-        self._recv_exact(message, source, tag)
-        cache = self._key_caches.setdefault((source, hdr.table_id), KeyCache())
-        status, error, pushed = Status.OK, None, None
-        try:
-            keys, vals = decode(message, width=hdr.width, lo=table.key_range.begin,
-                                hi=table.key_range.end - 1, cache=cache)
-            if keys.size != hdr.num_keys:
-                raise MessageError(f"{keys.size} keys where the header announced {hdr.num_keys}")
-            if count_nonfinite(vals.reshape(-1)):
-                raise MessageError("pushed values contain NaN or infinity")
-            pushed = keys, vals
-        except KeyCacheMiss:
-            status = Status.KEY_CACHE_MISS
-        except MessageError as exc:
-            status, error = Status.BAD_REQUEST, (f"table {table.spec.name!r}, request "
-                                                 f"{hdr.request_id}: {exc}")
-        self._reply(hdr.request_id, status, error, source, tag)
-        return pushed
-
     def _handle(self, hdr: Header, source: int, refuse: str | None = None) -> None:
         """Receive, apply or answer, and reply to one request; with ``refuse``, only drain
-        its payload and reply with that error."""
-        table = self.slices[hdr.table_id]
+        its payload and reply with that error. With replicas, a push is answered once the
+        replica holder has its rows, and a resent push applied before is not applied again
+        (mpips.replication)."""
+        try:
+            table = self.replication.slice_for(hdr.segment, hdr.table_id)
+        except MessageError as exc:
+            table, refuse = self.slices[hdr.table_id], refuse or str(exc)
         tag = self.tags.payload(hdr.request_id)
         error = None if refuse is None else f"table {table.spec.name!r}: {refuse}"
         cursor, prev = 0, None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
-        verdict = _Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
+        worker = self.topology.layout.worker_index(source)
+        replicated = pushes and self.replication.enabled
+        again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
+        touched: list[np.ndarray] = []
+        verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
             if hdr.op is Op.PUSH else None
-        if verdict is not None:
+        if verdict is not None and not again:
             table.begin_undoable_push(hdr.num_keys)
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
@@ -269,7 +199,10 @@ class KVServer:
                 table.keep_push()  # the worker vouched for the whole push: stop logging
             if error is None:
                 try:
-                    cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag, source)
+                    cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag,
+                                                     source, again)
+                    if replicated and not again:
+                        touched.append(keys.copy())
                     continue
                 except MessageError as exc:
                     error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
@@ -280,9 +213,14 @@ class KVServer:
             status, error = self._settle_push(table, verdict, error)
         elif pushes:
             table.finish_push()
+        if replicated and status is Status.OK:
+            if again:
+                self.replication.wait_replicated()
+            else:
+                self.replication.pushed(hdr.segment, table, touched, worker, hdr.seq)
         self._reply(hdr.request_id, status, error, source, tag)
 
-    def _settle_push(self, table: Slice, verdict: "_Verdict", error: str | None):
+    def _settle_push(self, table: Slice, verdict: "Verdict", error: str | None):
         """Keep or roll back a push once its verdict is in; returns (status, error)."""
         try:
             withdrawn = verdict.wait_withdrawn()
@@ -301,11 +239,14 @@ class KVServer:
         table.finish_push()
         return Status.OK, None
 
-    def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source):
-        """Apply/answer one chunk; returns (cursor, last key) for the next chunk."""
+    def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source, again=False):
+        """Apply/answer one chunk; returns (cursor, last key) for the next chunk. ``again``:
+        the push was applied before (a resend), so only answer what it pulls."""
         if hdr.op is Op.PUSH:
+            if again:
+                return cursor, prev
             return table.push_chunk(keys, vals, cursor, prev), int(keys[-1])
-        if hdr.op is Op.PUSH_PULL:
+        if hdr.op is Op.PUSH_PULL and not again:
             table.push_chunk(keys, vals, cursor, prev)
             if table.finish_push():  # new keys must exist before their values are read
                 cursor = 0
@@ -371,36 +312,3 @@ class KVServer:
         if text is not None:
             self.comm.Send(text, dest, tag)
             self.topology.log(f"rejected a request from rank {dest}: {error}")
-
-
-class _Verdict:
-    """The worker's verdict on one of its pushes, received on its verdict tag."""
-
-    def __init__(self, comm: MPI.Comm, source: int, request_id: int, tag: int):
-        self.buf = np.empty(REPLY_WORDS, np.uint64)
-        self.request_id = request_id
-        self.request = comm.Irecv(self.buf, source, tag)
-        self.done = False
-
-    def arrived_ok(self) -> bool:
-        """True once an OK verdict has arrived (never blocks)."""
-        if not self.done:
-            self.done = self.request.Test()
-        if not self.done:
-            return False
-        try:
-            status, text_len = parse_reply(self.buf, self.request_id)
-        except MessageError:
-            return False  # wait_withdrawn reports it
-        return status is Status.OK and text_len == 0
-
-    def wait_withdrawn(self) -> bool:
-        """Wait for the verdict; True when the worker withdrew the push. Raises MessageError
-        for a malformed verdict."""
-        if not self.done:
-            wait_all([self.request])
-            self.done = True
-        status, text_len = parse_reply(self.buf, self.request_id)
-        if text_len or status is Status.BAD_REQUEST:
-            raise MessageError(f"verdict status {status.name} with {text_len} bytes of text")
-        return status is Status.WITHDRAWN

@@ -94,6 +94,22 @@ class Slice:
         """out[i] = row rows[i] (the table's init value where rows[i] == -1)."""
         row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
 
+    @property
+    def arrays(self) -> int:
+        """Arrays per row in a replica batch (mpips.replica_wire): values, then state."""
+        return 1 + len(self.rule.state_names)
+
+    def read_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Values and optimizer state of stored ``keys`` (sorted, all stored), packed as
+        float32[n, width x arrays] for a replica batch."""
+        rows = self._stored_rows(keys)
+        return np.concatenate([self.values[rows]]
+                              + [self.state[name][rows] for name in self.rule.state_names], axis=1)
+
+    def _unpack(self, packed: np.ndarray) -> list[np.ndarray]:
+        width = self.spec.width
+        return [packed[:, i * width:(i + 1) * width] for i in range(self.arrays)]
+
 
 class DenseSlice(Slice):
     """Rows ``[begin, end)`` of a dense table in an MPI window (``Win.Allocate``, or
@@ -102,13 +118,16 @@ class DenseSlice(Slice):
     Collective over ``comm`` (every rank of the launch): workers expose an empty window.
     """
 
-    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm,
+    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm | None,
                  rma: str = "get"):
         super().__init__(spec, server_index)
         n = self.key_range.size if self.key_range else 0
         itemsize = np.dtype(FLOAT).itemsize
-        self.win = allocate(n * spec.width * itemsize, itemsize, comm, rma)
-        memory = np.frombuffer(self.win.tomemory(), FLOAT) if n else np.empty(0, FLOAT)
+        self.win = None  # comm None: a replica's copy, in plain memory (mpips.replication)
+        if comm is not None:
+            self.win = allocate(n * spec.width * itemsize, itemsize, comm, rma)
+        memory = np.frombuffer(self.win.tomemory(), FLOAT) if n and self.win is not None \
+            else np.empty(n * spec.width, FLOAT)
         self.values = memory[: n * spec.width].reshape(n, spec.width)
         self.values.fill(spec.init)
         self.state = self._zero_state(n)
@@ -123,6 +142,21 @@ class DenseSlice(Slice):
         rows = self.rows_buffer(keys.size)
         key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
         return None, rows, cursor
+
+    def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
+        return (keys - np.uint64(self.begin)).astype(np.int64)
+
+    def stored_keys(self) -> np.ndarray:
+        return np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
+
+    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Overwrite the rows of ``keys`` (validated here) with a replica batch's rows."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
+        rows = self._stored_rows(keys)
+        arrays = self._unpack(packed)
+        self.values[rows] = arrays[0]
+        for name, array in zip(self.rule.state_names, arrays[1:]):
+            self.state[name][rows] = array
 
     def free(self) -> None:
         """Free the window; collective over the launch; safe to call twice."""
@@ -171,14 +205,49 @@ class SparseSlice(Slice):
         self.keys, self.values, self.state = merged, values, state
         self.rule.apply(self.values, self.state, pos_new, new_grads)
 
+    def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
+        rows = np.empty(keys.size, np.int64)
+        key_kernels.locate_sorted(self.keys, keys, 0, rows)
+        if keys.size and int(rows.min()) < 0:
+            raise KeyError("read_rows: a key is not stored")
+        return rows
+
+    def stored_keys(self) -> np.ndarray:
+        return self.keys
+
+    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here; stored or new) to a replica batch's."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
+        rows = np.empty(keys.size, np.int64)
+        key_kernels.locate_sorted(self.keys, keys, 0, rows)
+        arrays = self._unpack(packed)
+        stored = rows >= 0
+        if not stored.all():  # make room for the new keys, then write every row below
+            new_keys = keys[~stored]
+            merged = np.empty(self.keys.size + new_keys.size, np.uint64)
+            pos_old = np.empty(self.keys.size, np.int64)
+            pos_new = np.empty(new_keys.size, np.int64)
+            key_kernels.merge_disjoint(self.keys, new_keys, merged, pos_old, pos_new)
+            values = np.empty((merged.size, self.spec.width), FLOAT)
+            values[pos_old] = self.values
+            state = self._zero_state(merged.size)
+            for name, array in state.items():
+                array[pos_old] = self.state[name]
+            self.keys, self.values, self.state = merged, values, state
+            key_kernels.locate_sorted(self.keys, keys, 0, rows)
+        self.values[rows] = arrays[0]
+        for name, array in zip(self.rule.state_names, arrays[1:]):
+            self.state[name][rows] = array
+
     def free(self) -> None:
         """Nothing collective to release; present so every slice frees alike."""
 
 
-def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm,
+def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm | None,
                rma: str = "get") -> Slice:
     """The slice of ``spec`` this rank holds (empty on workers). Collective over ``comm``
-    for dense tables (window creation; ``rma`` "shared" or "get", see mpips.onesided)."""
+    for dense tables (window creation; ``rma`` "shared" or "get", see mpips.onesided);
+    ``comm`` None makes a local slice in plain memory (a replica's copy of a segment)."""
     if spec.kind == "dense":
         return DenseSlice(spec, server_index, comm, rma)
     return SparseSlice(spec, server_index)

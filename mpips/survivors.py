@@ -13,33 +13,14 @@ method here is a plain pass-through.
 from __future__ import annotations
 
 import contextlib
-import os
-import time
 
 import numpy as np
 from mpi4py import MPI
 
 from .fault import failed_ranks, is_rank_failure, note_carried_on
+from .hosting import SegmentLost
 from .message import HEADER_WORDS
-from .transport import MAX_SLEEP_SECONDS, SPIN_SECONDS, TAG_REQUEST, wait_all
-
-
-def _wait_any(requests: list, parent: int) -> int:
-    """Index of the first of ``requests`` to complete (sleeping with backoff while idle).
-    Raises MPI_ERR_PROC_FAILED when this rank's launcher daemon (process ``parent``) is gone:
-    the launch has ended around it, and no failure notice will ever come again."""
-    sleep, idle_since, checked = 0.0, time.perf_counter(), time.monotonic()
-    while True:
-        index, done = MPI.Request.Testany(requests)
-        if done and index != MPI.UNDEFINED:
-            return index
-        if time.perf_counter() - idle_since > SPIN_SECONDS:
-            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
-            time.sleep(sleep)
-        if time.monotonic() - checked > 1.0:
-            checked = time.monotonic()
-            if os.getppid() != parent:
-                raise MPI.Exception(MPI.ERR_PROC_FAILED)
+from .transport import TAG_REQUEST, wait_all, wait_any
 
 
 def _survivable(exc: MPI.Exception) -> bool:
@@ -55,7 +36,6 @@ class Survivors:
         self.server = server
         self.dead: set[int] = set()  # world ranks known dead and handled
         self.noticed = False  # a failure surfaced where it could not be handled yet
-        self._parent = os.getppid()  # the launcher's daemon (see _wait_any)
         self._posted: dict[int, tuple] = {}  # world rank -> (its posted request receive, buffer)
 
     def next_request(self, remaining: set[int]) -> tuple[int, np.ndarray] | None:
@@ -70,14 +50,16 @@ class Survivors:
                 self._posted[rank] = (self.server.comm.Irecv(buf, rank, TAG_REQUEST), buf)
         ranks = list(self._posted)
         requests = [self._posted[r][0] for r in ranks]
+        replication = self.server.replication
         try:
-            index = _wait_any(requests, self._parent)
+            index = wait_any(requests + replication.waitables())
+            if index >= len(ranks):  # a replica batch or ack (mpips.replication)
+                replication.progress()
+                return None
         except MPI.Exception as exc:
             if not _survivable(exc):
                 raise
             self.handle()
-            for rank in self.dead & set(self._posted):
-                del self._posted[rank]  # its receive failed with it
             return None
         rank = ranks[index]
         return rank, self._posted.pop(rank)[1]
@@ -120,10 +102,21 @@ class Survivors:
         self.noticed = False
         srv.comm.Ack_failed()
         layout = srv.topology.layout
-        for rank in sorted(set(failed_ranks(srv.comm)) - self.dead):
-            self.dead.add(rank)
-            if layout.is_server(rank):
+        newly = sorted(set(failed_ranks(srv.comm)) - self.dead)
+        servers = {layout.server_index(r) for r in newly if layout.is_server(r)}
+        if servers:
+            if not srv.replication.enabled:
                 raise MPI.Exception(MPI.ERR_PROC_FAILED)
+            try:
+                srv.replication.on_servers_dead(servers)
+            except SegmentLost as exc:
+                srv.topology.log(str(exc))
+                raise MPI.Exception(MPI.ERR_PROC_FAILED) from None
+        for rank in newly:
+            self.dead.add(rank)
+            self._posted.pop(rank, None)  # its receive failed with it
+            if layout.is_server(rank):
+                continue
             worker = layout.worker_index(rank)
             note_carried_on()
             srv.topology.log(f"worker {worker} (rank {rank}) died: serving the others without "

@@ -6,6 +6,7 @@ non-overtaking rule keeps each stream in order.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from mpi4py import MPI
@@ -54,11 +55,18 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
         if done is None:  # no active request left
             return
         if done:
+            _raise_failed(statuses)  # a request to a dead rank may complete in error
             remaining -= len(done)
             idle_since, sleep = time.perf_counter(), 0.0
         elif time.perf_counter() - idle_since > SPIN_SECONDS:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
+
+
+def _raise_failed(statuses) -> None:
+    for status in statuses:
+        if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
+            raise MPI.Exception(status.Get_error())
 
 
 def _raise_request_error(exc: MPI.Exception, statuses) -> None:
@@ -74,3 +82,32 @@ def _raise_request_error(exc: MPI.Exception, statuses) -> None:
 def wait_one(request: MPI.Request) -> None:
     """``wait_all`` for one request."""
     wait_all([request])
+
+TAG_REPLICA = 2
+"""Replica batches between servers (mpips.replica_wire): header and payload, in order."""
+TAG_REPLICA_ACK = 3
+
+
+_PARENT = os.getppid()  # the launcher's daemon (see wait_any)
+
+
+def wait_any(requests: list) -> int:
+    """Index of the first of ``requests`` to complete (sleeping with backoff while idle).
+    Raises the error of a request that completed in error (a dead peer), and
+    MPI_ERR_PROC_FAILED when this rank's launcher daemon is gone: the launch has
+    ended around it, and no failure notice will ever come again."""
+    sleep, idle_since, checked = 0.0, time.perf_counter(), time.monotonic()
+    status = MPI.Status()
+    while True:
+        index, done = MPI.Request.Testany(requests, status)
+        if done and index != MPI.UNDEFINED:
+            if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
+                raise MPI.Exception(status.Get_error())  # e.g. a receive from a dead rank
+            return index
+        if time.perf_counter() - idle_since > SPIN_SECONDS:
+            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
+            time.sleep(sleep)
+        if time.monotonic() - checked > 1.0:
+            checked = time.monotonic()
+            if os.getppid() != _PARENT:
+                raise MPI.Exception(MPI.ERR_PROC_FAILED)

@@ -26,6 +26,12 @@ class Pending:
     verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
     callback: object = None  # called with the result on success
     coded: dict = field(default_factory=dict)  # request id -> (spec, server, keys, vals)
+    dests: list = field(default_factory=list)  # rank of each of ``requests``
+    parts: list = field(default_factory=list)  # mpips.worker_failover.Part, as posted
+
+    def add(self, request, dest: int) -> None:
+        self.requests.append(request)
+        self.dests.append(dest)
 
 
 class CodedPushes:

@@ -45,13 +45,20 @@ def test_header_round_trip(op, table_id, num_keys, chunk_keys, request_id):
     assert buf.dtype == np.uint64 and buf.shape == (HEADER_WORDS,)
     assert int(buf[0]) == WORD0 and int(buf[7]) == 0
     assert parse(buf) == Header(op, table_id, request_id, num_keys, WIDTHS[table_id],
-                                chunk_keys)
+                                chunk_keys, seq=request_id)
+
+
+def test_segment_and_sequence_number_travel_in_words_8_and_9():
+    buf = encode_header(Op.PUSH, 1, 7, 3, WIDTHS[1], 256, segment=2, seq=5)
+    assert [int(buf[8]), int(buf[9])] == [2, 5]
+    hdr = parse_header(buf, len(WIDTHS), WIDTHS, num_segments=3)
+    assert (hdr.segment, hdr.seq, hdr.request_id) == (2, 5, 7)
 
 
 def test_encode_header_fills_a_given_buffer():
     out = np.full(HEADER_WORDS, 99, np.uint64)
     assert encode_header(Op.PULL, 2, 7, 5, 3, 2, out=out) is out
-    assert out.tolist() == [WORD0, Op.PULL, 2, 7, 5, 3, 2, 0]
+    assert out.tolist() == [WORD0, Op.PULL, 2, 7, 5, 3, 2, 0, 0, 7]
 
 
 def test_done_header_skips_table_checks():
@@ -106,7 +113,9 @@ BAD_HEADERS = {
     "wrong_dtype_float": (header().astype(np.float64), "must be uint64"),
     "too_short": (header()[:-1], "must be uint64"),
     "too_long": (np.append(header(), np.uint64(0)), "must be uint64"),
-    "two_d": (header().reshape(2, 4), "must be uint64"),
+    "two_d": (header().reshape(2, 5), "must be uint64"),
+    "segment_unknown": (header(segment=1), "segment 1 unknown"),
+    "segment_huge": (header(segment=MAX), f"segment {MAX} unknown"),
     "empty": (np.empty(0, np.uint64), "must be uint64"),
 }
 

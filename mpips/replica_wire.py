@@ -1,0 +1,103 @@
+"""Wire layout of replica batches between servers, and its validation. Pure module.
+
+A server that hosts a segment (mpips.hosting) sends the rows a push changed to the server
+keeping the segment's replica, as a *batch*: a header of ``BATCH_WORDS`` uint64 words
+
+    word 0  MAGIC << 16 | VERSION (of mpips.message)
+    word 1  kind: ROWS (rows of keys one push changed) or TRANSFER (the whole segment, sent
+            to a new replica holder: the copy is replaced)
+    word 2  segment
+    word 3  table id
+    word 4  number of keys n
+    word 5  arrays per row: 1 + the update rule's state arrays (values first)
+    word 6  batch number (per sending server and receiver, from 1)
+    word 7  0
+
+then, as separate messages on the same tag, keys uint64[n] and rows float32[n, width x
+arrays] when n > 0, and always the segment's push watermarks int64[number of workers]: the
+sequence number (mpips.message word 9) of each worker's last push applied to the segment.
+Rows, not gradients, travel ("replication after aggregation"): a row is exact for every
+update rule, and applying it twice changes nothing. The receiver answers with an ack of
+``ACK_WORDS`` words: MAGIC << 16 | VERSION, batch number.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import MessageError
+from .message import MAGIC, VERSION
+
+BATCH_WORDS = 8
+ACK_WORDS = 2
+MAX_BATCH_KEYS = 1 << 40
+
+
+class Kind(enum.IntEnum):
+    ROWS = 1
+    TRANSFER = 2
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A decoded, validated batch header."""
+
+    kind: Kind
+    segment: int
+    table_id: int
+    num_keys: int
+    arrays: int
+    number: int
+
+
+def encode_batch(kind: Kind, segment: int, table_id: int, num_keys: int, arrays: int,
+                 number: int) -> np.ndarray:
+    return np.array([MAGIC << 16 | VERSION, int(kind), segment, table_id, num_keys, arrays,
+                     number, 0], np.uint64)
+
+
+def parse_batch(buf: np.ndarray, num_segments: int, arrays_per_table: list[int]) -> Batch:
+    """Validate a received batch header against the launch's segments and tables
+    (``arrays_per_table[t]``: 1 + state arrays of table t's rule)."""
+    if buf.dtype != np.uint64 or buf.shape != (BATCH_WORDS,):
+        raise MessageError(f"batch header must be uint64[{BATCH_WORDS}], got "
+                           f"{buf.dtype}{buf.shape}")
+    w = [int(x) for x in buf]
+    if w[0] != MAGIC << 16 | VERSION:
+        raise MessageError(f"batch header: word 0 is {w[0]:#x}, not mpips wire version {VERSION}")
+    try:
+        kind = Kind(w[1])
+    except ValueError:
+        raise MessageError(f"batch header: unknown kind {w[1]}") from None
+    if w[2] >= num_segments:
+        raise MessageError(f"batch header: segment {w[2]} outside [0, {num_segments})")
+    if w[3] >= len(arrays_per_table):
+        raise MessageError(f"batch header: table id {w[3]} unknown")
+    if w[4] > MAX_BATCH_KEYS:
+        raise MessageError(f"batch header: {w[4]} keys is implausible")
+    if w[5] != arrays_per_table[w[3]]:
+        raise MessageError(f"batch header: {w[5]} arrays per row, but table {w[3]} keeps "
+                           f"{arrays_per_table[w[3]]}")
+    if w[6] == 0 or w[7] != 0:
+        raise MessageError(f"batch header: batch number {w[6]} / reserved word {w[7]}")
+    return Batch(kind, w[2], w[3], w[4], w[5], w[6])
+
+
+def encode_ack(number: int) -> np.ndarray:
+    return np.array([MAGIC << 16 | VERSION, number], np.uint64)
+
+
+def parse_ack(buf: np.ndarray, expected: int) -> None:
+    """Raise MessageError unless ``buf`` acknowledges batch ``expected``."""
+    if buf.dtype != np.uint64 or buf.shape != (ACK_WORDS,) or int(buf[0]) != MAGIC << 16 | VERSION:
+        raise MessageError("replica ack: not an mpips ack of this wire version")
+    if int(buf[1]) != expected:
+        raise MessageError(f"replica ack for batch {int(buf[1])} where {expected} was next")
+
+
+def check_marks(marks: np.ndarray) -> None:
+    """Watermarks are sequence numbers, or -1 for "none yet"."""
+    if marks.size and int(marks.min()) < -1:
+        raise MessageError(f"batch watermarks: {int(marks.min())} is not a sequence number")

@@ -1,0 +1,290 @@
+"""Replicas of key ranges on successor servers, and taking over a dead server's keys (MPI
+layer; one Replicator per server rank, made by KVServer when the launch has replicas).
+
+Who hosts and who copies each segment is mpips.hosting. After a push is applied, its host
+sends the new rows of the keys it touched (values and optimizer state) to the segment's
+replica holder as a batch (mpips.replica_wire) and answers the worker only once that holder
+acknowledged the batch, so an acknowledged push is in two servers' memory. A replica applies
+batches without waiting for anyone, and a host waiting for an ack keeps applying the batches
+it receives itself, so two servers that copy each other never wait on each other.
+
+Each segment keeps per-worker push watermarks (the sequence number of each worker's last
+push applied to it), replicated with the rows. When a server dies (ULFM: a receive from it
+fails), each survivor takes the same decisions from the same set of dead servers: the holder
+of a dead host's copy applies every batch that reached it and serves the segment from then
+on; every segment whose replica holder changed is sent whole to the new holder. Workers
+resend the requests the dead server had not answered (mpips.worker_failover); a resent push
+at or below its segment's watermark was applied already and is answered without applying.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+
+import numpy as np
+from mpi4py import MPI
+
+from .errors import MessageError
+from .fault import failed_ranks, is_rank_failure, note_carried_on
+from .hosting import Hosting, SegmentLost
+from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
+                           parse_ack, parse_batch)
+from .store import FLOAT, Slice, make_slice
+from .transport import TAG_REPLICA, TAG_REPLICA_ACK, wait_all, wait_any
+
+PROMOTION_WAIT_SECONDS = 30.0
+"""How long a server waits to learn that a segment's host died, when a worker already sends
+it that segment's requests (the worker noticed first)."""
+
+
+class Replicator:
+    """The replicas and failover of one KVServer (``server``); inactive with 0 replicas."""
+
+    def __init__(self, server, replicas: int):
+        self.server = server
+        topology = server.topology
+        self.comm, self.layout, self.log = server.comm, topology.layout, topology.log
+        self.me = topology.server_index
+        self.hosting = Hosting(topology.num_servers, replicas)
+        self.enabled = replicas > 0
+        self.specs = [s.spec for s in server.slices]
+        self.hosted: dict[int, list[Slice]] = {self.me: server.slices}
+        self.copies: dict[int, list[Slice]] = {
+            seg: [make_slice(spec, seg, None) for spec in self.specs]
+            for seg in self.hosting.copies_on(self.me)}
+        self.marks = {seg: np.full(topology.num_workers, -1, np.int64)
+                      for seg in (*self.hosted, *self.copies)}
+        self._sent: dict[int, int] = defaultdict(int)  # server -> batches sent to it
+        self._acked: dict[int, int] = defaultdict(int)
+        self._received: dict[int, int] = defaultdict(int)
+        self._batch_recvs: dict[int, tuple] = {}  # server -> (request, header buffer)
+        self._ack_recvs: dict[int, tuple] = {}
+        self._keep: list = []  # (request, buffer, server) of sends in flight
+        self.graveyard: list = []  # requests with dead peers: never freed (mpips.fault.leave)
+        self.failovers = 0
+        if self.enabled:
+            for server_index in self.hosting.living:
+                if server_index != self.me:
+                    self._post_batch_recv(server_index)
+
+    # -- serving ------------------------------------------------------------------------
+    def slice_for(self, segment: int, table_id: int) -> Slice:
+        """The slice of ``table_id`` in ``segment``; when a worker already sends requests of
+        a segment whose host this server has not yet seen die, wait until it has. Raises
+        MessageError if this server does not serve ``segment``."""
+        if segment not in self.hosted and self.enabled and self.me == self._future_host(segment):
+            deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+            while segment not in self.hosted and time.monotonic() < deadline:
+                with contextlib.suppress(MPI.Exception):
+                    self.progress()  # a batch receive from the dead host fails here
+                self.server.survivors.handle()  # takes over once the death is known
+                time.sleep(0.001)
+        if segment not in self.hosted:
+            raise MessageError(f"segment {segment} is served by server "
+                               f"{self._future_host(segment)}, not by server {self.me}")
+        return self.hosted[segment][table_id]
+
+    def _future_host(self, segment: int) -> int:
+        """Who serves ``segment`` if every server MPI already knows dead is dead."""
+        dead = {self.layout.server_index(r) for r in failed_ranks(self.comm)
+                if self.layout.is_server(r)}
+        try:
+            return self.hosting.after_deaths(dead).host(segment)
+        except SegmentLost:
+            return -1
+
+    def is_duplicate(self, segment: int, worker: int, seq: int) -> bool:
+        """Whether ``worker``'s push ``seq`` to ``segment`` was applied already (a resend)."""
+        marks = self.marks.get(segment)
+        return marks is not None and seq <= marks[worker]
+
+    def pushed(self, segment: int, table: Slice, keys: list, worker: int, seq: int) -> None:
+        """A push of ``worker`` (sequence ``seq``) to ``segment`` was applied: record it, send
+        the rows of its ``keys`` (chunks) to the replica holder, and return once it has them."""
+        self.marks[segment][worker] = max(self.marks[segment][worker], seq)
+        if not self.enabled:
+            return
+        replica = self.hosting.replica(segment)
+        if replica is not None:
+            touched = np.concatenate(keys) if keys else np.empty(0, np.uint64)
+            self._send(replica, Kind.ROWS, segment, table, touched)
+        self.wait_replicated()
+
+    def wait_replicated(self) -> None:
+        """Wait until every batch sent has been acknowledged by its (living) receiver, serving
+        incoming batches meanwhile; a receiver that dies is replaced (transfers)."""
+        while True:
+            behind = [s for s in self._sent if s not in self.hosting.dead
+                      and self._acked[s] < self._sent[s]]
+            if not behind:
+                return
+            try:
+                self.progress(block=True)
+            except MPI.Exception as exc:
+                if not is_rank_failure(exc):
+                    raise
+                self.server.survivors.handle()
+
+    def waitables(self) -> list:
+        """Receives the serve loop waits on besides the workers' requests."""
+        return [r for r, _ in self._batch_recvs.values()] + \
+            [r for r, _ in self._ack_recvs.values()]
+
+    def progress(self, block: bool = False) -> None:
+        """Apply the batches and acks that arrived (with ``block``, wait for one first).
+        Raises MPI_ERR_PROC_FAILED when a server died (mpips.survivors handles it)."""
+        if block:
+            requests = self.waitables()
+            if requests:
+                wait_any(requests)  # raises if a peer died
+        for server_index, (request, buf) in list(self._ack_recvs.items()):
+            if _arrived(request):
+                if not buf.any():  # ended without a message: the replica holder died
+                    raise MPI.Exception(MPI.ERR_PROC_FAILED)
+                parse_ack(buf, self._acked[server_index] + 1)
+                self._acked[server_index] += 1
+                self._post_ack_recv(server_index)
+        for server_index, (request, buf) in list(self._batch_recvs.items()):
+            if _arrived(request):
+                self._receive_batch(server_index, buf)
+                self._post_batch_recv(server_index)
+        self._keep = [k for k in self._keep if not k[0].Test()]
+
+    # -- batches --------------------------------------------------------------------------
+    def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray) -> None:
+        self._sent[dest] += 1
+        rank = self.layout.server_rank(dest)
+        header = encode_batch(kind, segment, table.spec.table_id, keys.size, table.arrays,
+                              self._sent[dest])
+        parts = [header]
+        if keys.size:
+            parts += [keys, np.ascontiguousarray(table.read_rows(keys))]
+        parts.append(self.marks[segment].copy())
+        for part in parts:
+            self._keep.append((self.comm.Isend(part, rank, TAG_REPLICA), part, dest))
+        if dest not in self._ack_recvs:
+            self._post_ack_recv(dest)
+
+    def _receive_batch(self, source: int, buf: np.ndarray) -> None:
+        """Receive the rest of a batch whose header arrived, check it, apply it, ack it."""
+        if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
+            raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
+        batch = parse_batch(buf, self.hosting.num_servers, [s.arrays for s in self.server.slices])
+        if batch.number != self._received[source] + 1:
+            raise MessageError(f"batch {batch.number} from server {source} where "
+                               f"{self._received[source] + 1} was next")
+        rank = self.layout.server_rank(source)
+        spec = self.specs[batch.table_id]
+        keys = np.empty(batch.num_keys, np.uint64)
+        rows = np.empty((batch.num_keys, spec.width * batch.arrays), FLOAT)
+        marks = np.empty(self.server.topology.num_workers, np.int64)
+        for part in ((keys, rows) if batch.num_keys else ()) + (marks,):
+            status = MPI.Status()
+            self.comm.Recv(part, rank, TAG_REPLICA, status)
+            if status.Get_count(MPI.BYTE) != part.nbytes:
+                raise MessageError(f"batch {batch.number} from server {source}: a part of "
+                                   f"{status.Get_count(MPI.BYTE)} bytes, not {part.nbytes}")
+        check_marks(marks)
+        if batch.segment in self.hosted:
+            raise MessageError(f"server {source} sent rows of segment {batch.segment}, which "
+                               f"this server serves")
+        if batch.kind is Kind.TRANSFER or batch.segment not in self.copies:
+            if batch.kind is not Kind.TRANSFER:
+                raise MessageError(f"server {source} sent rows of segment {batch.segment} "
+                                   f"before its whole copy")
+            copy = self.copies.setdefault(batch.segment, [None] * len(self.specs))
+            copy[batch.table_id] = make_slice(spec, batch.segment, None)
+            if batch.table_id == 0:
+                self.marks[batch.segment] = np.full_like(marks, -1)
+        self.copies[batch.segment][batch.table_id].put_rows(keys, rows)
+        self.marks[batch.segment] = np.maximum(self.marks[batch.segment], marks)
+        self._received[source] = batch.number
+        ack = encode_ack(batch.number)
+        self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
+
+    def _post_batch_recv(self, source: int) -> None:
+        buf = np.zeros(BATCH_WORDS, np.uint64)
+        request = self.comm.Irecv(buf, self.layout.server_rank(source), TAG_REPLICA)
+        self._batch_recvs[source] = (request, buf)
+
+    def _post_ack_recv(self, dest: int) -> None:
+        buf = np.zeros(ACK_WORDS, np.uint64)
+        request = self.comm.Irecv(buf, self.layout.server_rank(dest), TAG_REPLICA_ACK)
+        self._ack_recvs[dest] = (request, buf)
+
+    # -- a dead server --------------------------------------------------------------------
+    def on_servers_dead(self, dead: set[int]) -> None:
+        """Servers ``dead`` (server indices) died: take over the segments this server holds
+        the copies of, and send whole copies to every new replica holder. Raises SegmentLost
+        when both holders of some segment died."""
+        began = time.perf_counter()
+        old = self.hosting
+        new = old.after_deaths(dead)  # SegmentLost: the job cannot carry on
+        for server_index in sorted(dead):
+            self._drain_from(server_index)
+        self.hosting = new
+        note_carried_on()
+        taken = [seg for seg in new.hosted_by(self.me) if seg not in self.hosted]
+        for segment in taken:
+            if segment not in self.copies or None in self.copies[segment]:
+                raise SegmentLost(f"segment {segment}: server {self.me} was to take it over "
+                                  f"but holds no whole copy of it")
+            self.hosted[segment] = self.copies.pop(segment)
+        for segment in [s for s in self.copies if new.replica(s) != self.me]:
+            del self.copies[segment]
+        copied = []
+        for segment, tables in sorted(self.hosted.items()):
+            replica = new.replica(segment)
+            if replica is not None and replica != old.replica(segment):
+                for table in tables:
+                    self._send(replica, Kind.TRANSFER, segment, table, table.stored_keys())
+                copied.append(f"segment {segment} to server {replica}")
+        self.failovers += 1
+        names = ", ".join(f"server {s} (rank {self.layout.server_rank(s)})" for s in sorted(dead))
+        self.log(f"{names} died: " + (f"took over segment(s) {taken}" if taken else
+                                      "its segments moved to other servers")
+                 + (f"; copying {', '.join(copied)}" if copied else "")
+                 + f"; serving again after {time.perf_counter() - began:.6f} s")
+
+    def _drain_from(self, source: int) -> None:
+        """Apply every batch that fully arrived from the dead server ``source``; its receives
+        and the sends to it are kept, unfreed, in ``graveyard``."""
+        ack = self._ack_recvs.pop(source, None)
+        self.graveyard += [ack] if ack else []
+        self.graveyard += [(r, b) for r, b, d in self._keep if d == source]
+        self._keep = [k for k in self._keep if k[2] != source]
+        entry = self._batch_recvs.pop(source, None)
+        while entry is not None:
+            try:
+                wait_all([entry[0]])  # a batch that arrived whole, or the failure
+                self._receive_batch(source, entry[1])
+                buf = np.zeros(BATCH_WORDS, np.uint64)
+                entry = (self.comm.Irecv(buf, self.layout.server_rank(source), TAG_REPLICA), buf)
+            except MPI.Exception as exc:
+                if not is_rank_failure(exc):
+                    raise
+                self.graveyard.append(entry)
+                entry = None
+
+    def close(self) -> None:
+        """Complete the sends to living servers and cancel the receives still posted."""
+        wait_all([r for r, _, _ in self._keep])
+        self._keep.clear()
+        for recvs in (self._batch_recvs, self._ack_recvs):
+            for request, buf in recvs.values():
+                request.Cancel()
+                with contextlib.suppress(MPI.Exception):
+                    request.Wait()
+                self.graveyard.append((request, buf))
+            recvs.clear()
+
+
+def _arrived(request: MPI.Request) -> bool:
+    """Whether a receive completed; raises its error if it completed in error (a receive
+    from a dead server completes so)."""
+    status = MPI.Status()
+    done = request.Test(status)
+    if done and status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
+        raise MPI.Exception(status.Get_error())
+    return done

@@ -1,0 +1,75 @@
+"""SPMD program for tests/mpi/test_server_failover.py: a server dies, the job carries on
+(issue 8; ``mpips.init(replicas=1)`` in a ULFM launch).
+
+Every worker pushes rounds of ones into a dense sum table (worker w: keys w, w + W, ...,
+spread over every server) and gradients into a sparse AdaGrad table (its own keys, on every
+server), waits for each round, and prints ``ACKED <worker> <rounds>``. With --kill-server S,
+server S SIGKILLs itself a random time (seeded) after start. At the end each worker pulls its
+rows and prints ``COUNTS <worker> <min> <max>`` (each must equal the rounds: a lost
+acknowledged push shows as fewer, a push applied twice as more) and ``MODEL <worker>
+<sha256>`` of its AdaGrad rows and accumulators' effect, which must equal a run nobody killed.
+"""
+import argparse
+import hashlib
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+
+import mpips
+from mpips.fault import leave
+
+ROWS = 96
+
+
+def die_later(delay: float) -> None:
+    time.sleep(delay)
+    print(f"DYING {time.time():.6f}", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def work(kv, counts, weights, args) -> None:
+    me, workers = kv.worker_rank, kv.num_workers
+    keys = np.arange(me, ROWS, workers, dtype=np.uint64)
+    ones = np.ones((keys.size, 1), np.float32)
+    sparse_keys = np.sort(np.unique(np.random.default_rng(me).integers(
+        0, 2**64 - 1, 200, dtype=np.uint64, endpoint=True)))
+    rng = np.random.default_rng(100 + me)
+    for done in range(1, args.rounds + 1):
+        grads = rng.standard_normal((sparse_keys.size, 2)).astype(np.float32)
+        pushed = [kv.push(counts, keys, ones), kv.push(weights, sparse_keys, grads)]
+        for ts in pushed:
+            kv.wait(ts)
+        print(f"ACKED {me} {done}", flush=True)
+        time.sleep(args.pause)
+    got = kv.wait(kv.pull(counts, keys))
+    print(f"COUNTS {me} {int(got.min())} {int(got.max())}", flush=True)
+    model = kv.wait(kv.pull(weights, sparse_keys))
+    print(f"MODEL {me} {hashlib.sha256(model.tobytes()).hexdigest()}", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--servers", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=200)
+    p.add_argument("--pause", type=float, default=0.002)
+    p.add_argument("--kill-server", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    ps = mpips.init(servers=args.servers, replicas=1)
+    counts = ps.dense_table("counts", ROWS)
+    weights = ps.sparse_table("weights", width=2, rule="adagrad", lr=0.05)
+    if ps.is_server and ps.server_rank == args.kill_server:
+        delay = random.Random(args.seed).uniform(0.05, args.rounds * args.pause * 0.8)
+        threading.Thread(target=die_later, args=(delay,), daemon=True).start()
+    ps.run(lambda kv: work(kv, counts, weights, args))
+    ps.close()
+    if ps.survived_a_failure:  # MPI_Finalize could wait for the dead server forever
+        leave(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,11 @@ Rank R (of the launch) waits until it has seen K committed checkpoints appear in
 and kills itself with SIGKILL, as the OOM killer or a failing node would, printing the
 wall-clock time of the kill (benchmarks/recovery.py reads it). A relaunch (MPIPS_RANKS_LOST
 set by ``mpips launch --relaunch`` or slurm/train.sbatch) kills nobody: it resumes and
-finishes. With --audit each worker also logs its acknowledged steps (``AUDIT``) and counts
-them in a table, for tests to check that none was lost. Used by benchmarks/recovery.py,
+finishes. With --audit each worker also counts its acknowledged steps in a table and logs
+``AUDIT <worker> <steps acknowledged> <count the servers hold>``, for tests to check that
+none was lost or doubled.
+With --kill-at SECONDS the kill comes that long after the start instead (a launch with
+--replicas 1 carries on without the server). Used by benchmarks/recovery.py,
 tests/mpi/test_fault.py and tests/slurm.
 """
 import os
@@ -31,6 +34,9 @@ def add_arguments(parser) -> None:
     kill.add_argument("--kill-rank", type=int, required=True, help="rank that kills itself")
     kill.add_argument("--kill-after", type=int, default=1, metavar="K",
                       help="after seeing K checkpoints committed (default 1)")
+    kill.add_argument("--kill-at", type=float, default=None, metavar="SECONDS",
+                      help="instead: this many seconds after the job starts (no checkpoints "
+                           "needed; for launches with --replicas 1)")
     kill.add_argument("--kill-seed", type=int, default=0, help="seed of the random delay")
     kill.add_argument("--kill-max-delay", type=float, default=0.05, metavar="SECONDS",
                       help="random delay after the K-th checkpoint (default 0.05)")
@@ -38,13 +44,16 @@ def add_arguments(parser) -> None:
                       help="count acknowledged steps in a table 'audit' and print them")
 
 
-def kill_later(rank: int, checkpoint_dir: Path, after: int, delay: float) -> None:
+def kill_later(rank: int, checkpoint_dir: Path | None, after: int, delay: float) -> None:
+    """SIGKILL this process ``delay`` s after the ``after``-th checkpoint appeared (or, with
+    no ``checkpoint_dir``, ``delay`` s from now)."""
     seen: set[str] = set()
-    while len(seen) < after:
+    while checkpoint_dir is not None and len(seen) < after:
         seen.update(p.parent.name for p in checkpoint_dir.glob("step-*/MANIFEST.json"))
         time.sleep(0.005)
     time.sleep(delay)
-    print(f"[lr_kill] rank {rank} kills itself {delay:.3f} s after checkpoint {max(seen)} at "
+    since = f"checkpoint {max(seen)}" if seen else "the start"
+    print(f"[lr_kill] rank {rank} kills itself {delay:.3f} s after {since} at "
           f"{time.time():.6f}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -57,20 +66,26 @@ def audit_steps(table) -> None:
 
     def audited_step(kv, tables, batch, l2):
         loss = plain_step(kv, tables, batch, l2)
-        kv.wait(kv.push(table, np.array([kv.worker_rank], np.uint64), np.ones((1, 1), np.float32)))
+        key = np.array([kv.worker_rank], np.uint64)
+        kv.wait(kv.push(table, key, np.ones((1, 1), np.float32)))
         done[0] += 1
-        print(f"AUDIT {kv.worker_rank} {done[0]}", flush=True)
+        held = int(kv.wait(kv.pull(table, key))[0])  # what the servers hold now
+        print(f"AUDIT {kv.worker_rank} {done[0]} {held}", flush=True)
         return loss
     sparse_lr.sgd_step = audited_step
 
 
 def main(ps, args):
-    if not args.checkpoint_dir:
-        raise SystemExit("lr_kill: needs --checkpoint-dir (it kills after checkpoints)")
+    if not args.checkpoint_dir and args.kill_at is None:
+        raise SystemExit("lr_kill: needs --checkpoint-dir (it kills after checkpoints) or "
+                         "--kill-at SECONDS")
     if args.audit:
         audit_steps(ps.dense_table("audit", ps.num_workers))
     if ps.rank == args.kill_rank and not os.environ.get("MPIPS_RANKS_LOST"):
         delay = random.Random(args.kill_seed).uniform(0, args.kill_max_delay)
+        if args.kill_at is not None:
+            delay += args.kill_at
         threading.Thread(target=kill_later, daemon=True, args=(
-            ps.rank, Path(args.checkpoint_dir), args.kill_after, delay)).start()
+            ps.rank, Path(args.checkpoint_dir) if args.kill_at is None else None,
+            args.kill_after, delay)).start()
     return sparse_lr.main(ps, args)

@@ -16,12 +16,18 @@ SIGKILLs itself while the others wait on it; ``live``: they revoke, shrink and A
 the shrunk communicator (ULFM only); ``relaunch``: they exit, and a bare launch of one rank
 fewer reaches its first Barrier.
 
+With --replicas 1 (Open MPI), every kill is a server's, in a launch with a replica of each
+key range (async tables, no checkpoints): path ``live-server``. ``detect_s``: kill -> the
+first survivor logs the death; ``recovery_s``: kill -> the segment's new server serves it
+and every worker has resent what the dead server had not answered (training again).
+
 Prints JSON lines (one per kill, then a summary per system and path with median and max)
-and appends them to --out. There are no replicas yet: a dead server always means a relaunch.
+and appends them to --out.
 """
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import statistics
 import subprocess
@@ -88,6 +94,8 @@ def parse_args(argv=None):
     p.add_argument("--servers", type=int, default=2, help="servers (default 2)")
     p.add_argument("--synthetic", type=int, default=12000, help="sparse_lr rows (default 12000)")
     p.add_argument("--epochs", type=int, default=8, help="sparse_lr epochs (default 8)")
+    p.add_argument("--replicas", type=int, choices=(0, 1), default=0,
+                   help="1: kill servers of a launch with replicas (live server failover)")
     p.add_argument("--timeout", type=float, default=300, help="per launch, seconds")
     p.add_argument("--out", default=str(HERE / "results" / "recovery.jsonl"))
     return p.parse_args(argv)
@@ -134,6 +142,31 @@ def first_line_at(proc: subprocess.Popen, needle: str, timeout: float) -> float:
 
 
 LIVE_DONE, SERVER_SAW = "carry on without it", "died: serving the others"
+
+
+def one_server_kill(args, index: int) -> dict:
+    """A server of a launch with replicas dies at a random moment; the job carries on."""
+    workers = args.ranks - args.servers
+    rank = workers + index % args.servers
+    at = random.Random(index).uniform(0.1, 1.0)
+    job = ["--servers", str(args.servers), "--replicas", "1", "--consistency", "async",
+           "--hashed-keys", "--synthetic", str(args.synthetic), "--features", "5000",
+           "--epochs", str(args.epochs), "--batch-size", "128", "--quiet"]
+    resent = [f"worker {w}] server(s)" for w in range(workers)]
+    proc = popen(args.ranks, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank",
+                              str(rank), "--kill-at", f"{at:.3f}", "--kill-max-delay", "0",
+                              *job], True)
+    seen, err, _ = watch(proc, (" died:", "took over", *resent), args.timeout)
+    killed = KILLED_AT.search(err)
+    if proc.returncode != 0 or killed is None or "took over" not in seen \
+            or not all(r in seen for r in resent):
+        raise SystemExit(f"recovery: server kill {index} did not end live (exit "
+                         f"{proc.returncode}):\n{err[-2000:]}")
+    t_kill = float(killed.group(1))
+    back = max(seen[n] for n in ("took over", *resent))
+    return {"system": "mpips", "path": "live-server", "kill": index, "rank": rank,
+            "kill_at_s": round(at, 3), "launch_exit": proc.returncode,
+            "detect_s": round(seen[" died:"] - t_kill, 4), "recovery_s": round(back - t_kill, 4)}
 
 
 def one_kill(args, index: int, ft: bool, work: Path) -> dict:
@@ -210,18 +243,26 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     implementation = detect_implementation(find_mpiexec())
     ft = implementation == OPEN_MPI
+    if args.replicas and not ft:
+        raise SystemExit("recovery: --replicas 1 needs Open MPI's ULFM (a dead server ends an "
+                         "MPICH launch)")
     common = {"benchmark": "recovery", "mpi": implementation, "ulfm": ft, "ranks": args.ranks,
-              "servers": args.servers}
+              "servers": args.servers, "replicas": args.replicas}
     subprocess.run([sys.executable, "-m", "mpips", "warmup"], check=True, capture_output=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="mpips-recovery-") as tmp:
         for index in range(args.kills):
-            floors = [bare_floor(args, index, ft)] + ([bare_live_floor(args, index)] if ft else [])
-            for row in (*floors, one_kill(args, index, ft, Path(tmp))):
+            if args.replicas:
+                measured = [bare_live_floor(args, index), one_server_kill(args, index)]
+            else:
+                floors = [bare_floor(args, index, ft)] + ([bare_live_floor(args, index)]
+                                                          if ft else [])
+                measured = [*floors, one_kill(args, index, ft, Path(tmp))]
+            for row in measured:
                 rows.append({**common, **row})
                 emit([rows[-1]], args.out)
     summaries = [summary(rows, system, path, common) for system in ("bare-mpi", "mpips")
-                 for path in ("live", "relaunch")]
+                 for path in ("live", "live-server", "relaunch")]
     emit([row for row in summaries if row], args.out)
     return 0
 

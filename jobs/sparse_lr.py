@@ -143,6 +143,12 @@ def _check_arguments(args) -> None:
         args.filter_plan = parse_filter(args.push_filter)
     except ValueError as exc:
         problems.append(str(exc))
+    if getattr(args, "replicas", 0):
+        if args.consistency != "async" or args.codec:
+            problems.append("--replicas 1 needs --consistency async and no --codec (replicating "
+                            "BSP/SSP stashes and coded pushes is not built yet)")
+        if args.checkpoint_dir:
+            problems.append("--replicas 1 cannot be combined with --checkpoint-dir yet")
     if problems:
         raise SystemExit("sparse_lr: " + "; ".join(problems))
 
@@ -237,6 +243,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         evaluate(kv, tables, model_keys, train, test)
     result.update(epochs=args.epochs, workers=kv.num_workers, train_logloss=curve,
                   workers_lost=kv.num_workers - kv.worker_comm.Get_size(),
+                  servers_lost=len(kv.hosting.dead),
                   # the slowest worker's time: fast workers that finish early do not count
                   samples_per_s=float(runs[:, 3].sum() / max(runs[:, 2].max(), 1e-9)),
                   rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size,

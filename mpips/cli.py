@@ -47,6 +47,11 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=int, default=int(os.environ.get("MPIPS_SERVERS", 1)),
                         help="number of server ranks, the last ranks of the launch "
                              "(default: $MPIPS_SERVERS or 1)")
+    parser.add_argument("--replicas", type=int, choices=(0, 1),
+                        default=int(os.environ.get("MPIPS_REPLICAS", 0)),
+                        help="copies of each server's keys kept on the next server: with 1, a "
+                             "launch with --ft carries on when a server dies (tables must be "
+                             "async; default: $MPIPS_REPLICAS or 0)")
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
     return parser
@@ -55,7 +60,7 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
 def run_job(name: str, argv: list[str]) -> int:
     """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
     0 or 2 for a bad layout; when a rank died (ULFM launches) the process exits with
-    EXIT_RANK_LOST right away, and one that carried on past a dead worker exits 0, both
+    EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both
     without MPI_Finalize (mpips.fault.leave); any other error aborts the launch."""
     module = load_job(name)
     args = _job_parser(name, module).parse_args(argv)
@@ -67,14 +72,14 @@ def run_job(name: str, argv: list[str]) -> int:
     world = MPI.COMM_WORLD
     label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
     try:
-        ps = mpips.init(servers=args.servers)
+        ps = mpips.init(servers=args.servers, replicas=args.replicas)
     except (mpips.LayoutError, mpips.TableError) as exc:
         print(f"{label} error: {exc}", file=sys.stderr, flush=True)
         return 2
     try:
         module.main(ps, args)
         ps.close()
-        if ps.survived_a_failure:  # went on after a dead worker: MPI_Finalize could hang
+        if ps.survived_a_failure:  # went on after a dead rank: MPI_Finalize could hang
             leave(0)
     except RankLost:  # mpips.fault logged who died; leave so that a relaunch can resume
         leave(EXIT_RANK_LOST)

@@ -33,7 +33,7 @@ from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack
 from .store import FLOAT, Slice, make_slice
 from .transport import TAG_REPLICA, TAG_REPLICA_ACK, wait_all, wait_any
 
-PROMOTION_WAIT_SECONDS = 30.0
+PROMOTION_WAIT_SECONDS = 10.0
 """How long a server waits to learn that a segment's host died, when a worker already sends
 it that segment's requests (the worker noticed first)."""
 
@@ -73,7 +73,7 @@ class Replicator:
         """The slice of ``table_id`` in ``segment``; when a worker already sends requests of
         a segment whose host this server has not yet seen die, wait until it has. Raises
         MessageError if this server does not serve ``segment``."""
-        if segment not in self.hosted and self.enabled and self.me == self._future_host(segment):
+        if segment not in self.hosted and self.enabled:
             deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
             while segment not in self.hosted and time.monotonic() < deadline:
                 with contextlib.suppress(MPI.Exception):

@@ -167,7 +167,7 @@ def test_sparse_lr_finishes_without_a_worker_killed_at_random_moments(tmp_path, 
         acked = [0, 0, 0]
         for line in proc.stdout.splitlines():
             if line.startswith("AUDIT "):
-                _, worker, steps = line.split()
+                _, worker, steps, _held = line.split()
                 acked[int(worker)] = max(acked[int(worker)], int(steps))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

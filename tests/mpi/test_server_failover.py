@@ -1,0 +1,101 @@
+"""A server SIGKILLed while training, in a launch with replicas (issue 8, done-when 1): the
+segment's copy on the next server takes over, and the job finishes with no acknowledged
+update lost or applied twice.
+
+Open MPI launches run with ULFM (--ft). MPICH has no ULFM: there the launch ends as a lost
+rank (exit 76), which tests/mpi/test_fault.py covers with the relaunch path.
+"""
+import random
+import re
+
+import pytest
+
+from mpips.errors import EXIT_RANK_LOST
+from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec
+from mpips.sweep import last_json
+from tests.mpi.test_fault import launch
+
+PROGRAM = "tests/mpi/programs/server_death.py"
+RANKS = 5  # workers are ranks 0-1, servers ranks 2-4
+LR = ["--servers", "3", "--replicas", "1", "--consistency", "async", "--hashed-keys",
+      "--synthetic", "12000", "--features", "5000", "--epochs", "10", "--batch-size", "128",
+      "--quiet"]
+KILLS = 20
+
+
+def lines(proc, word: str) -> list[list[str]]:
+    return [line.split() for line in proc.stdout.splitlines() if line.startswith(word + " ")]
+
+
+@pytest.fixture(scope="module")
+def ulfm() -> bool:
+    return detect_implementation(find_mpiexec()) == OPEN_MPI
+
+
+@pytest.fixture(scope="module")
+def unkilled() -> dict:
+    """What each worker's rows hash to in a run nobody kills (disjoint keys per worker, so
+    the result does not depend on how the workers interleave)."""
+    proc = launch(RANKS, [PROGRAM])
+    assert proc.returncode == 0, proc.stderr
+    return {w: digest for _, w, digest in lines(proc, "MODEL")}
+
+
+@pytest.mark.parametrize("server", [0, 1, 2])
+def test_a_killed_server_s_copy_takes_over_and_no_acknowledged_push_is_lost(ulfm, unkilled,
+                                                                            server):
+    proc = launch(RANKS, [PROGRAM, "--kill-server", str(server), "--seed", str(server)],
+                  ft=ulfm)
+    if not ulfm:
+        assert proc.returncode == EXIT_RANK_LOST, proc.stderr
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "DYING" in proc.stdout
+    successor = (server + 1) % 3
+    assert f"server {successor} (rank {2 + successor})" not in proc.stderr  # it lived
+    assert re.search(rf"server {successor}\] server {server} \(rank {2 + server}\) died: "
+                     rf"took over segment\(s\) \[{server}\]", proc.stderr), proc.stderr[-3000:]
+    assert sorted(lines(proc, "COUNTS")) == [["COUNTS", "0", "200", "200"],
+                                             ["COUNTS", "1", "200", "200"]]
+    assert {w: digest for _, w, digest in lines(proc, "MODEL")} == unkilled
+
+
+def test_sparse_lr_finishes_with_a_server_killed_at_random_moments(ulfm, tmp_path):
+    """Done-when 1: 20 times a random server dies at a random moment of sparse LR training;
+    every time the job finishes, every acknowledged audit push is held by the servers exactly
+    once (each worker pushes +1 per acknowledged step to its own key and reads it back), and
+    accuracy is within 0.5 points of a run nobody killed."""
+    if not ulfm:
+        proc = launch(RANKS, ["-m", "mpips", "run", "benchmarks/lr_kill.py", *LR, "--audit",
+                              "--kill-rank", "3", "--kill-at", "0.5"])
+        assert proc.returncode == EXIT_RANK_LOST, proc.stderr
+        return
+    reference = launch(RANKS, ["-m", "mpips", "run", "jobs/sparse_lr.py", *LR])
+    assert reference.returncode == 0, reference.stderr
+    expected = last_json(reference.stdout)["test_accuracy"]
+    rng = random.Random(81)
+    for kill in range(KILLS):
+        rank, at = rng.randrange(2, 5), rng.uniform(0.1, 1.5)
+        proc = launch(RANKS, ["-m", "mpips", "run", "benchmarks/lr_kill.py", *LR, "--audit",
+                              "--kill-rank", str(rank), "--kill-at", f"{at:.3f}",
+                              "--kill-max-delay", "0"], ft=True)
+        context = f"kill {kill}: rank {rank} at {at:.3f} s\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, context
+        assert f"rank {rank} kills itself" in proc.stderr, context
+        assert len(re.findall(rf"server {rank - 2} \(rank {rank}\) died: took over",
+                              proc.stderr)) == 1, context
+        metrics = last_json(proc.stdout)
+        assert metrics["servers_lost"] == 1 and metrics["workers_lost"] == 0, context
+        assert abs(metrics["test_accuracy"] - expected) <= 0.005, (metrics["test_accuracy"],
+                                                                   expected, context)
+        audits = lines(proc, "AUDIT")
+        assert {w for _, w, _, _ in audits} == {"0", "1"}, context
+        for _, worker, acknowledged, held in audits:
+            assert held == acknowledged, (worker, acknowledged, held, context)
+
+
+def test_replicas_need_async_tables(tmp_path):
+    proc = launch(RANKS, ["-m", "mpips", "run", "jobs/sparse_lr.py", "--servers", "3",
+                          "--replicas", "1", "--consistency", "bsp", "--synthetic", "500"])
+    assert proc.returncode != 0
+    assert "--replicas 1 needs --consistency async" in proc.stderr

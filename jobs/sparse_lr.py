@@ -143,12 +143,9 @@ def _check_arguments(args) -> None:
         args.filter_plan = parse_filter(args.push_filter)
     except ValueError as exc:
         problems.append(str(exc))
-    if getattr(args, "replicas", 0):
-        if args.consistency != "async" or args.codec:
-            problems.append("--replicas 1 needs --consistency async and no --codec (replicating "
-                            "BSP/SSP stashes and coded pushes is not built yet)")
-        if args.checkpoint_dir:
-            problems.append("--replicas 1 cannot be combined with --checkpoint-dir yet")
+    if getattr(args, "replicas", 0) and args.codec:
+        problems.append("--replicas 1 cannot be combined with --codec yet (replicating "
+                        "coded pushes is not built)")
     if problems:
         raise SystemExit("sparse_lr: " + "; ".join(problems))
 

@@ -23,6 +23,7 @@ from mpi4py import MPI
 from . import ckpt
 from .ckpt.manifest import _shard_from_json
 from .errors import MpipsError, TableError
+from .fault import survive_collective
 from .message import Status
 
 SAVE_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
@@ -71,9 +72,14 @@ class SaveCoordinator:
                 request_id, status, error, source, self.server.tags.payload(request_id)))
 
     def _write_and_commit(self, order: dict) -> str | None:
-        """Collective over the servers; the error text (same on every server) or None."""
-        srv, group = self.server, self.server.topology.group
-        index, count = group.Get_rank(), group.Get_size()
+        """Collective over the living servers; the error text (same on every server) or
+        None. Each server writes the shard of every segment it serves (mpips.hosting: its
+        own, and a dead server's it took over), so the shards always tile the key space."""
+        srv = self.server
+        if srv.replication.hosting.dead:  # leave the dead out of the servers' collectives
+            survive_collective(srv.topology, lambda comm: comm.Barrier())
+        group = srv.topology.group
+        index, count = group.Get_rank(), srv.topology.num_servers
         step, root = int(order["step"]), order["root"]
         directory = None
         try:
@@ -86,10 +92,11 @@ class SaveCoordinator:
         if not isinstance(directory, str):
             return directory
         try:
-            slices = [_slice_data(s) for s in srv.slices]
-            info = json.dumps(ckpt.write_shard(directory, index, count, step, slices).to_json())
+            info = json.dumps([ckpt.write_shard(directory, segment, count, step,
+                                                [_slice_data(s) for s in tables]).to_json()
+                               for segment, tables in sorted(srv.replication.hosted.items())])
         except (MpipsError, OSError) as exc:
-            info = f"server {index}: {type(exc).__name__}: {exc}"
+            info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
         infos = _gather_texts(group, info)
         result = None
         if index == 0:
@@ -108,12 +115,13 @@ def _slice_data(table) -> "ckpt.SliceData":
 def _commit(directory: str, step: int, count: int, infos: list[str], order: dict,
             tables: dict):
     """Server 0: commit if every shard was written; returns None or an error text."""
-    failed = [t for t in infos if not t.startswith("{")]
+    failed = [t for t in infos if not t.startswith("[")]
     if failed:
         return "checkpoint not committed: " + "; ".join(failed)
     try:
-        shards = [_shard_from_json(directory, json.loads(text), step, count, tables)
-                  for text in infos]
+        written = sorted((shard for text in infos for shard in json.loads(text)),
+                         key=lambda shard: int(shard["server"]))
+        shards = [_shard_from_json(directory, shard, step, count, tables) for shard in written]
         ckpt.commit(directory, step, shards, order.get("job") or {})
         if order.get("keep"):
             ckpt.prune(order["root"], keep_last=int(order["keep"]), level="quick")

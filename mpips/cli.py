@@ -50,8 +50,8 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
     parser.add_argument("--replicas", type=int, choices=(0, 1),
                         default=int(os.environ.get("MPIPS_REPLICAS", 0)),
                         help="copies of each server's keys kept on the next server: with 1, a "
-                             "launch with --ft carries on when a server dies (tables must be "
-                             "async; default: $MPIPS_REPLICAS or 0)")
+                             "launch with --ft carries on when a server dies (default: "
+                             "$MPIPS_REPLICAS or 0)")
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)
     return parser

@@ -248,6 +248,21 @@ class ClockScheduler:
         self._finished[worker] = max(self._finished[worker], finished_clock + 1)
         return self._enqueue(_Request("clock", worker, None, table, finished_clock, 0, lo, hi))
 
+    def adopt_stash(self, table: int, clock: int, worker: int, item: Any) -> list:
+        """Take over a push to a BSP table that another server accepted (it died; mpips.
+        replication kept a copy): stash it as if received here, though its clock may be one
+        ``worker`` already finished. Returns the stashed pushes now due, in order."""
+        t = self._table(table)
+        t.stash.setdefault(operator.index(clock), []).append((worker, item))
+        out: list = []
+        t.release(out)
+        return out
+
+    def stashed(self) -> list:
+        """Every stashed push not yet released: (table, clock, worker, item)."""
+        return [(table, clock, worker, item) for table, t in self._tables.items()
+                for clock, entries in sorted(t.stash.items()) for worker, item in entries]
+
     def on_worker_gone(self, worker: int, dead: bool = False) -> list:
         """``worker`` sends nothing more. Done (``dead=False``): it is retired after its
         requests already received have run. Dead: its queued pulls are dropped (see

@@ -26,7 +26,7 @@ def init(servers: int = 1, *, replicas: int = 0, comm: MPI.Intracomm | None = No
     ``replicas=1`` keeps a copy of each server's keys on the next server (mpips.hosting), so
     that in a ULFM launch (``mpips launch --ft``) the job carries on when a server dies
     (mpips.replication); a push is then acknowledged only once both servers have it. Tables
-    of such a launch must be async, two-sided and without a codec.
+    of such a launch must be two-sided and without a codec.
 
     Collective over ``comm``. Raises LayoutError on every rank when the layout is impossible.
     In a relaunch after lost ranks (``mpips launch --relaunch`` sets MPIPS_RANKS_LOST), each
@@ -61,6 +61,7 @@ class PS:
         self.closed = False
         self.failed = False  # a rank died: nothing collective may run any more
         self.survived_a_failure = False  # set by close: end the process with mpips.fault.leave
+        self._restored = False
 
     # -- who am I -------------------------------------------------------------------------
     is_server = property(lambda self: self.topology.is_server)
@@ -110,10 +111,10 @@ class PS:
         spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
                          rule, dict(rule_params), float(init), str(consistency), str(codec),
                          bool(one_sided))
-        if self.replicas and (spec.model.model != "async" or spec.codec or spec.one_sided):
-            raise TableError(f"table {name!r}: with replicas, tables must be async, without a "
-                             f"codec and not one-sided (replicating BSP/SSP stashes, coded "
-                             f"pushes and window reads is not built yet)")
+        if self.replicas and (spec.codec or spec.one_sided):
+            raise TableError(f"table {name!r}: with replicas, tables must be two-sided and "
+                             f"without a codec (replicating coded pushes and window reads is "
+                             f"not built yet)")
         self._check_same_everywhere(spec)
         self._slices.append(make_slice(spec, self.topology.server_index, self.comm,
                                        self.rma_mode))
@@ -148,7 +149,8 @@ class PS:
     def _run(self, work):
         self._board = ClockBoard(self.comm, len(self.tables), self.is_server, self.rma_mode)
         if self.is_server:
-            self.server = KVServer(self.topology, self._slices, self._board, self.replicas)
+            self.server = KVServer(self.topology, self._slices, self._board, self.replicas,
+                                   self._restored)
             self.server.serve()
             return None
         one_sided = {s.spec.table_id: s for s in self._slices if s.spec.one_sided}
@@ -171,7 +173,9 @@ class PS:
         None if there is none."""
         if self._worker is not None or self.server is not None:
             raise TableError("restore() must come before run()")
-        return restore_checkpoint(self, root, log=self.log)
+        found = restore_checkpoint(self, root, log=self.log)
+        self._restored = self._restored or found is not None
+        return found
 
     def close(self) -> None:
         """Free windows and communicators. Collective over the launch; safe to call twice.

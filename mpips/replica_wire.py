@@ -4,19 +4,23 @@ A server that hosts a segment (mpips.hosting) sends the rows a push changed to t
 keeping the segment's replica, as a *batch*: a header of ``BATCH_WORDS`` uint64 words
 
     word 0  MAGIC << 16 | VERSION (of mpips.message)
-    word 1  kind: ROWS (rows of keys one push changed) or TRANSFER (the whole segment, sent
-            to a new replica holder: the copy is replaced)
+    word 1  kind: ROWS (rows of keys one push changed), TRANSFER (the whole segment, sent
+            to a new replica holder: the copy is replaced) or STASH (a push to a BSP table,
+            accepted and waiting for its clock boundary: its keys and gradients)
     word 2  segment
     word 3  table id
     word 4  number of keys n
-    word 5  arrays per row: 1 + the update rule's state arrays (values first)
+    word 5  arrays per row: 1 + the update rule's state arrays (values first); 1 for STASH
     word 6  batch number (per sending server and receiver, from 1)
-    word 7  0
+    word 7  stash entry: 1 + (worker << 40 | sequence number) of the STASH push, or of the
+            stashed push whose application these ROWS are (the replica forgets it); else 0
+    word 8  STASH: the push's clock; else 0
+    word 9  0
 
 then, as separate messages on the same tag, keys uint64[n] and rows float32[n, width x
-arrays] when n > 0, and always the segment's push watermarks int64[number of workers]: the
-sequence number (mpips.message word 9) of each worker's last push applied to the segment.
-Rows, not gradients, travel ("replication after aggregation"): a row is exact for every
+arrays] (STASH: the gradients) when n > 0, and always the segment's push watermarks
+int64[number of workers]: the sequence number (mpips.message word 9) of each worker's last
+push applied to (or, BSP, accepted by) the segment. Rows, not gradients, travel ("replication after aggregation"): a row is exact for every
 update rule, and applying it twice changes nothing. The receiver answers with an ack of
 ``ACK_WORDS`` words: MAGIC << 16 | VERSION, batch number.
 """
@@ -30,7 +34,7 @@ import numpy as np
 from .errors import MessageError
 from .message import MAGIC, VERSION
 
-BATCH_WORDS = 8
+BATCH_WORDS = 10
 ACK_WORDS = 2
 MAX_BATCH_KEYS = 1 << 40
 
@@ -38,6 +42,10 @@ MAX_BATCH_KEYS = 1 << 40
 class Kind(enum.IntEnum):
     ROWS = 1
     TRANSFER = 2
+    STASH = 3
+
+
+SEQ_BITS = 40
 
 
 @dataclass(frozen=True)
@@ -50,15 +58,19 @@ class Batch:
     num_keys: int
     arrays: int
     number: int
+    entry: tuple[int, int] | None = None  # (worker, sequence number) of a stash entry
+    clock: int = 0
 
 
 def encode_batch(kind: Kind, segment: int, table_id: int, num_keys: int, arrays: int,
-                 number: int) -> np.ndarray:
+                 number: int, entry: tuple[int, int] | None = None, clock: int = 0) -> np.ndarray:
+    word7 = 0 if entry is None else 1 + (entry[0] << SEQ_BITS | entry[1])
     return np.array([MAGIC << 16 | VERSION, int(kind), segment, table_id, num_keys, arrays,
-                     number, 0], np.uint64)
+                     number, word7, clock, 0], np.uint64)
 
 
-def parse_batch(buf: np.ndarray, num_segments: int, arrays_per_table: list[int]) -> Batch:
+def parse_batch(buf: np.ndarray, num_segments: int, arrays_per_table: list[int],
+                num_workers: int = 1) -> Batch:
     """Validate a received batch header against the launch's segments and tables
     (``arrays_per_table[t]``: 1 + state arrays of table t's rule)."""
     if buf.dtype != np.uint64 or buf.shape != (BATCH_WORDS,):
@@ -77,12 +89,24 @@ def parse_batch(buf: np.ndarray, num_segments: int, arrays_per_table: list[int])
         raise MessageError(f"batch header: table id {w[3]} unknown")
     if w[4] > MAX_BATCH_KEYS:
         raise MessageError(f"batch header: {w[4]} keys is implausible")
-    if w[5] != arrays_per_table[w[3]]:
-        raise MessageError(f"batch header: {w[5]} arrays per row, but table {w[3]} keeps "
-                           f"{arrays_per_table[w[3]]}")
-    if w[6] == 0 or w[7] != 0:
-        raise MessageError(f"batch header: batch number {w[6]} / reserved word {w[7]}")
-    return Batch(kind, w[2], w[3], w[4], w[5], w[6])
+    arrays = 1 if kind is Kind.STASH else arrays_per_table[w[3]]
+    if w[5] != arrays:
+        raise MessageError(f"batch header: {w[5]} arrays per row, but table {w[3]} "
+                           f"{'stashes 1' if kind is Kind.STASH else f'keeps {arrays}'}")
+    if w[6] == 0 or w[9] != 0:
+        raise MessageError(f"batch header: batch number {w[6]} / reserved word {w[9]}")
+    entry = None
+    if w[7]:
+        worker, seq = (w[7] - 1) >> SEQ_BITS, (w[7] - 1) & ((1 << SEQ_BITS) - 1)
+        if worker >= num_workers or kind is Kind.TRANSFER:
+            raise MessageError(f"batch header: stash entry of worker {worker} in a "
+                               f"{kind.name} batch ({num_workers} workers)")
+        entry = (worker, seq)
+    if kind is Kind.STASH and entry is None:
+        raise MessageError("batch header: a STASH batch without its entry")
+    if kind is not Kind.STASH and w[8]:
+        raise MessageError(f"batch header: clock {w[8]} in a {kind.name} batch")
+    return Batch(kind, w[2], w[3], w[4], w[5], w[6], entry, w[8])
 
 
 def encode_ack(number: int) -> np.ndarray:

@@ -55,6 +55,7 @@ class Replicator:
             for seg in self.hosting.copies_on(self.me)}
         self.marks = {seg: np.full(topology.num_workers, -1, np.int64)
                       for seg in (*self.hosted, *self.copies)}
+        self.mirror: dict[int, list] = {}  # segment -> BSP pushes its host accepted, unapplied
         self._sent: dict[int, int] = defaultdict(int)  # server -> batches sent to it
         self._acked: dict[int, int] = defaultdict(int)
         self._received: dict[int, int] = defaultdict(int)
@@ -67,6 +68,13 @@ class Replicator:
             for server_index in self.hosting.living:
                 if server_index != self.me:
                     self._post_batch_recv(server_index)
+
+
+    def start(self) -> None:
+        """Before serving: after a restore, send the restored rows whole to the replica
+        holder (copies start empty)."""
+        if self.enabled and self.server.restored:
+            self._copy_whole(self.me, self.hosting.replica(self.me), [])
 
     # -- serving ------------------------------------------------------------------------
     def slice_for(self, segment: int, table_id: int) -> Slice:
@@ -111,6 +119,24 @@ class Replicator:
             self._send(replica, Kind.ROWS, segment, table, touched)
         self.wait_replicated()
 
+    def stashed(self, item) -> None:
+        """A push to a BSP table (mpips.server_push.StashedPush) was accepted: record it and
+        return once the replica holder keeps it too (it is applied at its clock boundary)."""
+        marks = self.marks[item.segment]
+        marks[item.worker] = max(marks[item.worker], item.seq)
+        replica = self.hosting.replica(item.segment)
+        if replica is not None:
+            self._send_stash(replica, item)
+        self.wait_replicated()
+
+    def applied_stash(self, item, table: Slice) -> None:
+        """A stashed push was applied at its clock boundary: send its rows, so the replica
+        holder forgets the stashed copy (no wait: until they arrive it still holds the push)."""
+        replica = self.hosting.replica(item.segment) if self.enabled else None
+        if replica is not None:
+            self._send(replica, Kind.ROWS, item.segment, table, item.keys,
+                       entry=(item.worker, item.seq))
+
     def wait_replicated(self) -> None:
         """Wait until every batch sent has been acknowledged by its (living) receiver, serving
         incoming batches meanwhile; a receiver that dies is replaced (transfers)."""
@@ -152,14 +178,22 @@ class Replicator:
         self._keep = [k for k in self._keep if not k[0].Test()]
 
     # -- batches --------------------------------------------------------------------------
-    def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray) -> None:
+    def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray,
+              entry: tuple[int, int] | None = None) -> None:
+        rows = np.ascontiguousarray(table.read_rows(keys)) if keys.size else None
+        self._post_batch(dest, encode_batch(kind, segment, table.spec.table_id, keys.size,
+                                            table.arrays, self._sent[dest] + 1, entry),
+                         keys, rows, segment)
+
+    def _send_stash(self, dest: int, item) -> None:
+        header = encode_batch(Kind.STASH, item.segment, item.table_id, item.keys.size, 1,
+                              self._sent[dest] + 1, (item.worker, item.seq), item.clock)
+        self._post_batch(dest, header, item.keys, np.ascontiguousarray(item.vals), item.segment)
+
+    def _post_batch(self, dest: int, header, keys, rows, segment: int) -> None:
         self._sent[dest] += 1
         rank = self.layout.server_rank(dest)
-        header = encode_batch(kind, segment, table.spec.table_id, keys.size, table.arrays,
-                              self._sent[dest])
-        parts = [header]
-        if keys.size:
-            parts += [keys, np.ascontiguousarray(table.read_rows(keys))]
+        parts = [header] + ([keys, rows] if keys.size else [])
         parts.append(self.marks[segment].copy())
         for part in parts:
             self._keep.append((self.comm.Isend(part, rank, TAG_REPLICA), part, dest))
@@ -170,7 +204,9 @@ class Replicator:
         """Receive the rest of a batch whose header arrived, check it, apply it, ack it."""
         if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
             raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
-        batch = parse_batch(buf, self.hosting.num_servers, [s.arrays for s in self.server.slices])
+        workers = self.server.topology.num_workers
+        batch = parse_batch(buf, self.hosting.num_servers, [s.arrays for s in self.server.slices],
+                            workers)
         if batch.number != self._received[source] + 1:
             raise MessageError(f"batch {batch.number} from server {source} where "
                                f"{self._received[source] + 1} was next")
@@ -178,7 +214,7 @@ class Replicator:
         spec = self.specs[batch.table_id]
         keys = np.empty(batch.num_keys, np.uint64)
         rows = np.empty((batch.num_keys, spec.width * batch.arrays), FLOAT)
-        marks = np.empty(self.server.topology.num_workers, np.int64)
+        marks = np.empty(workers, np.int64)
         for part in ((keys, rows) if batch.num_keys else ()) + (marks,):
             status = MPI.Status()
             self.comm.Recv(part, rank, TAG_REPLICA, status)
@@ -189,7 +225,11 @@ class Replicator:
         if batch.segment in self.hosted:
             raise MessageError(f"server {source} sent rows of segment {batch.segment}, which "
                                f"this server serves")
-        if batch.kind is Kind.TRANSFER or batch.segment not in self.copies:
+        if batch.kind is Kind.STASH:
+            from .server_push import StashedPush  # the item the scheduler stashes
+            self.mirror.setdefault(batch.segment, []).append(StashedPush(
+                batch.table_id, keys, rows, batch.segment, *batch.entry, batch.clock))
+        elif batch.kind is Kind.TRANSFER or batch.segment not in self.copies:
             if batch.kind is not Kind.TRANSFER:
                 raise MessageError(f"server {source} sent rows of segment {batch.segment} "
                                    f"before its whole copy")
@@ -197,7 +237,12 @@ class Replicator:
             copy[batch.table_id] = make_slice(spec, batch.segment, None)
             if batch.table_id == 0:
                 self.marks[batch.segment] = np.full_like(marks, -1)
-        self.copies[batch.segment][batch.table_id].put_rows(keys, rows)
+                self.mirror[batch.segment] = []
+        if batch.kind is not Kind.STASH:
+            self.copies[batch.segment][batch.table_id].put_rows(keys, rows)
+        if batch.kind is Kind.ROWS and batch.entry is not None:  # that stashed push is applied
+            self.mirror[batch.segment] = [e for e in self.mirror.get(batch.segment, [])
+                                          if (e.worker, e.seq) != batch.entry]
         self.marks[batch.segment] = np.maximum(self.marks[batch.segment], marks)
         self._received[source] = batch.number
         ack = encode_ack(batch.number)
@@ -233,19 +278,40 @@ class Replicator:
             self.hosted[segment] = self.copies.pop(segment)
         for segment in [s for s in self.copies if new.replica(s) != self.me]:
             del self.copies[segment]
+            self.mirror.pop(segment, None)
+        adopted = [e for seg in taken for e in self.mirror.pop(seg, [])]
         copied = []
-        for segment, tables in sorted(self.hosted.items()):
+        for segment in sorted(self.hosted):
             replica = new.replica(segment)
             if replica is not None and replica != old.replica(segment):
-                for table in tables:
-                    self._send(replica, Kind.TRANSFER, segment, table, table.stored_keys())
+                self._copy_whole(segment, replica, adopted)
                 copied.append(f"segment {segment} to server {replica}")
+        self._adopt_stashes(adopted)
         self.failovers += 1
         names = ", ".join(f"server {s} (rank {self.layout.server_rank(s)})" for s in sorted(dead))
         self.log(f"{names} died: " + (f"took over segment(s) {taken}" if taken else
                                       "its segments moved to other servers")
                  + (f"; copying {', '.join(copied)}" if copied else "")
                  + f"; serving again after {time.perf_counter() - began:.6f} s")
+
+    def _copy_whole(self, segment: int, replica: int | None, adopted: list) -> None:
+        """Send ``segment`` whole to ``replica``: every table's rows, then the BSP pushes
+        accepted and not yet applied (the scheduler's, and ``adopted`` ones)."""
+        if replica is None:
+            return
+        for table in self.hosted[segment]:
+            self._send(replica, Kind.TRANSFER, segment, table, table.stored_keys())
+        waiting = [item for _, _, _, item in self.server.scheduler.stashed()]
+        for item in waiting + adopted:
+            if item.segment == segment:
+                self._send_stash(replica, item)
+
+    def _adopt_stashes(self, entries: list) -> None:
+        """Stash the BSP pushes a dead host had accepted and not applied (``entries``), in
+        clock, worker and arrival order; apply those whose clock boundary has passed."""
+        for entry in sorted(entries, key=lambda e: (e.clock, e.worker, e.seq)):
+            self.server.run_items(self.server.scheduler.adopt_stash(
+                entry.table_id, entry.clock, entry.worker, entry))
 
     def _drain_from(self, source: int) -> None:
         """Apply every batch that fully arrived from the dead server ``source``; its receives

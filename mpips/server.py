@@ -37,7 +37,8 @@ OUT_BUFFERS = 4
 class KVServer(WholePushes):
     """Serves the slices of one server rank until every worker has said DONE."""
 
-    def __init__(self, topology: Topology, slices: list[Slice], board=None, replicas: int = 0):
+    def __init__(self, topology: Topology, slices: list[Slice], board=None, replicas: int = 0,
+                 restored: bool = False):
         self.topology = topology
         self.comm = topology.data
         self.slices = slices
@@ -53,6 +54,7 @@ class KVServer(WholePushes):
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
+        self.restored = restored  # the slices hold a checkpoint's rows
         self.replication = Replicator(self, replicas)  # and when a server dies, with replicas
         self._per_worker_receives = ulfm_launch() or self.replication.enabled
         self.scheduler = ClockScheduler(topology.num_workers)
@@ -69,6 +71,7 @@ class KVServer(WholePushes):
         order it sent them; a parked pull keeps its payload in MPI until it runs."""
         header = np.empty(HEADER_WORDS, np.uint64)
         remaining = self.live_workers
+        self.replication.start()
         status = MPI.Status()
         while remaining:
             if self._per_worker_receives:  # ULFM: a dead worker must not block the others
@@ -80,8 +83,8 @@ class KVServer(WholePushes):
                 wait_all([self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)], [status])
                 source = status.Get_source()
             try:
-                parsed = parse_header(header, len(self.slices),
-                                      [s.spec.width for s in self.slices], self.topology.num_servers)
+                parsed = parse_header(header, len(self.slices), [s.spec.width for s in self.slices],
+                                      self.topology.num_servers)
             except MessageError as exc:
                 self.topology.log(f"dropped a request from rank {source}: {exc}")
                 continue
@@ -158,7 +161,9 @@ class KVServer(WholePushes):
         """Run what the scheduler released: a request still in MPI, or a stashed push."""
         try:
             if isinstance(item, StashedPush):  # checked when it was received
-                self.slices[item.table_id].push_whole(item.keys, item.vals)
+                table = self.replication.hosted[item.segment][item.table_id]
+                table.push_whole(item.keys, item.vals)
+                self.replication.applied_stash(item, table)
             elif item[0].op is Op.PUSH_CODED:
                 self._push_coded(*item)
             else:

@@ -1,8 +1,8 @@
 """Pushes a KVServer receives whole before applying them (API layer, mixed into KVServer):
 pushes to BSP tables, stashed until their clock boundary, and pushes through a table's codec
 (one mpips.codec message); and the worker's verdict on a plain push (mpips.message).
-Uses KVServer's ``slices``, ``comm``, ``tags``, ``topology``, ``_key_caches``,
-``_recv_exact`` and ``_reply``."""
+Uses KVServer's ``slices``, ``replication``, ``comm``, ``tags``, ``topology``,
+``_key_caches``, ``_recv_exact`` and ``_reply``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +26,10 @@ class StashedPush:
     table_id: int
     keys: np.ndarray
     vals: np.ndarray
+    segment: int = 0
+    worker: int = 0
+    seq: int = 0
+    clock: int = 0
 
 
 class WholePushes:
@@ -35,7 +39,8 @@ class WholePushes:
         try:
             if hdr.op is Op.PUSH_CODED:
                 pushed = self._receive_coded(hdr, source)
-                return None if pushed is None else StashedPush(hdr.table_id, *pushed)
+                return None if pushed is None else StashedPush(hdr.table_id, *pushed,
+                                                               hdr.segment)
             return self._receive_for_stash(hdr, source)
         except MessageError as exc:
             self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
@@ -44,12 +49,19 @@ class WholePushes:
     def _receive_for_stash(self, hdr: Header, source: int) -> "StashedPush | None":
         """Receive a push to a BSP table whole, check it and its verdict, and answer it
         (accepted: applied at its clock boundary). None when it was refused or withdrawn."""
-        table = self.slices[hdr.table_id]
+        try:
+            table = self.replication.slice_for(hdr.segment, hdr.table_id)
+            refused = None
+        except MessageError as exc:
+            table, refused = self.slices[hdr.table_id], str(exc)
+        worker = self.topology.layout.worker_index(source)
+        again = self.replication.enabled and \
+            self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
         tag = self.tags.payload(hdr.request_id)
         keys = np.empty(hdr.num_keys, np.uint64)
         vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
         verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id))
-        error, prev = None, None
+        error, prev = refused, None
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
             self._recv_exact(keys[lo:hi], source, tag)
@@ -66,8 +78,15 @@ class WholePushes:
             withdrawn, error = False, error or f"verdict: {exc}"
         status = Status.WITHDRAWN if withdrawn and not error else (
             Status.BAD_REQUEST if error else Status.OK)
+        stashed = StashedPush(hdr.table_id, keys, vals, hdr.segment, worker, hdr.seq, hdr.clock)
+        if status is Status.OK and self.replication.enabled:
+            if again:  # a resend of a push accepted before: stashed already
+                stashed = None
+                self.replication.wait_replicated()
+            else:  # the replica holder keeps it too before the worker hears OK
+                self.replication.stashed(stashed)
         self._reply(hdr.request_id, status, error, source, tag)
-        return StashedPush(hdr.table_id, keys, vals) if status is Status.OK else None
+        return stashed if status is Status.OK else None
 
     def _push_coded(self, hdr: Header, source: int) -> None:
         """Receive, check and apply a coded push (async and ssp tables)."""

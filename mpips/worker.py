@@ -111,7 +111,12 @@ class KVWorker(CodedPushes, ServerFailover):
     def clock(self) -> int:
         """End this worker's current step: tell every server it finished clock
         ``clock_value`` (its later pushes and pulls carry the next one). Tables under "bsp"
-        and "ssp:TAU" need it once per step from every worker; returns the new clock."""
+        and "ssp:TAU" need it once per step from every worker; returns the new clock. With
+        replicas it first completes the operations in flight (their results stay for
+        ``wait``), so that none is resent to a new server under a clock already finished."""
+        if self.hosting.replicas:  # a resend after a failover then never carries an old clock
+            for ts in sorted(self._pending):
+                self._complete(ts)  # results stay for wait(ts)
         self._clock_sends = [c for c in self._clock_sends if not self._sent(c[0])]
         for server in self.hosting.living:
             msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
@@ -131,12 +136,9 @@ class KVWorker(CodedPushes, ServerFailover):
         workers, at a step boundary (after ``clock()``); raises CheckpointError when the
         servers could not write or commit it (nothing valid is ever overwritten)."""
         self.wait_all()
-        if self.hosting.replicas:
-            raise CheckpointError(root, "checkpoints of a launch with replicas are not built "
-                                  "yet (issue 8): launch with replicas=0 to checkpoint")
         order = save_order(root, step, job, keep)
         pending = Pending()
-        for server in range(self.topology.num_servers):
+        for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, server, order)
         wait_all(pending.requests)
         errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]

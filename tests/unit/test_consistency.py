@@ -431,3 +431,18 @@ def test_bsp_determinism_has_teeth():
     for u in random.Random(1).sample(updates, len(updates)):
         shuffled += u
     assert in_order.tobytes() != shuffled.tobytes()
+
+
+def test_an_adopted_stash_of_a_passed_boundary_is_due_at_once_in_worker_order():
+    """A server that takes over a dead server's segment stashes the BSP pushes it had
+    accepted, though their clocks may be finished already (mpips.replication)."""
+    sched = ClockScheduler(2, {0: "bsp"})
+    assert sched.on_clock(0, 0) == [] and sched.on_clock(1, 0) == []  # boundary 0 passed
+    assert sched.adopt_stash(0, 0, 1, "w1@0") == ["w1@0"]
+    assert sched.adopt_stash(0, 1, 1, "w1@1") == []  # clock 1 not finished by everyone
+    assert sched.stashed() == [(0, 1, 1, "w1@1")]
+    assert sched.on_push(0, 1, "w0@1", 0) == []
+    assert sched.stashed() == [(0, 1, 1, "w1@1"), (0, 1, 0, "w0@1")]
+    sched.on_clock(0, 1)
+    assert sched.on_clock(1, 1) == ["w0@1", "w1@1"]  # worker order, wherever they came from
+    assert sched.stashed() == []

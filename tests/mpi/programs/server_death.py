@@ -8,6 +8,9 @@ server S SIGKILLs itself a random time (seeded) after start. At the end each wor
 rows and prints ``COUNTS <worker> <min> <max>`` (each must equal the rounds: a lost
 acknowledged push shows as fewer, a push applied twice as more) and ``MODEL <worker>
 <sha256>`` of its AdaGrad rows and accumulators' effect, which must equal a run nobody killed.
+With --checkpoint-dir the rounds end with a checkpoint; with --resume as well, the run
+restores it and pushes only to the AdaGrad table, so the counts a killed server's segment
+holds afterwards can only have come from the restored rows (copied to its replica holder).
 """
 import argparse
 import hashlib
@@ -40,11 +43,16 @@ def work(kv, counts, weights, args) -> None:
     rng = np.random.default_rng(100 + me)
     for done in range(1, args.rounds + 1):
         grads = rng.standard_normal((sparse_keys.size, 2)).astype(np.float32)
-        pushed = [kv.push(counts, keys, ones), kv.push(weights, sparse_keys, grads)]
+        pushed = [kv.push(weights, sparse_keys, grads)]
+        if not args.resume:  # a resumed run leaves the counts as restored
+            pushed.append(kv.push(counts, keys, ones))
         for ts in pushed:
             kv.wait(ts)
+        kv.clock()
         print(f"ACKED {me} {done}", flush=True)
         time.sleep(args.pause)
+    if args.checkpoint_dir and not args.resume:
+        kv.save_checkpoint(args.checkpoint_dir, args.rounds, {"rounds": args.rounds})
     got = kv.wait(kv.pull(counts, keys))
     print(f"COUNTS {me} {int(got.min())} {int(got.max())}", flush=True)
     model = kv.wait(kv.pull(weights, sparse_keys))
@@ -58,10 +66,17 @@ def main():
     p.add_argument("--pause", type=float, default=0.002)
     p.add_argument("--kill-server", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--consistency", default="async", help="of both tables (async, bsp, ssp:2)")
+    p.add_argument("--checkpoint-dir", default=None, help="save here after the rounds")
+    p.add_argument("--resume", action="store_true",
+                   help="restore from --checkpoint-dir and push only to the sparse table")
     args = p.parse_args()
     ps = mpips.init(servers=args.servers, replicas=1)
-    counts = ps.dense_table("counts", ROWS)
-    weights = ps.sparse_table("weights", width=2, rule="adagrad", lr=0.05)
+    counts = ps.dense_table("counts", ROWS, consistency=args.consistency)
+    weights = ps.sparse_table("weights", width=2, rule="adagrad", lr=0.05,
+                              consistency=args.consistency)
+    if args.resume:
+        ps.restore(args.checkpoint_dir)
     if ps.is_server and ps.server_rank == args.kill_server:
         delay = random.Random(args.seed).uniform(0.05, args.rounds * args.pause * 0.8)
         threading.Thread(target=die_later, args=(delay,), daemon=True).start()

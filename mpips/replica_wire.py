@@ -5,8 +5,9 @@ keeping the segment's replica, as a *batch*: a header of ``BATCH_WORDS`` uint64 
 
     word 0  MAGIC << 16 | VERSION (of mpips.message)
     word 1  kind: ROWS (rows of keys one push changed), TRANSFER (the whole segment, sent
-            to a new replica holder: the copy is replaced) or STASH (a push to a BSP table,
-            accepted and waiting for its clock boundary: its keys and gradients)
+            to a new replica holder: the copy is replaced), STASH (a push to a BSP table,
+            accepted and waiting for its clock boundary: its keys and gradients) or FIN (the
+            sender is done serving: no batch follows; no keys)
     word 2  segment
     word 3  table id
     word 4  number of keys n
@@ -43,6 +44,7 @@ class Kind(enum.IntEnum):
     ROWS = 1
     TRANSFER = 2
     STASH = 3
+    FIN = 4
 
 
 SEQ_BITS = 40
@@ -102,6 +104,8 @@ def parse_batch(buf: np.ndarray, num_segments: int, arrays_per_table: list[int],
             raise MessageError(f"batch header: stash entry of worker {worker} in a "
                                f"{kind.name} batch ({num_workers} workers)")
         entry = (worker, seq)
+    if kind is Kind.FIN and (w[4] or entry is not None):
+        raise MessageError("batch header: a FIN batch with keys or a stash entry")
     if kind is Kind.STASH and entry is None:
         raise MessageError("batch header: a STASH batch without its entry")
     if kind is not Kind.STASH and w[8]:

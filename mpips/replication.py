@@ -30,6 +30,7 @@ from .fault import failed_ranks, is_rank_failure, note_carried_on
 from .hosting import Hosting, SegmentLost
 from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
                            parse_ack, parse_batch)
+from .server_push import StashedPush
 from .store import FLOAT, Slice, make_slice
 from .transport import TAG_REPLICA, TAG_REPLICA_ACK, wait_all, wait_any
 
@@ -68,7 +69,7 @@ class Replicator:
             for server_index in self.hosting.living:
                 if server_index != self.me:
                     self._post_batch_recv(server_index)
-
+        self._finished: set[int] = set()  # servers that sent FIN (mpips.replica_wire)
 
     def start(self) -> None:
         """Before serving: after a restore, send the restored rows whole to the replica
@@ -137,6 +138,15 @@ class Replicator:
             self._send(replica, Kind.ROWS, item.segment, table, item.keys,
                        entry=(item.worker, item.seq))
 
+    def _serve_batches(self) -> None:
+        """Wait for and apply batches and acks; survive a server dying meanwhile."""
+        try:
+            self.progress(block=True)
+        except MPI.Exception as exc:
+            if not is_rank_failure(exc):
+                raise
+            self.server.survivors.handle()
+
     def wait_replicated(self) -> None:
         """Wait until every batch sent has been acknowledged by its (living) receiver, serving
         incoming batches meanwhile; a receiver that dies is replaced (transfers)."""
@@ -145,12 +155,7 @@ class Replicator:
                       and self._acked[s] < self._sent[s]]
             if not behind:
                 return
-            try:
-                self.progress(block=True)
-            except MPI.Exception as exc:
-                if not is_rank_failure(exc):
-                    raise
-                self.server.survivors.handle()
+            self._serve_batches()
 
     def waitables(self) -> list:
         """Receives the serve loop waits on besides the workers' requests."""
@@ -175,7 +180,7 @@ class Replicator:
             if _arrived(request):
                 self._receive_batch(server_index, buf)
                 self._post_batch_recv(server_index)
-        self._keep = [k for k in self._keep if not k[0].Test()]
+        self._keep = [k for k in self._keep if not k[0].Test()]  # sends done: let go
 
     # -- batches --------------------------------------------------------------------------
     def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray,
@@ -222,11 +227,12 @@ class Replicator:
                 raise MessageError(f"batch {batch.number} from server {source}: a part of "
                                    f"{status.Get_count(MPI.BYTE)} bytes, not {part.nbytes}")
         check_marks(marks)
-        if batch.segment in self.hosted:
+        if batch.kind is Kind.FIN:
+            self._finished.add(source)
+        elif batch.segment in self.hosted:
             raise MessageError(f"server {source} sent rows of segment {batch.segment}, which "
                                f"this server serves")
-        if batch.kind is Kind.STASH:
-            from .server_push import StashedPush  # the item the scheduler stashes
+        elif batch.kind is Kind.STASH:
             self.mirror.setdefault(batch.segment, []).append(StashedPush(
                 batch.table_id, keys, rows, batch.segment, *batch.entry, batch.clock))
         elif batch.kind is Kind.TRANSFER or batch.segment not in self.copies:
@@ -238,12 +244,14 @@ class Replicator:
             if batch.table_id == 0:
                 self.marks[batch.segment] = np.full_like(marks, -1)
                 self.mirror[batch.segment] = []
-        if batch.kind is not Kind.STASH:
+        if batch.kind in (Kind.ROWS, Kind.TRANSFER):
             self.copies[batch.segment][batch.table_id].put_rows(keys, rows)
         if batch.kind is Kind.ROWS and batch.entry is not None:  # that stashed push is applied
             self.mirror[batch.segment] = [e for e in self.mirror.get(batch.segment, [])
                                           if (e.worker, e.seq) != batch.entry]
-        self.marks[batch.segment] = np.maximum(self.marks[batch.segment], marks)
+        if batch.kind is not Kind.FIN:
+            self.marks[batch.segment] = np.maximum(
+                self.marks.get(batch.segment, np.full_like(marks, -1)), marks)
         self._received[source] = batch.number
         ack = encode_ack(batch.number)
         self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
@@ -334,7 +342,18 @@ class Replicator:
                 entry = None
 
     def close(self) -> None:
-        """Complete the sends to living servers and cancel the receives still posted."""
+        """Done serving: tell every living server (FIN), and keep applying their batches
+        until each has said FIN too and acknowledged every batch sent to it, so no batch is
+        left half-received; then cancel the receives still posted."""
+        if self.enabled and self.specs:
+            for server_index in self.hosting.living:
+                if server_index != self.me:
+                    self._post_batch(server_index, encode_batch(
+                        Kind.FIN, self.me, 0, 0, self.server.slices[0].arrays,
+                        self._sent[server_index] + 1), np.empty(0, np.uint64), None, self.me)
+            while not set(self.hosting.living) - {self.me} <= self._finished:
+                self._serve_batches()
+            self.wait_replicated()
         wait_all([r for r, _, _ in self._keep])
         self._keep.clear()
         for recvs in (self._batch_recvs, self._ack_recvs):

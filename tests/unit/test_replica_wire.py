@@ -47,6 +47,7 @@ def _with(index, value):
     (encode_batch(Kind.STASH, 0, 1, 2, 1, 1), "STASH batch without its entry"),
     (encode_batch(Kind.STASH, 0, 1, 2, 2, 1, entry=(0, 1)), "table 1 stashes 1"),
     (encode_batch(Kind.TRANSFER, 0, 1, 2, 2, 1, entry=(0, 1)), "in a TRANSFER batch"),
+    (encode_batch(Kind.FIN, 0, 0, 3, 1, 1), "FIN batch with keys"),
     (encode_batch(Kind.ROWS, 0, 0, 1, 1, 1).astype(np.int64), "must be uint64"),
     (encode_batch(Kind.ROWS, 0, 0, 1, 1, 1)[:-1], "must be uint64"),
 ])

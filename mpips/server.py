@@ -12,6 +12,10 @@ and applied at their clock boundary in worker order.
 A push is applied while its worker still checks it: until the worker's verdict says OK, each
 slice logs the rows it changes (mpips.undo), and a withdrawn or failed push is rolled back,
 so a push is applied all or nothing.
+
+With replicas (mpips.replication) a server serves every segment it hosts (its own, and those
+of dead servers it took over), answers a push once the segment's replica holder has its rows,
+and applies the batches other servers send it while it waits.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ Servers hold the whole model, so a dead worker loses nothing that was acknowledg
 server acknowledges the failure (so receives from any source work again), rolls back the push
 the worker was in the middle of (mpips.undo: a push is all or nothing), drops its parked
 pulls, retires it from the clock scheduler so BSP/SSP clocks stop waiting for it, and lets a
-checkpoint save go ahead without it. A dead *server* is another matter: its key ranges are
-gone, so the error goes on to mpips.fault and the job leaves with EXIT_RANK_LOST.
+checkpoint save go ahead without it. A dead *server* is another matter: with replicas its
+segments are taken over (mpips.replication); without, its key ranges are gone, so the error
+goes on to mpips.fault and the job leaves with EXIT_RANK_LOST.
 
 Without ULFM no error is a process failure (mpips.fault.failure_classes is empty) and every
 method here is a plain pass-through.
@@ -96,8 +97,9 @@ class Survivors:
                 self.noticed = True
 
     def handle(self) -> None:
-        """Acknowledge the failures MPI knows of and retire every newly dead worker; a dead
-        server re-raises (mpips.fault takes over: the job leaves with EXIT_RANK_LOST)."""
+        """Acknowledge the failures MPI knows of, take over the segments of newly dead servers
+        (with replicas; else, or when a segment is lost, raise: mpips.fault takes over and
+        the job leaves with EXIT_RANK_LOST) and retire every newly dead worker."""
         srv = self.server
         self.noticed = False
         srv.comm.Ack_failed()

@@ -186,7 +186,7 @@ class KVWorker(CodedPushes, ServerFailover):
         if ts not in self._pending:
             raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
         began = time.perf_counter()
-        while not self._surviving(wait_all, self._pending[ts].requests):
+        while not self._surviving(self._wait_replies, self._pending[ts]):
             pass  # a server died: its parts were posted again (mpips.worker_failover)
         pending = self._pending.pop(ts)
         self._resend_misses(pending)
@@ -316,7 +316,7 @@ class KVWorker(CodedPushes, ServerFailover):
         tag = self.tags.payload(request_id)
         header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
                                clock=self.clock_value, segment=server)
-        reply = np.empty(REPLY_WORDS, np.uint64)
+        reply = np.zeros(REPLY_WORDS, np.uint64)
         pending.keep += [header, payload, reply]
         for request in (self.comm.Isend(header, dest, TAG_REQUEST),
                         self.comm.Isend(payload, dest, tag), self.comm.Irecv(reply, dest, tag)):
@@ -363,7 +363,7 @@ class KVWorker(CodedPushes, ServerFailover):
             if op is not Op.PUSH else 0
         header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
                                clock=self.clock_value, required=required, segment=server, seq=seq)
-        reply = np.empty(REPLY_WORDS, np.uint64)
+        reply = np.zeros(REPLY_WORDS, np.uint64)  # stays zero if its server dies (ULFM)
         pending.keep += [header, reply]
         try:
             pending.add(self.comm.Isend(header, dest, TAG_REQUEST), dest)

@@ -22,6 +22,7 @@ from mpi4py import MPI
 from .fault import failed_ranks, is_rank_failure, note_carried_on
 from .hosting import SegmentLost
 from .message import Op, Status, encode_reply
+from .transport import wait_all
 
 DEATH_NOTICE_SECONDS = 10.0
 """How long a worker whose request failed waits for MPI to name the dead server."""
@@ -59,6 +60,14 @@ class ServerFailover:
             return MPI.Request.Testall(requests)
         except MPI.Exception:
             return False
+
+    def _wait_replies(self, pending) -> None:
+        """Wait for ``pending``'s messages. In a launch with replicas, a reply that arrived
+        empty means its server died (ULFM may complete a receive from a dead rank with no
+        data and no error): raise as MPI would."""
+        wait_all(pending.requests)
+        if self.hosting.replicas and any(not reply.any() for *_, reply in pending.replies):
+            raise MPI.Exception(MPI.ERR_PROC_FAILED)
 
     def _surviving(self, action, *args) -> bool:
         """Run ``action(*args)``; False (after failing over) when it failed because a

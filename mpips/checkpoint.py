@@ -76,8 +76,9 @@ class SaveCoordinator:
         None. Each server writes the shard of every segment it serves (mpips.hosting: its
         own, and a dead server's it took over), so the shards always tile the key space."""
         srv = self.server
-        if srv.replication.hosting.dead:  # leave the dead out of the servers' collectives
-            survive_collective(srv.topology, lambda comm: comm.Barrier())
+        if srv.replication.enabled:  # a server may have died: leave it out of the
+            survive_collective(srv.topology, lambda comm: comm.Barrier())  # collectives,
+            srv.survivors.handle()  # and take over its segments before writing them
         group = srv.topology.group
         index, count = group.Get_rank(), srv.topology.num_servers
         step, root = int(order["step"]), order["root"]

@@ -63,7 +63,7 @@ def test_a_killed_server_s_copy_takes_over_and_no_acknowledged_push_is_lost(ulfm
 
 def test_sparse_lr_finishes_with_a_server_killed_at_random_moments(ulfm, tmp_path):
     """Done-when 1: 20 times a random server dies at a random moment of sparse LR training
-    (async and BSP in turn); every time the job finishes, every acknowledged audit push is
+    (async, BSP and SSP in turn); every time the job finishes, every acknowledged audit push is
     held by the servers exactly once (each worker pushes +1 per acknowledged step to its own
     key and reads it back), and accuracy is within 0.5 points of a run nobody killed; under
     BSP the model is even the same, bit for bit."""
@@ -72,18 +72,19 @@ def test_sparse_lr_finishes_with_a_server_killed_at_random_moments(ulfm, tmp_pat
                               "--kill-rank", "3", "--kill-at", "0.5"])
         assert proc.returncode == EXIT_RANK_LOST, proc.stderr
         return
+    models = {"async": ["--consistency", "async"], "bsp": ["--consistency", "bsp"],
+              "ssp": ["--consistency", "ssp", "--staleness", "2"]}
     expected = {}
-    for consistency in ("async", "bsp"):
-        reference = launch(RANKS, ["-m", "mpips", "run", "jobs/sparse_lr.py", *LR,
-                                   "--consistency", consistency])
+    for consistency, options in models.items():
+        reference = launch(RANKS, ["-m", "mpips", "run", "jobs/sparse_lr.py", *LR, *options])
         assert reference.returncode == 0, reference.stderr
         expected[consistency] = last_json(reference.stdout)
     rng = random.Random(81)
     for kill in range(KILLS):
         rank, at = rng.randrange(2, 5), rng.uniform(0.1, 1.5)
-        consistency = ("async", "bsp")[kill % 2]
+        consistency = list(models)[kill % 3]
         proc = launch(RANKS, ["-m", "mpips", "run", "benchmarks/lr_kill.py", *LR, "--audit",
-                              "--consistency", consistency, "--kill-rank", str(rank),
+                              *models[consistency], "--kill-rank", str(rank),
                               "--kill-at", f"{at:.3f}", "--kill-max-delay", "0"], ft=True)
         context = f"kill {kill}: rank {rank} at {at:.3f} s, {consistency}\n{proc.stderr[-3000:]}"
         assert proc.returncode == 0, context

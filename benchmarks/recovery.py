@@ -16,10 +16,11 @@ SIGKILLs itself while the others wait on it; ``live``: they revoke, shrink and A
 the shrunk communicator (ULFM only); ``relaunch``: they exit, and a bare launch of one rank
 fewer reaches its first Barrier.
 
-With --replicas 1 (Open MPI), every kill is a server's, in a launch with a replica of each
-key range (async tables, no checkpoints): path ``live-server``. ``detect_s``: kill -> the
-first survivor logs the death; ``recovery_s``: kill -> the segment's new server serves it
-and every worker has resent what the dead server had not answered (training again).
+With --replicas 1 (Open MPI), the launch keeps a replica of each key range (async tables,
+no checkpoints) and servers and workers are killed in turn; both paths are live. A server
+(``live-server``): ``detect_s``: kill -> the first survivor logs the death; ``recovery_s``:
+kill -> the segment's new server serves it and every worker has resent what the dead server
+had not answered (training again). A worker: ``live`` as above.
 
 Prints JSON lines (one per kill, then a summary per system and path with median and max)
 and appends them to --out.
@@ -95,7 +96,7 @@ def parse_args(argv=None):
     p.add_argument("--synthetic", type=int, default=12000, help="sparse_lr rows (default 12000)")
     p.add_argument("--epochs", type=int, default=8, help="sparse_lr epochs (default 8)")
     p.add_argument("--replicas", type=int, choices=(0, 1), default=0,
-                   help="1: kill servers of a launch with replicas (live server failover)")
+                   help="1: kill servers and workers of a launch with replicas (both live)")
     p.add_argument("--timeout", type=float, default=300, help="per launch, seconds")
     p.add_argument("--out", default=str(HERE / "results" / "recovery.jsonl"))
     return p.parse_args(argv)
@@ -144,29 +145,34 @@ def first_line_at(proc: subprocess.Popen, needle: str, timeout: float) -> float:
 LIVE_DONE, SERVER_SAW = "carry on without it", "died: serving the others"
 
 
-def one_server_kill(args, index: int) -> dict:
-    """A server of a launch with replicas dies at a random moment; the job carries on."""
+def one_live_kill(args, index: int) -> dict:
+    """In a launch with replicas, a server (even ``index``) or a worker (odd) dies at a
+    random moment of training; the job carries on without it."""
     workers = args.ranks - args.servers
-    rank = workers + index % args.servers
+    server = index % 2 == 0
+    rank = workers + (index // 2) % args.servers if server else (index // 2) % workers
     at = random.Random(index).uniform(0.1, 1.0)
     job = ["--servers", str(args.servers), "--replicas", "1", "--consistency", "async",
            "--hashed-keys", "--synthetic", str(args.synthetic), "--features", "5000",
            "--epochs", str(args.epochs), "--batch-size", "128", "--quiet"]
-    resent = [f"worker {w}] server(s)" for w in range(workers)]
+    if server:  # the taking over, and every worker resending
+        back = ["took over", *[f"worker {w}] server(s)" for w in range(workers)]]
+        detected = " died:"
+    else:  # a server retired the worker, the other workers shrank their communicator
+        back, detected = [SERVER_SAW, LIVE_DONE], SERVER_SAW
     proc = popen(args.ranks, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank",
                               str(rank), "--kill-at", f"{at:.3f}", "--kill-max-delay", "0",
                               *job], True)
-    seen, err, _ = watch(proc, (" died:", "took over", *resent), args.timeout)
+    seen, err, _ = watch(proc, (detected, *back), args.timeout)
     killed = KILLED_AT.search(err)
-    if proc.returncode != 0 or killed is None or "took over" not in seen \
-            or not all(r in seen for r in resent):
-        raise SystemExit(f"recovery: server kill {index} did not end live (exit "
+    if proc.returncode != 0 or killed is None or not all(n in seen for n in back):
+        raise SystemExit(f"recovery: kill {index} (rank {rank}) did not end live (exit "
                          f"{proc.returncode}):\n{err[-2000:]}")
     t_kill = float(killed.group(1))
-    back = max(seen[n] for n in ("took over", *resent))
-    return {"system": "mpips", "path": "live-server", "kill": index, "rank": rank,
-            "kill_at_s": round(at, 3), "launch_exit": proc.returncode,
-            "detect_s": round(seen[" died:"] - t_kill, 4), "recovery_s": round(back - t_kill, 4)}
+    return {"system": "mpips", "path": "live-server" if server else "live", "kill": index,
+            "rank": rank, "kill_at_s": round(at, 3), "launch_exit": proc.returncode,
+            "detect_s": round(seen[detected] - t_kill, 4),
+            "recovery_s": round(max(seen[n] for n in back) - t_kill, 4)}
 
 
 def one_kill(args, index: int, ft: bool, work: Path) -> dict:
@@ -253,7 +259,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="mpips-recovery-") as tmp:
         for index in range(args.kills):
             if args.replicas:
-                measured = [bare_live_floor(args, index), one_server_kill(args, index)]
+                measured = [bare_live_floor(args, index), one_live_kill(args, index)]
             else:
                 floors = [bare_floor(args, index, ft)] + ([bare_live_floor(args, index)]
                                                           if ft else [])

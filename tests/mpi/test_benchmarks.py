@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec
 from tests.launch import REPO_ROOT
 
 
@@ -87,4 +88,27 @@ def test_recovery_reports_kills_next_to_the_bare_mpi_floor(tmp_path):
     assert mpips_paths == ({"live"} if ulfm else {"relaunch"})  # workers were killed
     summaries = {(r["system"], r["path"]) for r in rows if r.get("summary")}
     assert ("mpips", "live" if ulfm else "relaunch") in summaries
+    assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_recovery_with_replicas_times_a_server_and_a_worker_that_the_job_survives(tmp_path):
+    """--replicas 1: kill 0 is a server's, kill 1 a worker's; both jobs carry on (ULFM).
+    Without ULFM (MPICH) the benchmark refuses, naming why."""
+    out = tmp_path / "recovery.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/recovery.py", "--replicas", "1",
+                           "--kills", "2", "--ranks", "5", "--servers", "3", "--epochs", "6",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    if detect_implementation(find_mpiexec()) != OPEN_MPI:
+        assert proc.returncode != 0 and "needs Open MPI's ULFM" in proc.stderr
+        return
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    kills = [r for r in rows if not r.get("summary") and r["system"] == "mpips"]
+    assert [(r["kill"], r["path"], r["rank"]) for r in kills] == [(0, "live-server", 2),
+                                                                 (1, "live", 0)]
+    for row in kills:
+        assert row["launch_exit"] == 0 and 0 < row["detect_s"] <= row["recovery_s"]
+    summaries = {(r["system"], r["path"]) for r in rows if r.get("summary")}
+    assert {("mpips", "live-server"), ("mpips", "live"), ("bare-mpi", "live")} <= summaries
     assert len(out.read_text().splitlines()) == len(rows)

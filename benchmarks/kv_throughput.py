@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--keys", type=int, default=10_000_000, help="keys per worker (N)")
     p.add_argument("--servers", type=int, default=1)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--replicas", type=int, choices=(0, 1), default=0,
+                   help="1: every push is acknowledged once the next server has its rows too "
+                        "(needs --servers >= 2; not with --codec or --dense)")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per operation")
     p.add_argument("--dense", action="store_true",
                    help="also dense pulls: one-sided (RMA) vs two-sided, and 1,000-key pull "
@@ -46,7 +49,10 @@ def parse_args(argv=None):
                    help='also push through a table with this codec, e.g. "keycache"')
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_throughput.jsonl"),
                    help="JSON-lines file the results are appended to ('' for none)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.replicas and (args.servers < 2 or args.codec or args.dense):
+        p.error("--replicas 1 needs --servers >= 2 and no --codec or --dense")
+    return args
 
 
 def relaunch(args) -> int:
@@ -154,7 +160,7 @@ def bench(args) -> None:
 
     import mpips
 
-    ps = mpips.init(servers=args.servers)
+    ps = mpips.init(servers=args.servers, replicas=args.replicas)
     tables = [ps.sparse_table("bench", rule="sum")]
     if args.codec:
         tables.append(ps.sparse_table("bench_coded", rule="sum", codec=args.codec))
@@ -181,7 +187,7 @@ def bench(args) -> None:
         for table, (times, correct, per_kv) in zip(tables, results):
             ours += report(args, ps, "mpips", times, {
                 "correct": correct, "table": "sparse", "rule": "sum", "codec": table.codec,
-                "push_bytes_per_kv": per_kv})
+                "push_bytes_per_kv": per_kv, "replicas": args.replicas})
         for row in ours:
             row["fraction_of_floor"] = round(row["mkv_per_s"] / floor_rate[row["op"]], 3)
             if row["op"] != "push":

@@ -8,8 +8,8 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import LayoutError, TableError
-from .hosting import Hosting
 from .fault import carried_on_past_a_failure, is_rank_failure, rank_lost
+from .hosting import Hosting
 from .partition import KEY_SPACE, ranks_lost_before, servers_after_loss
 from .checkpoint import restore as restore_checkpoint
 from .onesided import ClockBoard, OneSidedReader, rma_mode
@@ -42,6 +42,11 @@ def init(servers: int = 1, *, replicas: int = 0, comm: MPI.Intracomm | None = No
                   f"(MPIPS_RANKS_LOST): {fewer} server(s) instead of {servers}", file=sys.stderr,
                   flush=True)
         servers = fewer
+        if replicas and servers < 2:  # a replica needs a second server
+            if comm.Get_rank() == 0:
+                print(f"[mpips rank 0/{comm.Get_size()}] one server left: running without "
+                      f"replicas", file=sys.stderr, flush=True)
+            replicas = 0
     return PS(comm, servers, replicas)
 
 

@@ -145,3 +145,16 @@ def test_checkpoints_go_on_after_a_server_died_and_restored_rows_reach_the_copie
                          resumed.stderr), resumed.stderr[-3000:]
         assert sorted(lines(resumed, "COUNTS")) == [["COUNTS", "0", "100", "100"],
                                                     ["COUNTS", "1", "100", "100"]]
+
+
+def test_a_relaunch_down_to_one_server_runs_without_replicas(tmp_path):
+    """Without ULFM (no --ft here) a dead server ends the launch even with replicas; the
+    relaunch on one rank fewer has one server left, so it resumes without replicas."""
+    proc = launch(4, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--servers", "2",
+                      "--replicas", "1", "--synthetic", "6000", "--features", "2000",
+                      "--epochs", "4", "--quiet", "--checkpoint-dir", str(tmp_path), "--resume",
+                      "--kill-rank", "3", "--kill-after", "1"], relaunch=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 server(s) instead of 2" in proc.stderr
+    assert "one server left: running without replicas" in proc.stderr
+    assert last_json(proc.stdout)["epochs"] == 4

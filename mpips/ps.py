@@ -128,10 +128,7 @@ class PS:
 
     def _check_same_everywhere(self, spec: TableSpec) -> None:
         """Collective: every rank must define the same table, or all raise TableError."""
-        mine = np.array([spec.fingerprint(), -spec.fingerprint()], np.int64)
-        seen = np.empty_like(mine)
-        self.comm.Allreduce(mine, seen, op=MPI.MAX)
-        if seen[0] != mine[0] or seen[1] != mine[1]:
+        if not _same_on_every_rank(self.comm, spec.fingerprint()):
             raise TableError(f"table {spec.name!r} is not defined identically on every rank "
                              f"(rank {self.rank}: {spec})")
 
@@ -225,13 +222,20 @@ class PS:
         self.close()
 
 
+def _same_on_every_rank(comm: MPI.Intracomm, value: int) -> bool:
+    """Whether every rank of ``comm`` passed the same ``value`` (collective: the answer is
+    the same on every rank)."""
+    mine = np.array([value, -value], np.int64)
+    seen = np.empty_like(mine)
+    comm.Allreduce(mine, seen, op=MPI.MAX)
+    return bool(seen[0] == -seen[1])
+
+
 def _same_everywhere(comm: MPI.Intracomm, replicas) -> int:
     """``replicas``, checked to be an int that every rank of ``comm`` passed alike
     (collective; LayoutError on every rank otherwise)."""
     value = replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else -1
-    ends = np.array([value, -value], np.int64)
-    comm.Allreduce(MPI.IN_PLACE, ends, op=MPI.MAX)
-    if value < 0 or ends[0] != -ends[1]:
+    if not _same_on_every_rank(comm, value) or value < 0:
         raise LayoutError(f"replicas must be the same int >= 0 on every rank (rank "
                           f"{comm.Get_rank()} has {replicas!r})")
     return value

@@ -26,13 +26,13 @@ import numpy as np
 from mpi4py import MPI
 
 from .errors import MessageError
-from .fault import failed_ranks, is_rank_failure, note_carried_on
+from .fault import is_rank_failure, note_carried_on
 from .hosting import Hosting, SegmentLost
 from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
                            parse_ack, parse_batch)
 from .server_push import StashedPush
 from .store import FLOAT, Slice, make_slice
-from .transport import TAG_REPLICA, TAG_REPLICA_ACK, wait_all, wait_any
+from .transport import TAG_REPLICA, TAG_REPLICA_ACK, raise_failed, wait_all, wait_any
 
 PROMOTION_WAIT_SECONDS = 10.0
 """How long a server waits to learn that a segment's host died, when a worker already sends
@@ -50,6 +50,7 @@ class Replicator:
         self.hosting = Hosting(topology.num_servers, replicas)
         self.enabled = replicas > 0
         self.specs = [s.spec for s in server.slices]
+        self._arrays = [s.arrays for s in server.slices]  # per table, in a batch row
         self.hosted: dict[int, list[Slice]] = {self.me: server.slices}
         self.copies: dict[int, list[Slice]] = {
             seg: [make_slice(spec, seg, None) for spec in self.specs]
@@ -64,7 +65,6 @@ class Replicator:
         self._ack_recvs: dict[int, tuple] = {}
         self._keep: list = []  # (request, buffer, server) of sends in flight
         self.graveyard: list = []  # requests with dead peers: never freed (mpips.fault.leave)
-        self.failovers = 0
         if self.enabled:
             for server_index in self.hosting.living:
                 if server_index != self.me:
@@ -90,18 +90,9 @@ class Replicator:
                 self.server.survivors.handle()  # takes over once the death is known
                 time.sleep(0.001)
         if segment not in self.hosted:
-            raise MessageError(f"segment {segment} is served by server "
-                               f"{self._future_host(segment)}, not by server {self.me}")
+            raise MessageError(f"segment {segment} is not served by server {self.me} (it "
+                               f"serves {sorted(self.hosted)})")
         return self.hosted[segment][table_id]
-
-    def _future_host(self, segment: int) -> int:
-        """Who serves ``segment`` if every server MPI already knows dead is dead."""
-        dead = {self.layout.server_index(r) for r in failed_ranks(self.comm)
-                if self.layout.is_server(r)}
-        try:
-            return self.hosting.after_deaths(dead).host(segment)
-        except SegmentLost:
-            return -1
 
     def is_duplicate(self, segment: int, worker: int, seq: int) -> bool:
         """Whether ``worker``'s push ``seq`` to ``segment`` was applied already (a resend)."""
@@ -112,8 +103,6 @@ class Replicator:
         """A push of ``worker`` (sequence ``seq``) to ``segment`` was applied: record it, send
         the rows of its ``keys`` (chunks) to the replica holder, and return once it has them."""
         self.marks[segment][worker] = max(self.marks[segment][worker], seq)
-        if not self.enabled:
-            return
         replica = self.hosting.replica(segment)
         if replica is not None:
             touched = np.concatenate(keys) if keys else np.empty(0, np.uint64)
@@ -210,8 +199,7 @@ class Replicator:
         if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
             raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
         workers = self.server.topology.num_workers
-        batch = parse_batch(buf, self.hosting.num_servers, [s.arrays for s in self.server.slices],
-                            workers)
+        batch = parse_batch(buf, self.hosting.num_servers, self._arrays, workers)
         if batch.number != self._received[source] + 1:
             raise MessageError(f"batch {batch.number} from server {source} where "
                                f"{self._received[source] + 1} was next")
@@ -295,7 +283,6 @@ class Replicator:
                 self._copy_whole(segment, replica, adopted)
                 copied.append(f"segment {segment} to server {replica}")
         self._adopt_stashes(adopted)
-        self.failovers += 1
         names = ", ".join(f"server {s} (rank {self.layout.server_rank(s)})" for s in sorted(dead))
         self.log(f"{names} died: " + (f"took over segment(s) {taken}" if taken else
                                       "its segments moved to other servers")
@@ -349,7 +336,7 @@ class Replicator:
             for server_index in self.hosting.living:
                 if server_index != self.me:
                     self._post_batch(server_index, encode_batch(
-                        Kind.FIN, self.me, 0, 0, self.server.slices[0].arrays,
+                        Kind.FIN, self.me, 0, 0, self._arrays[0],
                         self._sent[server_index] + 1), np.empty(0, np.uint64), None, self.me)
             while not set(self.hosting.living) - {self.me} <= self._finished:
                 self._serve_batches()
@@ -370,6 +357,6 @@ def _arrived(request: MPI.Request) -> bool:
     from a dead server completes so)."""
     status = MPI.Status()
     done = request.Test(status)
-    if done and status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
-        raise MPI.Exception(status.Get_error())
+    if done:
+        raise_failed([status])
     return done

@@ -106,9 +106,15 @@ class Slice:
         return np.concatenate([self.values[rows]]
                               + [self.state[name][rows] for name in self.rule.state_names], axis=1)
 
-    def _unpack(self, packed: np.ndarray) -> list[np.ndarray]:
+    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here; a sparse slice adds the keys it lacks)
+        to a replica batch's packed values and state (the layout of ``read_rows``)."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
+        rows = self._rows_to_put(keys)
         width = self.spec.width
-        return [packed[:, i * width:(i + 1) * width] for i in range(self.arrays)]
+        self.values[rows] = packed[:, :width]
+        for i, name in enumerate(self.rule.state_names, start=1):
+            self.state[name][rows] = packed[:, i * width:(i + 1) * width]
 
 
 class DenseSlice(Slice):
@@ -144,19 +150,14 @@ class DenseSlice(Slice):
         return None, rows, cursor
 
     def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
-        return (keys - np.uint64(self.begin)).astype(np.int64)
+        rows = np.empty(keys.size, np.int64)
+        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
+        return rows
+
+    _rows_to_put = _stored_rows  # every key of the range has its row
 
     def stored_keys(self) -> np.ndarray:
         return np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
-
-    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
-        """Overwrite the rows of ``keys`` (validated here) with a replica batch's rows."""
-        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
-        rows = self._stored_rows(keys)
-        arrays = self._unpack(packed)
-        self.values[rows] = arrays[0]
-        for name, array in zip(self.rule.state_names, arrays[1:]):
-            self.state[name][rows] = array
 
     def free(self) -> None:
         """Free the window; collective over the launch; safe to call twice."""
@@ -192,6 +193,12 @@ class SparseSlice(Slice):
 
     def insert(self, new_keys: np.ndarray, new_grads: np.ndarray) -> None:
         """Add keys not stored yet (sorted, unique, absent), init rows, then apply the rule."""
+        rows = self._make_room(new_keys)  # replaces self.values and self.state
+        self.rule.apply(self.values, self.state, rows, new_grads)
+
+    def _make_room(self, new_keys: np.ndarray) -> np.ndarray:
+        """Merge keys not stored yet (sorted, unique, absent) in with init rows and zero
+        state; returns their rows."""
         n_old, n_new = self.keys.size, new_keys.size
         merged = np.empty(n_old + n_new, np.uint64)
         pos_old = np.empty(n_old, np.int64)
@@ -203,7 +210,7 @@ class SparseSlice(Slice):
         for name, array in state.items():
             row_kernels.copy_rows(self.state[name], array, pos_old)
         self.keys, self.values, self.state = merged, values, state
-        self.rule.apply(self.values, self.state, pos_new, new_grads)
+        return pos_new
 
     def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
         rows = np.empty(keys.size, np.int64)
@@ -215,29 +222,14 @@ class SparseSlice(Slice):
     def stored_keys(self) -> np.ndarray:
         return self.keys
 
-    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
-        """Set the rows of ``keys`` (validated here; stored or new) to a replica batch's."""
-        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
+    def _rows_to_put(self, keys: np.ndarray) -> np.ndarray:
+        """Rows of ``keys``, the ones not stored yet merged in first."""
         rows = np.empty(keys.size, np.int64)
-        key_kernels.locate_sorted(self.keys, keys, 0, rows)
-        arrays = self._unpack(packed)
-        stored = rows >= 0
-        if not stored.all():  # make room for the new keys, then write every row below
-            new_keys = keys[~stored]
-            merged = np.empty(self.keys.size + new_keys.size, np.uint64)
-            pos_old = np.empty(self.keys.size, np.int64)
-            pos_new = np.empty(new_keys.size, np.int64)
-            key_kernels.merge_disjoint(self.keys, new_keys, merged, pos_old, pos_new)
-            values = np.empty((merged.size, self.spec.width), FLOAT)
-            values[pos_old] = self.values
-            state = self._zero_state(merged.size)
-            for name, array in state.items():
-                array[pos_old] = self.state[name]
-            self.keys, self.values, self.state = merged, values, state
+        missing, _ = key_kernels.locate_sorted(self.keys, keys, 0, rows)
+        if missing:
+            self._make_room(keys[rows < 0])
             key_kernels.locate_sorted(self.keys, keys, 0, rows)
-        self.values[rows] = arrays[0]
-        for name, array in zip(self.rule.state_names, arrays[1:]):
-            self.state[name][rows] = array
+        return rows
 
     def free(self) -> None:
         """Nothing collective to release; present so every slice frees alike."""

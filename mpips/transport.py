@@ -55,7 +55,7 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
         if done is None:  # no active request left
             return
         if done:
-            _raise_failed(statuses)  # a request to a dead rank may complete in error
+            raise_failed(statuses)  # a request to a dead rank may complete in error
             remaining -= len(done)
             idle_since, sleep = time.perf_counter(), 0.0
         elif time.perf_counter() - idle_since > SPIN_SECONDS:
@@ -63,7 +63,8 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
             time.sleep(sleep)
 
 
-def _raise_failed(statuses) -> None:
+def raise_failed(statuses) -> None:
+    """Raise the error of the first status that holds one (e.g. MPI_ERR_PROC_FAILED)."""
     for status in statuses:
         if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
             raise MPI.Exception(status.Get_error())
@@ -73,9 +74,10 @@ def _raise_request_error(exc: MPI.Exception, statuses) -> None:
     """Re-raise MPI_ERR_IN_STATUS as the error of the request that failed (e.g.
     MPI_ERR_PROC_FAILED, which mpips.fault recognises), else ``exc`` itself."""
     if exc.Get_error_class() == MPI.ERR_IN_STATUS:
-        for status in statuses:
-            if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
-                raise MPI.Exception(status.Get_error()) from None
+        try:
+            raise_failed(statuses)
+        except MPI.Exception as failed:
+            raise failed from None
     raise exc
 
 
@@ -101,8 +103,7 @@ def wait_any(requests: list) -> int:
     while True:
         index, done = MPI.Request.Testany(requests, status)
         if done and index != MPI.UNDEFINED:
-            if status.Get_error() not in (MPI.SUCCESS, MPI.ERR_PENDING):
-                raise MPI.Exception(status.Get_error())  # e.g. a receive from a dead rank
+            raise_failed([status])  # e.g. a receive from a dead rank
             return index
         if time.perf_counter() - idle_since > SPIN_SECONDS:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)

@@ -145,6 +145,12 @@ def first_line_at(proc: subprocess.Popen, needle: str, timeout: float) -> float:
 LIVE_DONE, SERVER_SAW = "carry on without it", "died: serving the others"
 
 
+def lr_job(args) -> list[str]:
+    """The sparse_lr options every measured launch shares."""
+    return ["--servers", str(args.servers), "--synthetic", str(args.synthetic), "--features",
+            "5000", "--epochs", str(args.epochs), "--batch-size", "128", "--quiet"]
+
+
 def one_live_kill(args, index: int) -> dict:
     """In a launch with replicas, a server (even ``index``) or a worker (odd) dies at a
     random moment of training; the job carries on without it."""
@@ -152,9 +158,7 @@ def one_live_kill(args, index: int) -> dict:
     server = index % 2 == 0
     rank = workers + (index // 2) % args.servers if server else (index // 2) % workers
     at = random.Random(index).uniform(0.1, 1.0)
-    job = ["--servers", str(args.servers), "--replicas", "1", "--consistency", "async",
-           "--hashed-keys", "--synthetic", str(args.synthetic), "--features", "5000",
-           "--epochs", str(args.epochs), "--batch-size", "128", "--quiet"]
+    job = [*lr_job(args), "--replicas", "1", "--consistency", "async", "--hashed-keys"]
     if server:  # the taking over, and every worker resending
         back = ["took over", *[f"worker {w}] server(s)" for w in range(workers)]]
         detected = " died:"
@@ -178,9 +182,7 @@ def one_live_kill(args, index: int) -> dict:
 def one_kill(args, index: int, ft: bool, work: Path) -> dict:
     ckpt = work / f"ck{index}"
     rank = index % args.ranks  # servers and workers in turn
-    job = ["--servers", str(args.servers), "--synthetic", str(args.synthetic), "--features",
-           "5000", "--epochs", str(args.epochs), "--batch-size", "128", "--quiet",
-           "--checkpoint-dir", str(ckpt), "--resume"]
+    job = [*lr_job(args), "--checkpoint-dir", str(ckpt), "--resume"]
     after = 1 + index % max(1, args.epochs - 3)
     first = popen(args.ranks, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank",
                                str(rank), "--kill-after", str(after), "--kill-seed", str(index),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mpips.launcher import LauncherError, find_mpiexec
+from mpips.launcher import OPEN_MPI, LauncherError, detect_implementation, find_mpiexec
 
 HERE = Path(__file__).resolve().parent
 
@@ -28,6 +28,13 @@ def mpiexec() -> str:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"CI needs an MPI: {exc}", pytrace=False)
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def ulfm(mpiexec) -> bool:
+    """Whether launches here can survive a dead rank (Open MPI's ULFM, ``--ft``); MPICH
+    cannot, so tests check the exit-76 path there instead."""
+    return detect_implementation(mpiexec) == OPEN_MPI
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,18 +17,13 @@ import pytest
 
 from mpips.ckpt import newest_valid, read_table, verify
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec, run_command
+from mpips.launcher import run_command
 from mpips.sweep import last_json
 from tests.launch import REPO_ROOT
 
 JOB = ["--servers", "2", "--synthetic", "12000", "--features", "5000", "--epochs", "8",
        "--batch-size", "128", "--quiet"]
 RANKS = 4  # workers are ranks 0-1, servers ranks 2-3
-
-
-@pytest.fixture(scope="module")
-def ulfm() -> bool:
-    return detect_implementation(find_mpiexec()) == OPEN_MPI
 
 
 @pytest.fixture(scope="module")

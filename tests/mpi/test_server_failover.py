@@ -12,7 +12,6 @@ import pytest
 
 from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launcher import OPEN_MPI, detect_implementation, find_mpiexec
 from mpips.sweep import last_json
 from tests.mpi.test_fault import launch
 
@@ -25,11 +24,6 @@ KILLS = 20
 
 def lines(proc, word: str) -> list[list[str]]:
     return [line.split() for line in proc.stdout.splitlines() if line.startswith(word + " ")]
-
-
-@pytest.fixture(scope="module")
-def ulfm() -> bool:
-    return detect_implementation(find_mpiexec()) == OPEN_MPI
 
 
 @pytest.fixture(scope="module")

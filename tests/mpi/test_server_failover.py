@@ -133,7 +133,8 @@ def test_checkpoints_go_on_after_a_server_died_and_restored_rows_reach_the_copie
     assert saved.returncode == 0, saved.stderr
     for server in range(3):  # rows untouched since the restore survive its death
         resumed = launch(RANKS, [PROGRAM, "--checkpoint-dir", str(second), "--resume",
-                                 "--kill-server", str(server), "--seed", str(server)], ft=True)
+                                 "--rounds", "400", "--kill-server", str(server), "--seed",
+                                 str(server)], ft=True)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert re.search(rf"server {server} \(rank {2 + server}\) died: took over",
                          resumed.stderr), resumed.stderr[-3000:]

@@ -78,7 +78,10 @@ def main():
     if args.resume:
         ps.restore(args.checkpoint_dir)
     if ps.is_server and ps.server_rank == args.kill_server:
-        delay = random.Random(args.seed).uniform(0.05, args.rounds * args.pause * 0.8)
+        # after a restore, not before the restored rows reached the copy holder (a server
+        # dying earlier loses them from memory, and the job then exits 76 to resume)
+        earliest = 0.3 if args.resume else 0.05
+        delay = random.Random(args.seed).uniform(earliest, args.rounds * args.pause * 0.8)
         threading.Thread(target=die_later, args=(delay,), daemon=True).start()
     ps.run(lambda kv: work(kv, counts, weights, args))
     ps.close()

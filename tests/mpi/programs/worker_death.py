@@ -25,7 +25,8 @@ from mpips.fault import leave
 
 def die_later(delay: float) -> None:
     time.sleep(delay)
-    print("DYING", flush=True)
+    sys.stdout.write("DYING\n")  # one write per line: the main thread prints too
+    sys.stdout.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -35,7 +36,8 @@ def work(kv, table, args) -> None:
     ones = np.ones((8, 1), np.float32)
     for done in range(1, args.rounds + 1):
         kv.wait(kv.push(table, keys, ones))
-        print(f"ACKED {me} {done}", flush=True)
+        sys.stdout.write(f"ACKED {me} {done}\n")
+        sys.stdout.flush()
         if done == 1 and me == kv.num_workers - 1:
             delay = random.Random(args.seed).uniform(0, args.rounds * 0.002)
             threading.Thread(target=die_later, args=(delay,), daemon=True).start()

@@ -108,9 +108,10 @@ class SaveCoordinator:
 
 def _slice_data(table) -> "ckpt.SliceData":
     spec = table.spec
-    keys = table.keys if spec.kind == "sparse" else None
-    return ckpt.SliceData.from_spec(spec, table.key_range, table.values, keys=keys,
-                                    state=table.state)
+    if spec.kind == "sparse":
+        keys, values, state = table.snapshot()
+        return ckpt.SliceData.from_spec(spec, table.key_range, values, keys=keys, state=state)
+    return ckpt.SliceData.from_spec(spec, table.key_range, table.values, state=table.state)
 
 
 def _commit(directory: str, step: int, count: int, infos: list[str], order: dict,
@@ -215,9 +216,8 @@ def _load_slice(table, path: str) -> None:
         ckpt.read_table(path, spec.name, table.key_range, out_values=table.values,
                         out_state=table.state)
     else:
-        rows = ckpt.read_table(path, spec.name, table.key_range)
-        table.keys, table.values = rows.keys, rows.values
-        table.state = {name: np.ascontiguousarray(a) for name, a in rows.state.items()}
+        rows = ckpt.read_table(path, spec.name, table.key_range, placement=spec.placement)
+        table.load(rows.keys, rows.values, rows.state)
 
 
 class SaveSignal:

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .kernels import hashindex
 from .kernels import rows as row_kernels
 from .registry import Registry
 
@@ -23,6 +24,9 @@ class UpdateRule:
 
     name = ""
     state_names: tuple[str, ...] = ()
+    kernel: tuple | None = None
+    """(rule code, p0, p1) of mpips.kernels.hashindex for rules the sparse store applies in
+    its own lookup loop; None: the store finds the rows, then calls ``apply``."""
 
     def apply(self, values, state, rows, grads):  # pragma: no cover - interface
         raise NotImplementedError
@@ -46,6 +50,7 @@ class SumRule(UpdateRule):
     """values += pushed values (the server keeps the sum of all pushes)."""
 
     name = "sum"
+    kernel = (hashindex.RULE_SUM, np.float32(0), np.float32(0))
 
     def apply(self, values, state, rows, grads):
         row_kernels.apply_sum(values, rows, grads)
@@ -61,6 +66,7 @@ class SGDRule(UpdateRule):
 
     def __init__(self, lr: float = 0.1):
         self.lr = _positive("sgd", "lr", lr)
+        self.kernel = (hashindex.RULE_SGD, np.float32(self.lr), np.float32(0))
 
     def apply(self, values, state, rows, grads):
         row_kernels.apply_sgd(values, rows, grads, np.float32(self.lr))
@@ -81,6 +87,7 @@ class AdaGradRule(UpdateRule):
     def __init__(self, lr: float = 0.1, eps: float = 1e-8):
         self.lr = _positive("adagrad", "lr", lr)
         self.eps = _positive("adagrad", "eps", eps)
+        self.kernel = (hashindex.RULE_ADAGRAD, np.float32(self.lr), np.float32(self.eps))
 
     def apply(self, values, state, rows, grads):
         row_kernels.apply_adagrad(values, state["accum"], rows, grads, np.float32(self.lr),

@@ -4,7 +4,7 @@ A request is a fixed header followed by payload chunks, all plain numpy buffers 
 pickle). The header is ``HEADER_WORDS`` uint64 words:
 
     word 0  MAGIC << 16 | VERSION
-    word 1  op (Op)
+    word 1  op (Op) in the low 8 bits; bit 8 set on a PUSH that a verdict follows
     word 2  table id
     word 3  request id (also picks the MPI tag of the payload and the reply)
     word 4  number of keys
@@ -26,13 +26,16 @@ answered chunk by chunk with float32 values, then by a status reply of ``REPLY_W
 MAGIC << 16 | VERSION, request id, status (Status), length in bytes of an error text that
 follows as a uint8 message when status is not OK.
 
-A PUSH is also followed by the worker's verdict on its own input, a message in the reply
-layout on the request's verdict tag (mpips.transport): the worker validates keys and values while the server is already
+A push of more than one chunk of keys is followed by the worker's verdict on its own input
+(the VERDICT flag), a message in the reply layout on the request's verdict tag
+(mpips.transport): the worker validates keys and values while the server is already
 receiving and applying them, and the server keeps an undo log until the verdict says OK; a
-verdict of WITHDRAWN makes the server roll the push back, so a bad push changes nothing.
+verdict of WITHDRAWN makes the server roll the push back, so a bad push changes nothing. A
+smaller push is validated by the worker before it is sent and carries no verdict.
 
 Every field of a received header or reply is checked by ``parse_header``/``parse_reply``, and
-every key chunk by ``check_key_chunk``, before any kernel sees it.
+every key chunk by ``check_key_chunk`` (order, and each key's position inside the server's
+range: mpips.kernels.placement), before any kernel sees it.
 """
 from __future__ import annotations
 
@@ -42,10 +45,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MessageError
-from .kernels.keys import count_bad_keys, first_bad_key
+from .kernels.placement import count_bad_placed, first_bad_placed
 
 MAGIC = 0x4D50_4950_5331  # "MPIPS1"
-VERSION = 3
+VERSION = 4
 HEADER_WORDS = 10
 REPLY_WORDS = 4
 MAX_WIDTH = 1 << 20
@@ -91,6 +94,7 @@ class Header:
     required: int = 0
     segment: int = 0
     seq: int = 0
+    verdict: bool = False  # a PUSH whose verdict follows
 
     @property
     def num_chunks(self) -> int:
@@ -108,17 +112,20 @@ def chunk_keys_for(width: int) -> int:
 
 
 MAX_CLOCK = (1 << 32) - 1
+VERDICT = 1 << 8
+"""Flag in word 1 of a PUSH: the worker's verdict follows (a push of more than one chunk)."""
 
 
 def encode_header(op: Op, table_id: int, request_id: int, num_keys: int, width: int,
                   chunk_keys: int, out: np.ndarray | None = None, *, clock: int = 0,
-                  required: int = 0, segment: int = 0, seq: int | None = None) -> np.ndarray:
+                  required: int = 0, segment: int = 0, seq: int | None = None,
+                  verdict: bool = False) -> np.ndarray:
     """Fill (or allocate) a uint64[HEADER_WORDS] request header (``seq`` defaults to the
-    request id)."""
+    request id; ``verdict``: a PUSH whose verdict follows)."""
     if not (0 <= clock <= MAX_CLOCK and 0 <= required <= MAX_CLOCK):
         raise ValueError(f"clock {clock} / required {required} outside [0, {MAX_CLOCK}]")
     hdr = np.empty(HEADER_WORDS, np.uint64) if out is None else out
-    hdr[:] = (MAGIC << 16 | VERSION, int(op), table_id, request_id, num_keys, width,
+    hdr[:] = (MAGIC << 16 | VERSION, int(op) | (VERDICT if verdict else 0), table_id, request_id, num_keys, width,
               chunk_keys, required << 32 | clock, segment,
               request_id if seq is None else seq)
     return hdr
@@ -139,10 +146,13 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int],
         raise MessageError(f"request header must be uint64[{HEADER_WORDS}], got {buf.dtype}{buf.shape}")
     w = [int(x) for x in buf]
     _check_magic(w[0], "request header")
+    flags = w[1] & ~0xFF
     try:
-        op = Op(w[1])
+        op = Op(w[1] & 0xFF)
     except ValueError:
         raise MessageError(f"request header: unknown op {w[1]}") from None
+    if flags and (flags != VERDICT or op is not Op.PUSH):
+        raise MessageError(f"request header: unknown flags {flags:#x} on op {op.name}")
     clock, required = w[7] & MAX_CLOCK, w[7] >> 32
     if op in (Op.DONE, Op.CLOCK):
         return Header(op, 0, w[3], 0, 1, 1, clock)
@@ -163,7 +173,7 @@ def parse_header(buf: np.ndarray, num_tables: int, widths: list[int],
                                f"[1, {MAX_CODED_BYTES}]")
     elif not 1 <= w[6] <= MAX_CHUNK_KEYS:
         raise MessageError(f"request header: chunk of {w[6]} keys outside [1, {MAX_CHUNK_KEYS}]")
-    return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required, w[8], w[9])
+    return Header(op, w[2], w[3], w[4], w[5], w[6], clock, required, w[8], w[9], bool(flags))
 
 
 def encode_reply(request_id: int, status: Status, error_len: int = 0) -> np.ndarray:
@@ -189,16 +199,22 @@ def parse_reply(buf: np.ndarray, request_id: int) -> tuple[Status, int]:
     return status, w[3]
 
 
-def check_key_chunk(keys: np.ndarray, lo: int, hi: int, prev: int | None) -> None:
-    """Raise MessageError unless keys are strictly increasing, all in ``[lo, hi)``, and all
-    greater than ``prev`` (the last key of the previous chunk, or None)."""
+def check_key_chunk(keys: np.ndarray, lo: int, hi: int, prev: int | None, *,
+                    hashed: bool = False) -> None:
+    """Raise MessageError unless keys are strictly increasing, all greater than ``prev`` (the
+    last key of the previous chunk, or None), and each key's position (mpips.kernels.placement:
+    its mix64 when ``hashed``, else the key) lies in ``[lo, hi)``."""
     if keys.size == 0:
         return
     bounds = (np.uint64(lo), np.uint64(hi - 1), np.uint64(0 if prev is None else prev),
-              prev is not None)
-    if count_bad_keys(keys, *bounds):
-        bad = first_bad_key(keys, *bounds)
+              prev is not None, hashed)
+    if count_bad_placed(keys, *bounds):
+        bad = first_bad_placed(keys, *bounds)
         key = int(keys[bad])
-        if not lo <= key < hi:
-            raise MessageError(f"key {key} at position {bad} outside this server's range [{lo}, {hi})")
-        raise MessageError(f"key {key} at position {bad} is not greater than the key before it")
+        before = prev if bad == 0 else int(keys[bad - 1])
+        if (bad > 0 or prev is not None) and key <= before:
+            raise MessageError(f"key {key} at position {bad} is not greater than the key "
+                               f"before it")
+        how = " (by its hashed position)" if hashed else ""
+        raise MessageError(f"key {key} at position {bad} outside this server's range "
+                           f"[{lo}, {hi}){how}")

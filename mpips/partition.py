@@ -1,9 +1,12 @@
 """Key ranges and how a table's key space is split across servers. Pure module: no MPI.
 
 A table's key space is ``[0, size)``: ``size`` is the row count of a dense table and
-``2**64`` for a sparse table. Server ``i`` of ``S`` owns the contiguous range
-``[floor(i*size/S), floor((i+1)*size/S))``, so neighbouring servers own neighbouring keys and
-a sorted key list splits into one contiguous run per server (see kernels.keys.split_points).
+``2**64`` for a sparse table. Server ``i`` of ``S`` owns the contiguous range of *positions*
+``[floor(i*size/S), floor((i+1)*size/S))``. A key's position is the key itself under range
+placement (dense tables, and sparse tables that ask for it: neighbouring servers own
+neighbouring keys, and a sorted key list splits into one run per server) and its mix64
+under hash placement (sparse tables by default: any key distribution spreads evenly;
+mpips.kernels.placement).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import LayoutError
+from .kernels.placement import mix_keys
 
 KEY_SPACE = 2**64
 """Size of the key space of a sparse table (keys are any uint64)."""
@@ -90,6 +94,15 @@ class RangePartition:
 
     def _cut(self, i: int) -> int:
         return (i * self.size) // self.num_servers
+
+
+def positions(keys: np.ndarray, hashed: bool) -> np.ndarray:
+    """The positions of uint64 ``keys``: their mix64 when ``hashed``, else the keys."""
+    if not hashed:
+        return keys
+    out = np.empty(keys.size, np.uint64)
+    mix_keys(np.ascontiguousarray(keys, np.uint64), out)
+    return out
 
 
 def ranks_lost_before(environ) -> int:

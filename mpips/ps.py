@@ -17,6 +17,7 @@ from .server import KVServer
 from .spec import TableSpec
 from .store import Slice, make_slice
 from .topology import Topology
+from .transport import use_dedicated_cores
 from .worker import KVWorker
 
 
@@ -55,6 +56,7 @@ class PS:
 
     def __init__(self, comm: MPI.Intracomm, servers: int, replicas: int = 0):
         self.topology = Topology(comm, servers)
+        use_dedicated_cores(self.topology.ranks_on_node <= len(os.sched_getaffinity(0)))
         self.replicas = _same_everywhere(self.topology.data, replicas)
         Hosting(servers, self.replicas)  # raises LayoutError for an impossible one
         self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"
@@ -102,20 +104,22 @@ class PS:
 
     def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
                      init: float = 0.0, consistency: str = "async", codec: str = "",
-                     **rule_params) -> TableSpec:
-        """Create a sparse table keyed by any uint64. Collective over the launch."""
+                     placement: str = "hash", **rule_params) -> TableSpec:
+        """Create a sparse table keyed by any uint64. Collective over the launch.
+        ``placement``: "hash" (default) spreads any keys evenly over the servers by a
+        bijective mix of the key; "range" gives each server a contiguous key range."""
         return self._add_table(name, "sparse", KEY_SPACE, width, rule, init, consistency,
-                               codec, rule_params)
+                               codec, rule_params, placement=placement)
 
     def _add_table(self, name, kind, size, width, rule, init, consistency, codec,
-                   rule_params, one_sided=False) -> TableSpec:
+                   rule_params, one_sided=False, placement="") -> TableSpec:
         if self._worker is not None or self.server is not None:
             raise TableError(f"table {name!r}: tables must be created before run()")
         if name in self.tables:
             raise TableError(f"a table named {name!r} exists already")
         spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
                          rule, dict(rule_params), float(init), str(consistency), str(codec),
-                         bool(one_sided))
+                         bool(one_sided), str(placement))
         if self.replicas and (spec.codec or spec.one_sided):
             raise TableError(f"table {name!r}: with replicas, tables must be two-sided and "
                              f"without a codec (replicating coded pushes and window reads is "
@@ -167,6 +171,14 @@ class PS:
         finally:
             if not self.failed:  # tell the servers this worker is done
                 self._worker.close()
+
+    def stored_keys(self) -> int:
+        """Rows this rank's slices hold (0 on workers)."""
+        return sum(s.num_stored for s in self._slices) if self.is_server else 0
+
+    def memory_bytes(self) -> int:
+        """Bytes this rank's slices take for their keys, rows and index (0 on workers)."""
+        return sum(s.memory_bytes() for s in self._slices) if self.is_server else 0
 
     def restore(self, root) -> dict | None:
         """Load the newest valid checkpoint under ``root`` into the tables (any number of

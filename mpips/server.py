@@ -187,7 +187,7 @@ class KVServer(WholePushes):
             table, refuse = self.slices[hdr.table_id], refuse or str(exc)
         tag = self.tags.payload(hdr.request_id)
         error = None if refuse is None else f"table {table.spec.name!r}: {refuse}"
-        cursor, prev = 0, None
+        prev = None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
         worker = self.topology.layout.worker_index(source)
@@ -195,12 +195,14 @@ class KVServer(WholePushes):
         again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
         touched: list[np.ndarray] = []
         verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
-            if hdr.op is Op.PUSH else None
+            if hdr.op is Op.PUSH and hdr.verdict else None
         if verdict is not None and not again:
             table.begin_undoable_push(hdr.num_keys)
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
-            keys, vals = keys_buf[: hi - lo], vals_buf[: hi - lo]
+            cached = table.caches_requests and error is None
+            keys = table.receive_buffer(hi - lo) if cached else keys_buf[: hi - lo]
+            vals = vals_buf[: hi - lo]
             self._recv_exact(keys, source, tag)
             if pushes:
                 self._recv_exact(vals, source, tag)
@@ -208,8 +210,9 @@ class KVServer(WholePushes):
                 table.keep_push()  # the worker vouched for the whole push: stop logging
             if error is None:
                 try:
-                    cursor, prev = self._apply_chunk(table, hdr, keys, vals, cursor, prev, tag,
-                                                     source, again)
+                    self._apply_chunk(table, hdr, keys, vals, prev, tag, source, again,
+                                      (worker, index) if cached else None)
+                    prev = int(keys[-1])
                     if replicated and not again:
                         touched.append(keys.copy())
                     continue
@@ -248,25 +251,19 @@ class KVServer(WholePushes):
         table.finish_push()
         return Status.OK, None
 
-    def _apply_chunk(self, table, hdr, keys, vals, cursor, prev, tag, source, again=False):
-        """Apply/answer one chunk; returns (cursor, last key) for the next chunk. ``again``:
-        the push was applied before (a resend), so only answer what it pulls."""
+    def _apply_chunk(self, table, hdr, keys, vals, prev, tag, source, again=False,
+                     origin=None) -> None:
+        """Apply/answer one chunk (``prev``: the last key of the chunk before). ``again``: the
+        push was applied before (a resend), so only answer what it pulls. ``origin`` (worker,
+        chunk index): the chunk came in a buffer of the slice's request cache."""
         if hdr.op is Op.PUSH:
-            if again:
-                return cursor, prev
-            return table.push_chunk(keys, vals, cursor, prev), int(keys[-1])
+            if not again:
+                table.push_chunk(keys, vals, prev, origin)
+            return
         if hdr.op is Op.PUSH_PULL and not again:
-            table.push_chunk(keys, vals, cursor, prev)
-            if table.finish_push():  # new keys must exist before their values are read
-                cursor = 0
-        first, rows, next_cursor = table.locate(keys, cursor, prev)
-        if rows is None:  # a run of stored rows: send it from the table, no copy
-            self._send_values(table.values[first:first + keys.size], source, tag, reusable=False)
-        else:
-            out = self._out_buffer(vals.shape)
-            table.gather(rows, out)
-            self._send_values(out, source, tag)
-        return next_cursor, int(keys[-1])
+            table.push_chunk(keys, vals, prev, origin)
+        data, reusable = table.read_chunk(keys, prev, self._out_buffer, origin)
+        self._send_values(data, source, tag, reusable=reusable)
 
     def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
         status = MPI.Status()

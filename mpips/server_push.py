@@ -14,7 +14,8 @@ from .codec import decode
 from .errors import MessageError
 from .kernels.rows import count_nonfinite
 from .keycache import KeyCache, KeyCacheMiss
-from .message import REPLY_WORDS, Header, Op, Status, check_key_chunk, parse_reply
+from .message import REPLY_WORDS, Header, Op, Status, parse_reply
+from .partition import KEY_SPACE
 from .store import FLOAT
 from .transport import wait_all
 
@@ -60,7 +61,8 @@ class WholePushes:
         tag = self.tags.payload(hdr.request_id)
         keys = np.empty(hdr.num_keys, np.uint64)
         vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
-        verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id))
+        verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
+            if hdr.verdict else None
         error, prev = refused, None
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
@@ -68,12 +70,12 @@ class WholePushes:
             self._recv_exact(vals[lo:hi], source, tag)
             if error is None:
                 try:
-                    check_key_chunk(keys[lo:hi], table.key_range.begin, table.key_range.end, prev)
+                    table.check(keys[lo:hi], prev)
                     prev = int(keys[hi - 1])
                 except MessageError as exc:
                     error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
         try:
-            withdrawn = verdict.wait_withdrawn()
+            withdrawn = verdict is not None and verdict.wait_withdrawn()
         except MessageError as exc:
             withdrawn, error = False, error or f"verdict: {exc}"
         status = Status.WITHDRAWN if withdrawn and not error else (
@@ -89,10 +91,14 @@ class WholePushes:
         return stashed if status is Status.OK else None
 
     def _push_coded(self, hdr: Header, source: int) -> None:
-        """Receive, check and apply a coded push (async and ssp tables)."""
+        """Receive, check and apply a coded push (async and ssp tables). A key list the
+        codec's key cache held keeps its rows too (mpips.request_cache, chunk -1)."""
         pushed = self._receive_coded(hdr, source)
         if pushed is not None:
-            self.slices[hdr.table_id].push_whole(*pushed)
+            table = self.slices[hdr.table_id]
+            origin = (self.topology.layout.worker_index(source), -1) \
+                if table.caches_requests else None
+            table.push_chunk(*pushed, None, origin)
 
     def _receive_coded(self, hdr: Header, source: int):
         """Receive and decode a coded push, and answer it: (keys, vals) when it is good,
@@ -103,9 +109,13 @@ class WholePushes:
         self._recv_exact(message, source, tag)
         cache = self._key_caches.setdefault((source, hdr.table_id), KeyCache())
         status, error, pushed = Status.OK, None, None
+        hashed = table.spec.hashed  # positions are checked below, not by decode
         try:
-            keys, vals = decode(message, width=hdr.width, lo=table.key_range.begin,
-                                hi=table.key_range.end - 1, cache=cache)
+            keys, vals = decode(message, width=hdr.width,
+                                lo=0 if hashed else table.key_range.begin,
+                                hi=KEY_SPACE - 1 if hashed else table.key_range.end - 1,
+                                cache=cache)
+            table.check(keys, None)
             if keys.size != hdr.num_keys:
                 raise MessageError(f"{keys.size} keys where the header announced {hdr.num_keys}")
             if count_nonfinite(vals.reshape(-1)):

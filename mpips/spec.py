@@ -12,9 +12,14 @@ from .codec import Codec, codec_from_text
 from .consistency import Consistency, as_consistency
 from .errors import TableError
 from .handlers import make_rule
+from .kernels.placement import split_by_owner
 from .partition import KEY_SPACE, RangePartition
 
 KINDS = ("dense", "sparse")
+PLACEMENTS = ("hash", "range")
+"""How keys map to servers: "hash" places a key by the position mix64(key) (any distribution
+of keys spreads evenly; the default of sparse tables), "range" by the key itself (contiguous
+key ranges per server; dense tables always)."""
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,9 @@ class TableSpec:
     consistency model (mpips.consistency: "async" needs no clocks; "bsp" and "ssp:TAU" need
     every worker to call ``KVWorker.clock()`` at the end of each step), and its codec
     (mpips.codec text such as "keycache,zeros,fp16"; "" sends raw keys and values). A dense
-    table with ``one_sided`` is pulled from the servers' RMA windows (mpips.onesided)."""
+    table with ``one_sided`` is pulled from the servers' RMA windows (mpips.onesided).
+    ``placement`` (PLACEMENTS) says how keys map to servers: "" picks "hash" for sparse
+    tables and "range" for dense ones."""
 
     name: str
     kind: str
@@ -39,6 +46,7 @@ class TableSpec:
     consistency: str = "async"
     codec: str = ""
     one_sided: bool = False
+    placement: str = ""
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -55,6 +63,11 @@ class TableSpec:
                 or not math.isfinite(self.init):
             raise TableError(f"table {self.name!r}: init must be a finite number, got {self.init!r}")
         make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+        if not self.placement:
+            object.__setattr__(self, "placement", "hash" if self.kind == "sparse" else "range")
+        if self.placement not in PLACEMENTS or (self.kind == "dense" and self.placement != "range"):
+            raise TableError(f"table {self.name!r}: placement must be one of {PLACEMENTS} "
+                             f"(dense tables: 'range'), got {self.placement!r}")
         if self.one_sided not in (True, False) or (self.one_sided and self.kind != "dense"):
             raise TableError(f"table {self.name!r}: one_sided=True is for dense tables "
                              f"(workers read their rows straight from the servers' windows)")
@@ -64,13 +77,29 @@ class TableSpec:
         except ValueError as exc:
             raise TableError(f"table {self.name!r}: {exc}") from None
 
-    def server_runs(self, keys: np.ndarray) -> list[tuple[int, int, int]]:
-        """(server, lo, hi) for every server owning a non-empty run ``keys[lo:hi]`` of the
-        sorted uint64 ``keys``."""
-        bounds = np.concatenate([[0], np.searchsorted(keys, self.partition.boundaries()),
-                                 [keys.size]])
-        return [(server, int(bounds[server]), int(bounds[server + 1]))
-                for server in range(self.num_servers) if bounds[server + 1] > bounds[server]]
+    @property
+    def hashed(self) -> bool:
+        """Whether keys are placed by their hashed position (mpips.kernels.placement)."""
+        return self.placement == "hash"
+
+    def split(self, keys: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
+        """(server, part) for every server that owns some of the sorted uint64 ``keys``:
+        ``keys[part]`` are its keys, still sorted. ``part`` is a slice when they are a run
+        (range placement, or a single server), else an int64 index array."""
+        n = keys.size
+        if self.num_servers == 1:
+            return [(0, slice(0, n))] if n else []
+        if not self.hashed:
+            bounds = np.concatenate([[0], np.searchsorted(keys, self.partition.boundaries()),
+                                     [n]])
+            return [(server, slice(int(bounds[server]), int(bounds[server + 1])))
+                    for server in range(self.num_servers) if bounds[server + 1] > bounds[server]]
+        order = np.empty(n, np.int64)
+        counts = np.zeros(self.num_servers, np.int64)
+        split_by_owner(keys, self.partition.boundaries(), True, order, counts)
+        ends = np.cumsum(counts)
+        return [(server, order[ends[server] - counts[server]:ends[server]])
+                for server in range(self.num_servers) if counts[server]]
 
     def make_codec(self) -> Codec | None:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""
@@ -93,5 +122,5 @@ class TableSpec:
         """A 31-bit checksum of everything that must match across ranks."""
         text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
                      self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
-                     self.consistency, self.codec, bool(self.one_sided)))
+                     self.consistency, self.codec, bool(self.one_sided), self.placement))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

@@ -1,10 +1,15 @@
 """Server-side storage of one table's slice (MPI layer: dense slices live in RMA windows).
 
-A slice applies pushes and answers pulls chunk by chunk. ``cursor`` is the position in the
-slice where the previous chunk of the same request stopped, so one request costs one pass;
-``prev`` is the previous chunk's last key. Each chunk is validated (sorted, unique, inside
-the slice's range) before a kernel indexes with it, except when it equals a run of the
-stored keys, which are valid by construction.
+A slice applies pushes and answers pulls chunk by chunk; ``prev`` is the last key of the
+previous chunk of the same request. Each chunk is validated (sorted, unique, every key's
+position inside the slice's range: mpips.message) before a kernel indexes with it; a chunk
+equal to the one the same worker sent last at the same place in its request was validated
+then, and a sparse slice reuses its rows (mpips.request_cache).
+
+A push is all or nothing: a push the worker checks while it travels (``begin_undoable_push``,
+mpips.message) logs the rows each chunk changes (mpips.undo) and the keys it inserts, until
+``keep_push``; ``roll_back_push`` restores them. Other pushes are checked by the worker before
+they are sent and by the server before any row changes.
 """
 from __future__ import annotations
 
@@ -13,9 +18,10 @@ from mpi4py import MPI
 
 from .kernels import keys as key_kernels
 from .kernels import rows as row_kernels
-from .kernels.keys import matches_run
 from .message import check_key_chunk
 from .onesided import allocate
+from .request_cache import RequestCache
+from .sparse_rows import SparseRows
 from .spec import TableSpec
 from .undo import UndoLog
 
@@ -23,14 +29,17 @@ FLOAT = np.float32
 
 
 class Slice:
-    """Common part of dense and sparse slices: the rule, optimizer state, row buffers."""
+    """Common part of dense and sparse slices: the rule, its state, the undo log, and the
+    checks every chunk goes through."""
+
+    caches_requests = False
+    """Whether chunks are received into ``receive_buffer`` (mpips.request_cache)."""
 
     def __init__(self, spec: TableSpec, server_index: int):
         self.spec = spec
         self.rule = spec.make_rule()
         self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
         self._rows = np.empty(0, np.int64)
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self.undo = UndoLog(spec.width, self.rule.state_names)
 
     def rows_buffer(self, n: int) -> np.ndarray:
@@ -38,83 +47,40 @@ class Slice:
             self._rows = np.empty(n, np.int64)
         return self._rows[:n]
 
-    def _zero_state(self, n: int) -> dict[str, np.ndarray]:
-        return {name: np.zeros((n, self.spec.width), FLOAT) for name in self.rule.state_names}
-
-    def push_chunk(self, keys, grads, cursor: int, prev: int | None) -> int:
-        """Apply the rule to one validated-here chunk; returns the next cursor. Keys this
-        slice does not store yet are kept for ``finish_push``. Raises MessageError (and
-        changes nothing) when the keys are not sorted, unique and in range."""
-        first, rows, cursor = self.locate(keys, cursor, prev)
-        self.undo.save(self.values, self.state, first, rows, keys.size)
-        if rows is None:
-            self.rule.apply_run(self.values, self.state, first, grads)
-            return cursor
-        self.rule.apply(self.values, self.state, rows, grads)
-        if self.spec.kind == "sparse":
-            new = rows < 0
-            if new.any():
-                self._pending.append((keys[new], grads[new]))
-        return cursor
+    def check(self, keys: np.ndarray, prev: int | None) -> None:
+        """MessageError unless ``keys`` are sorted, unique, after ``prev`` and placed here."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev,
+                        hashed=self.spec.hashed)
 
     def push_whole(self, keys, grads) -> None:
-        """Apply a whole push at once (keys validated here, new keys inserted)."""
-        self.push_chunk(keys, grads, 0, None)
-        self.finish_push()
+        """Apply a whole push at once (keys validated here)."""
+        self.push_chunk(keys, grads, None)
 
     def begin_undoable_push(self, num_keys: int) -> None:
         """Log the rows the next ``num_keys`` pushed keys change, until ``keep_push``."""
         self.undo.begin(num_keys)
 
     def keep_push(self) -> None:
-        """The push stands: stop logging (finish_push still inserts its new keys)."""
+        """The push stands: stop logging."""
         self.undo.stop()
 
     def roll_back_push(self) -> None:
-        """Undo every chunk of the current push and forget its new keys."""
+        """Undo every chunk of the current push."""
         self.undo.rollback(self.values, self.state)
-        self._pending.clear()
+
+    def finish_push(self) -> None:
+        """The current push is over (kept or rolled back)."""
 
     def abandon_pending(self) -> None:
-        """Forget the new keys of a push that will not finish (its worker died)."""
-        self._pending.clear()
-
-    def finish_push(self) -> bool:
-        """Insert the keys of this push that were not stored (sparse slices only); returns
-        whether any were, which moves stored rows and so invalidates cursors."""
-        if not self._pending:
-            return False
-        new_keys = np.concatenate([k for k, _ in self._pending])
-        new_grads = np.concatenate([g for _, g in self._pending])
-        self._pending.clear()
-        self.insert(new_keys, new_grads)
-        return True
-
-    def gather(self, rows, out) -> None:
-        """out[i] = row rows[i] (the table's init value where rows[i] == -1)."""
-        row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
+        """Forget what a push that will not finish (its worker died) left half done."""
 
     @property
     def arrays(self) -> int:
         """Arrays per row in a replica batch (mpips.replica_wire): values, then state."""
         return 1 + len(self.rule.state_names)
 
-    def read_rows(self, keys: np.ndarray) -> np.ndarray:
-        """Values and optimizer state of stored ``keys`` (sorted, all stored), packed as
-        float32[n, width x arrays] for a replica batch."""
-        rows = self._stored_rows(keys)
-        return np.concatenate([self.values[rows]]
-                              + [self.state[name][rows] for name in self.rule.state_names], axis=1)
-
-    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
-        """Set the rows of ``keys`` (validated here; a sparse slice adds the keys it lacks)
-        to a replica batch's packed values and state (the layout of ``read_rows``)."""
-        check_key_chunk(keys, self.key_range.begin, self.key_range.end, None)
-        rows = self._rows_to_put(keys)
-        width = self.spec.width
-        self.values[rows] = packed[:, :width]
-        for i, name in enumerate(self.rule.state_names, start=1):
-            self.state[name][rows] = packed[:, i * width:(i + 1) * width]
+    def _out(self, out_buffer, n: int) -> np.ndarray:
+        return out_buffer((n, self.spec.width))
 
 
 class DenseSlice(Slice):
@@ -136,28 +102,67 @@ class DenseSlice(Slice):
             else np.empty(n * spec.width, FLOAT)
         self.values = memory[: n * spec.width].reshape(n, spec.width)
         self.values.fill(spec.init)
-        self.state = self._zero_state(n)
+        self.state = {name: np.zeros((n, spec.width), FLOAT) for name in self.rule.state_names}
         self.begin = self.key_range.begin if self.key_range else 0
 
-    def locate(self, keys, cursor: int, prev: int | None):
+    def _locate(self, keys, prev):
         """(first row, None) for consecutive keys, else (None, rows); validates first."""
-        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev)
+        self.check(keys, prev)
         first = int(keys[0]) - self.begin
         if int(keys[-1]) - int(keys[0]) == keys.size - 1:
-            return first, None, cursor
+            return first, None
         rows = self.rows_buffer(keys.size)
         key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
-        return None, rows, cursor
+        return None, rows
 
-    def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
+    def push_chunk(self, keys, grads, prev, source=None) -> None:
+        """Validate and apply one chunk of a push."""
+        first, rows = self._locate(keys, prev)
+        self.undo.save(self.values, self.state, first, rows, keys.size)
+        if rows is None:
+            self.rule.apply_run(self.values, self.state, first, grads)
+        else:
+            self.rule.apply(self.values, self.state, rows, grads)
+
+    def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
+        """Validate one chunk of a pull; returns (values to send, whether that array is a
+        reusable buffer rather than a view of the table)."""
+        first, rows = self._locate(keys, prev)
+        if rows is None:
+            return self.values[first:first + keys.size], False
+        out = self._out(out_buffer, keys.size)
+        row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
+        return out, True
+
+    def read_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Values and state of ``keys``, packed float32[n, width x arrays] (replica batches)."""
+        rows = self._offsets(keys)
+        return np.concatenate([self.values[rows]]
+                              + [self.state[name][rows] for name in self.rule.state_names], axis=1)
+
+    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here) to a replica batch's packed rows."""
+        self.check(keys, None)
+        rows = self._offsets(keys)
+        width = self.spec.width
+        self.values[rows] = packed[:, :width]
+        for i, name in enumerate(self.rule.state_names, start=1):
+            self.state[name][rows] = packed[:, i * width:(i + 1) * width]
+
+    def _offsets(self, keys: np.ndarray) -> np.ndarray:
         rows = np.empty(keys.size, np.int64)
         key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
         return rows
 
-    _rows_to_put = _stored_rows  # every key of the range has its row
-
     def stored_keys(self) -> np.ndarray:
         return np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
+
+    @property
+    def num_stored(self) -> int:
+        return self.values.shape[0]
+
+    def memory_bytes(self) -> int:
+        return self.values.nbytes + sum(a.nbytes for a in self.state.values())
 
     def free(self) -> None:
         """Free the window; collective over the launch; safe to call twice."""
@@ -168,68 +173,168 @@ class DenseSlice(Slice):
 
 
 class SparseSlice(Slice):
-    """Sorted unique uint64 keys with their rows; keys appear when first pushed.
+    """Rows of any uint64 keys (mpips.sparse_rows); a key gets its row at its first push."""
 
-    Keys new to the slice are collected during a push and inserted by ``finish_push`` in
-    one merge (init rows, then the rule applied to them).
-    """
+    caches_requests = True
 
     def __init__(self, spec: TableSpec, server_index: int):
         super().__init__(spec, server_index)
-        self.keys = np.empty(0, np.uint64)
-        self.values = np.empty((0, spec.width), FLOAT)
-        self.state = self._zero_state(0)
+        self.store = SparseRows(spec.width, len(self.rule.state_names), spec.init, spec.name)
+        self.cache = RequestCache()
+        self._lent: tuple[np.ndarray, np.ndarray] | None = None  # receive_buffer's loan
+        self._inserted: list[np.ndarray] = []  # keys the current undoable push inserted
 
-    def locate(self, keys, cursor: int, prev: int | None):
-        """(first row, None) when keys equal the stored run at ``cursor`` (valid by
-        construction: stored keys are sorted, unique and in range), else validate and
-        (None, rows) with -1 for keys not stored."""
-        if matches_run(self.keys, keys, cursor):
-            return cursor, None, cursor + keys.size
-        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev)
-        rows = self.rows_buffer(keys.size)
-        _, cursor = key_kernels.locate_sorted(self.keys, keys, cursor, rows)
-        return None, rows, cursor
+    @property
+    def values(self) -> np.ndarray:
+        return self.store.values
 
-    def insert(self, new_keys: np.ndarray, new_grads: np.ndarray) -> None:
-        """Add keys not stored yet (sorted, unique, absent), init rows, then apply the rule."""
-        rows = self._make_room(new_keys)  # replaces self.values and self.state
-        self.rule.apply(self.values, self.state, rows, new_grads)
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: self.store.state(i) for i, name in enumerate(self.rule.state_names)}
 
-    def _make_room(self, new_keys: np.ndarray) -> np.ndarray:
-        """Merge keys not stored yet (sorted, unique, absent) in with init rows and zero
-        state; returns their rows."""
-        n_old, n_new = self.keys.size, new_keys.size
-        merged = np.empty(n_old + n_new, np.uint64)
-        pos_old = np.empty(n_old, np.int64)
-        pos_new = np.empty(n_new, np.int64)
-        key_kernels.merge_disjoint(self.keys, new_keys, merged, pos_old, pos_new)
-        values = np.full((merged.size, self.spec.width), self.spec.init, FLOAT)
-        row_kernels.copy_rows(self.values, values, pos_old)
-        state = self._zero_state(merged.size)
-        for name, array in state.items():
-            row_kernels.copy_rows(self.state[name], array, pos_old)
-        self.keys, self.values, self.state = merged, values, state
-        return pos_new
+    @property
+    def num_stored(self) -> int:
+        return self.store.size
 
-    def _stored_rows(self, keys: np.ndarray) -> np.ndarray:
-        rows = np.empty(keys.size, np.int64)
-        key_kernels.locate_sorted(self.keys, keys, 0, rows)
-        if keys.size and int(rows.min()) < 0:
-            raise KeyError("read_rows: a key is not stored")
-        return rows
+    def memory_bytes(self) -> int:
+        return self.store.memory_bytes()
+
+    # -- pushes -----------------------------------------------------------------------------
+    def push_chunk(self, keys, grads, prev, source=None) -> None:
+        """Validate and apply one chunk of a push (new keys get their rows). ``source``
+        (worker, chunk index; chunk -1 for a coded push) lets a chunk equal to that worker's
+        last one there reuse its rows; with it, the slice may keep ``keys`` (best received
+        into ``receive_buffer``), so the caller must not reuse that array. Raises
+        MessageError, changing nothing, for bad keys."""
+        entry = self._checked_match(source, keys, prev)
+        store = self.store
+        kernel = self.rule.kernel
+        if entry is not None and entry.complete:  # rows known: no lookup
+            rows = entry.rows
+            if entry.first >= 0:
+                self.undo.save(self.values, self.state, entry.first, None, keys.size)
+                self.rule.apply_run(self.values, self.state, entry.first, grads)
+            else:
+                self.undo.save(self.values, self.state, None, rows, keys.size)
+                if kernel is not None:
+                    store.apply_at(rows, grads, kernel)
+                else:
+                    self.rule.apply(self.values, self.state, rows, grads)
+            return
+        rows, lent = self._rows_for(source, keys)
+        if self.undo.active or kernel is None:
+            inserted = store.find_or_insert(keys, rows)
+            if self.undo.active and inserted.size:
+                self._inserted.append(inserted)
+            self.undo.save(self.values, self.state, None, rows, keys.size)
+            if kernel is not None:
+                store.apply_at(rows, grads, kernel)
+            else:
+                self.rule.apply(self.values, self.state, rows, grads)
+        else:
+            store.push(keys, grads, rows, kernel)
+        self._keep(source, keys, rows, lent)
+
+    def keep_push(self) -> None:
+        super().keep_push()
+        self._inserted.clear()
+
+    def roll_back_push(self) -> None:
+        super().roll_back_push()
+        if self._inserted:
+            self.store.remove_newest(np.concatenate(self._inserted))
+            self._inserted.clear()
+
+    def abandon_pending(self) -> None:
+        self._inserted.clear()
+
+    # -- pulls ------------------------------------------------------------------------------
+    def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
+        """Validate one chunk of a pull; returns (values to send, whether that array is a
+        reusable buffer rather than a view of the table)."""
+        entry = self._checked_match(source, keys, prev)
+        if entry is not None:
+            if entry.first >= 0 and not self.rule.state_names:  # a run of rows, contiguous
+                return self.values[entry.first:entry.first + keys.size], False
+            out = self._out(out_buffer, keys.size)
+            self.store.gather_at(entry.rows, out)
+            return out, True
+        out = self._out(out_buffer, keys.size)
+        rows, lent = self._rows_for(source, keys)
+        self.store.pull(keys, out, rows)
+        self._keep(source, keys, rows, lent)
+        return out, True
+
+    # -- the request cache ------------------------------------------------------------------
+    def receive_buffer(self, n: int) -> np.ndarray:
+        """A uint64 buffer to receive a chunk of ``n`` keys into, for a ``push_chunk`` or
+        ``read_chunk`` with a ``source``: lent by the request cache (with a rows buffer),
+        which keeps both with the chunk's rows."""
+        self._lent = self.cache.buffers(n)
+        return self._lent[0]
+
+    def _rows_lent_with(self, keys: np.ndarray) -> np.ndarray | None:
+        """The rows buffer lent with ``keys`` by ``receive_buffer`` (None if ``keys`` is not
+        that buffer); the loan ends."""
+        lent, self._lent = self._lent, None
+        return lent[1] if lent is not None and lent[0] is keys else None
+
+    def _checked_match(self, source, keys, prev):
+        """The request-cache entry of ``source`` if it holds exactly ``keys`` (validated when
+        kept), else None after validating ``keys``. MessageError for bad keys."""
+        entry = None if source is None else \
+            self.cache.match(source, keys, self.store.generation, self.store.inserts)
+        if entry is None or (prev is not None and keys.size and int(keys[0]) <= prev):
+            self.check(keys, prev)
+        if entry is not None:
+            rows = self._rows_lent_with(keys)
+            if rows is not None:
+                self.cache.give_back(keys, rows)  # the entry has its own
+        return entry
+
+    def _rows_for(self, source, keys: np.ndarray) -> tuple[np.ndarray, bool]:
+        """A rows buffer for a chunk, and whether the chunk and its rows go to the request
+        cache (with a ``source``: the caller does not reuse the keys array)."""
+        rows = self._rows_lent_with(keys)
+        if source is None:
+            return self.rows_buffer(keys.size), False
+        return (rows if rows is not None else np.empty(keys.size, np.int64)), True
+
+    def _keep(self, source, keys, rows, lent: bool) -> None:
+        if lent:
+            self.cache.keep(source, keys, rows, self.store.generation, self.store.inserts)
+
+    # -- whole rows: replicas, checkpoints ----------------------------------------------------
+    def read_rows(self, keys: np.ndarray) -> np.ndarray:
+        """Values and state of stored ``keys``, packed float32[n, width x arrays] as in a
+        replica batch (mpips.replica_wire)."""
+        return self.store.read(keys)
+
+    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here; absent ones are added) to a replica
+        batch's packed values and state."""
+        self.check(keys, None)
+        self.store.put(keys, packed)
 
     def stored_keys(self) -> np.ndarray:
-        return self.keys
+        """Every stored key, sorted."""
+        return self.store.items()[0]
 
-    def _rows_to_put(self, keys: np.ndarray) -> np.ndarray:
-        """Rows of ``keys``, the ones not stored yet merged in first."""
-        rows = np.empty(keys.size, np.int64)
-        missing, _ = key_kernels.locate_sorted(self.keys, keys, 0, rows)
-        if missing:
-            self._make_room(keys[rows < 0])
-            key_kernels.locate_sorted(self.keys, keys, 0, rows)
-        return rows
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(keys sorted, values, state) copies of everything stored (for a checkpoint)."""
+        keys, rows = self.store.items()
+        packed = self.store.data[rows]
+        width = self.spec.width
+        state = {name: np.ascontiguousarray(packed[:, width * (i + 1):width * (i + 2)])
+                 for i, name in enumerate(self.rule.state_names)}
+        return keys, np.ascontiguousarray(packed[:, :width]), state
+
+    def load(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Replace everything by ``keys`` (unique, placed here) and their values and state."""
+        packed = np.concatenate([values] + [state[n] for n in self.rule.state_names], axis=1) \
+            if self.rule.state_names else values
+        self.store.load(keys, packed)
+        self.cache.forget()
 
     def free(self) -> None:
         """Nothing collective to release; present so every slice frees alike."""

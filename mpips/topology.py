@@ -14,7 +14,8 @@ class Topology:
     Collective over ``comm``. The layout is checked before any communication, so an
     impossible layout raises LayoutError on every rank alike and nothing hangs.
     ``data`` is a private duplicate of ``comm`` for mpips traffic (errors are returned as
-    exceptions on it); ``group`` is the communicator of this rank's role.
+    exceptions on it); ``group`` is the communicator of this rank's role;
+    ``ranks_on_node`` counts the ranks of ``comm`` that share this rank's node.
     """
 
     def __init__(self, comm: MPI.Intracomm, num_servers: int):
@@ -25,6 +26,9 @@ class Topology:
         self.data = comm.Dup()
         self.data.Set_errhandler(MPI.ERRORS_RETURN)
         self.group = self.data.Split(1 if self.is_server else 0, self.rank)
+        node = self.data.Split_type(MPI.COMM_TYPE_SHARED)
+        self.ranks_on_node = node.Get_size()
+        node.Free()
         self.server_index = self.layout.server_index(self.rank)
         self.worker_index = self.layout.worker_index(self.rank)
 

@@ -14,7 +14,19 @@ from mpi4py import MPI
 TAG_REQUEST = 1
 TAG_BASE = 16
 SPIN_SECONDS = 200e-6
+"""How long an idle wait spins before it sleeps, when the ranks of a node share cores."""
+DEDICATED_SPIN_SECONDS = 20e-3
+"""The same when every rank of the node has a core of its own (see ``use_dedicated_cores``)."""
 MAX_SLEEP_SECONDS = 1e-3
+_spin = SPIN_SECONDS
+
+
+def use_dedicated_cores(dedicated: bool) -> None:
+    """Whether this rank has a core to itself. Waits then spin DEDICATED_SPIN_SECONDS before
+    sleeping: a message that arrives while a wait sleeps waits for the sleep to end, which
+    for a reply that takes a millisecond can add half of it again."""
+    global _spin
+    _spin = DEDICATED_SPIN_SECONDS if dedicated else SPIN_SECONDS
 
 
 class Tags:
@@ -36,7 +48,8 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
     """Wait for ``requests``: spin while they keep completing, sleep with backoff when idle.
 
     Busy-waiting ranks starve each other when there are more ranks than cores, so a wait
-    that sees no completion for SPIN_SECONDS sleeps between tests (every test still enters
+    that sees no completion for SPIN_SECONDS (DEDICATED_SPIN_SECONDS when every rank has a
+    core: ``use_dedicated_cores``) sleeps between tests (every test still enters
     the library, so MPI keeps progressing). While completions keep coming, as when a large
     message streams chunk by chunk, it does not sleep: MPICH moves large messages through
     shared memory only while the sender is inside MPI. ``statuses``, when given, receives
@@ -58,7 +71,7 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
             raise_failed(statuses)  # a request to a dead rank may complete in error
             remaining -= len(done)
             idle_since, sleep = time.perf_counter(), 0.0
-        elif time.perf_counter() - idle_since > SPIN_SECONDS:
+        elif time.perf_counter() - idle_since > _spin:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
 
@@ -105,7 +118,7 @@ def wait_any(requests: list) -> int:
         if done and index != MPI.UNDEFINED:
             raise_failed([status])  # e.g. a receive from a dead rank
             return index
-        if time.perf_counter() - idle_since > SPIN_SECONDS:
+        if time.perf_counter() - idle_since > _spin:
             sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
             time.sleep(sleep)
         if time.monotonic() - checked > 1.0:

@@ -200,6 +200,8 @@ class KVWorker(CodedPushes, ServerFailover):
         except MpipsError as exc:
             self._completed[ts] = (None, exc)
             return
+        for whole, part, rows in pending.scatter:
+            whole[part] = rows
         self._completed[ts] = (pending.result, None)
         if pending.callback is not None:
             pending.callback(pending.result)
@@ -259,21 +261,29 @@ class KVWorker(CodedPushes, ServerFailover):
             raise TableError(f"table {spec.name!r} is bsp: its pushes apply at the clock "
                              f"boundary, so push_pull cannot return them; push, then pull")
         pushes, pulls = op in (Op.PUSH, Op.PUSH_PULL), op in (Op.PULL, Op.PUSH_PULL)
-        # A plain push is checked while it travels (see _judge); a push_pull applies and
-        # answers chunk by chunk, so it is checked whole before anything is sent. A pull
-        # changes nothing: the servers check its keys chunk by chunk as they read them.
-        keys = as_keys(keys, spec, check_order=op is Op.PUSH_PULL)
-        vals = as_values(vals, keys.size, spec, finite=op is Op.PUSH_PULL) if pushes else None
+        # A push of more than one chunk is checked while it travels (see _judge); a smaller
+        # push, and a push_pull (applied and answered chunk by chunk), are checked whole
+        # before anything is sent. A pull changes nothing: the servers check its keys.
+        keys = as_keys(keys, spec, check_order=False)
+        travels = op is Op.PUSH and keys.size > chunk_keys_for(spec.width)
+        if pushes and not travels:
+            check_keys(keys, spec)
+        vals = as_values(vals, keys.size, spec, finite=not travels) if pushes else None
         result = as_output(out, keys.size, spec) if pulls else None
         pending = Pending(keep=[keys, vals, result], callback=callback)
         if not pushes:
             pending.keys, pending.spec = keys, spec
-        for server, lo, hi in spec.server_runs(keys):
-            self._post(pending, op, spec, server, keys[lo:hi],
-                       vals[lo:hi] if pushes else None, result[lo:hi] if pulls else None)
+        for server, part in spec.split(keys):
+            into = None
+            if pulls:
+                into = result[part]  # a copy for an index array: scattered back in _complete
+                if not isinstance(part, slice):
+                    pending.scatter.append((result, part, into))
+            self._post(pending, op, spec, server, keys[part], vals[part] if pushes else None,
+                       into, verdict=travels)
         if pushes:
             self.traffic.count_push(spec.name, keys.size, spec.width)
-        if op is Op.PUSH:
+        if travels:
             self._judge(pending, spec, keys, vals)
         if pulls and out is None and spec.width == 1:
             result = result.reshape(-1)
@@ -287,14 +297,14 @@ class KVWorker(CodedPushes, ServerFailover):
         not reached the clock this read needs (the caller then pulls two-sided)."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        runs = spec.server_runs(keys)
+        runs = spec.split(keys)  # dense: runs of keys (slices)
         required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
-        if not self.rma.ready(spec, [server for server, _, _ in runs], required):
+        if not self.rma.ready(spec, [server for server, _ in runs], required):
             return None
-        for server, lo, hi in runs:
-            rows = np.empty(hi - lo, np.int64)
-            offset_rows(keys[lo:hi], np.uint64(spec.partition.range_of(server).begin), rows)
-            self.rma.read(spec, server, rows, result[lo:hi])
+        for server, part in runs:
+            rows = np.empty(part.stop - part.start, np.int64)
+            offset_rows(keys[part], np.uint64(spec.partition.range_of(server).begin), rows)
+            self.rma.read(spec, server, rows, result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
         return self._register(Pending(result=out if out is not None else result,
@@ -349,20 +359,22 @@ class KVWorker(CodedPushes, ServerFailover):
                 self._post_failed(exc)
 
     def _post(self, pending: Pending, op: Op, spec: TableSpec, server: int, keys, vals, out,
-              seq: int | None = None) -> int:
+              seq: int | None = None, verdict: bool = False) -> int:
         """Post one server's part of an operation (``server``: the segment its keys are in;
-        ``seq``: a resent push's sequence number); returns the request id."""
+        ``seq``: a resent push's sequence number; ``verdict``: a push whose verdict follows);
+        returns the request id."""
         dest = self._dest(server)
         request_id = self._next_request
         self._next_request += 1
         seq = request_id if seq is None else seq
-        pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest))
+        pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest, verdict))
         tag = self.tags.payload(request_id)
         chunk = chunk_keys_for(spec.width)
         required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
             if op is not Op.PUSH else 0
         header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
-                               clock=self.clock_value, required=required, segment=server, seq=seq)
+                               clock=self.clock_value, required=required, segment=server, seq=seq,
+                               verdict=verdict)
         reply = np.zeros(REPLY_WORDS, np.uint64)  # stays zero if its server dies (ULFM)
         pending.keep += [header, reply]
         try:
@@ -378,10 +390,10 @@ class KVWorker(CodedPushes, ServerFailover):
         except MPI.Exception as exc:
             self._post_failed(exc)  # the server died: posted again after failing over
         pending.replies.append((dest, tag, request_id, reply))
-        if op is Op.PUSH:
+        if verdict:
             pending.verdicts.append((dest, request_id))
         if vals is not None:
-            verdict_bytes = REPLY_WORDS * 8 if op is Op.PUSH else 0
+            verdict_bytes = REPLY_WORDS * 8 if verdict else 0
             self.traffic.count_wire(spec.name, header.nbytes + keys.nbytes + vals.nbytes
                                     + verdict_bytes)
         return request_id

@@ -28,6 +28,7 @@ class Pending:
     coded: dict = field(default_factory=dict)  # request id -> (spec, server, keys, vals)
     dests: list = field(default_factory=list)  # rank of each of ``requests``
     parts: list = field(default_factory=list)  # mpips.worker_failover.Part, as posted
+    scatter: list = field(default_factory=list)  # (result, index array, pulled rows) to copy back
 
     def add(self, request, dest: int) -> None:
         self.requests.append(request)
@@ -57,8 +58,8 @@ class CodedPushes:
         keys = as_keys(keys, spec)
         vals = as_values(vals, keys.size, spec)
         pending = Pending(keep=[keys, vals], callback=callback)
-        for server, lo, hi in spec.server_runs(keys):
-            self._post_coded(pending, spec, server, keys[lo:hi], vals[lo:hi], resend=False)
+        for server, part in spec.split(keys):
+            self._post_coded(pending, spec, server, keys[part], vals[part], resend=False)
         self.traffic.count_push(spec.name, keys.size, spec.width)
         return self._register(pending)
 

@@ -40,6 +40,7 @@ class Part:
     out: np.ndarray | None
     seq: int
     dest: int  # rank it was sent to
+    verdict: bool = False  # a push whose verdict followed it
 
 
 class ServerFailover:
@@ -120,8 +121,8 @@ class ServerFailover:
         pending.parts = [p for p in pending.parts if p.dest not in dead_ranks]
         for part in lost:
             request_id = self._post(pending, part.op, part.spec, part.segment, part.keys,
-                                    part.vals, part.out, seq=part.seq)
-            if part.op is Op.PUSH:  # checked when first sent
+                                    part.vals, part.out, seq=part.seq, verdict=part.verdict)
+            if part.verdict:  # checked when first sent
                 verdict = encode_reply(request_id, Status.OK)
                 dest = self._dest(part.segment)
                 pending.keep.append(verdict)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..handlers import make_rule
-from ..partition import KEY_SPACE, KeyRange
-from ..spec import KINDS, TableSpec
+from ..partition import KEY_SPACE, KeyRange, positions
+from ..spec import KINDS, PLACEMENTS, TableSpec
 from .errors import InvalidSliceError, ManifestError
 
 FORMAT_NAME = "mpips-checkpoint"
-FORMAT_VERSION = 1
-"""Bumped when a reader of the previous version could misread a new checkpoint."""
+FORMAT_VERSION = 2
+"""Bumped when a reader of the previous version could misread a new checkpoint (2: sparse
+tables placed by hashed position, whose shards' key ranges are ranges of positions)."""
 MANIFEST = "MANIFEST.json"
 STEP_DIR_RE = re.compile(r"^step-(\d{12})$")
 SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.h5$")
@@ -62,21 +63,29 @@ class TableMeta:
     init: float
     table_id: int
     state_names: tuple[str, ...]
+    placement: str = "range"
+    """How the shards' key ranges cut the keys (mpips.spec.PLACEMENTS): "hash", ranges of
+    hashed positions; "range" (every table before format 2), ranges of keys."""
 
     @classmethod
     def from_spec(cls, spec: TableSpec) -> "TableMeta":
         return cls(spec.name, spec.kind, spec.size, spec.width, spec.rule, dict(spec.rule_params),
-                   float(spec.init), spec.table_id, tuple(spec.make_rule().state_names))
+                   float(spec.init), spec.table_id, tuple(spec.make_rule().state_names),
+                   spec.placement)
+
+    @property
+    def hashed(self) -> bool:
+        return self.placement == "hash"
 
     def spec(self, num_servers: int) -> TableSpec:
         """The TableSpec of this table on ``num_servers`` servers (e.g. a restore on S')."""
         return TableSpec(self.name, self.kind, self.table_id, num_servers, self.size, self.width,
-                         self.rule, dict(self.rule_params), self.init)
+                         self.rule, dict(self.rule_params), self.init, placement=self.placement)
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "size": str(self.size), "width": self.width, "rule": self.rule,
                 "rule_params": self.rule_params, "init": self.init, "table_id": self.table_id,
-                "state_names": list(self.state_names)}
+                "state_names": list(self.state_names), "placement": self.placement}
 
     @classmethod
     def from_json(cls, name: str, obj: dict, where) -> "TableMeta":
@@ -84,11 +93,14 @@ class TableMeta:
         try:
             meta = cls(name, obj["kind"], big_int(obj["size"], f"table {name!r} size", where),
                        int(obj["width"]), obj["rule"], dict(obj["rule_params"]), float(obj["init"]),
-                       int(obj["table_id"]), tuple(obj["state_names"]))
+                       int(obj["table_id"]), tuple(obj["state_names"]),
+                       obj.get("placement", "range"))
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(where, f"table {name!r}: bad or missing field ({exc!r})") from None
-        if meta.kind not in KINDS or meta.width < 1 or not 0 < meta.size <= KEY_SPACE:
-            raise ManifestError(where, f"table {name!r}: invalid kind/size/width {obj!r}")
+        if meta.kind not in KINDS or meta.width < 1 or not 0 < meta.size <= KEY_SPACE \
+                or meta.placement not in PLACEMENTS \
+                or (meta.kind == "dense" and meta.placement != "range"):
+            raise ManifestError(where, f"table {name!r}: invalid kind/size/width/placement {obj!r}")
         return meta
 
 
@@ -97,8 +109,8 @@ class SliceData:
     """One server's slice of one table, as plain numpy arrays (the writer's input).
 
     ``values`` float32 (n, width); dense: rows are keys ``key_range.begin + i`` (n equals
-    the range size, ``keys`` None); sparse: ``keys`` uint64 (n,), sorted, unique, inside
-    ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
+    the range size, ``keys`` None); sparse: ``keys`` uint64 (n,), sorted, unique, each key's
+    position (mpips.partition.positions) inside ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
     (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock.
     """
 
@@ -134,7 +146,7 @@ class SliceData:
         if meta.kind == "dense" and (self.keys is not None or n != self.key_range.size):
             raise bad(f"a dense slice has no keys and {self.key_range.size} rows, got {n}")
         if meta.kind == "sparse":
-            _check_keys(self.keys, n, self.key_range, bad)
+            _check_keys(self.keys, n, self.key_range, meta.hashed, bad)
         if set(self.state) != set(meta.state_names):
             raise bad(f"state arrays {sorted(self.state)} != rule state {list(meta.state_names)}")
         for name, array in self.state.items():
@@ -151,13 +163,24 @@ def _check_rows(array, what, n, width, bad) -> None:
         raise bad(f"{what} has shape {array.shape}, expected ({n if n is not None else 'n'}, {width})")
 
 
-def _check_keys(keys, n, key_range: KeyRange, bad) -> None:
+def _check_keys(keys, n, key_range: KeyRange, hashed: bool, bad) -> None:
     if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64 or keys.shape != (n,):
         raise bad(f"sparse keys must be a uint64 array of shape ({n},)")
     if n and not (keys[1:] > keys[:-1]).all():
         raise bad("sparse keys must be sorted and unique")
-    if n and not (key_range.begin <= int(keys[0]) and int(keys[-1]) < key_range.end):
-        raise bad(f"sparse keys [{int(keys[0])}, {int(keys[-1])}] leave the key range {key_range}")
+    if n and not keys_inside(keys, key_range, hashed):
+        what = "hashed positions" if hashed else "keys"
+        raise bad(f"sparse {what} leave the key range {key_range}")
+
+
+def keys_inside(keys: np.ndarray, key_range: KeyRange, hashed: bool) -> bool:
+    """Whether every key's position lies in ``key_range`` (keys sorted unless ``hashed``)."""
+    if not keys.size:
+        return True
+    if not hashed:
+        return key_range.begin <= int(keys[0]) and int(keys[-1]) < key_range.end
+    pos = positions(keys, True)
+    return key_range.begin <= int(pos.min()) and int(pos.max()) < key_range.end
 
 
 @dataclass(frozen=True)

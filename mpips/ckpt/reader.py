@@ -16,11 +16,11 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import KeyRangeError
-from ..partition import KEY_SPACE, KeyRange
+from ..partition import KEY_SPACE, KeyRange, positions
 from .chunkio import read_rows, reading
 from .durable import tmp_name
 from .errors import InconsistentCheckpointError
-from .layout import TableMeta
+from .layout import TableMeta, keys_inside
 from .manifest import Manifest, load_manifest
 from .shardfile import check_table
 from .verify import check_sha256, open_shard
@@ -37,22 +37,28 @@ class TableRows(NamedTuple):
 
 def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
                out_values: np.ndarray | None = None, out_state: dict | None = None,
-               dense_keys: bool = True, check_sha256_first: bool = False) -> TableRows:
+               dense_keys: bool = True, check_sha256_first: bool = False,
+               placement: str | None = None) -> TableRows:
     """The rows of table ``name`` whose keys lie in ``key_range`` (default: the whole table).
 
-    Dense tables may be read straight into ``out_values``/``out_state`` (e.g. a server's
-    window memory; shapes (range size, width), float32). ``check_sha256_first`` hashes each
-    shard read before trusting it. Raises the CheckpointError subclasses of verify, and
-    ChecksumError when a chunk read fails its fletcher32 checksum (``out_*`` then hold
-    partial data)."""
+    A sparse table's ``key_range`` is a range of positions under ``placement`` (default: the
+    checkpoint's own; mpips.partition.positions), so a table restored with another placement
+    than it was saved with still finds its keys; its keys come back sorted. Dense tables may
+    be read straight into ``out_values``/``out_state`` (e.g. a server's window memory; shapes
+    (range size, width), float32). ``check_sha256_first`` hashes each shard read before
+    trusting it. Raises the CheckpointError subclasses of verify, and ChecksumError when a
+    chunk read fails its fletcher32 checksum (``out_*`` then hold partial data)."""
     manifest = load_manifest(checkpoint_dir)
     meta = manifest.table(name)
     key_range = KeyRange(0, meta.size) if key_range is None else key_range
     if key_range.end > meta.size:
         raise KeyRangeError(f"key range {key_range} exceeds table {name!r} of size {meta.size}")
+    placement = meta.placement if placement is None else placement
     with contextlib.ExitStack() as stack:
         parts = []
-        for shard in manifest.shards_for(name, key_range):
+        # shards cut by another placement may hold keys of any range
+        wanted = key_range if placement == meta.placement else KeyRange(0, meta.size)
+        for shard in manifest.shards_for(name, wanted):
             if check_sha256_first:
                 check_sha256(manifest, shard)
             f = stack.enter_context(open_shard(manifest, shard))
@@ -61,7 +67,7 @@ def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
                           check_table(f, path, meta, shard.ranges[name])))
         if meta.kind == "dense":
             return _read_dense(meta, key_range, parts, out_values, out_state, dense_keys)
-        return _read_sparse(meta, key_range, parts)
+        return _read_sparse(meta, key_range, parts, placement == "hash")
 
 
 def _dense_out(meta: TableMeta, n: int, out, what: str) -> np.ndarray:
@@ -90,31 +96,48 @@ def _read_dense(meta, key_range, parts, out_values, out_state, dense_keys) -> Ta
     return TableRows(keys, values, state)
 
 
-def _read_sparse(meta, key_range, parts) -> TableRows:
+def _read_sparse(meta, key_range, parts, hashed: bool) -> TableRows:
+    """Rows of the keys whose position (hashed or not) lies in ``key_range``, keys sorted."""
     pieces = []
     for path, shard_range, group in parts:
         keys = np.empty(group["keys"].shape, np.uint64)
         read_rows(path, f"table {meta.name!r} keys", group["keys"], 0, keys.size, out=keys)
         ordered = keys.size == 0 or bool((keys[1:] > keys[:-1]).all())
-        if not ordered or (keys.size and not (shard_range.begin <= int(keys[0])
-                                              and int(keys[-1]) < shard_range.end)):
+        if not ordered or not keys_inside(keys, shard_range, meta.hashed):
             raise InconsistentCheckpointError(path, f"table {meta.name!r}: stored keys are not "
                                                     f"sorted/unique inside {shard_range}")
-        lo = int(np.searchsorted(keys, np.uint64(key_range.begin)))
-        hi = keys.size if key_range.end == KEY_SPACE else \
-            int(np.searchsorted(keys, np.uint64(key_range.end)))
-        pieces.append((path, group, keys[lo:hi], lo, hi))
+        if not hashed:  # keys are positions: one run
+            lo = int(np.searchsorted(keys, np.uint64(key_range.begin)))
+            hi = keys.size if key_range.end == KEY_SPACE else \
+                int(np.searchsorted(keys, np.uint64(key_range.end)))
+            pieces.append((path, group, keys[lo:hi], slice(lo, hi)))
+            continue
+        pos = positions(keys, True)
+        take = (pos >= np.uint64(key_range.begin)) if key_range.begin else np.ones(keys.size, bool)
+        if key_range.end < KEY_SPACE:
+            take &= pos < np.uint64(key_range.end)
+        pieces.append((path, group, keys[take], slice(0, keys.size) if take.all() else take))
     total = sum(p[2].size for p in pieces)
     values = np.empty((total, meta.width), np.float32)
     state = {s: np.empty((total, meta.width), np.float32) for s in meta.state_names}
     targets = [("values", values)] + [(f"state/{s}", a) for s, a in state.items()]
     at = 0
-    for path, group, _, lo, hi in pieces:
+    for path, group, keys, take in pieces:
         for dataset, array in targets:
-            read_rows(path, f"table {meta.name!r} {dataset}", group[dataset], lo, hi,
-                      out=array[at:at + hi - lo])
-        at += hi - lo
+            if isinstance(take, slice):
+                read_rows(path, f"table {meta.name!r} {dataset}", group[dataset], take.start,
+                          take.stop, out=array[at:at + keys.size])
+            else:  # scattered rows: read the shard's dataset whole, keep the wanted ones
+                whole = np.empty(group[dataset].shape, np.float32)
+                read_rows(path, f"table {meta.name!r} {dataset}", group[dataset], 0,
+                          whole.shape[0], out=whole)
+                array[at:at + keys.size] = whole[take]
+        at += keys.size
     keys = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.uint64)
+    if len(pieces) > 1 and (hashed or meta.hashed):  # pieces of shards cut by position
+        order = np.argsort(keys, kind="stable")
+        keys, values = keys[order], values[order]
+        state = {s: a[order] for s, a in state.items()}
     return TableRows(keys, values, state)
 
 

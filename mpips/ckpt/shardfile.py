@@ -74,7 +74,7 @@ def _write_table(group, data: SliceData, options: WriteOptions) -> None:
                         "rows": data.rows, "rule": meta.rule,
                         "rule_params": json.dumps(meta.rule_params, sort_keys=True),
                         "state_names": json.dumps(list(meta.state_names)), "init": meta.init,
-                        "table_id": meta.table_id})
+                        "table_id": meta.table_id, "placement": meta.placement})
     if data.keys is not None:
         _create(group, "keys", data.keys, options)
     _create(group, "values", data.values, options)
@@ -158,10 +158,10 @@ def check_table(f: h5py.File, path: Path, meta: TableMeta, expect) -> h5py.Group
     a = group.attrs
     got = (a.get("kind"), a.get("size"), _int(a, "width"), a.get("rule"), _json(a, "rule_params"),
            _float(a, "init"), _int(a, "table_id"), _json(a, "state_names"), a.get("key_begin"),
-           a.get("key_end"), _int(a, "rows"))
+           a.get("key_end"), _int(a, "rows"), a.get("placement", "range"))
     want = (meta.kind, str(meta.size), meta.width, meta.rule, meta.rule_params, meta.init,
             meta.table_id, list(meta.state_names), str(expect.key_range.begin),
-            str(expect.key_range.end), expect.rows)
+            str(expect.key_range.end), expect.rows, meta.placement)
     if got != want:
         diff = [f"{n}={g!r} (manifest {w!r})" for n, g, w in zip(_ATTRS, got, want) if g != w]
         raise InconsistentCheckpointError(path, f"table {meta.name!r}: {', '.join(diff)}")
@@ -175,7 +175,7 @@ def check_table(f: h5py.File, path: Path, meta: TableMeta, expect) -> h5py.Group
 
 
 _ATTRS = ("kind", "size", "width", "rule", "rule_params", "init", "table_id", "state_names",
-          "key_begin", "key_end", "rows")
+          "key_begin", "key_end", "rows", "placement")
 
 
 def _int(attrs, name):

@@ -21,7 +21,7 @@ import numpy as np
 from .durable import sha256_file
 from .errors import (ChecksumError, CheckpointError, InconsistentCheckpointError,
                      MissingShardError, TruncatedShardError)
-from .layout import ShardInfo
+from .layout import ShardInfo, keys_inside
 from .manifest import Manifest, load_manifest
 from .chunkio import read_rows
 from .shardfile import check_root, check_signature, check_table, open_hdf5
@@ -140,23 +140,26 @@ def _read_group(path: Path, table: str, group: h5py.Group, shard: ShardInfo) -> 
                      else None)
     total = 0
     for name, dset in datasets:
-        check = _KeyCheck(path, table, shard.ranges[table].key_range) if name == "keys" else None
+        check = _KeyCheck(path, table, shard.ranges[table].key_range,
+                          shard.tables[table].hashed) if name == "keys" else None
         n = dset.shape[0] if dset.ndim else 1
         total += read_rows(path, f"table {table!r} dataset {name}", dset, 0, n, on_block=check)
     return total
 
 
 class _KeyCheck:
-    """Streams over a sparse shard's keys: strictly increasing and inside its key range."""
+    """Streams over a sparse shard's keys: strictly increasing, their positions (keys, or
+    hashed: mpips.partition.positions) inside its key range."""
 
-    def __init__(self, path: Path, table: str, key_range):
+    def __init__(self, path: Path, table: str, key_range, hashed: bool):
         self.path, self.table, self.range, self.prev = path, table, key_range, None
+        self.hashed = hashed
 
     def __call__(self, keys: np.ndarray) -> None:
         if not keys.size:
             return
         ordered = bool((keys[1:] > keys[:-1]).all()) and (self.prev is None or keys[0] > self.prev)
-        if not ordered or int(keys[0]) < self.range.begin or int(keys[-1]) >= self.range.end:
+        if not ordered or not keys_inside(keys, self.range, self.hashed):
             raise InconsistentCheckpointError(self.path, f"table {self.table!r}: stored keys are "
                                               f"not sorted/unique inside {self.range}")
         self.prev = keys[-1]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..partition import KeyRange, RangePartition
+from ..partition import KEY_SPACE, KeyRange, RangePartition, positions
 from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
                       write_bytes_durably)
 from .errors import (CheckpointExistsError, InconsistentCheckpointError, InvalidSliceError,
@@ -146,15 +146,22 @@ def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
 def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=None,
                 state=None, clocks=None) -> list[SliceData]:
     """Cut a whole table (dense: all rows; sparse: sorted unique keys) into the slices the
-    servers of RangePartition(size, num_servers) hold. Views, no copies."""
+    servers of RangePartition(size, num_servers) hold, by position (a sparse table's
+    placement: mpips.partition.positions). Views, except for hashed sparse tables."""
     state = dict(state or {})
     ranges = RangePartition(meta.size, num_servers).ranges()
-    if meta.kind == "dense":
-        cuts = [r.begin for r in ranges] + [meta.size]
+    if meta.kind == "sparse" and meta.hashed:
+        pos = positions(keys, True)
+        takes = [(pos >= np.uint64(r.begin)) & ((pos < np.uint64(r.end)) if r.end < KEY_SPACE
+                                                 else True) for r in ranges]
     else:
-        bounds = np.array([r.begin for r in ranges[1:]], dtype=np.uint64)
-        cuts = [0, *np.searchsorted(keys, bounds).tolist(), len(keys)]
-    return [SliceData(meta, KeyRange(r.begin, r.end), values[cuts[i]:cuts[i + 1]],
-                      None if keys is None else keys[cuts[i]:cuts[i + 1]],
-                      {n: a[cuts[i]:cuts[i + 1]] for n, a in state.items()}, clocks)
-            for i, r in enumerate(ranges)]
+        if meta.kind == "dense":
+            cuts = [r.begin for r in ranges] + [meta.size]
+        else:
+            bounds = np.array([r.begin for r in ranges[1:]], dtype=np.uint64)
+            cuts = [0, *np.searchsorted(keys, bounds).tolist(), len(keys)]
+        takes = [slice(cuts[i], cuts[i + 1]) for i in range(num_servers)]
+    return [SliceData(meta, KeyRange(r.begin, r.end), values[take],
+                      None if keys is None else keys[take],
+                      {n: a[take] for n, a in state.items()}, clocks)
+            for r, take in zip(ranges, takes)]

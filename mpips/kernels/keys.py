@@ -1,4 +1,4 @@
-"""Kernels over sorted uint64 key lists: validation scan, location in a sorted table, merge."""
+"""Kernels over sorted uint64 key lists: validation scan, run comparison, dense row offsets."""
 import numba
 import numpy as np
 
@@ -57,45 +57,6 @@ def matches_run(table, keys, start):
 
 
 @_jit
-def locate_sorted(table, keys, start, rows):
-    """For each key, its index in ``table`` or -1 when absent; returns (n_missing, next_start).
-
-    table, keys: uint64, sorted, unique. 0 <= start <= table.size and every key is greater
-    than table[start-1] (``start`` is the ``next_start`` of the previous chunk, or 0).
-    rows: int64, len(keys). Gallops, so it is O(k log(n/k)) for few keys and O(n+k) for many.
-    """
-    n = table.size
-    j = start
-    missing = 0
-    for i in range(keys.size):
-        k = keys[i]
-        if j < n and table[j] < k:
-            lo = j
-            step = 1
-            hi = j + 1
-            while hi < n and table[hi] < k:
-                lo = hi
-                step <<= 1
-                hi = lo + step
-            if hi > n:
-                hi = n
-            while hi - lo > 1:
-                mid = (lo + hi) >> 1
-                if table[mid] < k:
-                    lo = mid
-                else:
-                    hi = mid
-            j = hi
-        if j < n and table[j] == k:
-            rows[i] = j
-            j += 1
-        else:
-            rows[i] = -1
-            missing += 1
-    return missing, j
-
-
-@_jit
 def offset_rows(keys, begin, rows):
     """rows[i] = keys[i] - begin (the row of a dense-table key in a slice starting at begin).
 
@@ -103,24 +64,3 @@ def offset_rows(keys, begin, rows):
     """
     for i in range(keys.size):
         rows[i] = np.int64(keys[i] - begin)
-
-
-@_jit
-def merge_disjoint(a, b, merged, pos_a, pos_b):
-    """Merge sorted unique ``a`` and ``b`` (no key in both) into ``merged``.
-
-    merged: uint64, len(a)+len(b). pos_a/pos_b: int64, where each element of a/b landed.
-    """
-    i = 0
-    j = 0
-    n = 0
-    while i < a.size or j < b.size:
-        if j >= b.size or (i < a.size and a[i] < b[j]):
-            merged[n] = a[i]
-            pos_a[i] = n
-            i += 1
-        else:
-            merged[n] = b[j]
-            pos_b[j] = n
-            j += 1
-        n += 1

@@ -15,27 +15,8 @@ def first_bad_key(keys, lo, hi, prev, has_prev):
     return int(idx[0]) if idx.size else -1
 
 
-def locate_sorted(table, keys, start, rows):
-    pos = np.searchsorted(table, keys)
-    found = (pos < table.size) & (table[np.minimum(pos, max(table.size - 1, 0))] == keys) \
-        if table.size else np.zeros(keys.size, bool)
-    rows[:] = np.where(found, pos, -1)
-    nxt = int(pos[-1] + found[-1]) if keys.size else start
-    return int(keys.size - found.sum()), max(nxt, start)
-
-
 def offset_rows(keys, begin, rows):
     rows[:] = (keys - np.uint64(begin)).astype(np.int64)
-
-
-def merge_disjoint(a, b, merged, pos_a, pos_b):
-    both = np.concatenate([a, b])
-    order = np.argsort(both, kind="stable")
-    merged[:] = both[order]
-    where = np.empty_like(order)
-    where[order] = np.arange(order.size)
-    pos_a[:] = where[: a.size]
-    pos_b[:] = where[a.size:]
 
 
 def gather_rows(values, rows, init, out):
@@ -57,10 +38,6 @@ def apply_adagrad(values, accum, rows, grads, lr, eps):
     r, g = rows[ok], grads[ok]
     accum[r] += g * g
     values[r] -= np.float32(lr) * g / (np.sqrt(accum[r]) + np.float32(eps))
-
-
-def copy_rows(src, dst, rows):
-    dst[rows] = src
 
 
 def first_nonfinite(flat):
@@ -90,3 +67,33 @@ def count_nonfinite(flat):
 def scatter_rows(src, dst, rows):
     keep = rows >= 0
     dst[rows[keep]] = src[keep]
+
+
+def mix_keys(keys):
+    """SplitMix64's finalizer, elementwise (uint64 arithmetic wraps)."""
+    x = np.asarray(keys, np.uint64).copy()
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def first_bad_placed(keys, lo, hi, prev, has_prev, hashed):
+    keys = np.asarray(keys, np.uint64)
+    pos = mix_keys(keys) if hashed else keys
+    bad = (pos < lo) | (pos > hi)
+    if keys.size:
+        before = np.concatenate([[prev], keys[:-1]]).astype(np.uint64)
+        order_bad = keys <= before
+        if not has_prev:
+            order_bad[0] = False
+        bad |= order_bad
+    idx = np.flatnonzero(bad)
+    return int(idx[0]) if idx.size else -1
+
+
+def split_by_owner(keys, cuts, hashed):
+    """(order, counts): a stable argsort of the owning server of each key."""
+    pos = mix_keys(keys) if hashed else np.asarray(keys, np.uint64)
+    owner = np.searchsorted(np.asarray(cuts, np.uint64), pos, side="right")
+    return np.argsort(owner, kind="stable"), np.bincount(owner, minlength=len(cuts) + 1)

@@ -63,16 +63,6 @@ def apply_adagrad(values, accum, rows, grads, lr, eps):
 
 
 @_jit
-def copy_rows(src, dst, rows):
-    """dst[rows[i]] = src[i] for every i. src (n, width), rows a valid row of dst each."""
-    width = src.shape[1]
-    for i in range(rows.size):
-        r = rows[i]
-        for c in range(width):
-            dst[r, c] = src[i, c]
-
-
-@_jit
 def scatter_rows(src, dst, rows):
     """dst[rows[i]] = src[i] for rows[i] >= 0 (the inverse of gather_rows)."""
     width = src.shape[1]

@@ -34,7 +34,8 @@ class Whole:
 
 def make_tables(seed: int = 0, scale: int = 1) -> list[Whole]:
     """Dense width 2 AdaGrad, dense width 1 sum, sparse width 2 AdaGrad (keys include 0 and
-    2**64-1), sparse width 1 SGD with 3 small keys (so most servers hold none)."""
+    2**64-1; placed by hashed position), sparse width 1 SGD with 3 small keys placed by range
+    (so most servers hold none)."""
     rng = np.random.default_rng(seed)
     out = []
     for name, kind, size, width, rule, n in [("emb", "dense", 1000 * scale, 2, "adagrad", 0),
@@ -42,7 +43,8 @@ def make_tables(seed: int = 0, scale: int = 1) -> list[Whole]:
                                              ("w", "sparse", 2**64, 2, "adagrad", 3000 * scale),
                                              ("few", "sparse", 2**64, 1, "sgd", 3)]:
         spec = TableSpec(name, kind, len(out), 1, size, width, rule, {"lr": 0.05}
-                         if rule != "sum" else {}, init=0.5 if rule == "sgd" else 0.0)
+                         if rule != "sum" else {}, init=0.5 if rule == "sgd" else 0.0,
+                         placement="range" if name == "few" else "")
         meta = TableMeta.from_spec(spec)
         if kind == "dense":
             keys, rows = None, size

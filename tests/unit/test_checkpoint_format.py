@@ -1,6 +1,7 @@
 """The checkpoint file layer (mpips.ckpt): round trips, re-partitioning, corruption, crashes."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -14,16 +15,17 @@ import numpy as np
 import pytest
 
 from mpips.ckpt import catalog, chunkio
-from mpips.ckpt import (MANIFEST, CheckpointError, CheckpointExistsError, CheckpointWarning,
-                        ChecksumError, ForeignFileError, IncompleteCheckpointError,
+from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExistsError,
+                        CheckpointWarning, ChecksumError, ForeignFileError, IncompleteCheckpointError,
                         InconsistentCheckpointError, InvalidSliceError, ManifestError,
                         MissingShardError, NewerFormatError, NotHDF5Error, SliceData,
                         TruncatedShardError, UnknownTableError, commit, export_npz,
                         list_checkpoints, load_manifest, newest_valid, prepare_checkpoint_dir,
-                        prune, read_clocks, read_table, save_checkpoint, verify, write_shard)
-from mpips.partition import KeyRange, RangePartition
+                        prune, read_clocks, read_table, save_checkpoint, verify, write_shard,
+                        TableMeta)
+from mpips.partition import KeyRange, RangePartition, positions
 from tests.data import REPO_ROOT, under_ci
-from tests.unit.ckpt_helpers import (file_hashes, flip_bit_in_chunk, make_tables,
+from tests.unit.ckpt_helpers import (Whole, file_hashes, flip_bit_in_chunk, make_tables,
                                      slices_by_server, save)
 
 TABLES = make_tables(seed=7)
@@ -49,14 +51,17 @@ def bits(a: np.ndarray) -> np.ndarray:
 
 
 def assert_rows_equal(rows_list, whole):
-    """The concatenated pieces equal the original table bit for bit."""
-    values = np.concatenate([r.values for r in rows_list])
+    """The concatenated pieces, in key order, equal the original table bit for bit (pieces
+    of a hashed table are ranges of positions, so their keys interleave)."""
+    keys = np.concatenate([r.keys for r in rows_list])
+    order = np.argsort(keys, kind="stable")
+    values = np.concatenate([r.values for r in rows_list])[order]
     assert np.array_equal(bits(values), bits(whole.values))
     for name, original in whole.state.items():
-        assert np.array_equal(bits(np.concatenate([r.state[name] for r in rows_list])), bits(original))
-    keys = np.concatenate([r.keys for r in rows_list])
+        state = np.concatenate([r.state[name] for r in rows_list])[order]
+        assert np.array_equal(bits(state), bits(original))
     expected = whole.keys if whole.keys is not None else np.arange(whole.meta.size, dtype=np.uint64)
-    assert keys.dtype == np.uint64 and np.array_equal(keys, expected)
+    assert keys.dtype == np.uint64 and np.array_equal(keys[order], expected)
 
 
 def test_round_trip_and_manifest(tmp_path):
@@ -67,7 +72,7 @@ def test_round_trip_and_manifest(tmp_path):
     for whole in TABLES:
         assert_rows_equal([read_table(path, whole.meta.name)], whole)
     manifest = json.loads((path / MANIFEST).read_text())
-    assert (manifest["format"], manifest["version"], manifest["step"]) == ("mpips-checkpoint", 1, 3)
+    assert (manifest["format"], manifest["version"], manifest["step"]) == ("mpips-checkpoint", FORMAT_VERSION, 3)
     assert manifest["tables"]["w"]["size"] == str(2**64) and manifest["job"] == {"step": 3}
     assert manifest["tables"]["emb"]["state_names"] == ["accum"]
     assert manifest["shards"][1]["ranges"]["w"]["end"] == str(2**64)
@@ -80,7 +85,7 @@ def test_round_trip_and_manifest(tmp_path):
 def test_shard_attributes_are_self_describing(tmp_path):
     path = save(tmp_path, 4, 2, TABLES)
     with h5py.File(path / "shard-00001-of-00002.h5", "r") as f:
-        assert f.attrs["format"] == "mpips-checkpoint" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == "mpips-checkpoint" and f.attrs["format_version"] == FORMAT_VERSION
         assert (f.attrs["step"], f.attrs["server_index"], f.attrs["num_servers"]) == (4, 1, 2)
         w = f["tables/w"]
         assert (w.attrs["kind"], w.attrs["key_end"], w.attrs["rule"]) == ("sparse", str(2**64), "adagrad")
@@ -97,8 +102,55 @@ def test_repartition_reads_every_key_range(tmp_path, old, new, chunk_bytes, read
         ranges = RangePartition(whole.meta.size, new).ranges()
         pieces = [read_table(path, whole.meta.name, r) for r in ranges]
         for piece, rng in zip(pieces, ranges):
-            assert all(int(k) in rng for k in piece.keys[:5]) and len(piece.values) == len(piece.keys)
+            placed = positions(piece.keys, whole.meta.hashed)
+            assert all(int(k) in rng for k in placed) and len(piece.values) == len(piece.keys)
+            assert np.all(piece.keys[1:] > piece.keys[:-1])  # sorted, whatever the placement
         assert_rows_equal(pieces, whole)
+
+
+def test_a_format_1_checkpoint_still_loads(tmp_path):
+    """Checkpoints written before format 2 (no placement anywhere: every table range
+    placed) read as before, also into hash-placed tables."""
+    few = TABLES[3]
+    w = TABLES[2]
+    ranged = Whole(TableMeta(**{**w.meta.__dict__, "placement": "range"}), w.keys, w.values,
+                   w.state)
+    path = save(tmp_path, 1, 2, [ranged, few])
+    manifest = json.loads((path / MANIFEST).read_text())
+    manifest["version"] = 1
+    for table in manifest["tables"].values():
+        del table["placement"]
+    for shard in path.glob("shard-*.h5"):
+        with h5py.File(shard, "r+") as f:
+            f.attrs["format_version"] = 1
+            for group in f["tables"].values():
+                del group.attrs["placement"]
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    for shard in manifest["shards"]:  # the manifest's sha256 of each shard, as written then
+        shard["sha256"] = hashlib.sha256((path / shard["file"]).read_bytes()).hexdigest()
+        shard["bytes"] = (path / shard["file"]).stat().st_size
+    (path / MANIFEST).write_text(json.dumps(manifest))
+    assert verify(path).check().ok
+    assert load_manifest(path).table("w").placement == "range"
+    assert_rows_equal([read_table(path, "w")], w)
+    assert_rows_equal([read_table(path, "few")], few)
+    halves = RangePartition(2**64, 2).ranges()
+    assert_rows_equal([read_table(path, "w", r, placement="hash") for r in halves], w)
+
+
+@pytest.mark.parametrize("placement", ["hash", "range"])
+def test_a_sparse_table_restores_under_the_other_placement(tmp_path, placement):
+    """Checkpoints of either placement (and those written before hash placement existed,
+    which are range placed) restore into a table of either placement."""
+    w = TABLES[2]
+    path = save(tmp_path, 1, 3, [Whole(TableMeta(**{**w.meta.__dict__, "placement": placement}),
+                                       w.keys, w.values, w.state)])
+    other = "range" if placement == "hash" else "hash"
+    pieces = [read_table(path, "w", r, placement=other)
+              for r in RangePartition(2**64, 2).ranges()]
+    for piece, rng in zip(pieces, RangePartition(2**64, 2).ranges()):
+        assert all(int(p) in rng for p in positions(piece.keys, other == "hash"))
+    assert_rows_equal(pieces, w)
 
 
 def test_odd_key_ranges_and_direct_reads(tmp_path, read_path):
@@ -112,7 +164,8 @@ def test_odd_key_ranges_and_direct_reads(tmp_path, read_path):
     assert np.array_equal(out, emb.values[300:700]) and np.array_equal(accum, emb.state["accum"][300:700])
     assert read_table(path, "few", KeyRange(2, 9)).keys.tolist() == [5]
     assert read_table(path, "few", KeyRange(10, 2**64)).values.shape == (0, 1)
-    assert read_table(path, "w", KeyRange(2**64 - 1, 2**64)).keys.tolist() == [2**64 - 1]
+    top = int(positions(np.array([2**64 - 1], np.uint64), True)[0])  # w is hash placed
+    assert read_table(path, "w", KeyRange(top, top + 1)).keys.tolist() == [2**64 - 1]
     with pytest.raises(UnknownTableError, match="no table 'nope'.*tables: bias, emb, few, w"):
         read_table(path, "nope")
     with pytest.raises(ValueError, match="exceeds table 'emb'"):
@@ -255,7 +308,7 @@ CORRUPTIONS = {  # how to break step 11 → (error class, text the message must 
     "bitflip": (_bitflip, ChecksumError, "shard-00001-of-00003.h5: sha256 mismatch"),
     "foreign": (_foreign, ForeignFileError, "shard-00001-of-00003.h5: an HDF5 file but not an mpips"),
     "garbage": (_garbage, NotHDF5Error, "shard-00001-of-00003.h5: not an HDF5 file"),
-    "newer": (_newer, NewerFormatError, "written by a newer mpips (format 99, this reads ≤ 1)"),
+    "newer": (_newer, NewerFormatError, f"written by a newer mpips (format 99, this reads ≤ {FORMAT_VERSION})"),
     "missing": (_missing, MissingShardError, "shard-00001-of-00003.h5: missing"),
     "incomplete": (_incomplete, IncompleteCheckpointError, "step-000000000011: no MANIFEST.json"),
     "swapped": (_swapped, InconsistentCheckpointError, "disagree with the manifest"),

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from mpips.ckpt import FORMAT_VERSION
 from tests.data import REPO_ROOT
 from tests.unit.ckpt_helpers import file_hashes, flip_bit_in_chunk, make_tables, save
 
@@ -48,7 +49,7 @@ def test_inspect_shows_tables_ranges_rules_and_shapes(root):
     proc = mpips("inspect", root / "step-000000000001")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "step 1, format version 1, 2 server(s)" in out and 'job: {"step": 1}' in out
+    assert f"step 1, format version {FORMAT_VERSION}, 2 server(s)" in out and 'job: {"step": 1}' in out
     assert "table 'emb': dense, size 1000, width 2, rule adagrad {\"lr\": 0.05}" in out
     assert "shard-00001-of-00002.h5: keys [500, 1000), 500 rows" in out
     assert "state/accum (500, 2) float32" in out and "fletcher32" in out

@@ -292,4 +292,18 @@ def test_fingerprint_covers_every_field():
     # A new TableSpec field must be added to fingerprint() and to CHANGES above.
     assert {f.name for f in dataclasses.fields(TableSpec)} == {
         "name", "kind", "table_id", "num_servers", "size", "width", "rule", "rule_params",
-        "init", "consistency", "codec", "one_sided"}
+        "init", "consistency", "codec", "one_sided", "placement"}
+
+
+def test_fingerprint_changes_with_placement():
+    hashed = spec(kind="sparse", size=KEY_SPACE)
+    assert hashed.placement == "hash" and spec().placement == "range"
+    assert spec(kind="sparse", size=KEY_SPACE, placement="range").fingerprint() != \
+        hashed.fingerprint()
+
+
+def test_placement_is_checked():
+    with pytest.raises(TableError, match="placement must be one of"):
+        spec(placement="hash")  # dense tables keep ranges
+    with pytest.raises(TableError, match="placement must be one of"):
+        spec(kind="sparse", size=KEY_SPACE, placement="mixed")

@@ -2,14 +2,13 @@
 (mpips.kernels.reference), plus hand-written expectations so the references are checked too."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpips.kernels import keys as K
+from mpips.kernels import placement as P
 from mpips.kernels import reference as ref
 from mpips.kernels import rows as R
 
@@ -149,118 +148,6 @@ def test_matches_run_random_slices():
             assert not ref.matches_run(RANDOM_KEYS, run, start)
 
 
-# =============================================================================== locate_sorted
-
-def run_locate(locate, table, keys, start=0):
-    rows = np.full(keys.size, -7, np.int64)  # -7: catches a kernel that skips a slot
-    missing, nxt = locate(table, keys, start, rows)
-    return rows, int(missing), int(nxt)
-
-
-def locate_chunked(table, keys, chunk_sizes):
-    """Call the kernel chunk by chunk (sizes cycling through ``chunk_sizes``), feeding each
-    next_start in as the next cursor, and check every call against the reference given the
-    same cursor. Returns (rows of all chunks, total missing)."""
-    rows_parts, missing, cursor, lo = [], 0, 0, 0
-    sizes = itertools.cycle(chunk_sizes)
-    while True:
-        hi = min(keys.size, lo + next(sizes))
-        chunk = keys[lo:hi].copy()
-        got = run_locate(K.locate_sorted, table, chunk, cursor)
-        want = run_locate(ref.locate_sorted, table, chunk, cursor)
-        np.testing.assert_array_equal(got[0], want[0])
-        assert got[1:] == want[1:], f"chunk [{lo}, {hi}) from cursor {cursor}"
-        rows_parts.append(got[0])
-        missing += got[1]
-        cursor, lo = got[2], hi
-        if lo >= keys.size:
-            return np.concatenate(rows_parts), missing
-
-
-def locate_expected(table, keys):
-    """Hand version: the index of each key in table, or -1."""
-    where = {int(k): i for i, k in enumerate(table)}
-    return np.array([where.get(int(k), -1) for k in keys], np.int64)
-
-
-ABSENT = u64([1, 2, 12, MAX - 1])
-# (table, keys)
-LOCATE_CASES = {
-    "both_empty": ([], []),
-    "empty_table": ([], [0, 5, MAX]),
-    "empty_keys": (TABLE, []),
-    "single_present": (TABLE, [9]),
-    "single_absent": (TABLE, [4]),
-    "key_zero": (TABLE, [0]),
-    "max_key": (TABLE, [MAX]),
-    "max_key_absent": (TABLE[:-1], [MAX]),
-    "all_present": (TABLE, TABLE),
-    "all_absent": (TABLE, ABSENT),
-    "mixed": (TABLE, as_sorted_u64([*TABLE[::2], *ABSENT])),
-    "all_below_table": ([100, 200], [1, 2, 3]),
-    "all_above_table": ([100, 200], [300, MAX]),
-    "random_mixed": (RANDOM_KEYS,
-                     as_sorted_u64([*RANDOM_KEYS[::3], *random_sorted_keys(300, seed=7)])),
-    "gallop_far": (np.arange(0, 200_000, 2, dtype=np.uint64), [4, 150_000, 199_998, 199_999]),
-}
-
-
-@pytest.mark.parametrize("case", LOCATE_CASES.values(), ids=LOCATE_CASES.keys())
-def test_locate_sorted_whole_array(case):
-    table, keys = u64(case[0]), u64(case[1])
-    rows, missing, nxt = run_locate(K.locate_sorted, table, keys)
-    want_rows, want_missing, want_nxt = run_locate(ref.locate_sorted, table, keys)
-    np.testing.assert_array_equal(rows, want_rows)
-    np.testing.assert_array_equal(rows, locate_expected(table, keys))
-    assert (missing, nxt) == (want_missing, want_nxt)
-    assert missing == int((rows < 0).sum())
-    assert 0 <= nxt <= table.size
-
-
-@pytest.mark.parametrize("chunk_sizes", [[1], [3], [1, 2, 5, 1000], [250, 1, 1]],
-                         ids=lambda s: "-".join(map(str, s)))
-@pytest.mark.parametrize("case", ["mixed", "all_absent", "all_present", "random_mixed",
-                                  "gallop_far", "empty_table"])
-def test_locate_sorted_chunked_with_cursor(case, chunk_sizes):
-    table, keys = (u64(x) for x in LOCATE_CASES[case])
-    rows, missing = locate_chunked(table, keys, chunk_sizes)
-    whole_rows, whole_missing, _ = run_locate(ref.locate_sorted, table, keys)
-    np.testing.assert_array_equal(rows, whole_rows)
-    assert missing == whole_missing
-
-
-def test_locate_sorted_nonzero_start_skips_the_table_prefix():
-    # A cursor past the first rows must still find later keys and report next_start.
-    table = u64([10, 20, 30, 40, 50])
-    rows, missing, nxt = run_locate(K.locate_sorted, table, u64([35, 40, 60]), start=3)
-    np.testing.assert_array_equal(rows, [-1, 3, -1])
-    assert (missing, nxt) == (2, 5)
-    rows, missing, nxt = run_locate(K.locate_sorted, table, u64([]), start=4)
-    assert rows.size == 0 and (missing, nxt) == (0, 4)
-
-
-@st.composite
-def table_keys_chunks(draw):
-    table = draw(sorted_unique_u64())
-    present = draw(st.lists(st.sampled_from(table.tolist()), max_size=30)) if table.size else []
-    absent = draw(st.lists(any_key, max_size=30))
-    keys = as_sorted_u64(present + absent)
-    chunks = draw(st.lists(st.integers(1, 8), min_size=1, max_size=10))
-    return table, keys, chunks
-
-
-@settings(deadline=None, max_examples=200)
-@given(table_keys_chunks())
-def test_locate_sorted_property(data):
-    table, keys, chunks = data
-    rows, missing, _ = run_locate(K.locate_sorted, table, keys)
-    np.testing.assert_array_equal(rows, locate_expected(table, keys))
-    assert missing == int((rows < 0).sum())
-    chunked_rows, chunked_missing = locate_chunked(table, keys, chunks)
-    np.testing.assert_array_equal(chunked_rows, rows)
-    assert chunked_missing == missing
-
-
 # ================================================================================= offset_rows
 
 OFFSET_CASES = {
@@ -281,55 +168,6 @@ def test_offset_rows(case):
     ref.offset_rows(keys, np.uint64(begin), want)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got, [int(k) - begin for k in keys])
-
-
-# ============================================================================== merge_disjoint
-
-def run_merge(merge, a, b):
-    merged = np.zeros(a.size + b.size, np.uint64)
-    pos_a = np.full(a.size, -7, np.int64)
-    pos_b = np.full(b.size, -7, np.int64)
-    merge(a, b, merged, pos_a, pos_b)
-    return merged, pos_a, pos_b
-
-
-def check_merge(a, b):
-    got = run_merge(K.merge_disjoint, a, b)
-    want = run_merge(ref.merge_disjoint, a, b)
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
-    merged, pos_a, pos_b = got
-    np.testing.assert_array_equal(merged, np.sort(np.concatenate([a, b])))
-    np.testing.assert_array_equal(merged[pos_a], a)
-    np.testing.assert_array_equal(merged[pos_b], b)
-
-
-EVEN, ODD = RANDOM_KEYS[::2].copy(), RANDOM_KEYS[1::2].copy()
-MERGE_CASES = {
-    "both_empty": ([], []),
-    "a_empty": ([], [0, 5, MAX]),
-    "b_empty": ([0, 5, MAX], []),
-    "single_each": ([MAX], [0]),
-    "a_all_before_b": ([0, 1, 2], [10, 11, MAX]),
-    "b_all_before_a": ([10, 11, MAX], [0, 1, 2]),
-    "interleaved": ([0, 2, 4, MAX], [1, 3, MAX - 1]),
-    "random_halves": (EVEN, ODD),
-    "random_sparse_into_many": (RANDOM_KEYS[RANDOM_KEYS % np.uint64(10) != 0],
-                                RANDOM_KEYS[RANDOM_KEYS % np.uint64(10) == 0]),
-}
-
-
-@pytest.mark.parametrize("case", MERGE_CASES.values(), ids=MERGE_CASES.keys())
-def test_merge_disjoint(case):
-    check_merge(u64(case[0]), u64(case[1]))
-
-
-@settings(deadline=None, max_examples=200)
-@given(keys=sorted_unique_u64(80), data=st.data())
-def test_merge_disjoint_property(keys, data):
-    in_a = np.array(data.draw(st.lists(st.booleans(), min_size=keys.size,
-                                       max_size=keys.size)), bool)
-    check_merge(keys[in_a].copy(), keys[~in_a].copy())
 
 
 # ================================================================================ row kernels
@@ -443,21 +281,6 @@ def test_apply_adagrad_by_hand():
     np.testing.assert_allclose(values, [[0.75, 2.5]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [[], [0], [5, 0, 11, 3], list(range(N_ROWS))[::-1]],
-                         ids=["empty", "single", "scattered", "all_reversed"])
-@WIDTH
-def test_copy_rows(rows, width):
-    _, rows, src = table_and_grads(rows, width)
-    dst = np.full((N_ROWS, width), 9.0, np.float32)
-    want = dst.copy()
-    R.copy_rows(src, dst, rows)
-    ref.copy_rows(src, want, rows)
-    np.testing.assert_array_equal(dst, want)
-    np.testing.assert_array_equal(dst[rows], src)
-    untouched = np.setdiff1d(np.arange(N_ROWS), rows)
-    assert (dst[untouched] == 9.0).all()
-
-
 @pytest.mark.parametrize("rows", [[], [0], [5, -1, 11, -1, 3], [-1, -1], list(range(N_ROWS))[::-1]],
                          ids=["empty", "single", "with_absent", "all_absent", "all_reversed"])
 @WIDTH
@@ -506,3 +329,33 @@ def test_nonfinite_detection_random():
     flat[[4321, 9999]] = [np.nan, np.inf]
     assert R.first_nonfinite(flat) == ref.first_nonfinite(flat) == 4321
     assert R.count_nonfinite(flat) == ref.count_nonfinite(flat) == 2
+
+
+# ================================================================================ placement
+
+@settings(max_examples=200, deadline=None)
+@given(keys=sorted_unique_u64(), lo=any_key, hi=any_key, prev=any_key,
+       has_prev=st.booleans(), hashed=st.booleans())
+def test_placed_key_checks_match_the_reference(keys, lo, hi, prev, has_prev, hashed):
+    args = (keys, np.uint64(min(lo, hi)), np.uint64(max(lo, hi)), np.uint64(prev), has_prev,
+            hashed)
+    want = ref.first_bad_placed(*args)
+    assert P.first_bad_placed(*args) == want
+    assert (P.count_bad_placed(*args) == 0) == (want == -1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(keys=sorted_unique_u64(), servers=st.integers(1, 7), hashed=st.booleans())
+def test_split_by_owner_matches_the_reference(keys, servers, hashed):
+    cuts = np.array([(i * 2**64) // servers for i in range(1, servers)], np.uint64)
+    order, counts = np.empty(keys.size, np.int64), np.zeros(servers, np.int64)
+    P.split_by_owner(keys, cuts, hashed, order, counts)
+    want_order, want_counts = ref.split_by_owner(keys, cuts, hashed)
+    assert order.tolist() == want_order.tolist() and counts.tolist() == want_counts.tolist()
+
+
+def test_mix_keys_matches_the_reference():
+    out = np.empty(RANDOM_KEYS.size, np.uint64)
+    P.mix_keys(RANDOM_KEYS, out)
+    assert np.array_equal(out, ref.mix_keys(RANDOM_KEYS))
+    assert np.unique(out).size == RANDOM_KEYS.size

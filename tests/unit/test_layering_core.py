@@ -9,9 +9,10 @@ import pytest
 from tests.data import REPO_ROOT
 from tests.unit.nompi import assert_works_without_mpi4py
 
-CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.partition", "mpips.message",
-                "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors", "mpips.undo",
-                "mpips.registry"]
+CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.kernels.placement",
+                "mpips.kernels.hashindex", "mpips.kernels.prefetch", "mpips.partition",
+                "mpips.message", "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors",
+                "mpips.undo", "mpips.registry", "mpips.sparse_rows", "mpips.request_cache"]
 
 BODY = """
 import numpy as np
@@ -21,6 +22,13 @@ from mpips.spec import TableSpec
 spec = TableSpec("w", "sparse", 0, 2, rule="adagrad")
 assert as_keys([1, 2, 3], spec).dtype == np.uint64
 assert parse_header(encode_header(Op.PULL, 0, 1, 3, 1, 256), 1, [1]).num_keys == 3
+from mpips.sparse_rows import SparseRows
+store = SparseRows(1, 1, 0.0)
+rows = np.empty(3, np.int64)
+store.push(np.arange(3, dtype=np.uint64), np.ones((3, 1), np.float32), rows,
+           spec.make_rule().kernel)
+assert store.size == 3 and [len(p) if not isinstance(p, slice) else 0 for _, p in
+                            spec.split(np.arange(100, dtype=np.uint64))] != []
 """
 
 

@@ -6,9 +6,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mpips.errors import MessageError
-from mpips.message import (HEADER_WORDS, MAGIC, MAX_CHUNK_KEYS, REPLY_WORDS, VERSION, Header,
-                           Op, Status, check_key_chunk, chunk_keys_for, encode_header,
+from mpips.message import (HEADER_WORDS, MAGIC, MAX_CHUNK_KEYS, REPLY_WORDS, VERDICT, VERSION,
+                           Header, Op, Status, check_key_chunk, chunk_keys_for, encode_header,
                            encode_reply, parse_header, parse_reply)
+from mpips.partition import positions
 
 MAX = 2**64 - 1
 WORD0 = MAGIC << 16 | VERSION
@@ -232,3 +233,27 @@ def test_check_key_chunk_random_chunks_in_sequence():
         prev = int(chunk[-1]) if chunk.size else prev
     with pytest.raises(MessageError, match="not greater"):
         check_key_chunk(stream[:5], 1000, 2000, int(stream[-1]))  # replayed chunk
+
+
+# ================================================================== verdicts and placement
+
+def test_a_push_whose_verdict_follows_says_so_in_word_1():
+    buf = header(verdict=True)
+    assert int(buf[1]) == Op.PUSH | VERDICT
+    assert parse(buf).verdict and not parse(header()).verdict
+
+
+@pytest.mark.parametrize("word1", [Op.PULL | VERDICT, Op.PUSH | 1 << 9, Op.PUSH_CODED | VERDICT])
+def test_verdict_flag_only_on_push_and_no_other_flags(word1):
+    with pytest.raises(MessageError, match="unknown flags"):
+        parse(with_word(header(), 1, int(word1)))
+
+
+def test_hashed_chunks_are_checked_by_position_and_key_order():
+    ids = np.arange(200, dtype=np.uint64)
+    low = ids[positions(ids, True) < np.uint64(2**63)]
+    check_key_chunk(low, 0, 2**63, None, hashed=True)
+    with pytest.raises(MessageError, match="outside this server's range .*hashed position"):
+        check_key_chunk(ids[:20], 0, 2**63, None, hashed=True)
+    with pytest.raises(MessageError, match="not greater"):
+        check_key_chunk(low[::-1].copy(), 0, 2**63, None, hashed=True)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from mpips.errors import MessageError
+from mpips.partition import positions
 from mpips.spec import TableSpec
 from mpips.store import DenseSlice, SparseSlice
 
@@ -11,25 +12,41 @@ def adagrad(kind, **kw):
     return TableSpec("t", kind, 0, 2, width=2, rule="adagrad", rule_params={"lr": 0.1}, **kw)
 
 
+def segment_0(candidates) -> np.ndarray:
+    """The candidate keys whose hashed position lies in segment 0 of 2 (the lower half)."""
+    keys = np.array(candidates, np.uint64)
+    return keys[positions(keys, True) < np.uint64(2**63)]
+
+
+def same_rows(a: SparseSlice, b: SparseSlice) -> bool:
+    keys = a.stored_keys()
+    return np.array_equal(keys, b.stored_keys()) and \
+        np.array_equal(a.read_rows(keys), b.read_rows(keys))
+
+
 def test_sparse_rows_round_trip_into_an_empty_copy_and_over_stored_rows():
     primary, copy = SparseSlice(adagrad("sparse"), 0), SparseSlice(adagrad("sparse"), 0)
-    keys = np.array([3, 10, 2**40], np.uint64)
+    mine = segment_0(range(3, 400))
+    keys = mine[[0, 3, -1]]
     primary.push_whole(keys, np.arange(6, dtype=np.float32).reshape(3, 2))
     packed = primary.read_rows(keys)
     assert packed.shape == (3, 4)  # width 2 x (values, accum)
     copy.put_rows(keys, packed)
     copy.put_rows(keys, packed)  # applying a batch twice changes nothing
-    assert np.array_equal(copy.keys, primary.keys)
-    assert np.array_equal(copy.values, primary.values)
-    assert np.array_equal(copy.state["accum"], primary.state["accum"])
+    assert same_rows(copy, primary)
     primary.push_whole(keys[1:], np.ones((2, 2), np.float32))
-    newer = np.array([7, 10], np.uint64)  # one new key, one stored
+    newer = np.array([mine[1], keys[1]], np.uint64)  # one new key, one stored
     primary.push_whole(newer[:1], np.ones((1, 2), np.float32))
-    copy.put_rows(np.array([7, 10, 2**40], np.uint64),
-                  primary.read_rows(np.array([7, 10, 2**40], np.uint64)))
-    assert np.array_equal(copy.keys, primary.keys)
-    assert np.array_equal(copy.values, primary.values)
-    assert np.array_equal(copy.state["accum"], primary.state["accum"])
+    changed = np.sort(np.array([mine[1], keys[1], keys[2]], np.uint64))
+    copy.put_rows(changed, primary.read_rows(changed))
+    assert same_rows(copy, primary) and copy.num_stored == 4
+
+
+def test_sparse_rows_of_keys_placed_on_another_server_are_refused():
+    copy = SparseSlice(adagrad("sparse"), 0)
+    elsewhere = np.setdiff1d(np.arange(3, 60, dtype=np.uint64), segment_0(range(3, 60)))[:2]
+    with pytest.raises(MessageError, match="hashed position"):
+        copy.put_rows(elsewhere, np.zeros((2, 4), np.float32))
 
 
 def test_dense_copy_lives_in_plain_memory_and_takes_rows_by_key():

@@ -1,0 +1,303 @@
+"""Sparse-table traffic as real jobs make it, next to the bare-MPI floor of the same bytes.
+
+A table of --keys random uint64 keys (10M by default) is filled first; then every request a
+worker sends is a minibatch: the unique sorted keys of --draws Zipf(--zipf) draws over the
+table's keys (about 24,000 keys for 100,000 draws at s=1.1 over 10M keys), a fresh one
+every step, with --new-fraction of its keys replaced by keys the table does not hold yet.
+Timed, per step (p50/p99 per step, and key-values per second over all workers):
+
+* ``push``: push gradients of a fresh minibatch and wait for the acknowledgement;
+* ``pull``: pull the rows of a fresh minibatch;
+* ``pull-push``: a training step, pull then push of the same fresh minibatch.
+
+In the same run, the **floor** sends the same bytes between the same ranks with bare mpi4py:
+one message to each server (the request's keys, plus its values for a push) and one back
+(a word for a push, the values for a pull), no server work. The servers report what their
+store holds per stored key (``bytes_per_key``: index and rows; ``rss_bytes_per_key``: the
+process's resident memory).
+
+    python benchmarks/kv_minibatch.py                                  # 10M keys, 1+1 ranks
+    python benchmarks/kv_minibatch.py --new-fraction 0.1
+    python benchmarks/kv_minibatch.py --keys 1000000 --servers 2 --workers 2
+
+Started without mpiexec it launches itself on servers+workers ranks through
+mpips.launcher. Prints one JSON object per line and appends them to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jsonlines import emit
+
+LAUNCHED = "MPIPS_BENCH_LAUNCHED"
+FILL_BLOCK = 1 << 20
+OPS = ("push", "pull", "pull-push")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--keys", type=int, default=10_000_000, help="keys in the table (M)")
+    p.add_argument("--draws", type=int, default=100_000,
+                   help="Zipf draws per request; the request is their unique keys (B)")
+    p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s (> 1)")
+    p.add_argument("--new-fraction", type=float, default=0.0,
+                   help="share of each request's keys that the table does not hold yet")
+    p.add_argument("--steps", type=int, default=200, help="timed steps per op and worker")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps before each op")
+    p.add_argument("--servers", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--rule", default="adagrad", choices=("sum", "sgd", "adagrad"),
+                   help="update rule of the table (default adagrad)")
+    p.add_argument("--width", type=int, default=1, help="floats per row")
+    p.add_argument("--replicas", type=int, default=0, choices=(0, 1),
+                   help="1: each push is acknowledged once the next server has its rows")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_minibatch.jsonl"),
+                   help="JSON-lines file the results are appended to ('' for none)")
+    args = p.parse_args(argv)
+    if args.keys < 1 or args.draws < 1 or args.steps < 1 or args.warmup < 0 or args.width < 1:
+        p.error("--keys, --draws, --steps and --width must be >= 1, --warmup >= 0")
+    if not args.zipf > 1.0:
+        p.error(f"--zipf must be > 1, got {args.zipf}")
+    if not 0.0 <= args.new_fraction < 1.0:
+        p.error(f"--new-fraction must be in [0, 1), got {args.new_fraction}")
+    if args.replicas and args.servers < 2:
+        p.error("--replicas 1 needs --servers >= 2")
+    return args
+
+
+def relaunch(args) -> int:
+    """Start this script on servers+workers ranks with the project's launcher."""
+    from mpips.launcher import launch
+
+    os.environ[LAUNCHED] = "1"
+    return launch(args.servers + args.workers, [os.path.abspath(__file__), *sys.argv[1:]])
+
+
+def table_keys(args) -> np.ndarray:
+    """The table's keys, random uint64 (the same on every worker); index i is Zipf rank i+1."""
+    return np.random.default_rng([args.seed, 1]).integers(0, 2**64, args.keys, np.uint64,
+                                                          endpoint=False)
+
+
+def requests(args, keys: np.ndarray, worker: int, count: int, stream: int) -> list[np.ndarray]:
+    """``count`` minibatches for ``worker``: unique sorted keys of Zipf draws over ``keys``,
+    a share ``new_fraction`` of them replaced by keys no request used before."""
+    rng = np.random.default_rng([args.seed, 2, worker, stream])
+    out = []
+    for _ in range(count):
+        ranks = rng.zipf(args.zipf, args.draws)
+        batch = np.unique(keys[ranks[ranks <= keys.size] - 1])
+        new = int(round(args.new_fraction * batch.size))
+        if new:
+            keep = rng.choice(batch.size, batch.size - new, replace=False)
+            fresh = rng.integers(0, 2**64, new, np.uint64, endpoint=False)
+            batch = np.unique(np.concatenate([batch[keep], fresh]))
+        out.append(batch)
+    return out
+
+
+def fill(kv, table, keys: np.ndarray, args) -> float:
+    """Insert every key once (workers share the sorted blocks); returns M key-values/s."""
+    ordered = np.sort(keys)
+    blocks = range(kv.worker_rank * FILL_BLOCK, ordered.size, kv.num_workers * FILL_BLOCK)
+    grads = np.zeros((FILL_BLOCK, args.width), np.float32)
+    kv.worker_comm.Barrier()
+    began = time.perf_counter()
+    for lo in blocks:
+        block = ordered[lo:lo + FILL_BLOCK]
+        kv.wait(kv.push(table, block, grads[:block.size]))
+    kv.barrier("job")
+    return keys.size / (time.perf_counter() - began) / 1e6
+
+
+def run_op(kv, table, op: str, batches: list[np.ndarray], args) -> tuple[list[float], int, float]:
+    """Latencies (s) of each step, keys moved, seconds for all steps (this worker)."""
+    width = args.width
+    most = max(b.size for b in batches)
+    grads = np.random.default_rng([args.seed, 3]).standard_normal((most, width)).astype(np.float32)
+    out = np.empty((most, width), np.float32)
+    latencies, moved = [], 0
+    began = time.perf_counter()
+    for batch in batches:
+        t0 = time.perf_counter()
+        n = batch.size
+        if op in ("pull", "pull-push"):
+            kv.wait(kv.pull(table, batch, out[:n]))
+        if op in ("push", "pull-push"):
+            kv.wait(kv.push(table, batch, grads[:n]))
+        latencies.append(time.perf_counter() - t0)
+        moved += n
+    return latencies, moved, time.perf_counter() - began
+
+
+def measure(kv, table, keys, args) -> dict:
+    """Every op's figures on this worker: {op: (latencies, keys moved, seconds)}."""
+    results = {"fill": fill(kv, table, keys, args)}
+    for stream, op in enumerate(OPS):
+        batches = requests(args, keys, kv.worker_rank, args.warmup + args.steps, stream)
+        run_op(kv, table, op, batches[:args.warmup], args)
+        kv.barrier("job")
+        results[op] = run_op(kv, table, op, batches[args.warmup:], args)
+        kv.barrier("job")
+    return results
+
+
+def floor_op(ps, op: str, batches, args) -> tuple[list[float], int, float] | None:
+    """The same bytes as ``op`` with bare Send/Recv: per request one message to each server
+    and one back. Collective over the launch; figures on workers, None on servers."""
+    from mpi4py import MPI
+
+    comm, layout, servers = ps.comm, ps.topology.layout, ps.num_servers
+    messages = {"push": 1, "pull": 1, "pull-push": 2}[op]
+    width = args.width
+    if ps.is_server:
+        inbox = np.empty(1 << 22, np.uint8)
+        values = np.zeros(1 << 22, np.uint8)
+        ack = np.zeros(1, np.uint64)
+        status = MPI.Status()
+        for _ in range(ps.num_workers * len(batches) * messages):
+            comm.Probe(MPI.ANY_SOURCE, 9, status)
+            source, size = status.Get_source(), status.Get_count(MPI.BYTE)
+            if size > inbox.size:
+                inbox, values = np.empty(size, np.uint8), np.zeros(size, np.uint8)
+            comm.Recv(inbox[:size], source, 9)
+            if inbox[:8].view(np.uint64)[0] == 1:  # a push: acknowledge
+                comm.Send(ack, source, 9)
+            else:  # a pull of (size - 8) / 8 keys: answer their rows
+                comm.Send(values[:(size - 8) // 8 * 4 * width], source, 9)
+        return None
+    prepared = [_floor_messages(b, servers, width) for b in batches]
+    ack = np.zeros(1, np.uint64)
+    most = max(b.size for b in batches)
+    pulled = np.empty(most * 4 * width, np.uint8)
+    latencies, moved = [], 0
+    ps.worker_comm.Barrier()
+    began = time.perf_counter()
+    for batch, (pushes, pulls) in zip(batches, prepared):
+        t0 = time.perf_counter()
+        if op in ("pull", "pull-push"):
+            for server, message in enumerate(pulls):
+                dest = layout.server_rank(server)
+                comm.Send(message, dest, 9)
+                comm.Recv(pulled[:(message.size - 8) // 8 * 4 * width], dest, 9)
+        if op in ("push", "pull-push"):
+            for server, message in enumerate(pushes):
+                dest = layout.server_rank(server)
+                comm.Send(message, dest, 9)
+                comm.Recv(ack, dest, 9)
+        latencies.append(time.perf_counter() - t0)
+        moved += batch.size
+    return latencies, moved, time.perf_counter() - began
+
+
+def _floor_messages(batch: np.ndarray, servers: int, width: int):
+    """Per server: the push message (a leading 1 word, keys, values) and the pull message
+    (a leading 0 word, keys). The word lets the floor's server tell them apart."""
+    pushes, pulls = [], []
+    for part in np.array_split(batch, servers):
+        vals = np.ones(part.size * width, np.float32)
+        pushes.append(np.concatenate([np.array([1], np.uint64).view(np.uint8),
+                                      part.view(np.uint8), vals.view(np.uint8)]))
+        pulls.append(np.concatenate([np.array([0], np.uint64).view(np.uint8), part.view(np.uint8)]))
+    return pushes, pulls
+
+
+def memory_report(ps) -> tuple[float, float, int]:
+    """(store bytes, resident bytes, stored keys) summed over the servers, on world rank 0.
+    Collective over the launch."""
+    from mpi4py import MPI
+
+    mine = np.zeros(3, np.float64)
+    if ps.is_server:
+        mine[:] = (ps.memory_bytes(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                   ps.stored_keys())
+    total = np.zeros_like(mine)
+    ps.comm.Reduce(mine, total, op=MPI.SUM, root=0)
+    return float(total[0]), float(total[1]), int(total[2])
+
+
+def summarize(op: str, figures: np.ndarray, latencies: list[float], args, system: str) -> dict:
+    """One JSON row from every worker's (keys moved, seconds) and all step latencies."""
+    moved, seconds = figures[:, 0].sum(), figures[:, 1].max()
+    lat = np.array(latencies) * 1e6
+    return {"system": system, "op": op, "table_keys": args.keys, "draws": args.draws,
+            "zipf": args.zipf, "new_fraction": args.new_fraction,
+            "keys_per_request": round(float(moved / (figures.shape[0] * args.steps)), 1),
+            "servers": args.servers, "workers": args.workers, "rule": args.rule,
+            "width": args.width, "replicas": args.replicas, "steps": args.steps,
+            "mkv_per_s": round(float(moved / seconds / 1e6), 2),
+            "p50_us": round(float(np.percentile(lat, 50)), 1),
+            "p99_us": round(float(np.percentile(lat, 99)), 1)}
+
+
+def gather_figures(ps, result) -> tuple[np.ndarray, list[float]]:
+    """(keys moved, seconds) of every worker and all their latencies, on worker 0.
+    Collective over the workers."""
+    latencies, moved, seconds = result
+    comm = ps.worker_comm
+    figures = np.zeros((comm.Get_size(), 2))
+    comm.Gather(np.array([moved, seconds], np.float64), figures, root=0)
+    lat = np.array(latencies, np.float64)
+    everyone = np.empty(lat.size * comm.Get_size()) if comm.Get_rank() == 0 else None
+    comm.Gather(lat, everyone, root=0)
+    return figures, [] if everyone is None else everyone.tolist()
+
+
+def bench(args) -> None:
+    from mpi4py import MPI
+
+    import mpips
+
+    ps = mpips.init(servers=args.servers, replicas=args.replicas)
+    params = {"lr": 0.05} if args.rule in ("sgd", "adagrad") else {}
+    table = ps.sparse_table("w", rule=args.rule, width=args.width, **params)
+    keys = table_keys(args) if ps.is_worker else None
+    floor_batches = requests(args, keys, ps.worker_rank, args.steps, 99) if ps.is_worker else \
+        [np.empty(0)] * args.steps
+    floor = {op: floor_op(ps, op, floor_batches, args) for op in OPS}
+    results = ps.run(lambda kv: measure(kv, table, keys, args))
+    store, resident, stored = memory_report(ps)
+    rows = []
+    if ps.is_worker:
+        for op in OPS:
+            ours, ours_lat = gather_figures(ps, results[op])
+            base, base_lat = gather_figures(ps, floor[op])
+            if ps.worker_rank == 0:
+                mine = summarize(op, ours, ours_lat, args, "mpips")
+                bare = summarize(op, base, base_lat, args, "mpi-floor")
+                mine["fraction_of_floor"] = round(mine["mkv_per_s"] / bare["mkv_per_s"], 4)
+                rows += [bare, mine]
+    if ps.rank == 0:
+        fill_rate = results["fill"]
+        rows.append({"system": "mpips", "op": "fill", "table_keys": args.keys,
+                     "servers": args.servers, "workers": args.workers, "rule": args.rule,
+                     "width": args.width, "mkv_per_s": round(fill_rate, 2)})
+        rows.append({"system": "mpips", "op": "memory", "table_keys": args.keys,
+                     "stored_keys": stored, "servers": args.servers, "rule": args.rule,
+                     "width": args.width, "replicas": args.replicas,
+                     "bytes_per_key": round(store / max(stored, 1), 2),
+                     "rss_bytes_per_key": round(resident / max(stored, 1), 2)})
+        library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
+        emit([{**r, "mpi": library} for r in rows], args.out)
+    ps.close()
+
+
+def main() -> int:
+    args = parse_args()
+    if os.environ.get(LAUNCHED) != "1" and "OMPI_COMM_WORLD_SIZE" not in os.environ \
+            and "PMI_SIZE" not in os.environ:
+        return relaunch(args)
+    bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -76,6 +76,9 @@ def add_arguments(parser) -> None:
                         help="L2 penalty l2/2*|w|^2 on the weights a minibatch touches")
     parser.add_argument("--table", choices=("sparse", "dense"), default="sparse",
                         help="sparse uint64 keys, or a dense table of n_features keys")
+    parser.add_argument("--placement", choices=("hash", "range"), default="hash",
+                        help="sparse table: spread the keys over the servers by a hash of "
+                             "the key (default), or give each server a contiguous key range")
     parser.add_argument("--consistency", choices=("bsp", "ssp", "async"), default="bsp",
                         help="consistency model of the tables (default bsp)")
     parser.add_argument("--staleness", type=int, default=None, metavar="TAU",
@@ -134,6 +137,8 @@ def _check_arguments(args) -> None:
         problems.append("--resume needs --checkpoint-dir")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
+    if args.table == "dense" and args.placement != "hash":
+        problems.append("--placement is for --table sparse (dense tables keep key ranges)")
     if (args.consistency == "ssp") != (args.staleness is not None):
         problems.append("--staleness goes with --consistency ssp, and ssp needs --staleness")
     elif args.staleness is not None and args.staleness < 0:
@@ -173,7 +178,7 @@ def create_tables(ps, args, n_features: int) -> Tables:
     if args.table == "dense":
         weights = ps.dense_table("w", size=n_features, **rule)
     else:
-        weights = ps.sparse_table("w", **rule)
+        weights = ps.sparse_table("w", placement=args.placement, **rule)
     return Tables(weights, ps.dense_table("bias", size=1, **rule))
 
 

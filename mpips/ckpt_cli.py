@@ -59,7 +59,8 @@ def _inspect(args) -> int:
     for name, meta in sorted(manifest.tables.items()):
         print(f"table {name!r}: {meta.kind}, size {meta.size}, width {meta.width}, rule "
               f"{meta.rule} {json.dumps(meta.rule_params)}, init {meta.init}, id {meta.table_id}, "
-              f"state {list(meta.state_names)}")
+              f"state {list(meta.state_names)}, placement {meta.placement}")
+        what = "hashed positions" if meta.hashed else "keys"
         for shard in manifest.shards:
             rng = shard.ranges[name]
             with open_shard(manifest, shard) as f:
@@ -67,7 +68,8 @@ def _inspect(args) -> int:
                 shapes = []
                 group.visititems(lambda n, o: shapes.append(_describe(n, o)) if hasattr(o, "shape")
                                  else None)
-            print(f"  {shard.file}: keys {rng.key_range}, {rng.rows} rows; {'; '.join(shapes)}")
+            print(f"  {shard.file}: {what} {rng.key_range}, {rng.rows} rows; "
+                  f"{'; '.join(shapes)}")
     return 0
 
 

@@ -74,6 +74,36 @@ def w8a_run(tmp_path, *options):
                                  timeout=240))
 
 
+def shard_rows(checkpoint_root, table: str = "w") -> list[int]:
+    """Rows of ``table`` in each shard of the newest checkpoint under ``checkpoint_root``."""
+    from mpips.ckpt import load_manifest, newest_valid
+
+    manifest = load_manifest(newest_valid(checkpoint_root).path)
+    return [shard.ranges[table].rows for shard in manifest.shards]
+
+
+@pytest.mark.parametrize("source", ["w8a", "synthetic"])
+def test_hash_placement_spreads_the_model_over_the_servers_and_changes_no_weight(tmp_path,
+                                                                                 source):
+    """LIBSVM feature ids and the demo's synthetic ids are small integers: by key range they
+    all land on server 0; placed by hash each server holds 30-70 % of the rows, and the
+    model is the same, bit for bit (BSP)."""
+    data = ["--data", str(w8a_path())] if source == "w8a" else \
+        ["--synthetic", "20000", "--features", "20000"]
+    runs = {}
+    for placement in ("hash", "range"):
+        root = tmp_path / placement
+        runs[placement] = final_metrics(run_mpi(4, [
+            JOB, "--servers", "2", *data, "--epochs", "2", "--quiet", "--placement", placement,
+            "--checkpoint-dir", str(root)], timeout=240)), shard_rows(root)
+    (hashed, rows), (ranged, range_rows) = runs["hash"], runs["range"]
+    assert sum(rows) == sum(range_rows) == hashed["model_keys"]
+    assert all(0.3 <= r / sum(rows) <= 0.7 for r in rows), rows
+    assert range_rows[1] == 0  # every id below 2**63: all on server 0
+    assert hashed["model_sha256"] == ranged["model_sha256"]
+    assert hashed["test_accuracy"] == ranged["test_accuracy"]
+
+
 def test_w8a_significantly_modified_filter_keeps_accuracy_and_saves_traffic(tmp_path):
     plain = w8a_run(tmp_path)
     filtered = w8a_run(tmp_path, "--push-filter", "significantly_modified:delta=0.002")

@@ -53,7 +53,8 @@ def test_inspect_shows_tables_ranges_rules_and_shapes(root):
     assert "table 'emb': dense, size 1000, width 2, rule adagrad {\"lr\": 0.05}" in out
     assert "shard-00001-of-00002.h5: keys [500, 1000), 500 rows" in out
     assert "state/accum (500, 2) float32" in out and "fletcher32" in out
-    assert f"keys [9223372036854775808, {2**64})" in out
+    assert f"hashed positions [9223372036854775808, {2**64})" in out  # table w
+    assert "placement hash" in out and "placement range" in out
     proc = mpips("inspect", root / "step-000000000003")
     assert proc.returncode == 1 and "IncompleteCheckpointError" in proc.stderr
 

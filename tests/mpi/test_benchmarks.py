@@ -26,6 +26,37 @@ def test_kv_throughput_reports_mpips_next_to_floor(tmp_path):
     assert len(out.read_text().splitlines()) == 4
 
 
+def test_kv_minibatch_reports_every_op_next_to_its_floor_and_the_store_size(tmp_path):
+    """Zipf minibatches with new keys on 2 servers and 2 workers: each op's figures next to
+    the bare-MPI floor, the fill rate and the servers' bytes per stored key."""
+    out = tmp_path / "mb.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/kv_minibatch.py", "--keys", "50000",
+                           "--draws", "3000", "--steps", "5", "--warmup", "2",
+                           "--new-fraction", "0.1", "--servers", "2", "--workers", "2",
+                           "--out", str(out)],
+                          capture_output=True, text=True, timeout=240,
+                          cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
+                                              "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    pairs = {(r["system"], r["op"]) for r in rows}
+    assert pairs == {(system, op) for system in ("mpips", "mpi-floor")
+                     for op in ("push", "pull", "pull-push")} | {("mpips", "fill"),
+                                                                ("mpips", "memory")}
+    for row in rows:
+        if row["op"] in ("push", "pull", "pull-push"):
+            assert row["servers"] == 2 and row["workers"] == 2 and row["new_fraction"] == 0.1
+            assert row["mkv_per_s"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
+            assert 500 < row["keys_per_request"] < 3000
+    assert all(r["fraction_of_floor"] > 0 for r in rows if r["system"] == "mpips"
+               and "fraction_of_floor" in r)
+    memory = next(r for r in rows if r["op"] == "memory")
+    # the table's 50,000 keys, plus the new keys the pushes brought (10 % of each request)
+    assert 50_000 < memory["stored_keys"] < 50_000 + 2 * 3 * 7 * 3000
+    assert 12 < memory["bytes_per_key"] < 200 and memory["rss_bytes_per_key"] > 0
+    assert len(out.read_text().splitlines()) == len(rows)
+
+
 def test_kv_throughput_codec_switch_reports_bytes_on_the_wire(tmp_path):
     """A repeated push of a cached key set costs the values plus a few header bytes."""
     proc = subprocess.run([sys.executable, "benchmarks/kv_throughput.py", "--keys", "100000",

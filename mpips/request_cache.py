@@ -68,6 +68,8 @@ class RequestCache:
              generation: int, inserts: int) -> None:
         """Keep ``keys`` (a buffer from ``buffers``) with their ``rows`` for ``source``; the
         buffers it replaces go back to the spares."""
+        if any(spare is keys for spare, _ in self._spare):  # kept and lent out at once would
+            raise RuntimeError("request cache: keeping a buffer that is also lent out")  # alias
         old = self._entries.pop(source, None)
         if old is not None:
             self.kept -= old.keys.size

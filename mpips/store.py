@@ -210,6 +210,7 @@ class SparseSlice(Slice):
         store = self.store
         kernel = self.rule.kernel
         if entry is not None and entry.complete:  # rows known: no lookup
+            self._served_by(entry, keys)
             rows = entry.rows
             if entry.first >= 0:
                 self.undo.save(self.values, self.state, entry.first, None, keys.size)
@@ -254,6 +255,7 @@ class SparseSlice(Slice):
         reusable buffer rather than a view of the table)."""
         entry = self._checked_match(source, keys, prev)
         if entry is not None:
+            self._served_by(entry, keys)
             if entry.first >= 0 and not self.rule.state_names:  # a run of rows, contiguous
                 return self.values[entry.first:entry.first + keys.size], False
             out = self._out(out_buffer, keys.size)
@@ -286,11 +288,14 @@ class SparseSlice(Slice):
             self.cache.match(source, keys, self.store.generation, self.store.inserts)
         if entry is None or (prev is not None and keys.size and int(keys[0]) <= prev):
             self.check(keys, prev)
-        if entry is not None:
-            rows = self._rows_lent_with(keys)
-            if rows is not None:
-                self.cache.give_back(keys, rows)  # the entry has its own
         return entry
+
+    def _served_by(self, entry, keys) -> None:
+        """The chunk is served from ``entry``: the buffers lent with ``keys`` go back (the
+        entry has its own)."""
+        rows = self._rows_lent_with(keys)
+        if rows is not None:
+            self.cache.give_back(keys, rows)
 
     def _rows_for(self, source, keys: np.ndarray) -> tuple[np.ndarray, bool]:
         """A rows buffer for a chunk, and whether the chunk and its rows go to the request

@@ -269,6 +269,31 @@ def test_a_cached_pull_of_absent_keys_is_not_reused_after_they_are_inserted():
     assert (out < F(0.25)).all()
 
 
+def test_a_push_after_a_pull_of_absent_keys_keeps_its_own_buffers():
+    """A pull of new keys, then the push of the same keys (the pull's rows cannot serve it),
+    with another worker's chunks in between: every chunk sees its own keys. (Such a push
+    once kept a receive buffer it had also handed back; another worker's chunk, received
+    into it, rewrote the kept list, and a later chunk matched it and was applied to rows of
+    other keys. This sequence is the one a random search found.)"""
+    table = SparseSlice(sparse_spec(), 0)
+    model = Model(2, 0.25)
+    steps = [(1, [3, 8, 13], True), (1, [3, 8, 13], True), (1, [13, 33, 38], False),
+             (1, [8, 30, 43], False), (1, [8, 30, 43], True), (0, [8, 30, 43], True),
+             (1, [13, 33, 38], True), (1, [3, 8, 13], True), (1, [3, 8, 13], False)]
+    for worker, keys, push in steps:
+        keys = np.array(keys, np.uint64)
+        buf = table.receive_buffer(keys.size)
+        buf[:] = keys
+        if push:
+            grads = np.full((keys.size, 2), 0.5, F)
+            table.push_chunk(buf, grads, None, (worker, 0))
+            model.push(keys, grads)
+        else:
+            out, _ = table.read_chunk(buf, None, lambda s: np.empty(s, F), (worker, 0))
+            assert np.array_equal(out, model.pull(keys))
+    assert_same(slice_rows(table), model.rows)
+
+
 def test_bad_chunks_change_nothing_even_when_they_repeat_a_cached_list():
     table = SparseSlice(sparse_spec(), 0)
     keys = np.array([5, 6, 7], np.uint64)

@@ -1,8 +1,10 @@
-"""Pieces of the training jobs that are not the model: option parsing for stragglers and
-push filters, stragglers, step-boundary checkpoints and resume, and the collective
-bookkeeping of results (used by jobs/sparse_lr.py)."""
+"""Pieces of the training jobs that are not the model: option parsing and checks for
+stragglers, push filters and numeric bounds, stragglers,
+step-boundary checkpoints and resume, and the collective bookkeeping of results (used by
+jobs/sparse_lr.py)."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -11,8 +13,10 @@ from mpi4py import MPI
 from mpips.checkpoint import SaveSignal
 from mpips.filters import make_filter
 
-__all__ = ["Checkpointer", "SaveSignal", "Straggler", "add_checkpoint_arguments",
-           "gather_floats", "parse_filter", "parse_straggler", "traffic_summary"]
+__all__ = ["CHECKPOINT_BOUNDS", "Checkpointer", "SaveSignal", "Straggler",
+           "add_checkpoint_arguments", "checkpoint_problems", "gather_floats",
+           "out_of_bounds", "parse_filter", "parse_straggler",
+           "traffic_summary"]
 
 
 def parse_straggler(text: str | None) -> tuple[int, float] | None:
@@ -40,6 +44,19 @@ def parse_filter(text: str | None) -> tuple[str, dict] | None:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--push-filter {text!r}: {exc}") from None
     return name, params
+
+
+def out_of_bounds(args, bounds) -> list[str]:
+    """The problems of numeric options: ``bounds`` holds (option, lowest value, whether the
+    lowest value itself is allowed); the attribute is the option's name without dashes.
+    NaN and infinity never pass; an option left at None does."""
+    problems = []
+    for option, low, inclusive in bounds:
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and not (math.isfinite(value)
+                                      and (value >= low if inclusive else value > low)):
+            problems.append(f"{option} must be {'>=' if inclusive else '>'} {low}, got {value}")
+    return problems
 
 
 def traffic_summary(sent: np.ndarray, args) -> dict:
@@ -144,6 +161,19 @@ class Checkpointer:
             print(f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in "
                   f"{self.args.checkpoint_dir}", flush=True)
         return step_id
+
+
+CHECKPOINT_BOUNDS = (("--checkpoint-every", 0, True), ("--checkpoint-seconds", 0.0, True),
+                     ("--keep", 1, True), ("--stop-after-steps", 1, True))
+"""Lower bounds of the checkpoint options (for out_of_bounds)."""
+
+
+def checkpoint_problems(args) -> list[str]:
+    """What is wrong with the checkpoint options (bounds and combinations)."""
+    problems = out_of_bounds(args, CHECKPOINT_BOUNDS)
+    if args.resume and not args.checkpoint_dir:
+        problems.append("--resume needs --checkpoint-dir")
+    return problems
 
 
 def add_checkpoint_arguments(parser) -> None:

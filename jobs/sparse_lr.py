@@ -42,8 +42,8 @@ from mpips.handlers import make_rule
 from mpips.jobs.lr_position import Position
 from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
                                    add_checkpoint_arguments, checkpoint_problems,
-                                   gather_floats, out_of_bounds, parse_filter, parse_straggler,
-                                   traffic_summary)
+                                   gather_floats, open_checkpoints, out_of_bounds, parse_filter,
+                                   parse_straggler, traffic_summary)
 from mpips.libsvm import read_libsvm
 from mpips.synthetic import make_sparse_classification
 
@@ -114,15 +114,15 @@ def add_arguments(parser) -> None:
 
 def main(ps, args) -> dict | None:
     """Train and evaluate. Collective over the launch; returns the metrics on worker 0.
-    Raises UsageError on every rank, before training, for a mistake in the options or the
-    data."""
+    Raises UsageError on every rank, before training, for a mistake in the options, the
+    data or the checkpoint directory."""
     started = time.perf_counter()
     _check_arguments(args, ps.num_workers)
     train, test = everywhere(ps.comm, lambda: _load_checked(ps, args),
                              catch=(MpipsError, OSError, MemoryError))
     tables = create_tables(ps, args, train.n_features)
     signal = SaveSignal() if args.checkpoint_dir else None
-    resumed = ps.restore(args.checkpoint_dir) if args.resume else None
+    resumed, args.checkpoint_run = open_checkpoints(ps, args)
     start = Position.from_job(resumed, ps.num_workers)
     if resumed is not None and ps.rank == 0:
         ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "

@@ -1,6 +1,7 @@
-"""Checkpoints that must not be trusted blindly (issue 17): a save that fails is an error
-(never "saved" somewhere else), and a restore skips a corrupt or foreign newest checkpoint for
-the newest one that verifies."""
+"""Checkpoint directories and restores that must not be trusted blindly (issue 17): a fresh
+run does not write into another run's checkpoints, a prune deletes only its own run's, a save
+that fails is an error (never "saved" somewhere else), and a restore skips a corrupt or
+foreign newest checkpoint for the newest one that verifies."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,43 @@ def sparse_lr(root, *options, check=True):
 def runs(root) -> dict[int, str | None]:
     """Step → run id of every valid checkpoint under ``root``."""
     return {info.step: info.run for info in ckpt.list_checkpoints(root) if info.valid}
+
+
+def test_a_fresh_run_refuses_another_runs_checkpoints_unless_told(tmp_path):
+    """The issue's reproduction: a second fresh run into the same directory wrote its
+    checkpoints into a directory named after an error, reported them saved, and a --resume
+    then continued the first run. Now it is refused; --overwrite starts over and --resume
+    continues the run that is there."""
+    root = tmp_path / "D"
+    first = sparse_lr(root, "--epochs", "3", "--keep", "3")
+    first_run = set(runs(root).values())
+    assert sorted(runs(root)) == [13, 26, 39] and len(first_run) == 1
+    before = file_hashes(tmp_path)
+    refused = sparse_lr(root, "--epochs", "2", "--seed", "7", "--keep", "3", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert (f"[mpips rank 0/{RANKS}] error: --checkpoint-dir {root} holds 3 checkpoint(s) of "
+            "another run (newest step-000000000039): add --resume") in refused.stderr
+    assert "Traceback" not in refused.stderr and file_hashes(tmp_path) == before
+    assert not list(REPO_ROOT.glob("prepare*"))  # where the lost saves went
+    second = sparse_lr(root, "--epochs", "2", "--seed", "7", "--keep", "3", "--overwrite")
+    second_run = set(runs(root).values())
+    assert sorted(runs(root)) == [13, 26] and len(second_run) == 1 and second_run != first_run
+    assert first["model_sha256"] != second["model_sha256"]
+    resumed = sparse_lr(root, "--epochs", "4", "--seed", "7", "--keep", "3", "--resume")
+    assert resumed["resumed_from_step"] == 26
+    assert resumed["train_logloss"][:2] == second["train_logloss"]  # the second run went on
+    assert runs(root) == dict.fromkeys([26, 39, 52], second_run.pop())
+
+
+def test_pruning_never_deletes_another_runs_checkpoint(tmp_path):
+    """A checkpoint of another run in the directory (copied in, or from before run ids)
+    stays, while the resumed run prunes its own chain to --keep 1."""
+    root = tmp_path / "D"
+    sparse_lr(root, "--epochs", "1", "--keep", "1")
+    mine = runs(root)
+    save(root, 5, 1, make_tables(seed=3), run="someone-else")
+    sparse_lr(root, "--epochs", "3", "--keep", "1", "--resume")
+    assert runs(root) == {39: mine[13], 5: "someone-else"}
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint_and_ends_as_if_uninterrupted(tmp_path):

@@ -3,6 +3,9 @@ stops with exit code 2 and one line from rank 0, ``[mpips rank 0/3] error: ...``
 rank prints a traceback or trains on what it should have refused."""
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 
 from tests.launch import run_mpi
@@ -10,6 +13,15 @@ from tests.launch import run_mpi
 RANKS = 3  # 1 server, 2 workers
 SYNTHETIC = ["--synthetic", "2000", "--features", "100", "--nnz", "5"]
 HUGE_FEATURE = 2**40  # a dense table of it would be a 4 TiB window per array
+
+
+def read_only(path):
+    """Make the directory ``path`` read-only, for root too (chattr +i); returns the undo."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return lambda: path.chmod(0o755)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def data_file(tmp_path, name: str, text: str | None):
@@ -38,6 +50,8 @@ CASES = {
     "features-zero": ([*SYNTHETIC, "--features", "0"], "--features must be >= 1, got 0"),
     "nnz-zero": ([*SYNTHETIC, "--nnz", "0"], "--nnz must be >= 1, got 0"),
     "unknown-rule": ([*SYNTHETIC, "--rule", "foo"], "argument --rule: invalid choice: 'foo'"),
+    "read-only-checkpoint-dir": ([*SYNTHETIC, "--checkpoint-dir", "{tmp}/locked"],
+                                 "--checkpoint-dir {tmp}/locked: cannot write checkpoints here"),
     "dense-huge-index": (["--data", "{tmp}/huge.svm", "--table", "dense"],
                          f"rank 2: --table dense: {HUGE_FEATURE} features need 8,192.0 GiB on "
                          "each of 1 server(s), more than this node's"),
@@ -59,9 +73,15 @@ def test_a_user_mistake_is_one_line_and_exit_2(tmp_path, case):
     data_file(tmp_path, "empty.svm", "")
     data_file(tmp_path, "one.svm", "1 1:1 2:1\n")
     data_file(tmp_path, "huge.svm", f"1 {HUGE_FEATURE}:1\n-1 3:1\n1 2:1\n-1 5:1\n1 7:1\n")
+    (tmp_path / "locked").mkdir()
+    undo = read_only(tmp_path / "locked")
     options, expected = CASES[case]
-    proc = run_mpi(RANKS, ["-m", "mpips", "run", "sparse_lr", "--servers", "1", "--quiet",
-                           *(o.replace("{tmp}", str(tmp_path)) for o in options)], timeout=120)
+    try:
+        proc = run_mpi(RANKS, ["-m", "mpips", "run", "sparse_lr", "--servers", "1", "--quiet",
+                               *(o.replace("{tmp}", str(tmp_path)) for o in options)],
+                       timeout=120)
+    finally:
+        undo()
     said = proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert proc.returncode == 2, said

@@ -155,7 +155,8 @@ def _without_manifest(directory: Path) -> Exception:
                                               "directories in it")
     shown = ", ".join(str(p) for p in steps[:3]) + (", ..." if len(steps) > 3 else "")
     return NotACheckpointError(directory, f"this is a checkpoint root holding {len(steps)} "
-                                          f"checkpoint(s), not a checkpoint: give one of them: {shown}")
+                                          "checkpoint(s), not a checkpoint: give one of them: "
+                                          f"{shown}")
 
 def _check_header(path: Path, obj) -> int:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:

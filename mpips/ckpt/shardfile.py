@@ -2,15 +2,16 @@
 
 Root attributes: ``format`` = "mpips-checkpoint", ``format_version``, ``step``,
 ``server_index``, ``num_servers``, ``created`` (unix seconds), ``created_iso``,
-``mpips_version`` and ``shard_id`` (random hex, recorded in the manifest). One group ``/tables/<name>`` per table with attributes ``kind``,
-``size``, ``key_begin``, ``key_end`` (decimal strings: 2**64 does not fit uint64), ``width``,
-``rows``, ``rule``, ``rule_params`` and ``state_names`` (JSON), ``init``, ``table_id``, and
-datasets ``keys`` (uint64 (rows,), sparse only: dense row i is key ``key_begin + i``),
-``values`` (float32 (rows, width)), ``state/<name>`` (float32 (rows, width)) and optionally
-``clocks`` (int64, a vector clock). Every dataset is chunked (whole rows, ~4 MiB) with
-fletcher32 checksums, optionally shuffle+gzip or lzf; uncompressed ones are written chunk by
-chunk by mpips.ckpt.chunkio (same bytes as HDF5's filter, faster). Files use the HDF5 1.8
-format (checksummed superblock and object headers), readable by h5py and Debian's h5dump/h5ls.
+``mpips_version`` and ``shard_id`` (random hex, recorded in the manifest). One group
+``/tables/<name>`` per table with attributes ``kind``, ``size``, ``key_begin``, ``key_end``
+(decimal strings: 2**64 does not fit uint64), ``width``, ``rows``, ``rule``, ``rule_params``
+and ``state_names`` (JSON), ``init``, ``table_id``, and datasets ``keys`` (uint64 (rows,),
+sparse only: dense row i is key ``key_begin + i``), ``values`` (float32 (rows, width)),
+``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock).
+Every dataset is chunked (whole rows, ~4 MiB) with fletcher32 checksums, optionally
+shuffle+gzip or lzf; uncompressed ones are written chunk by chunk by mpips.ckpt.chunkio (same
+bytes as HDF5's filter, faster). Files use the HDF5 1.8 format (checksummed superblock and
+object headers), readable by h5py and Debian's h5dump/h5ls.
 """
 from __future__ import annotations
 

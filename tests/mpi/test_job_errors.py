@@ -3,25 +3,14 @@ stops with exit code 2 and one line from rank 0, ``[mpips rank 0/3] error: ...``
 rank prints a traceback or trains on what it should have refused."""
 from __future__ import annotations
 
-import os
-import subprocess
-
 import pytest
 
 from tests.launch import run_mpi
+from tests.unit.ckpt_helpers import read_only
 
 RANKS = 3  # 1 server, 2 workers
 SYNTHETIC = ["--synthetic", "2000", "--features", "100", "--nnz", "5"]
 HUGE_FEATURE = 2**40  # a dense table of it would be a 4 TiB window per array
-
-
-def read_only(path):
-    """Make the directory ``path`` read-only, for root too (chattr +i); returns the undo."""
-    if os.geteuid() != 0:
-        path.chmod(0o555)
-        return lambda: path.chmod(0o755)
-    subprocess.run(["chattr", "+i", str(path)], check=True)
-    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def data_file(tmp_path, name: str, text: str | None):

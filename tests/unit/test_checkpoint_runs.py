@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -15,7 +14,7 @@ from mpips.ckpt import (MANIFEST, CheckpointError, ForeignFileError, NotACheckpo
                         newest_valid, prepare_root, prune, read_table, remove_checkpoint,
                         set_aside, verify)
 from mpips.errors import UsageError
-from tests.unit.ckpt_helpers import make_tables, save
+from tests.unit.ckpt_helpers import make_tables, read_only, save
 
 TABLES = make_tables(seed=11)
 OTHER = make_tables(seed=12)  # the same tables and shapes, other values
@@ -93,15 +92,6 @@ def test_paths_that_are_no_checkpoint_say_what_they_are(tmp_path):
         assert str(caught.value) == f"{path}: {text}"
         assert isinstance(caught.value, UsageError)
         assert verify(path).errors[0].problem == text
-
-
-def read_only(path):
-    """Make the directory ``path`` read-only, for root too (chattr +i); returns the undo."""
-    if os.geteuid() != 0:
-        path.chmod(0o555)
-        return lambda: path.chmod(0o755)
-    subprocess.run(["chattr", "+i", str(path)], check=True)
-    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def test_prepare_root_refuses_what_it_cannot_write(tmp_path):

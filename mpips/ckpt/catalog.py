@@ -109,11 +109,10 @@ def prune(root, keep_last: int = 1, level: str = "sha256", run: str | None = Non
     """Delete the valid checkpoints of run ``run`` older than its ``keep_last`` newest valid
     ones (those are verified at ``level`` first). Checkpoints of other runs (a run id other
     than ``run``; with ``run=None``, any run id) and incomplete or invalid directories are
-    never touched.
-    Each removal is atomic (``remove_checkpoint``), and the ``.pruned-*`` leftovers of a
-    prune that was killed mid-delete go too (they are no checkpoint any more; otherwise
-    each would keep a whole checkpoint's bytes forever). Returns the checkpoint paths
-    removed."""
+    never touched. Each removal is atomic (``remove_checkpoint``), and the ``.pruned-*``
+    leftovers of a prune that was killed mid-delete go too (they are no checkpoint any
+    more; otherwise each would keep a whole checkpoint's bytes forever). Returns the
+    checkpoint paths removed."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
     kept, removed = 0, []

@@ -148,8 +148,11 @@ def _without_manifest(directory: Path) -> Exception:
     if STEP_DIR_RE.match(directory.name):
         return IncompleteCheckpointError(directory, f"no {MANIFEST}: incomplete checkpoint (the "
                                          "save crashed or is still running)")
-    steps = sorted((p for p in directory.iterdir() if STEP_DIR_RE.match(p.name) and p.is_dir()),
-                   reverse=True)
+    try:
+        steps = sorted((p for p in directory.iterdir()
+                        if STEP_DIR_RE.match(p.name) and p.is_dir()), reverse=True)
+    except OSError:  # unreadable: say only that it is no checkpoint
+        steps = []
     if not steps:
         return NotACheckpointError(directory, f"not a checkpoint: no {MANIFEST}, and no step-N "
                                               "directories in it")

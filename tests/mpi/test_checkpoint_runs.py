@@ -47,7 +47,7 @@ def test_a_fresh_run_refuses_another_runs_checkpoints_unless_told(tmp_path):
     assert (f"[mpips rank 0/{RANKS}] error: --checkpoint-dir {root} holds 3 checkpoint(s) of "
             "another run (newest step-000000000039): add --resume") in refused.stderr
     assert "Traceback" not in refused.stderr and file_hashes(tmp_path) == before
-    assert not list(REPO_ROOT.glob("prepare*"))  # where the lost saves went
+    assert not list(REPO_ROOT.glob("prepare*"))  # the old bug saved into "./prepare: <error>"
     second = sparse_lr(root, "--epochs", "2", "--seed", "7", "--keep", "3", "--overwrite")
     second_run = set(runs(root).values())
     assert sorted(runs(root)) == [13, 26] and len(second_run) == 1 and second_run != first_run

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mpips.errors import UsageError
+
 
 @dataclass
 class Position:
@@ -19,13 +21,14 @@ class Position:
 
     @classmethod
     def from_job(cls, job: dict | None, num_workers: int) -> "Position":
-        """The position a checkpoint's job dict records (the start when None)."""
+        """The position a checkpoint's job dict records (the start when None). UsageError
+        for a mid-epoch checkpoint of another number of workers."""
         if not job:
             return cls()
         if job.get("workers") != num_workers:
             if int(job["step"]) != 0:
-                raise SystemExit(
-                    f"sparse_lr: this checkpoint was taken mid-epoch (step {job['step']}) by "
+                raise UsageError(
+                    f"--resume: this checkpoint was taken mid-epoch (step {job['step']}) by "
                     f"{job.get('workers')} workers, so --resume needs {job.get('workers')} "
                     f"workers (servers may differ), not {num_workers}; checkpoints at epoch "
                     f"ends (--checkpoint-every) resume on any number of workers")

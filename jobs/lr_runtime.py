@@ -1,18 +1,25 @@
-"""Pieces of the training jobs that are not the model: option parsing for stragglers and
-push filters, stragglers, step-boundary checkpoints and resume, and the collective
-bookkeeping of results (used by jobs/sparse_lr.py)."""
+"""Pieces of the training jobs that are not the model: option parsing and checks for
+stragglers, push filters and numeric bounds, stragglers, the checkpoint directory,
+step-boundary checkpoints and resume, and the collective bookkeeping of results (used by
+jobs/sparse_lr.py)."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 from mpi4py import MPI
 
+from mpips import ckpt
+from mpips.agree import on_root
 from mpips.checkpoint import SaveSignal
+from mpips.errors import TableError, UsageError
 from mpips.filters import make_filter
 
-__all__ = ["Checkpointer", "SaveSignal", "Straggler", "add_checkpoint_arguments",
-           "gather_floats", "parse_filter", "parse_straggler", "traffic_summary"]
+__all__ = ["CHECKPOINT_BOUNDS", "Checkpointer", "SaveSignal", "Straggler",
+           "add_checkpoint_arguments", "checkpoint_problems", "gather_floats",
+           "open_checkpoints", "out_of_bounds", "parse_filter", "parse_straggler",
+           "traffic_summary"]
 
 
 def parse_straggler(text: str | None) -> tuple[int, float] | None:
@@ -40,6 +47,19 @@ def parse_filter(text: str | None) -> tuple[str, dict] | None:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"--push-filter {text!r}: {exc}") from None
     return name, params
+
+
+def out_of_bounds(args, bounds) -> list[str]:
+    """The problems of numeric options: ``bounds`` holds (option, lowest value, whether the
+    lowest value itself is allowed); the attribute is the option's name without dashes.
+    NaN and infinity never pass; an option left at None does."""
+    problems = []
+    for option, low, inclusive in bounds:
+        value = getattr(args, option[2:].replace("-", "_"))
+        if value is not None and not (math.isfinite(value)
+                                      and (value >= low if inclusive else value > low)):
+            problems.append(f"{option} must be {'>=' if inclusive else '>'} {low}, got {value}")
+    return problems
 
 
 def traffic_summary(sent: np.ndarray, args) -> dict:
@@ -138,7 +158,8 @@ class Checkpointer:
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.worker_comm.Get_size(), "steps_per_epoch": self.steps,
                "seed": self.args.seed}
-        kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep)
+        kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep,
+                           run=getattr(self.args, "checkpoint_run", None))
         self.last_save = time.monotonic()
         if kv.worker_comm.Get_rank() == 0 and not self.args.quiet:
             print(f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in "
@@ -146,9 +167,69 @@ class Checkpointer:
         return step_id
 
 
+def open_checkpoints(ps, args) -> tuple[dict | None, str | None]:
+    """Before training, with --checkpoint-dir: check the directory (writable; without
+    --resume, no checkpoints of another run in it unless --overwrite deletes them), then
+    restore the newest valid checkpoint with --resume. Returns (its job dict or None, the
+    run id this job's checkpoints carry: the resumed one's, or a new one). Collective over
+    the launch; raises UsageError on every rank for a directory it must refuse, or tables
+    that differ from the checkpoint's."""
+    if not args.checkpoint_dir:
+        return None, None
+    root = args.checkpoint_dir
+    removed, error = on_root(ps.comm, lambda: _claim_root(root, args.resume, args.overwrite))
+    if error is not None:
+        raise UsageError(error)
+    if removed and ps.rank == 0:
+        ps.log(f"--overwrite: deleted {removed} checkpoint(s) of another run from {root}")
+    try:
+        resumed = ps.restore(root) if args.resume else None
+    except TableError as exc:  # raised on every rank alike
+        raise UsageError(f"--resume: {exc}") from None
+    if resumed is not None:
+        return resumed, resumed["checkpoint_run"]
+    run, _ = on_root(ps.comm, ckpt.new_run_id)
+    return None, run
+
+
+def _claim_root(root, resume: bool, overwrite: bool) -> int:
+    """Rank 0 of open_checkpoints: UsageError for a directory this run must not write in;
+    with ``overwrite``, deletes the checkpoints of the run before. Returns how many."""
+    try:
+        ckpt.prepare_root(root)
+    except ckpt.CheckpointError as exc:
+        raise UsageError(f"--checkpoint-dir {exc}") from None
+    found = ckpt.committed(root)
+    if not found or resume:
+        return 0
+    if not overwrite:
+        raise UsageError(f"--checkpoint-dir {root} holds {len(found)} checkpoint(s) of "
+                         f"another run (newest {found[0].name}): add --resume to continue "
+                         "that run, or --overwrite to delete them and start a new one")
+    for path in found:
+        ckpt.remove_checkpoint(path)
+    return len(found)
+
+
+CHECKPOINT_BOUNDS = (("--checkpoint-every", 0, True), ("--checkpoint-seconds", 0.0, True),
+                     ("--keep", 1, True), ("--stop-after-steps", 1, True))
+"""Lower bounds of the checkpoint options (for out_of_bounds)."""
+
+
+def checkpoint_problems(args) -> list[str]:
+    """What is wrong with the checkpoint options (bounds and combinations)."""
+    problems = out_of_bounds(args, CHECKPOINT_BOUNDS)
+    if (args.resume or args.overwrite) and not args.checkpoint_dir:
+        problems.append("--resume and --overwrite need --checkpoint-dir")
+    if args.resume and args.overwrite:
+        problems.append("--resume continues the run in --checkpoint-dir, --overwrite deletes "
+                        "it: give one of them")
+    return problems
+
+
 def add_checkpoint_arguments(parser) -> None:
     """--checkpoint-dir, --checkpoint-every, --checkpoint-seconds, --keep, --resume,
-    --stop-after-steps."""
+    --overwrite, --stop-after-steps."""
     parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                         help="save checkpoints here (HDF5 shards + manifest, mpips.ckpt)")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
@@ -156,10 +237,17 @@ def add_checkpoint_arguments(parser) -> None:
     parser.add_argument("--checkpoint-seconds", type=float, default=0.0, metavar="S",
                         help="also save at the first step boundary S seconds after the last "
                              "save (default 0: off)")
-    parser.add_argument("--keep", type=int, default=2, help="keep the K newest (default 2)")
+    parser.add_argument("--keep", type=int, default=2,
+                        help="keep the K newest checkpoints of this run (default 2; "
+                             "checkpoints of other runs are never deleted)")
     parser.add_argument("--resume", action="store_true",
                         help="start from the newest valid checkpoint in --checkpoint-dir "
-                             "(on any number of servers); from scratch if there is none")
+                             "(on any number of servers) and continue its run; from scratch "
+                             "if there is none")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in a --checkpoint-dir that holds checkpoints of "
+                             "another run: delete them first (without --resume or this, such "
+                             "a directory is refused)")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                         help="checkpoint and stop after N steps of this run, as on SIGUSR1 "
                              "(for tests and drills)")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,17 +34,25 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips import lr, metrics
+from mpips.agree import everywhere
 from mpips.dataset import SparseDataset
+from mpips.errors import MpipsError, UsageError
 from mpips.filters import make_filter
+from mpips.handlers import make_rule
 from mpips.jobs.lr_position import Position
 from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
-                                   add_checkpoint_arguments, gather_floats, parse_filter,
+                                   add_checkpoint_arguments, checkpoint_problems,
+                                   gather_floats, open_checkpoints, out_of_bounds, parse_filter,
                                    parse_straggler, traffic_summary)
 from mpips.libsvm import read_libsvm
 from mpips.synthetic import make_sparse_classification
 
 BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
+OPTION_BOUNDS = (("--features", 1, True), ("--nnz", 1, True), ("--seed", 0, True),
+                 ("--epochs", 1, True), ("--batch-size", 1, True), ("--lr", 0.0, False),
+                 ("--l2", 0.0, True), ("--compute-ms", 0.0, True))
+"""Lower bounds of the numeric options (lr_runtime.out_of_bounds)."""
 
 
 class Tables(NamedTuple):
@@ -107,18 +116,21 @@ def add_arguments(parser) -> None:
 
 
 def main(ps, args) -> dict | None:
-    """Train and evaluate. Collective over the launch; returns the metrics on worker 0."""
+    """Train and evaluate. Collective over the launch; returns the metrics on worker 0.
+    Raises UsageError on every rank, before training, for a mistake in the options, the
+    data or the checkpoint directory."""
     started = time.perf_counter()
-    _check_arguments(args)
-    train, test = load_split(args)
+    _check_arguments(args, ps.num_workers)
+    train, test = everywhere(ps.comm, lambda: _load_checked(ps, args),
+                             catch=(MpipsError, OSError, MemoryError))
     tables = create_tables(ps, args, train.n_features)
     signal = SaveSignal() if args.checkpoint_dir else None
-    resumed = ps.restore(args.checkpoint_dir) if args.resume else None
+    resumed, args.checkpoint_run = open_checkpoints(ps, args)
+    start = Position.from_job(resumed, ps.num_workers)
     if resumed is not None and ps.rank == 0:
         ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "
                f"{resumed['step']} steps done)")
-    result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args,
-                                                  Position.from_job(resumed, ps.num_workers),
+    result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args, start,
                                                   signal))
     if result is not None:
         result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
@@ -126,15 +138,14 @@ def main(ps, args) -> dict | None:
     return result
 
 
-def _check_arguments(args) -> None:
-    """Reject impossible option combinations on every rank, before anything collective."""
-    problems = []
+def _check_arguments(args, num_workers: int) -> None:
+    """Reject impossible options and combinations: UsageError on every rank alike (the
+    same options everywhere), before anything collective."""
+    problems = out_of_bounds(args, OPTION_BOUNDS) + checkpoint_problems(args)
+    if args.data is None and not args.synthetic >= 1:
+        problems.append(f"--synthetic must be >= 1 row, got {args.synthetic}")
     if not 0.0 < args.test_fraction < 1.0:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
-    if args.epochs < 1 or args.batch_size < 1:
-        problems.append("--epochs and --batch-size must be at least 1")
-    if args.resume and not args.checkpoint_dir:
-        problems.append("--resume needs --checkpoint-dir")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
     if args.table == "dense" and args.placement != "hash":
@@ -148,11 +159,15 @@ def _check_arguments(args) -> None:
         args.filter_plan = parse_filter(args.push_filter)
     except ValueError as exc:
         problems.append(str(exc))
+    if getattr(args, "straggler_plan", None) and args.straggler_plan[0] >= num_workers:
+        problems.append(f"--straggler {args.straggler}: there is no worker "
+                        f"{args.straggler_plan[0]} (this launch has {num_workers}: 0.."
+                        f"{num_workers - 1})")
     if getattr(args, "replicas", 0) and args.codec:
         problems.append("--replicas 1 cannot be combined with --codec yet (replicating "
                         "coded pushes is not built)")
     if problems:
-        raise SystemExit("sparse_lr: " + "; ".join(problems))
+        raise UsageError("; ".join(problems))
 
 
 def consistency_of(args) -> str:
@@ -161,14 +176,50 @@ def consistency_of(args) -> str:
 
 
 def load_split(args) -> tuple[SparseDataset, SparseDataset]:
-    """(train, test): the same seeded, shuffled split on every rank."""
+    """(train, test): the same seeded, shuffled split on every rank. UsageError for a
+    --data path that is missing or a directory, or too little memory for --synthetic."""
     if args.data is not None:
+        if os.path.isdir(args.data):
+            raise UsageError(f"--data {args.data}: a directory, not a LIBSVM file")
+        if not os.path.exists(args.data):
+            raise UsageError(f"--data {args.data}: no such file")
         data = read_libsvm(args.data)
     else:
         key_space = 2**64 if args.hashed_keys else None
-        data = make_sparse_classification(args.synthetic, args.features, args.nnz, args.seed,
-                                          key_space=key_space)
+        try:
+            data = make_sparse_classification(args.synthetic, args.features, args.nnz,
+                                              args.seed, key_space=key_space)
+        except MemoryError as exc:
+            raise UsageError(f"--synthetic {args.synthetic} --features {args.features}: not "
+                             f"enough memory to generate the data ({exc})") from None
     return data.split(args.test_fraction, args.seed)
+
+
+def _load_checked(ps, args) -> tuple[SparseDataset, SparseDataset]:
+    """load_split, then UsageError unless there are test and training rows, and a dense
+    table of the data's features fits a server's memory."""
+    train, test = load_split(args)
+    if test.n_rows < 1 or train.n_rows < 1:
+        source = f"--data {args.data}" if args.data is not None else \
+            f"--synthetic {args.synthetic}"
+        raise UsageError(f"{source}: {train.n_rows + test.n_rows} row(s) are too few to hold "
+                         f"out a test set (--test-fraction {args.test_fraction}) and train on "
+                         "the rest")
+    if args.table == "dense" and ps.is_server:
+        _check_dense_fits(train.n_features, args, ps.num_servers)
+    return train, test
+
+
+def _check_dense_fits(n_features: int, args, num_servers: int) -> None:
+    """UsageError when this server's slice of the dense weight table (values and the
+    rule's state, twice with replicas) needs more bytes than this node's memory."""
+    arrays = 1 + len(make_rule(args.rule, lr=args.lr).state_names)
+    need = -(-n_features // num_servers) * 4 * arrays * (1 + getattr(args, "replicas", 0))
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        raise UsageError(f"--table dense: {n_features} features need {need / 2**30:,.1f} GiB "
+                         f"on each of {num_servers} server(s), more than this node's "
+                         f"{memory / 2**30:,.1f} GiB of memory; use --table sparse")
 
 
 def create_tables(ps, args, n_features: int) -> Tables:

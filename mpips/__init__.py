@@ -10,7 +10,7 @@ The MPI-dependent names (init, PS, KVWorker) load on first use, so the pure modu
 """
 from .errors import (EXIT_RANK_LOST, KeyOrderError, KeyRangeError, LayoutError,
                      LibsvmFormatError, MessageError, MpipsError, NonFiniteError, RankLost,
-                     TableError, ValueShapeError)
+                     TableError, UsageError, ValueShapeError)
 from .handlers import UpdateRule, register_rule
 from .spec import TableSpec
 
@@ -20,7 +20,8 @@ _MPI_NAMES = {"init": "ps", "PS": "ps", "KVWorker": "worker"}
 
 __all__ = ["init", "PS", "KVWorker", "TableSpec", "UpdateRule", "register_rule",
            "MpipsError", "LayoutError", "KeyOrderError", "KeyRangeError", "ValueShapeError",
-           "NonFiniteError", "MessageError", "LibsvmFormatError", "TableError", "RankLost",
+           "NonFiniteError", "MessageError", "LibsvmFormatError", "TableError", "UsageError",
+           "RankLost",
            "EXIT_RANK_LOST", "__version__"]
 
 

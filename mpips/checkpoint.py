@@ -5,9 +5,10 @@ request every worker sends every server (``KVWorker.save_checkpoint``, collectiv
 workers) after completing its own operations and ending its step, so it happens at a step
 boundary: a server that has the request of every live worker has applied everything before
 it (BSP pushes included). The servers then write their shards, gather what they wrote to
-server 0 and commit (collective over the servers), and answer. ``restore`` (collective over
-the launch, before ``PS.run``) loads the newest valid checkpoint into the tables on any
-number of servers, re-partitioning key ranges.
+server 0 and commit (collective over the servers), and answer; an error on any server is
+the answer of every server, and nothing is reported saved that was not committed.
+``restore`` (collective over the launch, before ``PS.run``) loads the newest checkpoint that
+verifies into the tables on any number of servers, re-partitioning key ranges.
 
 Control messages here are small JSON texts in uint8 buffers: no pickling.
 """
@@ -18,23 +19,17 @@ import signal
 import sys
 
 import numpy as np
-from mpi4py import MPI
 
 from . import ckpt
+from .agree import decode_text, encode_text, first_error, gather_texts, on_root
+from .ckpt.catalog import step_dirs
 from .ckpt.manifest import _shard_from_json
+from .ckpt.verify import check_sha256
 from .errors import MpipsError, TableError
 from .fault import survive_collective
 from .message import Status
 
 SAVE_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
-
-
-def encode_text(obj) -> np.ndarray:
-    return np.frombuffer(json.dumps(obj).encode(), np.uint8).copy()
-
-
-def decode_text(buf: np.ndarray):
-    return json.loads(buf.tobytes().decode())
 
 
 class SaveCoordinator:
@@ -80,30 +75,24 @@ class SaveCoordinator:
             survive_collective(srv.topology, lambda comm: comm.Barrier())  # collectives,
             srv.survivors.handle()  # and take over its segments before writing them
         group = srv.topology.group
-        index, count = group.Get_rank(), srv.topology.num_servers
+        count = srv.topology.num_servers
         step, root = int(order["step"]), order["root"]
-        directory = None
-        try:
-            if index == 0:
-                directory = str(ckpt.prepare_checkpoint_dir(root, step))
-        except MpipsError as exc:
-            directory = exc
-        directory = _agree(group, directory, "prepare")
-        info = None
-        if not isinstance(directory, str):
-            return directory
+        directory, error = on_root(group, lambda: str(ckpt.prepare_checkpoint_dir(root, step)))
+        if error is not None:
+            return f"checkpoint not saved: {error}"
         try:
             info = json.dumps([ckpt.write_shard(directory, segment, count, step,
                                                 [_slice_data(s) for s in tables]).to_json()
                                for segment, tables in sorted(srv.replication.hosted.items())])
         except (MpipsError, OSError) as exc:
             info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
-        infos = _gather_texts(group, info)
-        result = None
-        if index == 0:
-            tables = {t.spec.name: ckpt.TableMeta.from_spec(t.spec) for t in srv.slices}
-            result = _commit(directory, step, count, infos, order, tables)
-        return _agree(group, result, "commit")
+        infos = gather_texts(group, info)
+        tables = {t.spec.name: ckpt.TableMeta.from_spec(t.spec) for t in srv.slices}
+        warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
+                                                        tables))
+        if warning and group.Get_rank() == 0:
+            srv.topology.log(f"warning: {warning}")
+        return None if error is None else f"checkpoint not committed: {error}"
 
 
 def _slice_data(table) -> "ckpt.SliceData":
@@ -115,109 +104,177 @@ def _slice_data(table) -> "ckpt.SliceData":
 
 
 def _commit(directory: str, step: int, count: int, infos: list[str], order: dict,
-            tables: dict):
-    """Server 0: commit if every shard was written; returns None or an error text."""
+            tables: dict) -> str | None:
+    """Server 0: commit if every shard was written, then prune (only the checkpoints of the
+    order's run). Raises MpipsError/OSError naming what failed (``on_root`` passes it on);
+    returns a warning when the checkpoint stands but pruning older ones failed."""
     failed = [t for t in infos if not t.startswith("[")]
     if failed:
-        return "checkpoint not committed: " + "; ".join(failed)
+        raise ckpt.CheckpointError(directory, "; ".join(failed))
     try:
         written = sorted((shard for text in infos for shard in json.loads(text)),
                          key=lambda shard: int(shard["server"]))
         shards = [_shard_from_json(directory, shard, step, count, tables) for shard in written]
-        ckpt.commit(directory, step, shards, order.get("job") or {})
-        if order.get("keep"):
-            ckpt.prune(order["root"], keep_last=int(order["keep"]), level="quick")
-    except (MpipsError, OSError, KeyError, ValueError) as exc:
-        return f"checkpoint not committed: {type(exc).__name__}: {exc}"
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ckpt.InconsistentCheckpointError(directory, f"bad shard description ({exc!r})"
+                                               ) from None
+    ckpt.commit(directory, step, shards, order.get("job") or {}, run=order.get("run"))
+    if order.get("keep"):
+        try:
+            ckpt.prune(order["root"], keep_last=int(order["keep"]), level="quick",
+                       run=order.get("run"))
+        except (MpipsError, OSError) as exc:
+            return f"checkpoint {directory} saved, but pruning older ones failed: {exc}"
     return None
 
 
-def _gather_texts(comm: MPI.Intracomm, text: str) -> list[str]:
-    """Every rank's text on rank 0 ([] elsewhere). Collective over ``comm``."""
-    data = np.frombuffer(text.encode(), np.uint8)
-    sizes = np.empty(comm.Get_size() if comm.Get_rank() == 0 else 0, np.int64)
-    comm.Gather(np.array([data.size], np.int64), sizes if comm.Get_rank() == 0 else None, root=0)
-    if comm.Get_rank() != 0:
-        comm.Gatherv(data, None, root=0)
-        return []
-    out = np.empty(int(sizes.sum()), np.uint8)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    comm.Gatherv(data, [out, sizes, offsets, MPI.BYTE], root=0)
-    return [out[o:o + n].tobytes().decode() for o, n in zip(offsets, sizes)]
-
-
-def _agree(comm: MPI.Intracomm, value, what: str):
-    """Rank 0's ``value`` (str, None, or an exception turned into its text) on every rank.
-    Collective over ``comm``."""
-    if comm.Get_rank() == 0:
-        text = value if isinstance(value, str) or value is None else f"{what}: {value}"
-        buf = encode_text({"value": text})
-        size = np.array([buf.size], np.int64)
-    else:
-        size = np.zeros(1, np.int64)
-    comm.Bcast(size, root=0)
-    if comm.Get_rank() != 0:
-        buf = np.empty(int(size[0]), np.uint8)
-    comm.Bcast(buf, root=0)
-    return decode_text(buf)["value"]
-
-
-def save_order(root, step: int, job: dict | None, keep: int | None) -> np.ndarray:
+def save_order(root, step: int, job: dict | None, keep: int | None,
+               run: str | None = None) -> np.ndarray:
     """The SAVE request's payload (``KVWorker.save_checkpoint`` sends it to every server)."""
-    return encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep})
+    return encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep,
+                        "run": run})
 
 
 def restore(ps, root, *, log=None) -> dict | None:
-    """Load the newest valid checkpoint under ``root`` into ``ps``'s tables; returns its
-    job dict plus "checkpoint_step" and "checkpoint_path" on every rank, or None when there is none. Collective
-    over the launch, before ``PS.run``. Raises CheckpointError / TableError on every rank
-    when the checkpoint cannot be restored (tables differ, corrupt data)."""
+    """Load the newest checkpoint under ``root`` that verifies into ``ps``'s tables; returns
+    its job dict plus "checkpoint_step", "checkpoint_path" and "checkpoint_run" (its run id,
+    or None) on every rank, or None when there is none. Collective over the launch, before
+    ``PS.run``.
+
+    No row is served before every shard read was verified: the shard is the one the manifest
+    committed (its shard id; the sha256 for checkpoints written before shard ids), and every
+    chunk read matches its fletcher32 checksum. A checkpoint that fails anywhere, on any
+    server, is skipped with a warning (``log``, on rank 0) that names it, and set aside as
+    ``step-N.skipped-*`` (mpips.ckpt.set_aside: kept for a look, and the job may save step N
+    again); then the next older one is tried. When none is left, the tables are reset to
+    their initial rows and None is returned. Raises TableError on every rank when the job's
+    tables differ from the checkpoint's, CheckpointError when ``root`` cannot be read."""
     comm = ps.topology.data
-    found = None
-    if comm.Get_rank() == 0:
-        warn = log or (lambda m: print(f"[mpips rank 0] warning: {m}", file=sys.stderr, flush=True))
-        info = ckpt.newest_valid(root, warn=warn, level="quick")
-        found = None if info is None else {"path": str(info.path), "step": info.step,
-                                           "job": info.job}
-    found = _agree(comm, json.dumps(found), "restore")
-    found = json.loads(found)
-    if found is None:
-        return None
-    error = None
+    warn = (lambda message: log(f"warning: {message}")) if log else _print_warning
+    below, tried = None, False
+    while True:
+        found, error = on_root(comm, lambda: _newest_below(root, below, warn))
+        if error is not None:
+            raise ckpt.CheckpointError(root, f"restore failed: {error}")
+        if found is None:
+            if tried:  # a skipped checkpoint may have filled some rows
+                for table in ps._slices:
+                    _reset_slice(table)
+            return None
+        tried, below = True, found["step"]
+        problem = first_error(comm, _load_slices(ps, found["path"]) if ps.is_server else None)
+        if problem is None:
+            return {**found["job"], "checkpoint_step": found["step"],
+                    "checkpoint_path": found["path"], "checkpoint_run": found["run"]}
+        kind, text = json.loads(problem)
+        if kind == "tables":
+            raise TableError(text)
+        if kind != "corrupt":
+            raise ckpt.CheckpointError(found["path"], f"restore failed: {text}")
+        on_root(comm, lambda: _skip(found["path"], text, warn, set_aside=True))
+
+
+def _print_warning(message: str) -> None:
+    print(f"[mpips rank 0] warning: {message}", file=sys.stderr, flush=True)
+
+
+def _newest_below(root, below: int | None, warn) -> dict | None:
+    """Rank 0: the newest checkpoint under ``root`` older than step ``below`` that passes
+    the quick checks (manifest, shard attributes and ids, sizes), skipping newer ones with a
+    warning (those with a manifest are set aside)."""
+    for step, path in step_dirs(root):
+        if below is not None and step >= below:
+            continue
+        info = ckpt.inspect_checkpoint(path, "quick")
+        if info.valid:
+            return {"path": str(path), "step": info.step, "job": info.job, "run": info.run}
+        _skip(path, info.reason, warn, set_aside=(path / ckpt.MANIFEST).exists()
+              and not isinstance(info.error, ckpt.NewerFormatError))
+    return None
+
+
+def _skip(path, reason: str, warn, *, set_aside: bool) -> None:
+    """Rank 0: warn that checkpoint ``path`` is skipped and why; ``set_aside`` it too (a
+    committed checkpoint that failed: its step may be saved again)."""
+    where = ""
+    if set_aside:
+        try:
+            where = f"; set aside as {ckpt.set_aside(path).name}"
+        except OSError as exc:
+            where = f"; could not set it aside ({exc})"
+    warn(f"skipping checkpoint {path}: {reason}{where}")
+
+
+def _load_slices(ps, path: str) -> str | None:
+    """Server: fill this server's slices from the checkpoint at ``path``; None, or the JSON
+    of [kind, text] naming what failed: "tables" (the job's tables differ), "corrupt" (the
+    checkpoint failed verification: try an older one) or "error" (it could not be read)."""
+    where = f"rank {ps.rank}"
     try:
-        if ps.is_server:
-            for table in ps._slices:
-                _load_slice(table, found["path"])
+        manifest = ckpt.load_manifest(path)
+        for table in ps._slices:
+            _check_table(table, manifest)
+        _check_unidentified_shards(ps._slices, manifest)
+        for table in ps._slices:
+            _read_slice(table, path)
+    except TableError as exc:
+        return json.dumps(["tables", str(exc)])
+    except ckpt.CheckpointError as exc:
+        return json.dumps(["corrupt", f"{where}: {type(exc).__name__}: {exc}"])
     except (MpipsError, OSError) as exc:
-        error = f"rank {comm.Get_rank()}: {type(exc).__name__}: {exc}"
-    errors = _gather_texts(comm, error or "")
-    errors = _agree(comm, "; ".join(e for e in errors if e) or None, "restore")
-    if errors:
-        raise ckpt.CheckpointError(found["path"], f"restore failed: {errors}")
-    return {**found["job"], "checkpoint_step": found["step"], "checkpoint_path": found["path"]}
+        return json.dumps(["error", f"{where}: {type(exc).__name__}: {exc}"])
+    return None
 
 
-def _load_slice(table, path: str) -> None:
-    """Fill one server slice from the checkpoint at ``path`` (its own key range)."""
-    spec = table.spec
-    manifest = ckpt.load_manifest(path)
-    try:
-        meta = manifest.table(spec.name)
-    except ckpt.CheckpointError:
+def _check_table(table, manifest) -> None:
+    """TableError unless the checkpoint holds this slice's table, defined alike."""
+    spec, path = table.spec, manifest.directory
+    if spec.name not in manifest.tables:
         raise TableError(f"table {spec.name!r} is not in checkpoint {path} "
-                         f"(it has {sorted(manifest.tables)})") from None
-    mine = ckpt.TableMeta.from_spec(spec)
+                         f"(it has {sorted(manifest.tables)})")
+    meta, mine = manifest.tables[spec.name], ckpt.TableMeta.from_spec(spec)
     fields = ("kind", "size", "width", "rule", "rule_params", "state_names")
     differ = [f for f in fields if getattr(meta, f) != getattr(mine, f)]
     if differ:
         raise TableError(f"table {spec.name!r} differs from checkpoint {path} in "
                          f"{', '.join(differ)}: checkpoint {meta}, job {mine}")
+
+
+def _check_unidentified_shards(slices, manifest) -> None:
+    """A checkpoint whose manifest records no shard ids (written before them) cannot tell
+    a shard of another save by its id: hash each shard these slices read (ChecksumError)."""
+    if all(shard.shard_id for shard in manifest.shards):
+        return
+    files = {shard.file: shard for table in slices
+             for shard in manifest.shards_for(table.spec.name, table.key_range)}
+    for shard in files.values():
+        check_sha256(manifest, shard)
+
+
+def _read_slice(table, path: str) -> None:
+    """Fill one server slice from the checkpoint at ``path`` (its own key range); every
+    chunk read is checked against its fletcher32 checksum (ChecksumError)."""
+    spec = table.spec
     if spec.kind == "dense":
         ckpt.read_table(path, spec.name, table.key_range, out_values=table.values,
                         out_state=table.state)
     else:
         rows = ckpt.read_table(path, spec.name, table.key_range, placement=spec.placement)
         table.load(rows.keys, rows.values, rows.state)
+
+
+def _reset_slice(table) -> None:
+    """Back to the rows of a new table: dense rows at ``init`` with zero optimizer state,
+    a sparse slice empty."""
+    width = table.spec.width
+    if table.spec.kind == "dense":
+        table.values.fill(table.spec.init)
+        for array in table.state.values():
+            array.fill(0.0)
+    else:
+        table.keys = np.empty(0, np.uint64)
+        table.values = np.empty((0, width), np.float32)
+        table.state = {name: np.zeros((0, width), np.float32) for name in table.state}
 
 
 class SaveSignal:

@@ -4,6 +4,9 @@
     mpips ckpt inspect ROOT/step-000000000100
     mpips ckpt verify ROOT/step-000000000100   # exit 0 ok, 1 with the problems on stderr
     mpips ckpt export ROOT/step-000000000100 w w.npz
+
+A path that is no checkpoint at all (missing, a file, a checkpoint root) is a one-line
+error with exit code 2.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import json
 import sys
 import time
 
-from .errors import MpipsError
+from .errors import EXIT_USAGE, MpipsError, UsageError
 
 LEVEL_HELP = ("quick: manifest, attributes, sizes; sha256: plus every shard's sha256; "
               "full: plus every dataset read (fletcher32 chunk checksums)")
@@ -32,8 +35,7 @@ def _ls(args) -> int:
     from .ckpt import list_checkpoints
 
     if not Path(args.root).is_dir():
-        print(f"mpips ckpt ls: error: {args.root}: no such directory", file=sys.stderr)
-        return 1
+        raise UsageError(f"{args.root}: no such directory")
     infos = list_checkpoints(args.root, level=args.level)
     print(f"{'STEP':>12}  {'SERVERS':>7}  {'SIZE':>10}  {'TABLES':<24}  STATUS")
     for info in infos:
@@ -55,7 +57,7 @@ def _inspect(args) -> int:
     print(f"checkpoint {manifest.directory}\n  step {manifest.step}, format version "
           f"{manifest.version}, {manifest.num_servers} server(s), {_size(manifest.total_bytes)}, "
           f"created {created}")
-    print(f"  job: {json.dumps(manifest.job, sort_keys=True)}")
+    print(f"  run: {manifest.run or '-'}; job: {json.dumps(manifest.job, sort_keys=True)}")
     for name, meta in sorted(manifest.tables.items()):
         print(f"table {name!r}: {meta.kind}, size {meta.size}, width {meta.width}, rule "
               f"{meta.rule} {json.dumps(meta.rule_params)}, init {meta.init}, id {meta.table_id}, "
@@ -83,6 +85,8 @@ def _verify(args) -> int:
     from .ckpt import verify
 
     report = verify(args.dir, level=args.level)
+    if report.errors and isinstance(report.errors[0], UsageError):
+        raise report.errors[0]  # not a checkpoint at all: say what it is
     if not args.quiet:
         for line in report.checked:
             print(f"ok: {line}")
@@ -111,6 +115,9 @@ def _guarded(handler):
     def run(args) -> int:
         try:
             return handler(args)
+        except UsageError as exc:  # the user named the wrong thing: one line, exit 2
+            print(f"mpips ckpt {args.ckpt_command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except (MpipsError, ValueError) as exc:
             print(f"mpips ckpt {args.ckpt_command}: error: {type(exc).__name__}: {exc}",
                   file=sys.stderr)

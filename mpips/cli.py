@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 
 from .ckpt_cli import add_ckpt_parser
-from .errors import EXIT_RANK_LOST, RankLost
+from .errors import EXIT_RANK_LOST, EXIT_USAGE, RankLost, UsageError
 from .launcher import add_launch_parser
 from .sweep import add_sweep_parser
 
@@ -41,9 +41,17 @@ def load_job(name: str):
                      f"not a .py file)")
 
 
+class _JobParser(argparse.ArgumentParser):
+    """A job's options: a parse error is a UsageError (one line from rank 0, exit 2), not a
+    usage text from every rank."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
 def _job_parser(name: str, module) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"mpips run {name}",
-                                     description=(module.__doc__ or "").strip().split("\n")[0])
+    parser = _JobParser(prog=f"mpips run {name}",
+                        description=(module.__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--servers", type=int, default=int(os.environ.get("MPIPS_SERVERS", 1)),
                         help="number of server ranks, the last ranks of the launch "
                              "(default: $MPIPS_SERVERS or 1)")
@@ -59,11 +67,16 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
 
 def run_job(name: str, argv: list[str]) -> int:
     """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
-    0 or 2 for a bad layout; when a rank died (ULFM launches) the process exits with
-    EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both
-    without MPI_Finalize (mpips.fault.leave); any other error aborts the launch."""
+    0, or EXIT_USAGE (2) for a bad layout or a UsageError (bad options, data, checkpoint
+    directory: raised alike on every rank, printed once by rank 0); when a rank died (ULFM
+    launches) the process exits with EXIT_RANK_LOST right away, and one that carried on
+    past a dead rank exits 0, both without MPI_Finalize (mpips.fault.leave); any other
+    error aborts the launch."""
     module = load_job(name)
-    args = _job_parser(name, module).parse_args(argv)
+    try:
+        args, refused = _job_parser(name, module).parse_args(argv), None
+    except UsageError as exc:
+        args, refused = None, exc
     from mpi4py import MPI
 
     import mpips
@@ -71,6 +84,8 @@ def run_job(name: str, argv: list[str]) -> int:
 
     world = MPI.COMM_WORLD
     label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
+    if refused is not None:
+        return _refuse(world, refused)
     try:
         ps = mpips.init(servers=args.servers, replicas=args.replicas)
     except (mpips.LayoutError, mpips.TableError) as exc:
@@ -83,6 +98,9 @@ def run_job(name: str, argv: list[str]) -> int:
             leave(0)
     except RankLost:  # mpips.fault logged who died; leave so that a relaunch can resume
         leave(EXIT_RANK_LOST)
+    except UsageError as exc:  # the same on every rank (mpips.agree): nobody waits, no abort
+        ps.close()
+        return _refuse(world, exc)
     except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
         print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
@@ -92,6 +110,13 @@ def run_job(name: str, argv: list[str]) -> int:
         sys.stderr.flush()
         world.Abort(1)
     return 0
+
+
+def _refuse(world, exc: UsageError) -> int:
+    """A user mistake found alike on every rank: rank 0 prints it as one line."""
+    if world.Get_rank() == 0:
+        print(f"[mpips rank 0/{world.Get_size()}] error: {exc}", file=sys.stderr, flush=True)
+    return EXIT_USAGE
 
 
 def _warmup(_args) -> int:

@@ -41,6 +41,16 @@ class TableError(MpipsError, ValueError):
     """A table was defined inconsistently or used where it does not exist."""
 
 
+class UsageError(MpipsError, ValueError):
+    """A mistake in what the user asked for (an option, a data file, a checkpoint directory),
+    raised alike on every rank (agreed before anything depends on it): ``mpips run`` prints
+    it once, as one line, and exits with EXIT_USAGE, without a traceback or an abort."""
+
+
+EXIT_USAGE = 2
+"""Exit code of a launch refused for a user mistake (UsageError, LayoutError, bad options)."""
+
+
 class LauncherError(MpipsError, RuntimeError):
     """mpiexec is missing, unusable, or was asked for something it cannot do."""
 

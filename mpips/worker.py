@@ -130,13 +130,15 @@ class KVWorker(CodedPushes, ServerFailover):
         return self.clock_value
 
     def save_checkpoint(self, root, step: int, job: dict | None = None,
-                        keep: int | None = None) -> None:
+                        keep: int | None = None, run: str | None = None) -> None:
         """Checkpoint every table under ``root`` as step ``step`` (mpips.checkpoint), with
-        ``job`` (JSON) in the manifest, keeping the ``keep`` newest. Collective over the
-        workers, at a step boundary (after ``clock()``); raises CheckpointError when the
-        servers could not write or commit it (nothing valid is ever overwritten)."""
+        ``job`` (JSON) in the manifest, keeping the ``keep`` newest checkpoints of run
+        ``run`` (an id the manifest records; pruning never touches another run's).
+        Collective over the workers, at a step boundary (after ``clock()``); raises
+        CheckpointError when the servers could not write or commit it (nothing valid is
+        ever overwritten)."""
         self.wait_all()
-        order = save_order(root, step, job, keep)
+        order = save_order(root, step, job, keep, run)
         pending = Pending()
         for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, server, order)

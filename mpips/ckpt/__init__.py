@@ -14,34 +14,43 @@ Write from an MPI job (the steps save_checkpoint runs; see mpips.ckpt.writer)::
 
     d = prepare_checkpoint_dir(root, step)             # one rank, then barrier
     info = write_shard(d, i, S, step, [SliceData.from_spec(spec, rng, values, state=...)])
-    commit(d, step, gathered_infos, job_meta)          # one rank, after a gather
+    commit(d, step, gathered_infos, job_meta, run=run) # one rank, after a gather
+    prune(root, keep_last=2, run=run)                  # only this run's older checkpoints
 
 Restore on S' servers::
 
     info = newest_valid(root)                     # skips incomplete/corrupt ones, warning
     rng = RangePartition(meta.size, S_new).range_of(i)
     keys, values, state = read_table(info.path, "w", rng)
+
+Every shard carries a random shard id that its manifest records, so a shard of another save
+(same name, same size) fails even the quick checks; ``read_table`` verifies the fletcher32
+checksum of every chunk it reads.
 """
-from .catalog import CheckpointInfo, inspect_checkpoint, list_checkpoints, newest_valid, prune
+from .catalog import (CheckpointInfo, committed, inspect_checkpoint, list_checkpoints,
+                      new_run_id, newest_valid, prune, remove_checkpoint, set_aside)
 from .errors import (CheckpointError, CheckpointExistsError, CheckpointWarning, ChecksumError,
                      ForeignFileError, IncompleteCheckpointError, InconsistentCheckpointError,
                      InvalidSliceError, ManifestError, MissingShardError, NewerFormatError,
-                     NotHDF5Error, TruncatedShardError, UnknownTableError)
+                     NotACheckpointError, NotHDF5Error, TruncatedShardError, UnknownTableError)
 from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardInfo, ShardRange, SliceData,
                      TableMeta, shard_name, step_dir_name)
 from .manifest import Manifest, load_manifest
 from .reader import TableRows, export_npz, read_clocks, read_table
 from .verify import LEVELS, VerifyReport, verify
-from .writer import commit, prepare_checkpoint_dir, save_checkpoint, split_table, write_shard
+from .writer import (commit, prepare_checkpoint_dir, prepare_root, save_checkpoint, split_table,
+                     write_shard)
 
 __all__ = [
-    "CheckpointInfo", "inspect_checkpoint", "list_checkpoints", "newest_valid", "prune",
+    "CheckpointInfo", "committed", "inspect_checkpoint", "list_checkpoints", "new_run_id",
+    "newest_valid", "prune", "remove_checkpoint", "set_aside",
     "CheckpointError", "CheckpointExistsError", "CheckpointWarning", "ChecksumError",
     "ForeignFileError", "IncompleteCheckpointError", "InconsistentCheckpointError",
     "InvalidSliceError", "ManifestError", "MissingShardError", "NewerFormatError",
-    "NotHDF5Error", "TruncatedShardError", "UnknownTableError",
+    "NotACheckpointError", "NotHDF5Error", "TruncatedShardError", "UnknownTableError",
     "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "ShardInfo", "ShardRange", "SliceData",
     "TableMeta", "shard_name", "step_dir_name", "Manifest", "load_manifest",
     "TableRows", "export_npz", "read_clocks", "read_table", "LEVELS", "VerifyReport", "verify",
-    "commit", "prepare_checkpoint_dir", "save_checkpoint", "split_table", "write_shard",
+    "commit", "prepare_checkpoint_dir", "prepare_root", "save_checkpoint", "split_table",
+    "write_shard",
 ]

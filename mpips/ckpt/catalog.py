@@ -1,27 +1,34 @@
 """The checkpoints under a root directory: list, pick the newest valid one, prune old ones.
 
 Only ``<root>/step-<N:012d>/`` directories are considered; anything else (temporary
-``.pruned-*`` directories of an interrupted prune, user files) is ignored.
+``.pruned-*`` directories of an interrupted prune, ``step-N.skipped-*`` checkpoints a restore
+set aside, user files) is ignored.
+
+A *run* is one chain of checkpoints: a job started afresh takes a new run id (``new_run_id``)
+and a resumed one carries on the id of the checkpoint it resumed from; every manifest
+records it. ``prune`` deletes only checkpoints of the run it is given.
 """
 from __future__ import annotations
 
 import os
 import secrets
 import shutil
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .durable import fsync_path
 from .errors import CheckpointError, CheckpointWarning
-from .layout import STEP_DIR_RE
+from .layout import MANIFEST, STEP_DIR_RE
 from .verify import verify
 
 
 @dataclass(frozen=True)
 class CheckpointInfo:
     """One step directory: valid or not (``reason``/``error`` say why), and what the manifest
-    says when it could be read (servers, tables name → TableMeta, total shard bytes, job)."""
+    says when it could be read (servers, tables name → TableMeta, total shard bytes, job,
+    run id)."""
 
     path: Path
     step: int
@@ -33,6 +40,7 @@ class CheckpointInfo:
     nbytes: int = 0
     created: float | None = None
     job: dict = field(default_factory=dict)
+    run: str | None = None
 
 
 def step_dirs(root) -> list[tuple[int, Path]]:
@@ -65,7 +73,7 @@ def inspect_checkpoint(path, level: str = "quick") -> CheckpointInfo:
         return CheckpointInfo(path, step, False, reason, error, nbytes=nbytes)
     return CheckpointInfo(path, step, error is None, reason, error, manifest.num_servers,
                           dict(manifest.tables), manifest.total_bytes, manifest.created,
-                          dict(manifest.job))
+                          dict(manifest.job), manifest.run)
 
 
 def list_checkpoints(root, level: str = "quick") -> list[CheckpointInfo]:
@@ -96,29 +104,62 @@ def newest_valid(root, warn=None, level: str = "sha256") -> CheckpointInfo | Non
     return None
 
 
-def prune(root, keep_last: int = 1, level: str = "sha256") -> list[Path]:
-    """Delete valid checkpoints older than the ``keep_last`` newest valid ones (those are
-    verified at ``level`` first); incomplete or invalid directories are never touched.
-    Each removal is atomic (rename to a hidden ``.pruned-*`` name, fsync, then delete), and
-    the ``.pruned-*`` leftovers of a prune that was killed mid-delete go too (they are no
-    checkpoint any more; otherwise each would keep a whole checkpoint's bytes forever).
-    Returns the checkpoint paths removed."""
+def prune(root, keep_last: int = 1, level: str = "sha256", run: str | None = None
+          ) -> list[Path]:
+    """Delete the valid checkpoints of run ``run`` older than its ``keep_last`` newest valid
+    ones (those are verified at ``level`` first). Checkpoints of other runs (a run id other
+    than ``run``; with ``run=None``, any run id) and incomplete or invalid directories are
+    never touched. Each removal is atomic (``remove_checkpoint``), and the ``.pruned-*``
+    leftovers of a prune that was killed mid-delete go too (they are no checkpoint any
+    more; otherwise each would keep a whole checkpoint's bytes forever). Returns the
+    checkpoint paths removed."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
     kept, removed = 0, []
     for _, path in step_dirs(root):
-        info = inspect_checkpoint(path, level if kept < keep_last else "quick")
-        if not info.valid:
+        info = inspect_checkpoint(path, "quick")
+        if not info.valid or info.run != run:
             continue
-        if kept < keep_last:
-            kept += 1
+        if kept < keep_last:  # kept only if it passes ``level`` too
+            if level == "quick" or inspect_checkpoint(path, level).valid:
+                kept += 1
             continue
-        tomb = path.with_name(f".pruned-{path.name}-{secrets.token_hex(4)}")
-        os.rename(path, tomb)
-        fsync_path(path.parent)
-        shutil.rmtree(tomb)
+        remove_checkpoint(path)
         removed.append(path)
     for tomb in Path(root).glob(".pruned-step-*"):
         if tomb.is_dir() and not tomb.is_symlink():
             shutil.rmtree(tomb, ignore_errors=True)
     return removed
+
+
+def remove_checkpoint(path) -> None:
+    """Delete one step directory atomically: rename it to a hidden ``.pruned-*`` name, fsync
+    the root, then delete that (a crash leaves no half-deleted checkpoint, only a
+    ``.pruned-*`` directory that the next prune removes)."""
+    path = Path(path)
+    tomb = path.with_name(f".pruned-{path.name}-{secrets.token_hex(4)}")
+    os.rename(path, tomb)
+    fsync_path(path.parent)
+    shutil.rmtree(tomb)
+
+
+def committed(root) -> list[Path]:
+    """The step directories under ``root`` that hold a manifest (valid or not: checkpoints
+    that some run committed), newest first."""
+    return [path for _, path in step_dirs(root) if (path / MANIFEST).exists()]
+
+
+def set_aside(path) -> Path:
+    """Rename the checkpoint ``path`` (``step-N``) to ``step-N.skipped-<hex>`` beside it, so
+    that it no longer counts as a checkpoint, keeps its bytes for a look, and a new save
+    may take its step. Returns the new path."""
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.skipped-{secrets.token_hex(4)}")
+    os.rename(path, aside)
+    fsync_path(path.parent)
+    return aside
+
+
+def new_run_id() -> str:
+    """A fresh run id: UTC start time and random hex, e.g. ``20240606T101500Z-1a2b3c4d``."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(4)}"

@@ -6,7 +6,7 @@ itself an mpips.errors.MpipsError.
 """
 from __future__ import annotations
 
-from ..errors import MpipsError
+from ..errors import MpipsError, UsageError
 
 
 class CheckpointError(MpipsError):
@@ -16,6 +16,11 @@ class CheckpointError(MpipsError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class NotACheckpointError(CheckpointError, UsageError):
+    """The path is no checkpoint directory at all: missing, a file, a checkpoint root (it
+    holds step-N directories: name one of them), or another directory."""
 
 
 class IncompleteCheckpointError(CheckpointError):

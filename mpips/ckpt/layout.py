@@ -207,7 +207,10 @@ class ShardRange:
 class ShardInfo:
     """What one server wrote (returned by write_shard; all of them go to commit).
 
-    Small and picklable, so an MPI save can gather them to the committing rank."""
+    Small and picklable, so an MPI save can gather them to the committing rank.
+    ``shard_id`` is the random id written into the shard's attributes: the manifest records
+    it, so a shard of another save (same name, same size) is told apart without hashing it
+    (None in checkpoints written before shard ids existed)."""
 
     file: str
     server_index: int
@@ -217,8 +220,12 @@ class ShardInfo:
     sha256: str
     tables: dict  # name -> TableMeta
     ranges: dict  # name -> ShardRange
+    shard_id: str | None = None
 
     def to_json(self) -> dict:
-        return {"file": self.file, "server": self.server_index, "bytes": self.nbytes,
-                "sha256": self.sha256,
-                "ranges": {name: r.to_json() for name, r in self.ranges.items()}}
+        out = {"file": self.file, "server": self.server_index, "bytes": self.nbytes,
+               "sha256": self.sha256,
+               "ranges": {name: r.to_json() for name, r in self.ranges.items()}}
+        if self.shard_id is not None:
+            out["id"] = self.shard_id
+        return out

@@ -3,8 +3,11 @@
 Fields: ``format`` ("mpips-checkpoint"), ``version`` (int), ``step``, ``num_servers``,
 ``created`` (unix seconds) and ``created_iso``, ``mpips_version``, ``tables`` (name → kind,
 size, width, rule, rule_params, init, table_id, state_names), ``shards`` (in server order:
-file, server, bytes, sha256, ranges: table → begin/end/rows), and ``job``, a free-form dict
-(metrics, arguments...). Sizes and key bounds are decimal strings (see layout).
+file, server, bytes, sha256, ranges: table → begin/end/rows, and ``id``, the shard id also
+written in the shard), ``job``, a free-form dict (metrics, arguments...), and ``run``, the id
+of the run whose chain of checkpoints this is (``id`` and ``run`` are absent from
+checkpoints written before they existed, or saved without a run). Sizes and key bounds are
+decimal strings (see layout).
 """
 from __future__ import annotations
 
@@ -14,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..partition import KeyRange
-from .errors import (CheckpointError, IncompleteCheckpointError, ManifestError, NewerFormatError,
-                     UnknownTableError)
+from .errors import (IncompleteCheckpointError, ManifestError, NewerFormatError,
+                     NotACheckpointError, UnknownTableError)
 from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, STEP_DIR_RE, ShardInfo, ShardRange,
                      TableMeta, shard_name)
 
@@ -32,6 +35,7 @@ class Manifest:
     tables: dict  # name -> TableMeta
     shards: list  # ShardInfo, in server order
     job: dict
+    run: str | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -84,7 +88,7 @@ def _check_tiling(where, meta: TableMeta, ranges, error) -> None:
 
 
 def manifest_bytes(step: int, num_servers: int, shards: list[ShardInfo], job: dict,
-                   where) -> bytes:
+                   where, run: str | None = None) -> bytes:
     """The manifest text; ManifestError if ``job`` is not JSON-serialisable."""
     from .. import __version__
 
@@ -96,6 +100,8 @@ def manifest_bytes(step: int, num_servers: int, shards: list[ShardInfo], job: di
            "mpips_version": __version__,
            "tables": {name: meta.to_json() for name, meta in tables.items()},
            "shards": [s.to_json() for s in shards], "job": job}
+    if run is not None:
+        obj["run"] = str(run)
     try:
         return (json.dumps(obj, indent=1) + "\n").encode()
     except (TypeError, ValueError) as exc:
@@ -105,16 +111,17 @@ def manifest_bytes(step: int, num_servers: int, shards: list[ShardInfo], job: di
 def load_manifest(directory) -> Manifest:
     """Read and check ``directory``/MANIFEST.json.
 
-    Raises IncompleteCheckpointError (no manifest), NewerFormatError, ManifestError."""
+    Raises IncompleteCheckpointError (a step-N directory without manifest), NewerFormatError,
+    ManifestError, NotACheckpointError (missing, a file, a checkpoint root...)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise CheckpointError(directory, "not a directory (expected a checkpoint step-N directory)")
+        raise NotACheckpointError(directory, "no such file or directory" if not directory.exists()
+                                  else "a file, not a checkpoint directory (ROOT/step-N)")
     path = directory / MANIFEST
     try:
         obj = json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise IncompleteCheckpointError(directory, f"no {MANIFEST}: incomplete checkpoint (the "
-                                        "save crashed or is still running)") from None
+        raise _without_manifest(directory) from None
     except (OSError, ValueError) as exc:
         raise ManifestError(path, f"unreadable or not JSON ({exc})") from None
     version = _check_header(path, obj)
@@ -123,14 +130,36 @@ def load_manifest(directory) -> Manifest:
         tables = {name: TableMeta.from_json(name, t, path) for name, t in obj["tables"].items()}
         shards = [_shard_from_json(path, e, step, num_servers, tables) for e in obj["shards"]]
         created, job = float(obj["created"]), dict(obj.get("job") or {})
+        run = obj.get("run")
+        if run is not None and not isinstance(run, str):
+            raise TypeError(f"run must be a string, got {run!r}")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ManifestError(path, f"missing or malformed field ({exc!r})") from None
     match = STEP_DIR_RE.match(directory.name)
     if match and int(match.group(1)) != step:
         raise ManifestError(path, f"says step {step} but lives in {directory.name}")
     check_shards(path, num_servers, tables, shards, ManifestError)
-    return Manifest(directory, version, step, num_servers, created, tables, shards, job)
+    return Manifest(directory, version, step, num_servers, created, tables, shards, job, run)
 
+
+def _without_manifest(directory: Path) -> Exception:
+    """What a directory without MANIFEST.json is: an incomplete checkpoint (a step-N
+    directory), a checkpoint root (it holds step-N directories), or no checkpoint at all."""
+    if STEP_DIR_RE.match(directory.name):
+        return IncompleteCheckpointError(directory, f"no {MANIFEST}: incomplete checkpoint (the "
+                                         "save crashed or is still running)")
+    try:
+        steps = sorted((p for p in directory.iterdir()
+                        if STEP_DIR_RE.match(p.name) and p.is_dir()), reverse=True)
+    except OSError:  # unreadable: say only that it is no checkpoint
+        steps = []
+    if not steps:
+        return NotACheckpointError(directory, f"not a checkpoint: no {MANIFEST}, and no step-N "
+                                              "directories in it")
+    shown = ", ".join(str(p) for p in steps[:3]) + (", ..." if len(steps) > 3 else "")
+    return NotACheckpointError(directory, f"this is a checkpoint root holding {len(steps)} "
+                                          "checkpoint(s), not a checkpoint: give one of them: "
+                                          f"{shown}")
 
 def _check_header(path: Path, obj) -> int:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
@@ -150,5 +179,8 @@ def _shard_from_json(path, entry: dict, step: int, num_servers: int, tables: dic
     file = str(entry["file"])
     ranges = {name: ShardRange.from_json(r, f"{file} table {name!r}", path)
               for name, r in entry["ranges"].items()}
+    shard_id = entry.get("id")
+    if shard_id is not None and not isinstance(shard_id, str):
+        raise TypeError(f"{file}: shard id must be a string, got {shard_id!r}")
     return ShardInfo(file, int(entry["server"]), num_servers, step, int(entry["bytes"]),
-                     str(entry["sha256"]), tables, ranges)
+                     str(entry["sha256"]), tables, ranges, shard_id)

@@ -2,15 +2,16 @@
 
 Root attributes: ``format`` = "mpips-checkpoint", ``format_version``, ``step``,
 ``server_index``, ``num_servers``, ``created`` (unix seconds), ``created_iso``,
-``mpips_version``. One group ``/tables/<name>`` per table with attributes ``kind``,
-``size``, ``key_begin``, ``key_end`` (decimal strings: 2**64 does not fit uint64), ``width``,
-``rows``, ``rule``, ``rule_params`` and ``state_names`` (JSON), ``init``, ``table_id``, and
-datasets ``keys`` (uint64 (rows,), sparse only: dense row i is key ``key_begin + i``),
-``values`` (float32 (rows, width)), ``state/<name>`` (float32 (rows, width)) and optionally
-``clocks`` (int64, a vector clock). Every dataset is chunked (whole rows, ~4 MiB) with
-fletcher32 checksums, optionally shuffle+gzip or lzf; uncompressed ones are written chunk by
-chunk by mpips.ckpt.chunkio (same bytes as HDF5's filter, faster). Files use the HDF5 1.8
-format (checksummed superblock and object headers), readable by h5py and Debian's h5dump/h5ls.
+``mpips_version`` and ``shard_id`` (random hex, recorded in the manifest). One group
+``/tables/<name>`` per table with attributes ``kind``, ``size``, ``key_begin``, ``key_end``
+(decimal strings: 2**64 does not fit uint64), ``width``, ``rows``, ``rule``, ``rule_params``
+and ``state_names`` (JSON), ``init``, ``table_id``, and datasets ``keys`` (uint64 (rows,),
+sparse only: dense row i is key ``key_begin + i``), ``values`` (float32 (rows, width)),
+``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock).
+Every dataset is chunked (whole rows, ~4 MiB) with fletcher32 checksums, optionally
+shuffle+gzip or lzf; uncompressed ones are written chunk by chunk by mpips.ckpt.chunkio (same
+bytes as HDF5's filter, faster). Files use the HDF5 1.8 format (checksummed superblock and
+object headers), readable by h5py and Debian's h5dump/h5ls.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class WriteOptions:
 
 
 def write_hdf5(path: Path, server_index: int, num_servers: int, step: int,
-               tables: list[SliceData], options: WriteOptions) -> None:
+               tables: list[SliceData], options: WriteOptions, shard_id: str) -> None:
     """Create the shard file ``path`` (which must not exist) and write every table into it."""
     from .. import __version__
 
@@ -59,7 +60,7 @@ def write_hdf5(path: Path, server_index: int, num_servers: int, step: int,
                         "step": int(step), "server_index": int(server_index),
                         "num_servers": int(num_servers), "created": now,
                         "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                        "mpips_version": __version__})
+                        "mpips_version": __version__, "shard_id": shard_id})
         group = f.create_group("tables")
         for data in tables:
             _write_table(group.create_group(data.name), data, options)
@@ -130,7 +131,8 @@ def open_hdf5(path: Path) -> h5py.File:
 
 def check_root(f: h5py.File, path: Path, expect: ShardInfo) -> None:
     """ForeignFileError / NewerFormatError / InconsistentCheckpointError unless the root
-    attributes say this is shard ``expect.server_index`` of the expected checkpoint."""
+    attributes say this is shard ``expect.server_index`` of the expected checkpoint (and,
+    when the manifest records one, the very shard it committed: same shard id)."""
     attrs = f.attrs
     found = attrs.get("format")
     if found != FORMAT_NAME:
@@ -147,6 +149,10 @@ def check_root(f: h5py.File, path: Path, expect: ShardInfo) -> None:
     if got != want:
         raise InconsistentCheckpointError(path, f"shard attributes {got} disagree with the "
                                                 f"manifest {want}")
+    if expect.shard_id is not None and attrs.get("shard_id") != expect.shard_id:
+        raise ForeignFileError(path, f"shard id {attrs.get('shard_id')!r}, but the manifest "
+                                     f"committed {expect.shard_id!r}: a shard of another save "
+                                     "(copied or left here), not this checkpoint's")
 
 
 def check_table(f: h5py.File, path: Path, meta: TableMeta, expect) -> h5py.Group:

@@ -13,6 +13,7 @@ and only files that belong to no checkpoint (an uncommitted directory) are repla
 """
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ import numpy as np
 from ..partition import KEY_SPACE, KeyRange, RangePartition, positions
 from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
                       write_bytes_durably)
-from .errors import (CheckpointExistsError, InconsistentCheckpointError, InvalidSliceError,
-                     MissingShardError)
+from .errors import (CheckpointError, CheckpointExistsError, InconsistentCheckpointError,
+                     InvalidSliceError, MissingShardError)
 from .layout import (MANIFEST, SHARD_RE, ShardInfo, ShardRange, SliceData, TableMeta,
                      shard_name, step_dir_name)
 from .manifest import check_shards, manifest_bytes
@@ -33,6 +34,25 @@ def _refuse_if_committed(directory: Path) -> None:
         raise CheckpointExistsError(directory, f"already holds a checkpoint ({MANIFEST} exists); "
                                     "refusing to overwrite it: save under another step or "
                                     "remove it by hand")
+
+
+def prepare_root(root) -> Path:
+    """Create the checkpoint root ``root`` if it is missing and check that files can be
+    created in it (a probe file, removed again). CheckpointError naming it when it is not a
+    directory or not writable (read-only file system, permissions, immutable)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(root, "not a directory")
+    probe = tmp_name(root / ".write-probe")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as exc:
+        raise CheckpointError(root, f"cannot write checkpoints here ({exc.strerror or exc})"
+                              ) from None
+    return root
 
 
 def prepare_checkpoint_dir(root, step: int) -> Path:
@@ -75,8 +95,9 @@ def write_shard(directory, server_index: int, num_servers: int, step: int,
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / shard_name(server_index, num_servers)
     tmp = tmp_name(final)
+    shard_id = secrets.token_hex(16)
     try:
-        write_hdf5(tmp, server_index, num_servers, step, tables, options)
+        write_hdf5(tmp, server_index, num_servers, step, tables, options, shard_id)
         crash_point("shard-closed")
         nbytes, digest = fsync_and_hash(tmp)
         crash_point("shard-synced")
@@ -88,16 +109,18 @@ def write_shard(directory, server_index: int, num_servers: int, step: int,
             tmp.unlink()
     return ShardInfo(final.name, server_index, num_servers, int(step), nbytes, digest,
                      {d.name: d.meta for d in tables},
-                     {d.name: ShardRange(d.key_range, d.rows) for d in tables})
+                     {d.name: ShardRange(d.key_range, d.rows) for d in tables}, shard_id)
 
 
-def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: dict | None = None
-           ) -> Path:
+def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: dict | None = None,
+           *, run: str | None = None) -> Path:
     """Make the checkpoint valid by writing MANIFEST.json last (durably, never clobbering).
 
     Checks first that the shards are servers 0..S-1 of ``step`` with the same tables, whose
     key ranges tile each table, and whose files exist with the recorded sizes
-    (InconsistentCheckpointError / MissingShardError). ``job_meta``: free-form JSON dict."""
+    (InconsistentCheckpointError / MissingShardError). ``job_meta``: free-form JSON dict.
+    ``run``: the id of the run whose chain of checkpoints this one continues (``prune``
+    deletes only checkpoints of the run it is given)."""
     directory = Path(checkpoint_dir)
     infos = sorted(shard_infos, key=lambda s: s.server_index)
     if not infos:
@@ -115,7 +138,7 @@ def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: di
         if path.stat().st_size != info.nbytes:
             raise InconsistentCheckpointError(path, f"{path.stat().st_size} bytes, written as "
                                                     f"{info.nbytes}")
-    data = manifest_bytes(step, first.num_servers, infos, dict(job_meta or {}), directory)
+    data = manifest_bytes(step, first.num_servers, infos, dict(job_meta or {}), directory, run)
     _refuse_if_committed(directory)
     crash_point("manifest-start")
     try:
@@ -130,9 +153,9 @@ def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: di
 
 def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
                     job_meta: dict | None = None, *, compression: str | None = None,
-                    chunk_bytes: int = CHUNK_BYTES) -> Path:
+                    chunk_bytes: int = CHUNK_BYTES, run: str | None = None) -> Path:
     """The whole save in one process: prepare, one shard per entry of ``slices_by_server``
-    (server order), commit. Returns the checkpoint directory."""
+    (server order), commit (``run`` as there). Returns the checkpoint directory."""
     if not slices_by_server:
         raise InvalidSliceError(root, "a checkpoint needs at least one server's slices")
     directory = prepare_checkpoint_dir(root, step)
@@ -140,7 +163,7 @@ def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
     infos = [write_shard(directory, i, num_servers, step, slices, compression=compression,
                          chunk_bytes=chunk_bytes)
              for i, slices in enumerate(slices_by_server)]
-    return commit(directory, step, infos, job_meta)
+    return commit(directory, step, infos, job_meta, run=run)
 
 
 def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=None,

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -78,6 +79,15 @@ def file_hashes(root) -> dict[str, str]:
     root = Path(root)
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def read_only(path):
+    """Make the directory ``path`` read-only, for root too (chattr +i); returns the undo."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return lambda: path.chmod(0o755)
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 def flip_bit_in_chunk(path: Path, dataset: str, chunk: int = 0, byte: int = 3, bit: int = 4) -> int:

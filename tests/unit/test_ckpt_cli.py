@@ -42,7 +42,8 @@ def test_ls_shows_valid_and_invalid_with_reasons(root):
     assert lines[3].split()[:2] == ["2", "3"] and "INVALID (ChecksumError" in lines[3]
     assert "shard-00002-of-00003.h5: sha256 mismatch" in lines[3]
     missing = mpips("ls", root / "nowhere")
-    assert missing.returncode == 1 and "no such directory" in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr == f"mpips ckpt ls: error: {root / 'nowhere'}: no such directory\n"
 
 
 def test_inspect_shows_tables_ranges_rules_and_shapes(root):
@@ -68,6 +69,22 @@ def test_verify_exit_codes(root):
     assert "error: ChecksumError:" in bad.stderr and "shard-00002-of-00003.h5" in bad.stderr
     assert "table 'w' dataset values" in bad.stderr and "FAILED" in bad.stderr
     assert mpips("verify", "--level", "quick", root / "step-000000000002").returncode == 0
+
+
+def test_verify_says_what_a_path_that_is_no_checkpoint_is(root, tmp_path):
+    """A missing path is not "not a directory", a checkpoint root not an "incomplete
+    checkpoint": one line each, exit 2 (the user named the wrong thing)."""
+    missing = mpips("verify", tmp_path / "nowhere")
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr == (f"mpips ckpt verify: error: {tmp_path / 'nowhere'}: no such file "
+                              "or directory\n")
+    whole = mpips("verify", root)
+    assert whole.returncode == 2 and whole.stderr.count("\n") == 1, whole.stderr
+    assert whole.stderr.startswith(f"mpips ckpt verify: error: {root}: this is a checkpoint root "
+                                   f"holding 3 checkpoint(s), not a checkpoint: give one of "
+                                   f"them: {root / 'step-000000000003'}, ")
+    inspect = mpips("inspect", root)
+    assert inspect.returncode == 2 and "checkpoint root holding 3" in inspect.stderr
 
 
 def test_export_writes_npz(root, tmp_path):

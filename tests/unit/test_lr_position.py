@@ -1,6 +1,7 @@
 """Where a resumed sparse_lr job starts (jobs/lr_position.py)."""
 import pytest
 
+from mpips.errors import UsageError
 from mpips.jobs.lr_position import Position
 
 JOB = {"epoch": 3, "step": 0, "curve": [0.6, 0.5, 0.4], "partial_loss": [0.0, 0.0],
@@ -27,7 +28,7 @@ def test_an_epoch_end_checkpoint_resumes_on_any_number_of_workers(workers):
 
 
 def test_a_mid_epoch_checkpoint_needs_the_workers_that_wrote_it():
-    with pytest.raises(SystemExit, match="mid-epoch \\(step 7\\) by 2 workers.*not 3"):
+    with pytest.raises(UsageError, match="mid-epoch \\(step 7\\) by 2 workers.*not 3"):
         Position.from_job(dict(JOB, step=7), 3)
 
 

@@ -1,0 +1,159 @@
+"""Checkpoint directories and restores that must not be trusted blindly (issue 17): a fresh
+run does not write into another run's checkpoints, a prune deletes only its own run's, a save
+that fails is an error (never "saved" somewhere else), and a restore skips a corrupt or
+foreign newest checkpoint for the newest one that verifies."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from mpips import ckpt
+from mpips.spec import TableSpec
+from tests.launch import REPO_ROOT, run_mpi
+from tests.mpi.test_kv import result_of
+from tests.mpi.test_sparse_lr import final_metrics
+from tests.unit.ckpt_helpers import file_hashes, flip_bit_in_chunk, make_tables, save
+
+JOB = ["-m", "mpips", "run", "sparse_lr", "--servers", "2", "--synthetic", "4000",
+       "--features", "500", "--nnz", "10", "--batch-size", "128", "--quiet"]
+RANKS = 4  # 2 workers: 13 steps per epoch
+
+
+def sparse_lr(root, *options, check=True):
+    proc = run_mpi(RANKS, [*JOB, "--checkpoint-dir", str(root), *options], timeout=180)
+    return final_metrics(proc) if check else proc
+
+
+def runs(root) -> dict[int, str | None]:
+    """Step → run id of every valid checkpoint under ``root``."""
+    return {info.step: info.run for info in ckpt.list_checkpoints(root) if info.valid}
+
+
+def test_a_fresh_run_refuses_another_runs_checkpoints_unless_told(tmp_path):
+    """The issue's reproduction: a second fresh run into the same directory wrote its
+    checkpoints into a directory named after an error, reported them saved, and a --resume
+    then continued the first run. Now it is refused; --overwrite starts over and --resume
+    continues the run that is there."""
+    root = tmp_path / "D"
+    first = sparse_lr(root, "--epochs", "3", "--keep", "3")
+    first_run = set(runs(root).values())
+    assert sorted(runs(root)) == [13, 26, 39] and len(first_run) == 1
+    before = file_hashes(tmp_path)
+    refused = sparse_lr(root, "--epochs", "2", "--seed", "7", "--keep", "3", check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert (f"[mpips rank 0/{RANKS}] error: --checkpoint-dir {root} holds 3 checkpoint(s) of "
+            "another run (newest step-000000000039): add --resume") in refused.stderr
+    assert "Traceback" not in refused.stderr and file_hashes(tmp_path) == before
+    assert not list(REPO_ROOT.glob("prepare*"))  # the old bug saved into "./prepare: <error>"
+    second = sparse_lr(root, "--epochs", "2", "--seed", "7", "--keep", "3", "--overwrite")
+    second_run = set(runs(root).values())
+    assert sorted(runs(root)) == [13, 26] and len(second_run) == 1 and second_run != first_run
+    assert first["model_sha256"] != second["model_sha256"]
+    resumed = sparse_lr(root, "--epochs", "4", "--seed", "7", "--keep", "3", "--resume")
+    assert resumed["resumed_from_step"] == 26
+    assert resumed["train_logloss"][:2] == second["train_logloss"]  # the second run went on
+    assert runs(root) == dict.fromkeys([26, 39, 52], second_run.pop())
+
+
+def test_pruning_never_deletes_another_runs_checkpoint(tmp_path):
+    """A checkpoint of another run in the directory (copied in, or from before run ids)
+    stays, while the resumed run prunes its own chain to --keep 1."""
+    root = tmp_path / "D"
+    sparse_lr(root, "--epochs", "1", "--keep", "1")
+    mine = runs(root)
+    save(root, 5, 1, make_tables(seed=3), run="someone-else")
+    sparse_lr(root, "--epochs", "3", "--keep", "1", "--resume")
+    assert runs(root) == {39: mine[13], 5: "someone-else"}
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
+    """A flipped bit in a values chunk of the newest checkpoint used to stop the resume
+    (exit 1); the README promises the older valid checkpoint instead. BSP: the model must be
+    the one an uninterrupted run ends with."""
+    whole = final_metrics(run_mpi(RANKS, [*JOB, "--epochs", "3"], timeout=180))
+    root = tmp_path / "D"
+    sparse_lr(root, "--epochs", "2", "--keep", "3")
+    bad = root / ckpt.step_dir_name(26)
+    flip_bit_in_chunk(bad / "shard-00000-of-00002.h5", "tables/w/values")
+    proc = sparse_lr(root, "--epochs", "3", "--keep", "3", "--resume", check=False)
+    resumed = final_metrics(proc)
+    assert (f"warning: skipping checkpoint {bad}: rank 2: ChecksumError: "
+            f"{bad}/shard-00000-of-00002.h5: table 'w' values chunk 0") in proc.stderr
+    assert f"resuming from {root / ckpt.step_dir_name(13)}" in proc.stderr
+    assert resumed["resumed_from_step"] == 13
+    assert resumed["model_sha256"] == whole["model_sha256"]
+    aside = list(root.glob("step-000000000026.skipped-*"))
+    assert len(aside) == 1 and not ckpt.verify(aside[0]).ok  # kept for a look, still bad
+    assert sorted(runs(root)) == [13, 26, 39] and ckpt.verify(bad).ok  # 26 saved anew
+
+
+PROGRAM = "tests/mpi/programs/ckpt_remap.py"
+DENSE, WIDTH = 5000, 2  # the tables of ckpt_remap.py
+
+
+def remap_tables(seed: int) -> list:
+    """Whole tables shaped like ckpt_remap.py's (dense 5000 x 2 and sparse, AdaGrad), with
+    seeded values: the same file sizes whatever the seed."""
+    rng = np.random.default_rng(seed)
+    keys = np.unique(np.random.default_rng(1).integers(0, 2**64 - 1, 4000, dtype=np.uint64))
+    out = []
+    for spec, rows, width, k in [(TableSpec("dense", "dense", 0, 1, DENSE, WIDTH, "adagrad",
+                                            {"lr": 0.1}), DENSE, WIDTH, None),
+                                 (TableSpec("sparse", "sparse", 1, 1, 2**64, 1, "adagrad",
+                                            {"lr": 0.2}), keys.size, 1, keys)]:
+        meta = ckpt.TableMeta.from_spec(spec)
+        values = rng.standard_normal((rows, width)).astype(np.float32)
+        state = {"accum": rng.random((rows, width), dtype=np.float32)}
+        out.append((meta, values, k, state))
+    return out
+
+
+def save_remap(root, step: int, seed: int):
+    tables = remap_tables(seed)
+    per_table = [ckpt.split_table(meta, 2, values, keys=keys, state=state)
+                 for meta, values, keys, state in tables]
+    return ckpt.save_checkpoint(root, step, [list(s) for s in zip(*per_table)]), tables
+
+
+@pytest.mark.parametrize("ids", ["shard-ids", "before-shard-ids"])
+def test_restore_skips_a_newest_checkpoint_holding_another_runs_shard(tmp_path, ids):
+    """Shard 1 of the newest checkpoint is another save's, of the same size: it used to
+    restore without a warning (a wrong model). The shard id in the manifest tells it apart;
+    a manifest from before shard ids falls back to the sha256."""
+    root = tmp_path / "root"
+    _, good = save_remap(root, 1, seed=1)
+    newest, _ = save_remap(root, 2, seed=2)
+    other, _ = save_remap(tmp_path / "other", 2, seed=3)
+    shard = "shard-00001-of-00002.h5"
+    assert (newest / shard).stat().st_size == (other / shard).stat().st_size
+    shutil.copyfile(other / shard, newest / shard)
+    if ids == "before-shard-ids":
+        manifest = json.loads((newest / ckpt.MANIFEST).read_text())
+        for entry in manifest["shards"]:
+            entry.pop("id", None)
+        (newest / ckpt.MANIFEST).write_text(json.dumps(manifest))
+    proc = run_mpi(4, [PROGRAM, "--servers", "2", "--phase", "restore", "--root", str(root)],
+                   timeout=180)
+    got = result_of(proc)
+    error = "ForeignFileError" if ids == "shard-ids" else "ChecksumError: " + str(newest / shard)
+    assert f"warning: skipping checkpoint {newest}: " in proc.stderr and error in proc.stderr
+    assert got["restored"] == 1
+    dense = good[0][1].view(np.uint32).ravel()[:4000]
+    assert got["dense"] == dense.tolist()  # the rows of step 1, not a mix
+    assert len(list(root.glob("step-000000000002.skipped-*"))) == 1
+
+
+def test_a_save_that_cannot_be_prepared_is_an_error_not_saved_elsewhere(tmp_path):
+    """Step 1 is committed already: the save must fail on the workers (it used to be written
+    into a directory named after the error and reported as done)."""
+    root = tmp_path / "root"
+    save(root, 1, 1, make_tables(seed=4)[:1])
+    before = file_hashes(tmp_path)
+    proc = run_mpi(4, [PROGRAM, "--servers", "2", "--phase", "save", "--root", str(root)],
+                   timeout=180)
+    assert proc.returncode != 0 and "RESULT" not in proc.stdout
+    assert "checkpoint not saved: CheckpointExistsError" in proc.stderr, proc.stderr
+    assert file_hashes(tmp_path) == before and not list(REPO_ROOT.glob("prepare*"))

@@ -20,13 +20,11 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
-from . import ckpt
+from . import ckpt, startup
 from .ckpt.manifest import _shard_from_json
 from .errors import MpipsError, TableError
 from .fault import survive_collective
 from .message import Status
-
-SAVE_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 def encode_text(obj) -> np.ndarray:
@@ -223,12 +221,12 @@ def _load_slice(table, path: str) -> None:
 class SaveSignal:
     """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary: every rank installs
     it, so the signal never kills a server; ``received`` names the signal, and the workers
-    agree on it at a step boundary (e.g. an Allreduce of the flag)."""
+    agree on it at a step boundary (e.g. an Allreduce of the flag). A signal that came
+    earlier, while ``mpips run`` held it (mpips.startup), counts as received now."""
 
-    def __init__(self, signals=SAVE_SIGNALS):
+    def __init__(self):
         self.received = None
-        for sig in signals:
-            signal.signal(sig, self._handle)
+        startup.take_over(self._handle)
 
     def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
+        self.received = self.received or signal.Signals(signum).name

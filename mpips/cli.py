@@ -4,6 +4,10 @@
 (``mpiexec -n P mpips run ...`` or ``srun ... mpips run ...``). JOB is a module of
 mpips.jobs (the repository's jobs/ directory), a dotted module name, or a path to a .py file
 that defines ``add_arguments(parser)`` and ``main(ps, args)``.
+
+Importing this module is cheap (the subcommands load what they need), so that ``mpips run``
+holds the stop signals and ties itself to its launcher (mpips.startup) before numpy, numba
+and mpi4py load.
 """
 from __future__ import annotations
 
@@ -15,10 +19,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from .ckpt_cli import add_ckpt_parser
+from . import startup
 from .errors import EXIT_RANK_LOST, RankLost
-from .launcher import add_launch_parser
-from .sweep import add_sweep_parser
 
 
 def load_job(name: str):
@@ -59,15 +61,16 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
 
 def run_job(name: str, argv: list[str]) -> int:
     """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
-    0 or 2 for a bad layout; when a rank died (ULFM launches) the process exits with
-    EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both
-    without MPI_Finalize (mpips.fault.leave); any other error aborts the launch."""
+    0 or 2 for a bad layout; when a rank died (ULFM launches), during ``mpips.init`` and the
+    job's set-up included, the process exits with EXIT_RANK_LOST right away, and one that
+    carried on past a dead rank exits 0, both without MPI_Finalize (mpips.fault.leave); any
+    other error aborts the launch."""
     module = load_job(name)
     args = _job_parser(name, module).parse_args(argv)
     from mpi4py import MPI
 
     import mpips
-    from mpips.fault import leave
+    from mpips.fault import is_rank_failure, leave, lost_during_init, rank_lost
 
     world = MPI.COMM_WORLD
     label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
@@ -76,6 +79,11 @@ def run_job(name: str, argv: list[str]) -> int:
     except (mpips.LayoutError, mpips.TableError) as exc:
         print(f"{label} error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc):
+            raise
+        lost_during_init(label, exc)  # a rank died during mpips.init: exit EXIT_RANK_LOST
+    startup.report(startup.READY)
     try:
         module.main(ps, args)
         ps.close()
@@ -83,15 +91,26 @@ def run_job(name: str, argv: list[str]) -> int:
             leave(0)
     except RankLost:  # mpips.fault logged who died; leave so that a relaunch can resume
         leave(EXIT_RANK_LOST)
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc):
+            _abort(world, label)
+        ps.failed = True  # a rank died outside ps.run (creating tables, restoring)
+        rank_lost(ps.topology, exc)  # revokes and names the dead rank
+        leave(EXIT_RANK_LOST)
     except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
         print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
     except Exception:
-        for line in traceback.format_exc().rstrip().splitlines():
-            print(f"{label} {line}", file=sys.stderr)
-        sys.stderr.flush()
-        world.Abort(1)
+        _abort(world, label)
     return 0
+
+
+def _abort(world, label: str) -> None:
+    """Print the traceback, one labelled line at a time, and abort the launch."""
+    for line in traceback.format_exc().rstrip().splitlines():
+        print(f"{label} {line}", file=sys.stderr)
+    sys.stderr.flush()
+    world.Abort(1)
 
 
 def _warmup(_args) -> int:
@@ -103,6 +122,10 @@ def _warmup(_args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ckpt_cli import add_ckpt_parser
+    from .launcher import add_launch_parser
+    from .sweep import add_sweep_parser
+
     parser = argparse.ArgumentParser(prog="mpips", description="A parameter server for MPI clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job on every rank of an MPI launch",
@@ -120,7 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpips`` command."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run_job(args.job, args.job_args)
-    return args.handler(args)
+    if argv[:1] != ["run"]:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    startup.begin()  # first: a stop signal during the imports must not kill this rank
+    code = 1
+    try:
+        args = build_parser().parse_args(argv)
+        code = run_job(args.job, args.job_args)
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        startup.report_exit(code)
+    return code

@@ -117,12 +117,12 @@ class StartupWatch:
         for pid in self.alive:
             self.seen.setdefault(pid, now)
         self.stages = self._markers()
-        for pid in self.seen:
+        known = set(self.seen) | set(self.stages)  # a rank may come and go between two looks
+        for pid in known:
             if pid not in self.alive:
                 self.gone.setdefault(pid, now)
         if not self.stages:  # not (yet) an mpips run launch: nothing to judge
             return None
-        known = set(self.seen) | set(self.stages)
         if self.expected and len(known) >= self.expected and all(
                 READY in self.stages.get(pid, ()) for pid in known):
             self.over = True

@@ -28,6 +28,7 @@ import pytest
 
 from mpips.launcher import implementation_from_version
 from tests.data import REPO_ROOT, under_ci
+from tests.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -241,23 +242,6 @@ class Cluster:
         return pids
 
 
-def remove_stale_mpich_segments() -> int:
-    """Delete /dev/shm/mpich_shm_* that no process maps. MPICH names a job's shared-memory
-    segment after the job, and this cluster numbers jobs from 1 again each session: a segment
-    left by an earlier SIGKILLed MPICH job with the same id is picked up by the new job, whose
-    MPI_Init then fails ("Message ... truncated" in MPIDI_UCX_comm_set_vcis)."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        with contextlib.suppress(OSError):
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if "/dev/shm/mpich_shm_" in line)
-    stale = [p for p in Path("/dev/shm").glob("mpich_shm_*") if str(p) not in mapped]
-    for path in stale:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return len(stale)
-
-
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory) -> Cluster:
     """A private single-node SLURM cluster for the session (torn down at its end)."""
@@ -267,7 +251,10 @@ def slurm(tmp_path_factory) -> Cluster:
     if missing:
         unavailable(f"SLURM/munge not installed (missing {', '.join(missing)}): "
                     f"apt-get install slurm-wlm munge")
-    remove_stale_mpich_segments()
+    # MPICH names a job's shared-memory segment after the job, and this cluster numbers jobs
+    # from 1 again each session: a segment left by an earlier SIGKILLed job with the same id
+    # would be picked up by the new job, whose MPI_Init then fails ("Message ... truncated")
+    remove_stale_mpi_files()
     cluster = Cluster(tmp_path_factory.mktemp("slurm"), socket.gethostname().split(".")[0])
     try:
         cluster.start()

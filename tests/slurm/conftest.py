@@ -5,8 +5,9 @@ The cluster lives in a temporary directory: its own munge key and munged (on its
 socket), slurmctld and slurmd in the foreground (children of pytest, on free ports), a
 generated slurm.conf (NodeName = this host, 8 CPUs via SlurmdParameters=config_overrides,
 proctrack/linuxproc, task/none, select/cons_tres, MpiDefault=pmi2, cred_expire=10 so a
-requeued job may restart after ~11 s instead of 121 s). Nothing outside the directory is
-touched; SLURM_CONF in :attr:`Cluster.env` points the client commands at it.
+requeued job may restart after ~11 s instead of 121 s, KillWait=30 as SLURM's default: the
+time a job has to save between scancel's SIGTERM and its SIGKILL). Nothing outside the
+directory is touched; SLURM_CONF in :attr:`Cluster.env` points the client commands at it.
 
 Needs root and the Debian packages slurm-wlm + munge; without them the tests skip, except
 under CI=true, where they fail.
@@ -68,7 +69,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=900
-KillWait=10
+KillWait=30
 InactiveLimit=0
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP

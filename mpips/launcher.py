@@ -265,8 +265,9 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
             env["MPIPS_RANKS_LOST"] = str(lost)
         if warmup and attempt == 0:
             warm_numba_cache(env=env)
-        with tempfile.TemporaryDirectory(prefix="mpips-startup-",
-                                         dir=os.environ.get(STARTUP_DIR_VARIABLE)) as markers:
+        base = os.environ.get(STARTUP_DIR_VARIABLE)  # where to put the markers, if given
+        with tempfile.TemporaryDirectory(prefix="mpips-startup-", dir=base if base and
+                                         os.path.isdir(base) else None) as markers:
             env[STARTUP_DIR_VARIABLE] = markers
             expected = None if in_allocation(env) else nprocs
             code, stopped = _launch_once(command, env, timeout, argv, expected, stop_grace)
@@ -301,21 +302,8 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
                  argv: Sequence[str], expected: int | None,
                  stop_grace: float) -> tuple[int, str | None]:
     """One launch: (exit code, name of the signal that asked it to stop or None)."""
-    stop = StopRequests()
-    state = {"watch": None, "forwarded": False, "deadline": None}
-
-    def tick(proc) -> int | None:
-        watch = state["watch"] = state["watch"] or StartupWatch(
-            proc.pid, argv, env[STARTUP_DIR_VARIABLE], expected)
-        verdict = watch.poll()
-        if stop.signal is not None:
-            return _tick_stopping(proc, stop.signal, watch, state, stop_grace)
-        if verdict is not None:
-            print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
-            return verdict.code
-        return None
-
-    with stop:
+    with StopRequests() as stop:
+        tick = _Tick(argv, env[STARTUP_DIR_VARIABLE], expected, stop, stop_grace)
         try:
             code = run_command(command, env=env, timeout=timeout, tick=tick,
                                own_tree=True).returncode
@@ -331,25 +319,46 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
     return code, stop.signal
 
 
-def _tick_stopping(proc, signame: str, watch: StartupWatch, state: dict,
-                   stop_grace: float) -> int | None:
-    """While a stop was asked for: pass SIGUSR1 on once the ranks hold it, and end the
-    launch when it is past ``stop_grace`` seconds."""
-    now = time.monotonic()
-    if state["deadline"] is None:
-        state["deadline"] = now + stop_grace
-        print(f"mpips launch: got {signame}: asking the ranks to checkpoint at their next step "
-              f"boundary and stop (up to {stop_grace:g} s; {signame} again kills the launch "
-              f"at once)", file=sys.stderr, flush=True)
-    if not state["forwarded"] and watch.holding():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGUSR1)  # mpiexec passes it on to every rank
-        state["forwarded"] = True
-    if now >= state["deadline"]:
-        print(f"mpips launch: the job did not stop within {stop_grace:g} s; launch killed",
-              file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
-    return None
+class _Tick:
+    """What the launcher does every 50 ms while a launch runs (mpips.processes.run_command):
+    watch the ranks' start-up (mpips.ranks) and, once a stop was asked for, pass SIGUSR1 on
+    as soon as the ranks hold it and end the launch past ``stop_grace`` seconds. Returns
+    the exit code the launch must end with, or None to go on."""
+
+    def __init__(self, argv, markers: str, expected: int | None, stop: StopRequests,
+                 stop_grace: float):
+        self.argv, self.markers, self.expected = argv, markers, expected
+        self.stop, self.stop_grace = stop, stop_grace
+        self.watch: StartupWatch | None = None
+        self.forwarded, self.deadline = False, None
+
+    def __call__(self, proc) -> int | None:
+        if self.watch is None:
+            self.watch = StartupWatch(proc.pid, self.argv, self.markers, self.expected)
+        verdict = self.watch.poll()
+        if self.stop.signal is not None:
+            return self._stopping(proc)
+        if verdict is not None:
+            print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
+            return verdict.code
+        return None
+
+    def _stopping(self, proc) -> int | None:
+        now, signame = time.monotonic(), self.stop.signal
+        if self.deadline is None:
+            self.deadline = now + self.stop_grace
+            print(f"mpips launch: got {signame}: asking the ranks to checkpoint at their next "
+                  f"step boundary and stop (up to {self.stop_grace:g} s; SIGTERM or Ctrl-C "
+                  f"again kills the launch at once)", file=sys.stderr, flush=True)
+        if not self.forwarded and self.watch.holding():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGUSR1)  # mpiexec passes it on to every rank
+            self.forwarded = True
+        if now >= self.deadline:
+            print(f"mpips launch: the job did not stop within {self.stop_grace:g} s; launch "
+                  f"killed", file=sys.stderr, flush=True)
+            return 128 + signal.SIGTERM
+        return None
 
 
 # --------------------------------------------------------------------------- CLI

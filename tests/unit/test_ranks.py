@@ -64,8 +64,11 @@ def mark(directory, pid: int, stage: str) -> None:
     (directory / marker_name(stage, pid)).touch()
 
 
-def watch_of(launch, tmp_path, expected=3):
+def watch_of(launch, tmp_path, expected=3, held=False):
+    """A watch of ``launch`` and its clock; with ``held`` every rank has said ``held``."""
     clock = Clock()
+    for pid in launch.ranks if held else ():
+        mark(tmp_path, pid, "held")
     return StartupWatch(launch.proc.pid, RANK_ARGV, str(tmp_path), expected, clock=clock), clock
 
 
@@ -86,9 +89,7 @@ def test_ranks_are_the_children_running_the_launch_command(launch):
 
 def test_a_rank_gone_during_startup_without_exit_marker_is_lost_after_the_settle_time(
         launch, tmp_path):
-    watch, clock = watch_of(launch, tmp_path)
-    for pid in launch.ranks:
-        mark(tmp_path, pid, "held")
+    watch, clock = watch_of(launch, tmp_path, held=True)
     assert watch.poll() is None
     launch.kill_rank(launch.ranks[1])
     assert settled(watch, clock, SETTLE / 2) is None  # the job gets a chance to end itself
@@ -98,9 +99,7 @@ def test_a_rank_gone_during_startup_without_exit_marker_is_lost_after_the_settle
 
 
 def test_a_rank_that_left_on_its_own_is_given_time_and_its_code(launch, tmp_path):
-    watch, clock = watch_of(launch, tmp_path)
-    for pid in launch.ranks:
-        mark(tmp_path, pid, "held")
+    watch, clock = watch_of(launch, tmp_path, held=True)
     mark(tmp_path, launch.ranks[0], "exit-2")
     launch.kill_rank(launch.ranks[0])
     assert settled(watch, clock, SETTLE * 2) is None
@@ -109,9 +108,7 @@ def test_a_rank_that_left_on_its_own_is_given_time_and_its_code(launch, tmp_path
 
 
 def test_ranks_past_mpips_init_are_the_job_s_business(launch, tmp_path):
-    watch, clock = watch_of(launch, tmp_path)
-    for pid in launch.ranks:
-        mark(tmp_path, pid, "held")
+    watch, clock = watch_of(launch, tmp_path, held=True)
     mark(tmp_path, launch.ranks[2], "ready")
     launch.kill_rank(launch.ranks[2])
     assert settled(watch, clock, 10 * SETTLE) is None
@@ -125,9 +122,7 @@ def test_a_launch_that_writes_no_markers_is_never_judged(launch, tmp_path):
 
 
 def test_a_rank_never_seen_on_a_one_node_launch_is_lost(launch, tmp_path):
-    watch, clock = watch_of(launch, tmp_path, expected=4)  # one of 4 never showed up
-    for pid in launch.ranks:
-        mark(tmp_path, pid, "held")
+    watch, clock = watch_of(launch, tmp_path, expected=4, held=True)  # one never showed up
     assert watch.poll() is None
     clock.now += ALL_STARTED
     verdict = watch.poll()

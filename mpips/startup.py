@@ -1,13 +1,15 @@
 """What a rank of ``mpips run`` does from its very first line, before numpy, numba, mpi4py and
 the job load (pure module: standard library only, cheap to import).
 
-* **Stop signals are held.** SIGUSR1 and SIGTERM ask a job to checkpoint and stop
-  (mpips.checkpoint.SaveSignal), but a rank starts with their default action, which kills it,
-  and the imports, MPI_Init and the job's data take seconds before the job installs its
-  SaveSignal. :func:`hold_stop_signals` records such a signal instead; SaveSignal takes it over
-  (:func:`take_over`: the job then stops at its first step boundary), and a job that starts
-  running without a SaveSignal gets the default action back, a held signal included
-  (:func:`release`), as if the signal had arrived only then.
+* **Stop signals never kill a starting rank.** SIGUSR1 and SIGTERM ask a job to checkpoint and
+  stop (mpips.checkpoint.SaveSignal), but a rank starts with their default action, which kills
+  it, and the imports, MPI_Init and the job's data take seconds before the job installs its
+  SaveSignal. :func:`hold_stop_signals` handles them from the first line: SIGUSR1 (time is
+  running out) is held, and SaveSignal takes it over (:func:`take_over`: the job then saves
+  and stops at its first step boundary); SIGTERM (scancel, a time limit: SIGKILL follows
+  within seconds) ends the rank at once with EXIT_STOPPED, since this run has nothing to save
+  yet. A job that starts running without a SaveSignal gets the default actions back, a held
+  signal included (:func:`release`), as if it had arrived only then.
 * **A rank dies with its launcher.** :func:`die_with_parent` asks Linux to SIGKILL this
   process when its parent (mpiexec's daemon, Hydra's proxy, slurmstepd) exits, so that no
   rank outlives its launch, however the launch ended (PR_SET_PDEATHSIG). MPIPS_PDEATHSIG=0
@@ -25,6 +27,8 @@ import signal
 import socket
 import sys
 
+from .errors import EXIT_STOPPED
+
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 STARTUP_DIR_VARIABLE = "MPIPS_STARTUP_DIR"
 HELD, READY, EXIT = "held", "ready", "exit"
@@ -35,8 +39,19 @@ _owner = None  # the handler that took the stop signals over (SaveSignal), if an
 
 
 def _hold(signum, frame) -> None:
+    if signum == signal.SIGTERM:
+        _leave_stopped("SIGTERM")
     if signum not in _held:
         _held.append(signum)
+
+
+def _leave_stopped(why: str):
+    """End this rank at once with EXIT_STOPPED: stopped before its job had anything to save."""
+    print(f"mpips run: {why} before the job could save (nothing of this run to save yet); "
+          f"leaving with exit code {EXIT_STOPPED}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    report_exit(EXIT_STOPPED)
+    os._exit(EXIT_STOPPED)
 
 
 def begin() -> None:
@@ -48,8 +63,8 @@ def begin() -> None:
 
 
 def hold_stop_signals() -> None:
-    """Record SIGUSR1/SIGTERM from now on instead of dying of them (see :func:`take_over`).
-    No-op outside the main thread."""
+    """From now on record SIGUSR1 instead of dying of it (see :func:`take_over`), and leave
+    with EXIT_STOPPED on SIGTERM. No-op outside the main thread."""
     try:
         for sig in STOP_SIGNALS:
             signal.signal(sig, _hold)
@@ -58,7 +73,7 @@ def hold_stop_signals() -> None:
 
 
 def held() -> str | None:
-    """Name of the first stop signal held so far ("SIGTERM"), or None."""
+    """Name of the first stop signal held so far ("SIGUSR1"), or None."""
     return signal.Signals(_held[0]).name if _held else None
 
 

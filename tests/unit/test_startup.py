@@ -30,21 +30,36 @@ def test_a_held_signal_is_handed_to_the_handler_that_takes_over():
         import os, signal
         from mpips import startup
         startup.hold_stop_signals()
-        os.kill(os.getpid(), signal.SIGTERM)    # would kill the process unheld
-        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)    # would kill the process unheld
         print("alive, held", startup.held())
         got = []
         startup.take_over(lambda signum, frame: got.append(signal.Signals(signum).name))
         os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
         print("handler got", got)
         startup.release()                        # a handler took over: nothing changes
         os.kill(os.getpid(), signal.SIGTERM)
         print("still alive", got[-1])
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["alive, held SIGTERM",
-                                        "handler got ['SIGTERM', 'SIGUSR1', 'SIGUSR1']",
+    assert proc.stdout.splitlines() == ["alive, held SIGUSR1",
+                                        "handler got ['SIGUSR1', 'SIGUSR1', 'SIGTERM']",
                                         "still alive SIGTERM"]
+
+
+def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
+    """SIGTERM (scancel, a time limit: SIGKILL follows) while the rank starts: nothing of the
+    run to save yet, so it leaves at once with 75 and says so, rather than dying of it."""
+    proc = python("""
+        import os, signal
+        from mpips import startup
+        startup.hold_stop_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
+    assert proc.returncode == 75 and proc.stdout == "", proc.stderr
+    assert "SIGTERM before the job could save" in proc.stderr
+    assert [p.name.rsplit(".", 1)[1] for p in tmp_path.iterdir()] == ["exit-75"]
 
 
 def test_without_a_handler_the_held_signal_takes_effect_at_release():

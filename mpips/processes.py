@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from .errors import LauncherError
+from .startup import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 
 
 class Terminated(BaseException):
@@ -86,10 +87,13 @@ def _text(data) -> str | None:
     return data.decode(errors="replace") if isinstance(data, bytes) else data
 
 
+Tick = Callable[[subprocess.Popen], "int | None"]
+
+
 def run_command(command: Sequence[str], *, env: Mapping[str, str] | None = None,
-                timeout: float | None = None, capture: bool = False,
-                cwd: str | None = None, tick: Callable[[subprocess.Popen], int | None] | None = None,
-                tick_every: float = 0.05, own_tree: bool = False) -> subprocess.CompletedProcess:
+                timeout: float | None = None, capture: bool = False, cwd: str | None = None,
+                tick: Tick | None = None, tick_every: float = 0.05,
+                own_tree: bool = False) -> subprocess.CompletedProcess:
     """Run a launch in its own session; on timeout or Ctrl-C kill its whole process tree.
 
     stdin is /dev/null (a launch in its own session cannot read the terminal anyway). With
@@ -141,28 +145,13 @@ def run_command(command: Sequence[str], *, env: Mapping[str, str] | None = None,
                                        else returncode, out, err)
 
 
-_PR_SET_CHILD_SUBREAPER = 36
-
-
-def _prctl(option: int, value: int) -> bool:
-    """Linux prctl(option, value); False where it is not available."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 def _adopt_orphans() -> None:
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _term_with_parent() -> None:
     """In the child before exec: SIGTERM it when this (the parent) process dies."""
-    _prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _kill_leftovers() -> None:

@@ -32,7 +32,7 @@ from .errors import EXIT_STOPPED
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 STARTUP_DIR_VARIABLE = "MPIPS_STARTUP_DIR"
 HELD, READY, EXIT = "held", "ready", "exit"
-_PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 _held: list[int] = []  # stop signals that arrived while held, in order
 _owner = None  # the handler that took the stop signals over (SaveSignal), if any
@@ -109,16 +109,20 @@ def die_with_parent() -> None:
     if not sys.platform.startswith("linux") or os.environ.get("MPIPS_PDEATHSIG") == "0":
         return
     parent = os.getppid()
+    if prctl(PR_SET_PDEATHSIG, signal.SIGKILL) and os.getppid() != parent:
+        os._exit(1)  # the parent died before the request: nobody would kill us
+
+
+def prctl(option: int, value: int) -> bool:
+    """Linux prctl(option, value); False where it failed or is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            return
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before the request: nobody will kill us
-        os._exit(1)
+        return False
 
 
 def marker_name(stage: str, pid: int | None = None, host: str | None = None) -> str:

@@ -47,8 +47,8 @@ def _hold(signum, frame) -> None:
 
 def _leave_stopped(why: str):
     """End this rank at once with EXIT_STOPPED: stopped before its job had anything to save."""
-    print(f"mpips run: {why} before the job could save (nothing of this run to save yet); "
-          f"leaving with exit code {EXIT_STOPPED}", file=sys.stderr, flush=True)
+    print(f"mpips run: got {why} while starting (nothing of this run to save yet); leaving "
+          f"with exit code {EXIT_STOPPED}", file=sys.stderr, flush=True)
     sys.stdout.flush()
     report_exit(EXIT_STOPPED)
     os._exit(EXIT_STOPPED)

@@ -147,7 +147,7 @@ SENDS = {  # how a signal reaches the job
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300 + 240 * ROUNDS)
+@pytest.mark.timeout(300 + 600 * ROUNDS)
 def test_stop_signals_at_random_moments_of_a_job_never_fail_it(slurm, python_for, tmp_path,
                                                                expected_model):
     """Done-when 4: ROUNDS SIGUSR1 and ROUNDS SIGTERM, each at a random moment of a job from

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 from mpi4py import MPI
@@ -126,6 +127,7 @@ class Checkpointer:
         self.signal = signal
         self.steps_run = 0
         self.last_save = time.monotonic()
+        self.stopping: str | None = None  # why the job stops after its next save
 
     def poll(self) -> str | None:
         """At a step boundary: "stop" (a signal, or --stop-after-steps: save and stop),
@@ -139,10 +141,14 @@ class Checkpointer:
         every = self.args.checkpoint_seconds
         due = self.kv.worker_comm.Get_rank() == 0 and every > 0 and \
             time.monotonic() - self.last_save >= every
-        flags = np.array([int(bool(self.signal and self.signal.received) or stop), int(due)],
-                         np.int32)
+        signalled = bool(self.signal and self.signal.received)
+        flags = np.array([2 * signalled + stop, int(due)], np.int32)
         flags = self.kv.collective(lambda comm: _max(comm, flags))
-        return "stop" if flags[0] else ("save" if flags[1] else None)
+        if flags[0]:  # a worker got a signal (2), or --stop-after-steps (1)
+            self.stopping = (self.signal.received or "a signal to another worker") \
+                if flags[0] >= 2 else "--stop-after-steps"
+            return "stop"
+        return "save" if flags[1] else None
 
     def due_at_epoch_end(self, epoch: int) -> bool:
         every = self.args.checkpoint_every
@@ -161,9 +167,15 @@ class Checkpointer:
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep,
                            run=getattr(self.args, "checkpoint_run", None))
         self.last_save = time.monotonic()
-        if kv.worker_comm.Get_rank() == 0 and not self.args.quiet:
-            print(f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in "
-                  f"{self.args.checkpoint_dir}", flush=True)
+        if kv.worker_comm.Get_rank() != 0:
+            return step_id
+        said = f"checkpoint step {step_id} ({epoch} epochs and {step} steps done) saved in"
+        if self.stopping:  # always said: the operator asked for this one
+            where = Path(self.args.checkpoint_dir) / ckpt.step_dir_name(step_id)
+            print(f"{said} {where} on {self.stopping}; stopping (continue with --resume)",
+                  flush=True)
+        elif not self.args.quiet:
+            print(f"{said} {self.args.checkpoint_dir}", flush=True)
         return step_id
 
 

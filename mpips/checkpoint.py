@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from . import ckpt
+from . import ckpt, startup
 from .agree import decode_text, encode_text, first_error, gather_texts, on_root
 from .ckpt.catalog import step_dirs
 from .ckpt.manifest import _shard_from_json
@@ -28,8 +28,6 @@ from .ckpt.verify import check_sha256
 from .errors import MpipsError, TableError
 from .fault import survive_collective
 from .message import Status
-
-SAVE_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 
 class SaveCoordinator:
@@ -280,12 +278,12 @@ def _reset_slice(table) -> None:
 class SaveSignal:
     """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary: every rank installs
     it, so the signal never kills a server; ``received`` names the signal, and the workers
-    agree on it at a step boundary (e.g. an Allreduce of the flag)."""
+    agree on it at a step boundary (e.g. an Allreduce of the flag). A signal that came
+    earlier, while ``mpips run`` held it (mpips.startup), counts as received now."""
 
-    def __init__(self, signals=SAVE_SIGNALS):
+    def __init__(self):
         self.received = None
-        for sig in signals:
-            signal.signal(sig, self._handle)
+        startup.take_over(self._handle)
 
     def _handle(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
+        self.received = self.received or signal.Signals(signum).name

@@ -4,6 +4,10 @@
 (``mpiexec -n P mpips run ...`` or ``srun ... mpips run ...``). JOB is a module of
 mpips.jobs (the repository's jobs/ directory), a dotted module name, or a path to a .py file
 that defines ``add_arguments(parser)`` and ``main(ps, args)``.
+
+Importing this module is cheap (the subcommands load what they need), so that ``mpips run``
+holds the stop signals and ties itself to its launcher (mpips.startup) before numpy, numba
+and mpi4py load.
 """
 from __future__ import annotations
 
@@ -15,10 +19,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from .ckpt_cli import add_ckpt_parser
+from . import startup
 from .errors import EXIT_RANK_LOST, EXIT_USAGE, RankLost, UsageError
-from .launcher import add_launch_parser
-from .sweep import add_sweep_parser
 
 
 def load_job(name: str):
@@ -69,9 +71,9 @@ def run_job(name: str, argv: list[str]) -> int:
     """Run job ``name`` on this rank. Collective over COMM_WORLD. Returns the exit code:
     0, or EXIT_USAGE (2) for a bad layout or a UsageError (bad options, data, checkpoint
     directory: raised alike on every rank, printed once by rank 0); when a rank died (ULFM
-    launches) the process exits with EXIT_RANK_LOST right away, and one that carried on
-    past a dead rank exits 0, both without MPI_Finalize (mpips.fault.leave); any other
-    error aborts the launch."""
+    launches), during ``mpips.init`` and the job's set-up included, the process exits with
+    EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both without
+    MPI_Finalize (mpips.fault.leave); any other error aborts the launch."""
     module = load_job(name)
     try:
         args, refused = _job_parser(name, module).parse_args(argv), None
@@ -80,7 +82,7 @@ def run_job(name: str, argv: list[str]) -> int:
     from mpi4py import MPI
 
     import mpips
-    from mpips.fault import leave
+    from mpips.fault import is_rank_failure, leave, lost_during_init, rank_lost
 
     world = MPI.COMM_WORLD
     label = f"[mpips rank {world.Get_rank()}/{world.Get_size()}]"
@@ -91,6 +93,11 @@ def run_job(name: str, argv: list[str]) -> int:
     except (mpips.LayoutError, mpips.TableError) as exc:
         print(f"{label} error: {exc}", file=sys.stderr, flush=True)
         return 2
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc):
+            raise
+        lost_during_init(label, exc)  # a rank died during mpips.init: exit EXIT_RANK_LOST
+    startup.report(startup.READY)
     try:
         module.main(ps, args)
         ps.close()
@@ -101,14 +108,17 @@ def run_job(name: str, argv: list[str]) -> int:
     except UsageError as exc:  # the same on every rank (mpips.agree): nobody waits, no abort
         ps.close()
         return _refuse(world, exc)
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc):
+            _abort(world, label)
+        ps.failed = True  # a rank died outside ps.run (creating tables, restoring)
+        rank_lost(ps.topology, exc)  # revokes and names the dead rank
+        leave(EXIT_RANK_LOST)
     except mpips.MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
         print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
     except Exception:
-        for line in traceback.format_exc().rstrip().splitlines():
-            print(f"{label} {line}", file=sys.stderr)
-        sys.stderr.flush()
-        world.Abort(1)
+        _abort(world, label)
     return 0
 
 
@@ -117,6 +127,14 @@ def _refuse(world, exc: UsageError) -> int:
     if world.Get_rank() == 0:
         print(f"[mpips rank 0/{world.Get_size()}] error: {exc}", file=sys.stderr, flush=True)
     return EXIT_USAGE
+
+
+def _abort(world, label: str) -> None:
+    """Print the traceback, one labelled line at a time, and abort the launch."""
+    for line in traceback.format_exc().rstrip().splitlines():
+        print(f"{label} {line}", file=sys.stderr)
+    sys.stderr.flush()
+    world.Abort(1)
 
 
 def _warmup(_args) -> int:
@@ -128,6 +146,10 @@ def _warmup(_args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ckpt_cli import add_ckpt_parser
+    from .launcher import add_launch_parser
+    from .sweep import add_sweep_parser
+
     parser = argparse.ArgumentParser(prog="mpips", description="A parameter server for MPI clusters.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a job on every rank of an MPI launch",
@@ -145,7 +167,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpips`` command."""
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
-    if args.command == "run":
-        return run_job(args.job, args.job_args)
-    return args.handler(args)
+    if argv[:1] != ["run"]:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    startup.begin()  # first: a stop signal during the imports must not kill this rank
+    code = 1
+    try:
+        args = build_parser().parse_args(argv)
+        code = run_job(args.job, args.job_args)
+    except SystemExit as exc:
+        code = exc.code
+        raise
+    finally:
+        startup.report_exit(code)
+    return code

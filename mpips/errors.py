@@ -56,9 +56,14 @@ class LauncherError(MpipsError, RuntimeError):
 
 
 EXIT_RANK_LOST = 76
-"""Exit code of a launch that lost a rank (killed, its node gone): the job left cleanly and
-a relaunch on the remaining ranks can resume from the newest checkpoint (``mpips launch
---relaunch``). Distinct from 75, which slurm/train.sbatch uses for "stopped at a checkpoint"."""
+"""Exit code of a launch that lost a rank (killed, its node gone, also during start-up): the
+job left cleanly and a relaunch on the remaining ranks can resume from the newest checkpoint
+(``mpips launch --relaunch``)."""
+
+EXIT_STOPPED = 75
+"""Exit code of a launch stopped on request (SIGTERM, SIGUSR1, Ctrl-C to ``mpips launch``;
+slurm/train.sbatch when not requeued): the job saved a checkpoint at a step boundary, or had
+nothing to save yet; resume with ``--resume``. (75 is EX_TEMPFAIL: try again later.)"""
 
 
 class RankLost(MpipsError):

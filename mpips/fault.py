@@ -21,11 +21,13 @@ from typing import NoReturn
 
 from mpi4py import MPI
 
+from . import startup
 from .errors import EXIT_RANK_LOST, RankLost
 from .partition import Layout
 
 __all__ = ["EXIT_RANK_LOST", "RankLost", "carried_on_past_a_failure", "failure_classes",
-           "is_rank_failure", "leave", "rank_lost", "ulfm_launch", "survive_collective"]
+           "is_rank_failure", "leave", "lost_during_init", "rank_lost", "ulfm_launch",
+           "survive_collective"]
 
 
 @functools.cache
@@ -89,7 +91,8 @@ def rank_lost(topology, exc: BaseException) -> RankLost:
 
 
 def leave(code: int) -> NoReturn:
-    """End this process with exit code ``code`` at once, without MPI_Finalize, output flushed.
+    """End this process with exit code ``code`` at once, without MPI_Finalize, output flushed
+    (and the exit reported to the launcher, mpips.startup).
 
     For a process that carried on past a dead rank (or is leaving because of one): Open MPI
     5.0.11's MPI_Finalize then waits forever for the dead process in about 3 of 100 launches
@@ -97,7 +100,22 @@ def leave(code: int) -> NoReturn:
     (``--with-ft ulfm``) counts a process that exits without finalizing as a normal exit."""
     sys.stdout.flush()
     sys.stderr.flush()
+    startup.report_exit(code)
     os._exit(code)
+
+
+def lost_during_init(label: str, exc: BaseException) -> NoReturn:
+    """A rank died while ``mpips.init`` ran (ULFM): revoke the launch's communicator so that
+    no survivor waits on it, say so and leave with EXIT_RANK_LOST, as a rank lost later
+    would (a relaunch resumes). Local: not collective."""
+    with contextlib.suppress(MPI.Exception, NotImplementedError, AttributeError):
+        if not MPI.COMM_WORLD.Is_revoked():
+            MPI.COMM_WORLD.Revoke()
+    reason = exc.Get_error_string() if isinstance(exc, MPI.Exception) else str(exc)
+    print(f"{label} lost a rank during mpips.init: {reason.split(':')[0]}; leaving with exit "
+          f"code {EXIT_RANK_LOST} (relaunch on the remaining ranks: mpips launch --relaunch)",
+          file=sys.stderr, flush=True)
+    leave(EXIT_RANK_LOST)
 
 
 _carried_on = False

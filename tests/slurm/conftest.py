@@ -5,8 +5,9 @@ The cluster lives in a temporary directory: its own munge key and munged (on its
 socket), slurmctld and slurmd in the foreground (children of pytest, on free ports), a
 generated slurm.conf (NodeName = this host, 8 CPUs via SlurmdParameters=config_overrides,
 proctrack/linuxproc, task/none, select/cons_tres, MpiDefault=pmi2, cred_expire=10 so a
-requeued job may restart after ~11 s instead of 121 s). Nothing outside the directory is
-touched; SLURM_CONF in :attr:`Cluster.env` points the client commands at it.
+requeued job may restart after ~11 s instead of 121 s, KillWait=30 as SLURM's default: the
+time a job has to save between scancel's SIGTERM and its SIGKILL). Nothing outside the
+directory is touched; SLURM_CONF in :attr:`Cluster.env` points the client commands at it.
 
 Needs root and the Debian packages slurm-wlm + munge; without them the tests skip, except
 under CI=true, where they fail.
@@ -28,6 +29,7 @@ import pytest
 
 from mpips.launcher import implementation_from_version
 from tests.data import REPO_ROOT, under_ci
+from tests.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
 DAEMONS = ("munged", "slurmctld", "slurmd")
@@ -67,7 +69,7 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
 MinJobAge=900
-KillWait=10
+KillWait=30
 InactiveLimit=0
 NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 State=UNKNOWN
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
@@ -241,23 +243,6 @@ class Cluster:
         return pids
 
 
-def remove_stale_mpich_segments() -> int:
-    """Delete /dev/shm/mpich_shm_* that no process maps. MPICH names a job's shared-memory
-    segment after the job, and this cluster numbers jobs from 1 again each session: a segment
-    left by an earlier SIGKILLed MPICH job with the same id is picked up by the new job, whose
-    MPI_Init then fails ("Message ... truncated" in MPIDI_UCX_comm_set_vcis)."""
-    mapped = set()
-    for maps in Path("/proc").glob("[0-9]*/maps"):
-        with contextlib.suppress(OSError):
-            mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
-                          if "/dev/shm/mpich_shm_" in line)
-    stale = [p for p in Path("/dev/shm").glob("mpich_shm_*") if str(p) not in mapped]
-    for path in stale:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return len(stale)
-
-
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory) -> Cluster:
     """A private single-node SLURM cluster for the session (torn down at its end)."""
@@ -267,7 +252,10 @@ def slurm(tmp_path_factory) -> Cluster:
     if missing:
         unavailable(f"SLURM/munge not installed (missing {', '.join(missing)}): "
                     f"apt-get install slurm-wlm munge")
-    remove_stale_mpich_segments()
+    # MPICH names a job's shared-memory segment after the job, and this cluster numbers jobs
+    # from 1 again each session: a segment left by an earlier SIGKILLed job with the same id
+    # would be picked up by the new job, whose MPI_Init then fails ("Message ... truncated")
+    remove_stale_mpi_files()
     cluster = Cluster(tmp_path_factory.mktemp("slurm"), socket.gethostname().split(".")[0])
     try:
         cluster.start()

@@ -1,0 +1,146 @@
+"""mpips.startup (what a rank of ``mpips run`` does from its first line) and the helpers of
+mpips.processes it works with, each in a fresh interpreter: signals and parent death are
+process-wide, and pytest's own process must keep its handlers."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from tests.data import REPO_ROOT
+from tests.unit.nompi import assert_works_without_mpi4py
+
+
+def python(code: str, *args, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_startup_and_ranks_import_without_mpi4py_numpy_or_numba():
+    assert_works_without_mpi4py(
+        "import mpips.cli\n"
+        "assert not [m for m in ('numpy', 'numba') if m in sys.modules], sorted(sys.modules)\n",
+        "mpips.startup", "mpips.ranks", "mpips.processes")
+
+
+def test_a_held_signal_is_handed_to_the_handler_that_takes_over():
+    proc = python("""
+        import os, signal
+        from mpips import startup
+        startup.hold_stop_signals()
+        os.kill(os.getpid(), signal.SIGUSR1)    # would kill the process unheld
+        print("alive, held", startup.held())
+        got = []
+        startup.take_over(lambda signum, frame: got.append(signal.Signals(signum).name))
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("handler got", got)
+        startup.release()                        # a handler took over: nothing changes
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("still alive", got[-1])
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["alive, held SIGUSR1",
+                                        "handler got ['SIGUSR1', 'SIGUSR1', 'SIGTERM']",
+                                        "still alive SIGTERM"]
+
+
+def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
+    """SIGTERM (scancel, a time limit: SIGKILL follows) while the rank starts: nothing of the
+    run to save yet, so it leaves at once with 75 and says so, rather than dying of it."""
+    proc = python("""
+        import os, signal
+        from mpips import startup
+        startup.hold_stop_signals()
+        os.kill(os.getpid(), signal.SIGTERM)
+        print("not reached", flush=True)
+    """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
+    assert proc.returncode == 75 and proc.stdout == "", proc.stderr
+    assert "got SIGTERM while starting" in proc.stderr
+    assert [p.name.rsplit(".", 1)[1] for p in tmp_path.iterdir()] == ["exit-75"]
+
+
+def test_without_a_handler_the_held_signal_takes_effect_at_release():
+    proc = python("""
+        import os, signal
+        from mpips import startup
+        startup.hold_stop_signals()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("held", flush=True)
+        startup.release()
+        print("not reached", flush=True)
+    """)
+    assert proc.returncode == -signal.SIGUSR1 and proc.stdout == "held\n", proc.stderr
+
+
+def test_markers_report_the_stages_of_a_rank(tmp_path):
+    proc = python("""
+        import os, sys
+        from mpips import startup
+        startup.report(startup.HELD)
+        startup.report(startup.READY)
+        startup.report_exit(2)
+        print(os.getpid())
+    """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
+    pid = proc.stdout.strip()
+    stages = sorted(p.name.rsplit(".", 1)[1] for p in tmp_path.iterdir())
+    assert stages == ["exit-2", "held", "ready"]
+    assert all(p.name.split(".")[0].endswith(f"-{pid}") for p in tmp_path.iterdir())
+
+
+def test_a_rank_dies_with_its_parent(tmp_path):
+    """The parent starts a child that asked for PR_SET_PDEATHSIG, then is SIGKILLed: the
+    child goes too, at once (it used to run on, re-parented to PID 1)."""
+    parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "from mpips import startup; startup.die_with_parent(); import time; "
+            "print('child ready', flush=True); time.sleep(120)"])
+        print(child.pid, flush=True)
+        time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    child = int(parent.stdout.readline())
+    assert parent.stdout.readline() == "child ready\n"  # printed after its prctl
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child):
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2:].split()[0] not in (b"Z", b"X")
+
+
+def test_block_term_runs_a_command_with_sigterm_blocked():
+    proc = subprocess.run([sys.executable, "-m", "mpips.processes", "--block-term", "--",
+                           "grep", "SigBlk", "/proc/self/status"], capture_output=True,
+                          text=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    mask = int(proc.stdout.split()[1], 16)
+    assert mask & (1 << (signal.SIGTERM - 1))
+
+
+def test_stop_requests_turn_the_first_signal_into_a_request_and_the_second_into_an_end():
+    proc = python("""
+        import os, signal
+        from mpips.processes import StopRequests, Terminated
+        with StopRequests() as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            print("requested", stop.signal)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+            except Terminated:
+                print("terminated")
+        print("restored", signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    """)
+    assert proc.stdout.splitlines() == ["requested SIGTERM", "terminated", "restored True"], \
+        proc.stderr

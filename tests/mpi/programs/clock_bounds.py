@@ -5,7 +5,9 @@ Table "count" is dense with one key per worker, in --copies copies spread over t
 interleaving per --seed; the last worker --slow-factor times longer), pulls every key and
 records what it saw, pushes +1 to its own keys (key w counts the steps of w applied) and calls
 ``kv.clock()``. With --stop-after K, worker 1 stops after K steps until the others have
-finished all theirs. With --tau-schedule "0:2,5:0", the SSP bound changes at steps 0 and 5.
+finished all theirs (the others' last read waits until worker 1 has stopped, so that it sees
+worker 1 at K steps however slowly worker 1 started). With --tau-schedule "0:2,5:0", the
+SSP bound changes at steps 0 and 5.
 
 Every worker prints ``RESULT <json>`` with its reads: [clock, tau, fewest steps seen of each
 worker (over the copies), most steps seen of each worker].
@@ -38,10 +40,14 @@ def run(kv, table, args, schedule):
     rng = np.random.default_rng([args.seed, kv.worker_rank])
     reads, done = [], None
     for step in range(args.steps):
-        if args.stop_after is not None and kv.worker_rank == 1 and step == args.stop_after:
+        stopping = args.stop_after is not None
+        if stopping and kv.worker_rank == 1 and step == args.stop_after:
+            kv.worker_comm.Ibarrier().Wait()  # tell the others: stopped, 2 pushes acknowledged
             done = kv.worker_comm.Ibarrier()  # wait here until every other worker finished
             while not done.Test():
                 time.sleep(0.01)
+        if stopping and kv.worker_rank != 1 and step == args.steps - 1:
+            kv.worker_comm.Ibarrier().Wait()  # the last read comes after worker 1 stopped
         slowdown = args.slow_factor if kv.worker_rank == kv.num_workers - 1 else 1.0
         time.sleep(rng.uniform(0, args.max_sleep) * slowdown)  # before the read: others push
         tau = tau_at(schedule, step)

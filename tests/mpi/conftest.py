@@ -1,6 +1,7 @@
 """Every test under tests/mpi launches mpiexec: mark it ``mpi``, require an mpiexec (skip
 without one, fail under CI=true), and compile the numba kernels once before any launch so
-ranks never race on numba's on-disk cache."""
+ranks never race on numba's on-disk cache; after each test module, remove the session
+directories and shared-memory segments that killed launches left and no process uses."""
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mpips.launcher import OPEN_MPI, LauncherError, detect_implementation, find_mpiexec
+from tests.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,3 +47,11 @@ def warm_numba_cache(mpiexec):
     if proc.returncode != 0:
         print(f"warning: mpips warmup failed ({proc.returncode}):\n{proc.stderr}",
               file=sys.stderr)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def clean_up_after_kills():
+    """Killed launches leave /tmp/ompi.* and /dev/shm segments: remove what no process uses,
+    so that the next module (and the next run) starts clean."""
+    yield
+    remove_stale_mpi_files()

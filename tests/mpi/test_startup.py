@@ -22,7 +22,7 @@ from mpips.errors import EXIT_RANK_LOST, EXIT_STOPPED
 from mpips.launcher import lost_a_rank
 from mpips.sweep import last_json
 from tests.launch import run_mpi
-from tests.live_launch import LiveLaunch, processes_with, remove_stale_mpi_files
+from tests.live_launch import LiveLaunch, processes_with
 
 DEATH = "tests/mpi/programs/startup_death.py"
 NEIGHBOURS = "tests/mpi/programs/neighbours_die.py"
@@ -33,13 +33,6 @@ LR = ["-m", "mpips", "run", "sparse_lr", "--servers", "2", "--synthetic", "4000"
 KILLS = int(os.environ.get("MPIPS_STARTUP_KILLS", "3"))
 STOPS = int(os.environ.get("MPIPS_STOP_REQUESTS", "2"))
 ENDS_WITHIN = 15.0  # seconds from the kill to the end of the launch (issue 17, done-when 3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def clean_up_after_kills():
-    """Killed launches leave /tmp/ompi.* and /dev/shm segments: remove what no process uses."""
-    yield
-    remove_stale_mpi_files()
 
 
 @pytest.mark.parametrize("at", ["import", "init"])

@@ -33,7 +33,19 @@ class FakeLaunch:
         self.ranks = [int(p) for p in self.proc.stdout.readline().split()]
 
     def kill_rank(self, pid: int) -> None:
-        os.kill(pid, signal.SIGKILL)  # a zombie until the fake mpiexec reaps it: gone either way
+        """SIGKILL ``pid`` and return once it is dead: a zombie until the fake mpiexec reaps
+        it, or gone (the signal is delivered asynchronously; on a loaded machine the watch
+        could otherwise still see it running)."""
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(3000):
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[0] in "ZX":
+                        return
+            except FileNotFoundError:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"rank {pid} still runs 30 s after SIGKILL")
 
     def close(self) -> None:
         for pid in self.ranks:

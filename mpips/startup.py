@@ -36,6 +36,7 @@ PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 _held: list[int] = []  # stop signals that arrived while held, in order
 _owner = None  # the handler that took the stop signals over (SaveSignal), if any
+_reported = False  # this process reported a stage: it speaks the protocol (mpips run)
 
 
 def _hold(signum, frame) -> None:
@@ -134,17 +135,25 @@ def marker_name(stage: str, pid: int | None = None, host: str | None = None) -> 
 def report(stage: str) -> None:
     """Create this rank's ``stage`` marker in $MPIPS_STARTUP_DIR (if set and present);
     errors are ignored: the markers only inform the launcher."""
+    global _reported
     directory = os.environ.get(STARTUP_DIR_VARIABLE)
     if not directory:
         return
     try:
         with open(os.path.join(directory, marker_name(stage)), "w"):
             pass
+        _reported = True
     except OSError:
         pass
 
 
 def report_exit(code) -> None:
-    """Report that this rank leaves normally with ``code`` (an int, None or a message)."""
+    """Report that this rank leaves normally with ``code`` (an int, None or a message), if it
+    reported its start-up before. A plain MPI program that calls ``mpips.init`` itself (not
+    ``mpips run``) stays silent: its first marker would make the launcher judge its start-up,
+    and take a rank that died after ``mpips.init`` for one that died before (it has no
+    ``ready`` marker)."""
+    if not _reported:
+        return
     number = code if isinstance(code, int) else (0 if code is None else 1)
     report(f"{EXIT}-{number}")

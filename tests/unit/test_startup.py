@@ -53,13 +53,24 @@ def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
     proc = python("""
         import os, signal
         from mpips import startup
-        startup.hold_stop_signals()
+        startup.begin()
         os.kill(os.getpid(), signal.SIGTERM)
         print("not reached", flush=True)
     """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
     assert proc.returncode == 75 and proc.stdout == "", proc.stderr
     assert "got SIGTERM while starting" in proc.stderr
-    assert [p.name.rsplit(".", 1)[1] for p in tmp_path.iterdir()] == ["exit-75"]
+    assert sorted(p.name.rsplit(".", 1)[1] for p in tmp_path.iterdir()) == ["exit-75", "held"]
+
+
+def test_a_program_that_never_reported_its_start_up_leaves_no_exit_marker(tmp_path):
+    """A plain program calling mpips.init (not mpips run) that leaves through
+    mpips.fault.leave: a lone exit marker would make the launcher judge its start-up."""
+    proc = python("""
+        from mpips.fault import leave
+        leave(0)
+    """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_without_a_handler_the_held_signal_takes_effect_at_release():

@@ -20,7 +20,7 @@ DEPS := setup.py pyproject.toml
 
 help:
 	@echo "make demo        build .venv and run sparse LR on 4 ranks (2 servers) on synthetic data"
-	@echo "make test        all tests on the Open MPI wheel + MPI tests on the MPICH wheel"
+	@echo "make test        all tests on the Open MPI wheel + MPI tests but the slow drills on MPICH"
 	@echo "make test-fast   unit tests only (no MPI launch)"
 	@echo "make bench       benchmarks/kv_throughput.py (appends to benchmarks/results/)"
 	@echo "make venv | venv-mpich | clean"
@@ -56,15 +56,15 @@ test: venv venv-mpich
 	@status=0; \
 	echo "== pytest tests (Open MPI wheel, $(VENV))"; \
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests || status=1; \
-	echo "== pytest tests/mpi (MPICH wheel, $(VENV_MPICH))"; \
-	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi || status=1; \
+	echo "== pytest tests/mpi -m 'not slow' (MPICH wheel, $(VENV_MPICH))"; \
+	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow" tests/mpi || status=1; \
 	exit $$status
 
 test-openmpi: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests
 
 test-mpich: venv-mpich
-	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi
+	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi  # the slow drills too
 
 test-fast: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/unit

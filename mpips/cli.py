@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -167,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mpips`` command."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:  # a stop request waits (blocked) until the launcher handles it
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
     if argv[:1] != ["run"]:
         args = build_parser().parse_args(argv)
         return args.handler(args)

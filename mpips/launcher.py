@@ -258,6 +258,12 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
     launches run on one rank fewer each (MPIPS_RANKS_LOST set to the ranks lost so far),
     while at least two ranks are left. No rank outlives the launch (mpips.processes).
     """
+    with StopRequests() as stop:  # from the start: a request during the warm-up stops too
+        return _launch_attempts(nprocs, argv, timeout, ft, warmup, relaunch, stop_grace, stop)
+
+
+def _launch_attempts(nprocs, argv, timeout, ft, warmup, relaunch, stop_grace,
+                     stop: StopRequests) -> int:
     lost = ranks_lost_before(os.environ)
     for attempt in range(relaunch + 1):
         command, env = mpiexec_command(nprocs, argv, ft=ft)
@@ -265,12 +271,18 @@ def launch(nprocs: int, argv: Sequence[str], timeout: float | None = None, *,
             env["MPIPS_RANKS_LOST"] = str(lost)
         if warmup and attempt == 0:
             warm_numba_cache(env=env)
+        if stop.signal is not None:  # before any rank of this attempt started
+            print(f"mpips launch: stopped on {stop.signal} before the ranks started (nothing "
+                  f"of this launch to save); exit code {EXIT_STOPPED}", file=sys.stderr,
+                  flush=True)
+            return EXIT_STOPPED
         base = os.environ.get(STARTUP_DIR_VARIABLE)  # where to put the markers, if given
         with tempfile.TemporaryDirectory(prefix="mpips-startup-", dir=base if base and
                                          os.path.isdir(base) else None) as markers:
             env[STARTUP_DIR_VARIABLE] = markers
             expected = None if in_allocation(env) else nprocs
-            code, stopped = _launch_once(command, env, timeout, argv, expected, stop_grace)
+            code, stopped = _launch_once(command, env, timeout, argv, expected, stop_grace,
+                                         stop)
         if stopped:
             return _after_stop(stopped, code)
         if not lost_a_rank(code):
@@ -299,23 +311,22 @@ def _after_stop(signame: str, code: int) -> int:
 
 
 def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float | None,
-                 argv: Sequence[str], expected: int | None,
-                 stop_grace: float) -> tuple[int, str | None]:
+                 argv: Sequence[str], expected: int | None, stop_grace: float,
+                 stop: StopRequests) -> tuple[int, str | None]:
     """One launch: (exit code, name of the signal that asked it to stop or None)."""
-    with StopRequests() as stop:
-        tick = _Tick(argv, env[STARTUP_DIR_VARIABLE], expected, stop, stop_grace)
-        try:
-            code = run_command(command, env=env, timeout=timeout, tick=tick,
-                               own_tree=True).returncode
-        except LaunchTimeout as exc:
-            print(f"mpips launch: {exc}", file=sys.stderr, flush=True)
-            code = TIMEOUT_RETURNCODE
-        except KeyboardInterrupt:
-            print("mpips launch: interrupted, launch killed", file=sys.stderr, flush=True)
-            return 130, None
-        except Terminated:
-            print("mpips launch: terminated, launch killed", file=sys.stderr, flush=True)
-            return 143, None
+    tick = _Tick(argv, env[STARTUP_DIR_VARIABLE], expected, stop, stop_grace)
+    try:
+        code = run_command(command, env=env, timeout=timeout, tick=tick,
+                           own_tree=True).returncode
+    except LaunchTimeout as exc:
+        print(f"mpips launch: {exc}", file=sys.stderr, flush=True)
+        code = TIMEOUT_RETURNCODE
+    except KeyboardInterrupt:
+        print("mpips launch: interrupted, launch killed", file=sys.stderr, flush=True)
+        return 130, None
+    except Terminated:
+        print("mpips launch: terminated, launch killed", file=sys.stderr, flush=True)
+        return 143, None
     return code, stop.signal
 
 

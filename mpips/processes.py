@@ -212,7 +212,9 @@ class StopRequests:
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread
-            pass
+            return self
+        # deliver what arrived while blocked (mpips.cli blocks them first thing for launch)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -21,6 +21,7 @@ from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST, EXIT_STOPPED
 from mpips.launcher import lost_a_rank
 from mpips.sweep import last_json
+from tests import drills
 from tests.launch import run_mpi
 from tests.live_launch import LiveLaunch, processes_with
 
@@ -28,10 +29,10 @@ DEATH = "tests/mpi/programs/startup_death.py"
 NEIGHBOURS = "tests/mpi/programs/neighbours_die.py"
 LR = ["-m", "mpips", "run", "sparse_lr", "--servers", "2", "--synthetic", "4000", "--features",
       "1000", "--epochs", "3", "--batch-size", "128", "--quiet"]
-#: Kills and stop requests at random moments per test; MPIPS_STARTUP_KILLS=20 for the
-#: issue's full count (about 20 s per kill on two cores).
-KILLS = int(os.environ.get("MPIPS_STARTUP_KILLS", "3"))
-STOPS = int(os.environ.get("MPIPS_STOP_REQUESTS", "2"))
+#: Kills and stop requests at random moments per test; MPIPS_DRILLS=full (tests/drills.py)
+#: or MPIPS_STARTUP_KILLS=20 for the issue's full count (about 20 s per kill on two cores).
+KILLS = drills.rounds(3, 20, "MPIPS_STARTUP_KILLS")
+STOPS = drills.rounds(2, 20, "MPIPS_STOP_REQUESTS")
 ENDS_WITHIN = 15.0  # seconds from the kill to the end of the launch (issue 17, done-when 3)
 
 
@@ -111,7 +112,10 @@ def test_ranks_killed_at_random_moments_of_startup_end_every_launch(tmp_path, ul
                         relaunch=1, env={"MPIPS_STARTUP_DIR": str(markers)}) as launch:
             while len(launch.ranks()) < 4 and launch.proc.poll() is None:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0, span))
+            deadline = time.monotonic() + rng.uniform(0, span)
+            while time.monotonic() < deadline and launch.proc.poll() is None and \
+                    len(list(markers.glob("*/*.ready"))) < 4:  # kill by the end of start-up
+                time.sleep(0.005)  # (a calibration slower than this launch overshot it)
             ranks = launch.ranks()
             assert ranks, f"kill {kill}: no rank left to kill\n{launch.err[-3000:]}"
             victim = rng.choice(ranks)

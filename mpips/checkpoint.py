@@ -73,7 +73,7 @@ class SaveCoordinator:
             survive_collective(srv.topology, lambda comm: comm.Barrier())  # collectives,
             srv.survivors.handle()  # and take over its segments before writing them
         group = srv.topology.group
-        count = srv.topology.num_servers
+        count = srv.replication.hosting.num_segments
         step, root = int(order["step"]), order["root"]
         directory, error = on_root(group, lambda: str(ckpt.prepare_checkpoint_dir(root, step)))
         if error is not None:
@@ -85,7 +85,7 @@ class SaveCoordinator:
         except (MpipsError, OSError) as exc:
             info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
         infos = gather_texts(group, info)
-        tables = {t.spec.name: ckpt.TableMeta.from_spec(t.spec) for t in srv.slices}
+        tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in srv.tables}
         warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
                                                         tables))
         if warning and group.Get_rank() == 0:
@@ -156,7 +156,7 @@ def restore(ps, root, *, log=None) -> dict | None:
             raise ckpt.CheckpointError(root, f"restore failed: {error}")
         if found is None:
             if tried:  # a skipped checkpoint may have filled some rows
-                for table in ps._slices:
+                for table in ps._all_slices():
                     _reset_slice(table)
             return None
         tried, below = True, found["step"]
@@ -210,10 +210,10 @@ def _load_slices(ps, path: str) -> str | None:
     where = f"rank {ps.rank}"
     try:
         manifest = ckpt.load_manifest(path)
-        for table in ps._slices:
+        for table in ps._all_slices():
             _check_table(table, manifest)
-        _check_unidentified_shards(ps._slices, manifest)
-        for table in ps._slices:
+        _check_unidentified_shards(ps._all_slices(), manifest)
+        for table in ps._all_slices():
             _read_slice(table, path)
     except TableError as exc:
         return json.dumps(["tables", str(exc)])

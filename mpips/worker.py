@@ -296,17 +296,23 @@ class KVWorker(CodedPushes, ServerFailover):
 
     def _pull_one_sided(self, spec: TableSpec, keys, out, callback) -> int | None:
         """Read the rows from the servers' windows (mpips.onesided); None when a server has
-        not reached the clock this read needs (the caller then pulls two-sided)."""
+        not reached the clock this read needs, or a segment is served away from its home
+        server after a failover (its window is gone with it): the caller pulls two-sided."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        runs = spec.split(keys)  # dense: runs of keys (slices)
-        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
-        if not self.rma.ready(spec, [server for server, _ in runs], required):
+        runs = spec.split(keys)  # dense: runs of keys (slices), one per segment
+        hosting = self.hosting
+        if any(hosting.host(segment) != hosting.home(segment) for segment, _ in runs):
             return None
-        for server, part in runs:
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
+        homes = sorted({hosting.home(segment) for segment, _ in runs})
+        if not self.rma.ready(spec, homes, required):
+            return None
+        for segment, part in runs:
             rows = np.empty(part.stop - part.start, np.int64)
-            offset_rows(keys[part], np.uint64(spec.partition.range_of(server).begin), rows)
-            self.rma.read(spec, server, rows, result[part])
+            offset_rows(keys[part], np.uint64(spec.partition.range_of(segment).begin), rows)
+            self.rma.read(spec, hosting.home(segment), segment % hosting.per_server, rows,
+                          result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
         return self._register(Pending(result=out if out is not None else result,

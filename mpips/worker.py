@@ -141,7 +141,8 @@ class KVWorker(CodedPushes, ServerFailover):
         order = save_order(root, step, job, keep, run)
         pending = Pending()
         for server in self.hosting.living:  # each writes the segments it serves
-            self._post_message(pending, Op.SAVE, server, order)
+            self._post_message(pending, Op.SAVE, 0, order,
+                               dest=self.topology.layout.server_rank(server))
         wait_all(pending.requests)
         errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
         if errors:
@@ -324,16 +325,19 @@ class KVWorker(CodedPushes, ServerFailover):
         self._pending[ts] = pending
         return ts
 
-    def _post_message(self, pending: Pending, op: Op, server: int, payload: np.ndarray,
-                      table_id: int = 0, num_keys: int = 0, width: int = 1) -> int:
-        """Post a request whose payload is one uint8 message (its length in header word 6)
-        and the receive of its reply; returns the request id."""
-        dest = self._dest(server)
+    def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
+                      table_id: int = 0, num_keys: int = 0, width: int = 1,
+                      dest: int | None = None) -> int:
+        """Post a request about ``segment`` whose payload is one uint8 message (its length in
+        header word 6) and the receive of its reply, to the server that serves the segment
+        now, or to rank ``dest`` (a request to one server, not about a segment); returns the
+        request id."""
+        dest = self._dest(segment) if dest is None else dest
         request_id = self._next_request
         self._next_request += 1
         tag = self.tags.payload(request_id)
         header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
-                               clock=self.clock_value, segment=server)
+                               clock=self.clock_value, segment=segment)
         reply = np.zeros(REPLY_WORDS, np.uint64)
         pending.keep += [header, payload, reply]
         for request in (self.comm.Isend(header, dest, TAG_REQUEST),

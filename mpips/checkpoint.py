@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -67,17 +68,33 @@ class SaveCoordinator:
     def _write_and_commit(self, order: dict) -> str | None:
         """Collective over the living servers; the error text (same on every server) or
         None. Each server writes the shard of every segment it serves (mpips.hosting: its
-        own, and a dead server's it took over), so the shards always tile the key space."""
+        own, and a dead server's it took over), so the shards always tile the key space.
+
+        With replicas a server may die before or during the save: the survivors agree that
+        the attempt failed, leave the dead one out (mpips.fault.survive_collective), take
+        over its segments and save again among themselves; a save that the death interrupted
+        after its commit counts as saved."""
         srv = self.server
-        if srv.replication.enabled:  # a server may have died: leave it out of the
-            survive_collective(srv.topology, lambda comm: comm.Barrier())  # collectives,
-            srv.survivors.handle()  # and take over its segments before writing them
-        group = srv.topology.group
+        if not srv.replication.enabled:
+            return self._attempt(srv.topology.group, order, retry=False)
+        attempts = []
+
+        def attempt(group):
+            attempts.append(group)
+            group.Barrier()  # a server that died before the save fails this on every server
+            srv.survivors.handle()  # take over its segments before writing them
+            return self._attempt(group, order, retry=len(attempts) > 1)
+        return survive_collective(srv.topology, attempt)
+
+    def _attempt(self, group, order: dict, *, retry: bool) -> str | None:
+        srv = self.server
         count = srv.replication.hosting.num_segments
         step, root = int(order["step"]), order["root"]
-        directory, error = on_root(group, lambda: str(ckpt.prepare_checkpoint_dir(root, step)))
+        directory, error = on_root(group, lambda: _prepare(root, step, order, retry))
         if error is not None:
             return f"checkpoint not saved: {error}"
+        if directory is None:  # committed by the attempt a server's death interrupted
+            return None
         try:
             info = json.dumps([ckpt.write_shard(directory, segment, count, step,
                                                 [_slice_data(s) for s in tables]).to_json()
@@ -91,6 +108,17 @@ class SaveCoordinator:
         if warning and group.Get_rank() == 0:
             srv.topology.log(f"warning: {warning}")
         return None if error is None else f"checkpoint not committed: {error}"
+
+
+def _prepare(root, step: int, order: dict, retry: bool) -> str | None:
+    """Server 0: the directory to write checkpoint ``step`` into, or None when ``retry``
+    finds it committed already by this run (a server died after the commit, before the
+    save's end)."""
+    if retry:
+        info = ckpt.inspect_checkpoint(Path(root) / ckpt.step_dir_name(step), "quick")
+        if info.valid and info.run == order.get("run"):
+            return None
+    return str(ckpt.prepare_checkpoint_dir(root, step))
 
 
 def _slice_data(table) -> "ckpt.SliceData":

@@ -143,7 +143,11 @@ class KVWorker(CodedPushes, ServerFailover):
         for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, 0, order,
                                dest=self.topology.layout.server_rank(server))
-        wait_all(pending.requests)
+        while not self._surviving(self._wait_replies, pending):
+            # a server died: the others save without it (mpips.checkpoint), and its own
+            # request is dropped (a SAVE has no parts to send again)
+            self._repost(pending, {self.topology.layout.server_rank(s)
+                                   for s in self.hosting.dead})
         errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
         if errors:
             raise CheckpointError(root, errors[0])

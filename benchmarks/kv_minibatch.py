@@ -56,8 +56,9 @@ def parse_args(argv=None):
     p.add_argument("--rule", default="adagrad", choices=("sum", "sgd", "adagrad"),
                    help="update rule of the table (default adagrad)")
     p.add_argument("--width", type=int, default=1, help="floats per row")
-    p.add_argument("--replicas", type=int, default=0, choices=(0, 1),
-                   help="1: each push is acknowledged once the next server has its rows")
+    p.add_argument("--replicas", type=int, default=0,
+                   help="copies of each key range on other servers: a push is acknowledged "
+                        "once every copy has its rows (needs --servers > replicas)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "kv_minibatch.jsonl"),
                    help="JSON-lines file the results are appended to ('' for none)")
@@ -68,8 +69,8 @@ def parse_args(argv=None):
         p.error(f"--zipf must be > 1, got {args.zipf}")
     if not 0.0 <= args.new_fraction < 1.0:
         p.error(f"--new-fraction must be in [0, 1), got {args.new_fraction}")
-    if args.replicas and args.servers < 2:
-        p.error("--replicas 1 needs --servers >= 2")
+    if not 0 <= args.replicas < args.servers:
+        p.error(f"--replicas {args.replicas} needs --servers >= {args.replicas + 1}")
     return args
 
 

@@ -1,9 +1,9 @@
-"""sparse_lr with one rank SIGKILLed at a random moment of training (a job for ``mpips run``).
+"""sparse_lr with ranks SIGKILLed at a random moment of training (a job for ``mpips run``).
 
-    mpips run benchmarks/lr_kill.py --kill-rank R --kill-after K [--kill-seed S]
+    mpips run benchmarks/lr_kill.py --kill-rank R[,R...] --kill-after K [--kill-seed S]
         [--kill-max-delay SECONDS] <sparse_lr options, --checkpoint-dir DIR included>
 
-Rank R (of the launch) waits until it has seen K committed checkpoints appear in
+Rank R (of the launch; each of them, when several are named) waits until it has seen K committed checkpoints appear in
 --checkpoint-dir, sleeps a random time in [0, --kill-max-delay) s (seeded by --kill-seed)
 and kills itself with SIGKILL, as the OOM killer or a failing node would, printing the
 wall-clock time of the kill (benchmarks/recovery.py reads it). A relaunch (MPIPS_RANKS_LOST
@@ -31,7 +31,8 @@ from mpips.jobs import sparse_lr
 def add_arguments(parser) -> None:
     sparse_lr.add_arguments(parser)
     kill = parser.add_argument_group("fault injection")
-    kill.add_argument("--kill-rank", type=int, required=True, help="rank that kills itself")
+    kill.add_argument("--kill-rank", type=_ranks, required=True, metavar="R[,R...]",
+                      help="rank(s) that kill themselves (at the same moment)")
     kill.add_argument("--kill-after", type=int, default=1, metavar="K",
                       help="after seeing K checkpoints committed (default 1)")
     kill.add_argument("--kill-at", type=float, default=None, metavar="SECONDS",
@@ -42,6 +43,16 @@ def add_arguments(parser) -> None:
                       help="random delay after the K-th checkpoint (default 0.05)")
     kill.add_argument("--audit", action="store_true",
                       help="count acknowledged steps in a table 'audit' and print them")
+
+
+def _ranks(text: str) -> list[int]:
+    try:
+        ranks = [int(r) for r in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--kill-rank takes ranks like 3 or 2,3, got {text!r}") from None
+    if any(r < 0 for r in ranks):
+        raise ValueError(f"--kill-rank {text}: ranks are >= 0")
+    return ranks
 
 
 def kill_later(rank: int, checkpoint_dir: Path | None, after: int, delay: float) -> None:
@@ -81,7 +92,7 @@ def main(ps, args):
                          "--kill-at SECONDS")
     if args.audit:
         audit_steps(ps.dense_table("audit", ps.num_workers))
-    if ps.rank == args.kill_rank and not os.environ.get("MPIPS_RANKS_LOST"):
+    if ps.rank in args.kill_rank and not os.environ.get("MPIPS_RANKS_LOST"):
         delay = random.Random(args.kill_seed).uniform(0, args.kill_max_delay)
         if args.kill_at is not None:
             delay += args.kill_at

@@ -163,9 +163,6 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append(f"--straggler {args.straggler}: there is no worker "
                         f"{args.straggler_plan[0]} (this launch has {num_workers}: 0.."
                         f"{num_workers - 1})")
-    if getattr(args, "replicas", 0) and args.codec:
-        problems.append("--replicas 1 cannot be combined with --codec yet (replicating "
-                        "coded pushes is not built)")
     if problems:
         raise UsageError("; ".join(problems))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -67,17 +68,33 @@ class SaveCoordinator:
     def _write_and_commit(self, order: dict) -> str | None:
         """Collective over the living servers; the error text (same on every server) or
         None. Each server writes the shard of every segment it serves (mpips.hosting: its
-        own, and a dead server's it took over), so the shards always tile the key space."""
+        own, and a dead server's it took over), so the shards always tile the key space.
+
+        With replicas a server may die before or during the save: the survivors agree that
+        the attempt failed, leave the dead one out (mpips.fault.survive_collective), take
+        over its segments and save again among themselves; a save that the death interrupted
+        after its commit counts as saved."""
         srv = self.server
-        if srv.replication.enabled:  # a server may have died: leave it out of the
-            survive_collective(srv.topology, lambda comm: comm.Barrier())  # collectives,
-            srv.survivors.handle()  # and take over its segments before writing them
-        group = srv.topology.group
-        count = srv.topology.num_servers
+        if not srv.replication.enabled:
+            return self._attempt(srv.topology.group, order, retry=False)
+        attempts = []
+
+        def attempt(group):
+            attempts.append(group)
+            group.Barrier()  # a server that died before the save fails this on every server
+            srv.survivors.handle()  # take over its segments before writing them
+            return self._attempt(group, order, retry=len(attempts) > 1)
+        return survive_collective(srv.topology, attempt)
+
+    def _attempt(self, group, order: dict, *, retry: bool) -> str | None:
+        srv = self.server
+        count = srv.replication.hosting.num_segments
         step, root = int(order["step"]), order["root"]
-        directory, error = on_root(group, lambda: str(ckpt.prepare_checkpoint_dir(root, step)))
+        directory, error = on_root(group, lambda: _prepare(root, step, order, retry))
         if error is not None:
             return f"checkpoint not saved: {error}"
+        if directory is None:  # committed by the attempt a server's death interrupted
+            return None
         try:
             info = json.dumps([ckpt.write_shard(directory, segment, count, step,
                                                 [_slice_data(s) for s in tables]).to_json()
@@ -85,12 +102,23 @@ class SaveCoordinator:
         except (MpipsError, OSError) as exc:
             info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
         infos = gather_texts(group, info)
-        tables = {t.spec.name: ckpt.TableMeta.from_spec(t.spec) for t in srv.slices}
+        tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in srv.tables}
         warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
                                                         tables))
         if warning and group.Get_rank() == 0:
             srv.topology.log(f"warning: {warning}")
         return None if error is None else f"checkpoint not committed: {error}"
+
+
+def _prepare(root, step: int, order: dict, retry: bool) -> str | None:
+    """Server 0: the directory to write checkpoint ``step`` into, or None when ``retry``
+    finds it committed already by this run (a server died after the commit, before the
+    save's end)."""
+    if retry:
+        info = ckpt.inspect_checkpoint(Path(root) / ckpt.step_dir_name(step), "quick")
+        if info.valid and info.run == order.get("run"):
+            return None
+    return str(ckpt.prepare_checkpoint_dir(root, step))
 
 
 def _slice_data(table) -> "ckpt.SliceData":
@@ -156,7 +184,7 @@ def restore(ps, root, *, log=None) -> dict | None:
             raise ckpt.CheckpointError(root, f"restore failed: {error}")
         if found is None:
             if tried:  # a skipped checkpoint may have filled some rows
-                for table in ps._slices:
+                for table in ps._all_slices():
                     _reset_slice(table)
             return None
         tried, below = True, found["step"]
@@ -210,10 +238,10 @@ def _load_slices(ps, path: str) -> str | None:
     where = f"rank {ps.rank}"
     try:
         manifest = ckpt.load_manifest(path)
-        for table in ps._slices:
+        for table in ps._all_slices():
             _check_table(table, manifest)
-        _check_unidentified_shards(ps._slices, manifest)
-        for table in ps._slices:
+        _check_unidentified_shards(ps._all_slices(), manifest)
+        for table in ps._all_slices():
             _read_slice(table, path)
     except TableError as exc:
         return json.dumps(["tables", str(exc)])

@@ -58,10 +58,11 @@ def _job_parser(name: str, module) -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=int, default=int(os.environ.get("MPIPS_SERVERS", 1)),
                         help="number of server ranks, the last ranks of the launch "
                              "(default: $MPIPS_SERVERS or 1)")
-    parser.add_argument("--replicas", type=int, choices=(0, 1),
+    parser.add_argument("--replicas", type=int,
                         default=int(os.environ.get("MPIPS_REPLICAS", 0)),
-                        help="copies of each server's keys kept on the next server: with 1, a "
-                             "launch with --ft carries on when a server dies (default: "
+                        help="copies of each key range kept on other servers: with K, a launch "
+                             "with --ft carries on while fewer than K+1 servers holding the "
+                             "same keys die (needs at least K+1 servers; default: "
                              "$MPIPS_REPLICAS or 0)")
     if hasattr(module, "add_arguments"):
         module.add_arguments(parser)

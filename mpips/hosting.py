@@ -1,21 +1,28 @@
-"""Which server hosts each key range, and which keeps its replica. Pure module: no MPI.
+"""Which server hosts each segment of the key space, and which keep its replicas. Pure module.
 
-Every table is cut into one *segment* per server of the launch (mpips.partition: server i's
-key range is segment i); segments never change, only who serves them. While every server
-lives, server i hosts segment i and, with one replica, server i+1 (mod S) keeps a copy of
-it: the servers form a ring, and each key range is replicated to its successor. When a
-server dies its segments move to the next living server clockwise, which is the one that
-held their copy; every segment whose replica died or moved is copied afresh to the next
-living server after its host. All ranks compute the same hosts from the same set of dead
-servers, so no message is needed to agree on them.
+Every table is cut into ``num_segments = num_servers x per_server`` segments (mpips.partition:
+equal ranges of positions), so that server h's *home* segments, ``[h*V, (h+1)*V)``, form the
+same contiguous range it would own with one segment per server. Each segment has a *chain*:
+its home server, then the other servers in an order rotated by the segment's index within
+its home (``(h + 1 + (j + t) mod (S - 1)) mod S``, t = 0..S-2). The first living server of the
+chain hosts the segment and the next ``replicas`` living ones keep its copies: while every
+server lives, segment j of server h is copied to server h+1+j (mod S, skipping h), so the V
+segments of one server keep their copies on V different servers (virtual nodes), and when a
+server dies its segments move to as many survivors. A server that becomes a replica holder
+receives a whole copy; all ranks compute the same hosts from the same set of dead servers,
+so no message is needed to agree on them.
+
+Without replicas there is one segment per server (V = 1), as with no failover at all.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 from .errors import LayoutError
 
-MAX_REPLICAS = 1
+MAX_SEGMENTS_PER_SERVER = 4
+"""Virtual nodes per server with replicas (fewer when there are fewer other servers)."""
 
 
 class SegmentLost(LayoutError):
@@ -23,9 +30,19 @@ class SegmentLost(LayoutError):
     only resume from a checkpoint)."""
 
 
+def segments_per_server(num_servers: int, replicas: int) -> int:
+    """Segments each server is home to: 1 without replicas; with replicas enough that each
+    server's segments keep their copies on different servers, at most
+    MAX_SEGMENTS_PER_SERVER."""
+    if not replicas or num_servers < 2:
+        return 1
+    return min(num_servers - 1, MAX_SEGMENTS_PER_SERVER)
+
+
 @dataclass(frozen=True)
 class Hosting:
-    """Hosts and replica holders of the ``num_servers`` segments, given ``dead`` servers."""
+    """Hosts and replica holders of the segments of ``num_servers`` servers, each keeping
+    ``replicas`` copies of every segment, given ``dead`` servers."""
 
     num_servers: int
     replicas: int = 0
@@ -34,57 +51,80 @@ class Hosting:
     def __post_init__(self):
         if self.num_servers < 1:
             raise LayoutError(f"need at least one server, got {self.num_servers}")
-        if not 0 <= self.replicas <= MAX_REPLICAS:
-            raise LayoutError(f"replicas must be 0 or 1 (this mpips keeps at most "
-                              f"{MAX_REPLICAS} copy of each key range), got {self.replicas}")
-        if self.replicas and self.num_servers < 2:
-            raise LayoutError("a replica needs a second server: launch with servers >= 2 or "
-                              "replicas=0")
+        if isinstance(self.replicas, bool) or not isinstance(self.replicas, int) \
+                or self.replicas < 0:
+            raise LayoutError(f"replicas must be an int >= 0, got {self.replicas!r}")
+        if self.replicas >= self.num_servers:
+            raise LayoutError(f"{self.replicas} replica(s) of each key range need at least "
+                              f"{self.replicas + 1} servers, the launch has {self.num_servers}: "
+                              f"launch more servers or keep fewer replicas")
         if not self.dead <= set(range(self.num_servers)):
             raise LayoutError(f"dead servers {sorted(self.dead)} outside [0, {self.num_servers})")
+
+    @property
+    def per_server(self) -> int:
+        return segments_per_server(self.num_servers, self.replicas)
+
+    @property
+    def num_segments(self) -> int:
+        return self.num_servers * self.per_server
 
     @property
     def living(self) -> list[int]:
         return [s for s in range(self.num_servers) if s not in self.dead]
 
-    def _next_living(self, server: int, *, after: bool) -> int | None:
-        """The first living server at or (``after``) after ``server``, clockwise."""
-        for step in range(1 if after else 0, self.num_servers):
-            candidate = (server + step) % self.num_servers
-            if candidate not in self.dead:
-                return candidate
-        return None
+    def home(self, segment: int) -> int:
+        """The server the segment belongs to while every server lives."""
+        return segment // self.per_server
+
+    def home_segments(self, server: int) -> list[int]:
+        return list(range(server * self.per_server, (server + 1) * self.per_server))
+
+    def chain(self, segment: int) -> tuple[int, ...]:
+        """Every server in the order it hosts or copies ``segment``: home first."""
+        home, index = divmod(segment, self.per_server)
+        others = self.num_servers - 1
+        return (home,) + tuple((home + 1 + (index + t) % others) % self.num_servers
+                               for t in range(others))
+
+    @functools.cache
+    def holders(self, segment: int) -> tuple[int, ...]:
+        """The living servers holding ``segment``: its host, then its replica holders."""
+        if not self.replicas:
+            home = self.home(segment)
+            return () if home in self.dead else (home,)
+        living = [s for s in self.chain(segment) if s not in self.dead]
+        return tuple(living[:1 + self.replicas])
 
     def host(self, segment: int) -> int:
-        """The server that serves ``segment``: the first living server at or after it."""
-        host = self._next_living(segment, after=False)
-        if host is None or (not self.replicas and host != segment):
-            raise SegmentLost(f"segment {segment}: its server died and kept no replica")
-        return host
+        """The server that serves ``segment``. SegmentLost when none holds it."""
+        holders = self.holders(segment)
+        if not holders:
+            raise SegmentLost(f"segment {segment}: every server that held it died"
+                              + ("" if self.replicas else " and it had no replica"))
+        return holders[0]
 
-    def replica(self, segment: int) -> int | None:
-        """The server keeping the copy of ``segment``, or None (no replicas, or one server
-        left)."""
-        if not self.replicas:
-            return None
-        replica = self._next_living(self.host(segment), after=True)
-        return None if replica == self.host(segment) else replica
+    def replicas_of(self, segment: int) -> tuple[int, ...]:
+        """The servers keeping copies of ``segment`` (fewer than ``replicas`` when too few
+        servers are left)."""
+        return self.holders(segment)[1:]
 
     def hosted_by(self, server: int) -> list[int]:
         """The segments ``server`` serves."""
-        return [s for s in range(self.num_servers) if self.host(s) == server]
+        return [g for g in range(self.num_segments) if self.holders(g)[:1] == (server,)]
 
     def copies_on(self, server: int) -> list[int]:
-        """The segments whose replica ``server`` keeps."""
-        return [s for s in range(self.num_servers) if self.replica(s) == server]
+        """The segments whose copy ``server`` keeps."""
+        return [g for g in range(self.num_segments) if server in self.replicas_of(g)]
 
     def after_deaths(self, servers) -> "Hosting":
-        """The hosting once ``servers`` died too. Raises SegmentLost when some segment's host
-        and its replica's holder are both among them (or it had no replica)."""
+        """The hosting once ``servers`` died too. Raises SegmentLost when every holder of
+        some segment is among them."""
         newly = frozenset(servers) - self.dead
-        for segment in range(self.num_servers):
-            holders = {self.host(segment), self.replica(segment)} - {None}
-            if holders <= newly:
+        for segment in range(self.num_segments):
+            holders = set(self.holders(segment))
+            if holders and holders <= newly:
                 raise SegmentLost(f"segment {segment}: server(s) {sorted(holders)} held its keys "
-                                  f"and died (servers {sorted(newly)} died at once)")
+                                  f"and died (servers {sorted(newly)} died at once"
+                                  + (")" if self.replicas else "; no replicas)"))
         return Hosting(self.num_servers, self.replicas, self.dead | newly)

@@ -94,9 +94,11 @@ class ClockBoard:
 
 
 class OneSidedReader:
-    """Worker side: reads rows of one-sided dense tables from the servers' windows."""
+    """Worker side: reads rows of one-sided dense tables from the servers' windows.
+    ``slices`` maps (table id, v) to the worker's placeholder slice of window v of that
+    table, which holds home segment v of every server (mpips.hosting)."""
 
-    def __init__(self, slices: dict[int, object], board: ClockBoard, layout):
+    def __init__(self, slices: dict[tuple[int, int], object], board: ClockBoard, layout):
         self.slices, self.board, self.layout = slices, board, layout
         self._views: dict[tuple[int, int], np.ndarray] = {}
         self._span = np.empty(0, np.float32)
@@ -112,15 +114,15 @@ class OneSidedReader:
         return all(self.board.read(self.layout.server_rank(s), spec.table_id) >= required
                    for s in servers)
 
-    def read(self, spec, server: int, rows: np.ndarray, out: np.ndarray) -> None:
-        """out[i] = row ``rows[i]`` of server ``server``'s slice (rows int64, sorted,
-        unique, inside the slice: checked by the caller)."""
-        win = self.slices[spec.table_id].win
+    def read(self, spec, server: int, v: int, rows: np.ndarray, out: np.ndarray) -> None:
+        """out[i] = row ``rows[i]`` of server ``server``'s home segment ``v`` (rows int64,
+        sorted, unique, inside the segment: checked by the caller)."""
+        win = self.slices[spec.table_id, v].win
         rank = self.layout.server_rank(server)
         width, first, n = spec.width, int(rows[0]), rows.size
         span = int(rows[-1]) - first + 1
         if self.board.mode == "shared":
-            view = self._view(spec, win, rank)
+            view = self._view(spec, v, win, rank)
             win.Sync()
             if span == n:  # a run of rows: one copy
                 np.copyto(out, view[first:first + n])
@@ -145,8 +147,8 @@ class OneSidedReader:
             finally:
                 rows_type.Free()
 
-    def _view(self, spec, win, rank) -> np.ndarray:
-        key = (spec.table_id, rank)
+    def _view(self, spec, v, win, rank) -> np.ndarray:
+        key = (spec.table_id, v, rank)
         view = self._views.get(key)
         if view is None:
             buf, _ = win.Shared_query(rank)

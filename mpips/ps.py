@@ -25,10 +25,10 @@ from .worker import KVWorker
 def init(servers: int = 1, *, replicas: int = 0, comm: MPI.Intracomm | None = None) -> "PS":
     """Start mpips on ``comm`` (default COMM_WORLD) with its last ``servers`` ranks as servers.
 
-    ``replicas=1`` keeps a copy of each server's keys on the next server (mpips.hosting), so
-    that in a ULFM launch (``mpips launch --ft``) the job carries on when a server dies
-    (mpips.replication); a push is then acknowledged only once both servers have it. Tables
-    of such a launch must be two-sided and without a codec.
+    ``replicas=K`` keeps K copies of each key range on other servers (mpips.hosting), so that
+    in a ULFM launch (``mpips launch --ft``) the job carries on while fewer than K+1 servers
+    holding the same keys die (mpips.replication); a push is then acknowledged only once
+    every copy has it.
 
     Collective over ``comm``. Raises LayoutError on every rank when the layout is impossible.
     In a relaunch after lost ranks (``mpips launch --relaunch`` sets MPIPS_RANKS_LOST), each
@@ -44,11 +44,12 @@ def init(servers: int = 1, *, replicas: int = 0, comm: MPI.Intracomm | None = No
                   f"(MPIPS_RANKS_LOST): {fewer} server(s) instead of {servers}", file=sys.stderr,
                   flush=True)
         servers = fewer
-        if replicas and servers < 2:  # a replica needs a second server
+        if replicas >= servers:  # a replica needs a server of its own
             if comm.Get_rank() == 0:
-                print(f"[mpips rank 0/{comm.Get_size()}] one server left: running without "
-                      f"replicas", file=sys.stderr, flush=True)
-            replicas = 0
+                print(f"[mpips rank 0/{comm.Get_size()}] {servers} server(s) left: keeping "
+                      f"{servers - 1} replica(s) instead of {replicas}", file=sys.stderr,
+                      flush=True)
+            replicas = servers - 1
     return PS(comm, servers, replicas)
 
 
@@ -59,11 +60,13 @@ class PS:
         self.topology = Topology(comm, servers)
         use_dedicated_cores(self.topology.ranks_on_node <= len(os.sched_getaffinity(0)))
         self.replicas = _same_everywhere(self.topology.data, replicas)
-        Hosting(servers, self.replicas)  # raises LayoutError for an impossible one
+        self.hosting = Hosting(servers, self.replicas)  # LayoutError for an impossible one
         self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"
         self._board: ClockBoard | None = None
         self.tables: dict[str, TableSpec] = {}
-        self._slices: list[Slice] = []
+        # per home segment (mpips.hosting) of this server, its slice of every table; on a
+        # worker, under segment -1 - v, the window placeholders of home segment v of a server
+        self._slices: dict[int, list[Slice]] = {}
         self._worker: KVWorker | None = None
         self.server: KVServer | None = None
         self.closed = False
@@ -118,18 +121,20 @@ class PS:
             raise TableError(f"table {name!r}: tables must be created before run()")
         if name in self.tables:
             raise TableError(f"a table named {name!r} exists already")
-        spec = TableSpec(name, kind, len(self.tables), self.num_servers, int(size), int(width),
-                         rule, dict(rule_params), float(init), str(consistency), str(codec),
-                         bool(one_sided), str(placement))
-        if self.replicas and (spec.codec or spec.one_sided):
-            raise TableError(f"table {name!r}: with replicas, tables must be two-sided and "
-                             f"without a codec (replicating coded pushes and window reads is "
-                             f"not built yet)")
+        spec = TableSpec(name, kind, len(self.tables), self.hosting.num_segments, int(size),
+                         int(width), rule, dict(rule_params), float(init), str(consistency),
+                         str(codec), bool(one_sided), str(placement))
         self._check_same_everywhere(spec)
-        self._slices.append(make_slice(spec, self.topology.server_index, self.comm,
-                                       self.rma_mode))
+        server = self.topology.server_index
+        for v in range(self.hosting.per_server):  # collective for dense tables (windows)
+            segment = server * self.hosting.per_server + v if self.is_server else -1 - v
+            self._slices.setdefault(segment, []).append(
+                make_slice(spec, max(segment, -1), self.comm, self.rma_mode))
         self.tables[name] = spec
         return spec
+
+    def _all_slices(self) -> list[Slice]:
+        return [s for slices in self._slices.values() for s in slices]
 
     def _check_same_everywhere(self, spec: TableSpec) -> None:
         """Collective: every rank must define the same table, or all raise TableError."""
@@ -160,11 +165,12 @@ class PS:
     def _run(self, work):
         self._board = ClockBoard(self.comm, len(self.tables), self.is_server, self.rma_mode)
         if self.is_server:
-            self.server = KVServer(self.topology, self._slices, self._board, self.replicas,
-                                   self._restored)
+            self.server = KVServer(self.topology, list(self.tables.values()), self._slices,
+                                   self._board, self.replicas, self._restored)
             self.server.serve()
             return None
-        one_sided = {s.spec.table_id: s for s in self._slices if s.spec.one_sided}
+        one_sided = {(s.spec.table_id, -1 - segment): s for segment, slices in self._slices.items()
+                     for s in slices if s.spec.one_sided}
         self._worker = KVWorker(self.topology, self.tables,
                                 OneSidedReader(one_sided, self._board, self.topology.layout),
                                 self.replicas)
@@ -179,11 +185,11 @@ class PS:
 
     def stored_keys(self) -> int:
         """Rows this rank's slices hold (0 on workers)."""
-        return sum(s.num_stored for s in self._slices) if self.is_server else 0
+        return sum(s.num_stored for s in self._all_slices()) if self.is_server else 0
 
     def memory_bytes(self) -> int:
         """Bytes this rank's slices take for their keys, rows and index (0 on workers)."""
-        return sum(s.memory_bytes() for s in self._slices) if self.is_server else 0
+        return sum(s.memory_bytes() for s in self._all_slices()) if self.is_server else 0
 
     def restore(self, root) -> dict | None:
         """Load the newest valid checkpoint under ``root`` into the tables (any number of
@@ -214,7 +220,7 @@ class PS:
             self._worker.close()
         if self._board is not None:
             self._board.free()
-        for table_slice in self._slices:
+        for table_slice in self._all_slices():
             table_slice.free()
         self.topology.free()
         self.closed = True

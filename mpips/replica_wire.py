@@ -18,11 +18,14 @@ keeping the segment's replica, as a *batch*: a header of ``BATCH_WORDS`` uint64 
     word 8  STASH: the push's clock; else 0
     word 9  0
 
-then, as separate messages on the same tag, keys uint64[n] and rows float32[n, width x
-arrays] (STASH: the gradients) when n > 0, and always the segment's push watermarks
-int64[number of workers]: the sequence number (mpips.message word 9) of each worker's last
-push applied to (or, BSP, accepted by) the segment. Rows, not gradients, travel ("replication after aggregation"): a row is exact for every
-update rule, and applying it twice changes nothing. The receiver answers with an ack of
+then, as separate messages on the same tag, when n > 0: keys uint64[n]; for ROWS and
+TRANSFER the keys' row numbers on the sender int64[n] (a replica keeps its host's row
+numbers, so it writes a batch without looking the keys up: mpips.sparse_rows.mirror); and
+rows float32[n, width x arrays] (STASH: the gradients); then always the segment's push
+watermarks int64[number of workers]: the sequence number (mpips.message word 9) of each
+worker's last push applied to (or, BSP, accepted by) the segment. Rows, not gradients,
+travel ("replication after aggregation"): a row is exact for every update rule, and applying
+it twice changes nothing. The receiver answers with an ack of
 ``ACK_WORDS`` words: MAGIC << 16 | VERSION, batch number.
 """
 from __future__ import annotations

@@ -40,20 +40,23 @@ it that segment's requests (the worker noticed first)."""
 
 
 class Replicator:
-    """The replicas and failover of one KVServer (``server``); inactive with 0 replicas."""
+    """The segments one KVServer (``server``) hosts, the copies it keeps, and failover;
+    without replicas it only hosts its home segments (``home``: segment -> slices)."""
 
-    def __init__(self, server, replicas: int):
+    def __init__(self, server, home: dict[int, list[Slice]], replicas: int):
         self.server = server
         topology = server.topology
         self.comm, self.layout, self.log = server.comm, topology.layout, topology.log
         self.me = topology.server_index
         self.hosting = Hosting(topology.num_servers, replicas)
         self.enabled = replicas > 0
-        self.specs = [s.spec for s in server.slices]
-        self._arrays = [s.arrays for s in server.slices]  # per table, in a batch row
-        self.hosted: dict[int, list[Slice]] = {self.me: server.slices}
-        self.copies: dict[int, list[Slice]] = {
-            seg: [make_slice(spec, seg, None) for spec in self.specs]
+        self.specs = list(server.tables)
+        self._arrays = [s.arrays for s in home[min(home)]]  # per table, in a batch row
+        self.hosted: dict[int, list[Slice]] = dict(home)
+        # a restored launch's copies are incomplete (None) until their whole copy arrives
+        self.copies: dict[int, list[Slice | None]] = {
+            seg: [None] * len(self.specs) if server.restored else
+            [make_slice(spec, seg, None) for spec in self.specs]
             for seg in self.hosting.copies_on(self.me)}
         self.marks = {seg: np.full(topology.num_workers, -1, np.int64)
                       for seg in (*self.hosted, *self.copies)}
@@ -72,10 +75,16 @@ class Replicator:
         self._finished: set[int] = set()  # servers that sent FIN (mpips.replica_wire)
 
     def start(self) -> None:
-        """Before serving: after a restore, send the restored rows whole to the replica
-        holder (copies start empty)."""
+        """Before serving: after a restore, send the restored rows of every hosted segment
+        whole to its replica holders (their copies count as incomplete until then)."""
         if self.enabled and self.server.restored:
-            self._copy_whole(self.me, self.hosting.replica(self.me), [])
+            for segment in sorted(self.hosted):
+                for replica in self.hosting.replicas_of(segment):
+                    self._copy_whole(segment, replica, [])
+
+    def hosted_slices(self) -> list[Slice]:
+        """Every slice of every segment this server serves."""
+        return [s for slices in self.hosted.values() for s in slices]
 
     # -- serving ------------------------------------------------------------------------
     def slice_for(self, segment: int, table_id: int) -> Slice:
@@ -99,14 +108,19 @@ class Replicator:
         marks = self.marks.get(segment)
         return marks is not None and seq <= marks[worker]
 
-    def pushed(self, segment: int, table: Slice, keys: list, worker: int, seq: int) -> None:
+    def pushed(self, segment: int, table: Slice, keys: list, worker: int, seq: int,
+               rows: list | None = None) -> None:
         """A push of ``worker`` (sequence ``seq``) to ``segment`` was applied: record it, send
-        the rows of its ``keys`` (chunks) to the replica holder, and return once it has them."""
+        the rows of its ``keys`` (chunks; ``rows``: their rows, when the push knew them) to
+        every replica holder, and return once they all have them."""
         self.marks[segment][worker] = max(self.marks[segment][worker], seq)
-        replica = self.hosting.replica(segment)
-        if replica is not None:
+        replicas = self.hosting.replicas_of(segment)
+        if replicas:
             touched = np.concatenate(keys) if keys else np.empty(0, np.uint64)
-            self._send(replica, Kind.ROWS, segment, table, touched)
+            at = np.concatenate(rows) if rows else table.rows_of(touched)
+            packed = table.packed_at(at)
+            for replica in replicas:
+                self._send(replica, Kind.ROWS, segment, table, touched, at=at, packed=packed)
         self.wait_replicated()
 
     def stashed(self, item) -> None:
@@ -114,18 +128,22 @@ class Replicator:
         return once the replica holder keeps it too (it is applied at its clock boundary)."""
         marks = self.marks[item.segment]
         marks[item.worker] = max(marks[item.worker], item.seq)
-        replica = self.hosting.replica(item.segment)
-        if replica is not None:
+        for replica in self.hosting.replicas_of(item.segment):
             self._send_stash(replica, item)
         self.wait_replicated()
 
-    def applied_stash(self, item, table: Slice) -> None:
-        """A stashed push was applied at its clock boundary: send its rows, so the replica
-        holder forgets the stashed copy (no wait: until they arrive it still holds the push)."""
-        replica = self.hosting.replica(item.segment) if self.enabled else None
-        if replica is not None:
+    def applied_stash(self, item, table: Slice, rows: np.ndarray | None = None) -> None:
+        """A stashed push was applied at its clock boundary (``rows``: the rows it changed,
+        if the slice gave them): send its rows, so the replica holders forget the stashed
+        copy (no wait: until they arrive they still hold the push)."""
+        if not self.enabled:
+            return
+        replicas = self.hosting.replicas_of(item.segment)
+        at = (table.rows_of(item.keys) if rows is None else rows.copy()) if replicas else None
+        packed = table.packed_at(at) if replicas else None
+        for replica in replicas:
             self._send(replica, Kind.ROWS, item.segment, table, item.keys,
-                       entry=(item.worker, item.seq))
+                       entry=(item.worker, item.seq), at=at, packed=packed)
 
     def _serve_batches(self) -> None:
         """Wait for and apply batches and acks; survive a server dying meanwhile."""
@@ -173,22 +191,32 @@ class Replicator:
 
     # -- batches --------------------------------------------------------------------------
     def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray,
-              entry: tuple[int, int] | None = None) -> None:
-        rows = np.ascontiguousarray(table.read_rows(keys)) if keys.size else None
+              entry: tuple[int, int] | None = None, at: np.ndarray | None = None,
+              packed: np.ndarray | None = None) -> None:
+        """Send ``dest`` the rows of ``keys``: their row numbers ``at`` and packed rows
+        (looked up here unless given, e.g. shared by the batches of several holders)."""
+        if at is None:
+            at = table.rows_of(keys)
+        if packed is None:
+            packed = table.packed_at(at)
         self._post_batch(dest, encode_batch(kind, segment, table.spec.table_id, keys.size,
                                             table.arrays, self._sent[dest] + 1, entry),
-                         keys, rows, segment)
+                         [keys, np.ascontiguousarray(at, np.int64),
+                          np.ascontiguousarray(packed)] if keys.size else [], segment)
 
     def _send_stash(self, dest: int, item) -> None:
         header = encode_batch(Kind.STASH, item.segment, item.table_id, item.keys.size, 1,
                               self._sent[dest] + 1, (item.worker, item.seq), item.clock)
-        self._post_batch(dest, header, item.keys, np.ascontiguousarray(item.vals), item.segment)
+        self._post_batch(dest, header, [item.keys, np.ascontiguousarray(item.vals)]
+                         if item.keys.size else [], item.segment)
 
-    def _post_batch(self, dest: int, header, keys, rows, segment: int) -> None:
+    def _post_batch(self, dest: int, header, payload: list, segment: int) -> None:
+        """Send ``dest`` a batch: its header, the ``payload`` arrays, the segment's marks."""
         self._sent[dest] += 1
         rank = self.layout.server_rank(dest)
-        parts = [header] + ([keys, rows] if keys.size else [])
-        parts.append(self.marks[segment].copy())
+        parts = [header] + payload
+        parts.append(self.marks[segment].copy() if segment in self.marks else
+                     np.full(self.server.topology.num_workers, -1, np.int64))
         for part in parts:
             self._keep.append((self.comm.Isend(part, rank, TAG_REPLICA), part, dest))
         if dest not in self._ack_recvs:
@@ -199,16 +227,19 @@ class Replicator:
         if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
             raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
         workers = self.server.topology.num_workers
-        batch = parse_batch(buf, self.hosting.num_servers, self._arrays, workers)
+        batch = parse_batch(buf, self.hosting.num_segments, self._arrays, workers)
         if batch.number != self._received[source] + 1:
             raise MessageError(f"batch {batch.number} from server {source} where "
                                f"{self._received[source] + 1} was next")
         rank = self.layout.server_rank(source)
         spec = self.specs[batch.table_id]
         keys = np.empty(batch.num_keys, np.uint64)
+        at = np.empty(batch.num_keys, np.int64)
         rows = np.empty((batch.num_keys, spec.width * batch.arrays), FLOAT)
         marks = np.empty(workers, np.int64)
-        for part in ((keys, rows) if batch.num_keys else ()) + (marks,):
+        payload = () if not batch.num_keys else (keys, rows) if batch.kind is Kind.STASH \
+            else (keys, at, rows)
+        for part in payload + (marks,):
             status = MPI.Status()
             self.comm.Recv(part, rank, TAG_REPLICA, status)
             if status.Get_count(MPI.BYTE) != part.nbytes:
@@ -233,7 +264,11 @@ class Replicator:
                 self.marks[batch.segment] = np.full_like(marks, -1)
                 self.mirror[batch.segment] = []
         if batch.kind in (Kind.ROWS, Kind.TRANSFER):
-            self.copies[batch.segment][batch.table_id].put_rows(keys, rows)
+            copy = self.copies[batch.segment][batch.table_id]
+            if copy is None:
+                raise MessageError(f"server {source} sent rows of table {batch.table_id} of "
+                                   f"segment {batch.segment} before its whole copy")
+            copy.put_rows_at(keys, at, rows)
         if batch.kind is Kind.ROWS and batch.entry is not None:  # that stashed push is applied
             self.mirror[batch.segment] = [e for e in self.mirror.get(batch.segment, [])
                                           if (e.worker, e.seq) != batch.entry]
@@ -258,7 +293,8 @@ class Replicator:
     def on_servers_dead(self, dead: set[int]) -> None:
         """Servers ``dead`` (server indices) died: take over the segments this server holds
         the copies of, and send whole copies to every new replica holder. Raises SegmentLost
-        when both holders of some segment died."""
+        when every holder of some segment died, or when this server was to take over a
+        segment whose whole copy had not reached it yet (after a restore or a failover)."""
         began = time.perf_counter()
         old = self.hosting
         new = old.after_deaths(dead)  # SegmentLost: the job cannot carry on
@@ -270,18 +306,18 @@ class Replicator:
         for segment in taken:
             if segment not in self.copies or None in self.copies[segment]:
                 raise SegmentLost(f"segment {segment}: server {self.me} was to take it over "
-                                  f"but holds no whole copy of it")
+                                  f"but its whole copy had not arrived yet")
             self.hosted[segment] = self.copies.pop(segment)
-        for segment in [s for s in self.copies if new.replica(s) != self.me]:
+        for segment in [s for s in self.copies if self.me not in new.replicas_of(s)]:
             del self.copies[segment]
             self.mirror.pop(segment, None)
         adopted = [e for seg in taken for e in self.mirror.pop(seg, [])]
         copied = []
         for segment in sorted(self.hosted):
-            replica = new.replica(segment)
-            if replica is not None and replica != old.replica(segment):
-                self._copy_whole(segment, replica, adopted)
-                copied.append(f"segment {segment} to server {replica}")
+            for replica in new.replicas_of(segment):
+                if replica not in old.holders(segment):
+                    self._copy_whole(segment, replica, adopted)
+                    copied.append(f"segment {segment} to server {replica}")
         self._adopt_stashes(adopted)
         names = ", ".join(f"server {s} (rank {self.layout.server_rank(s)})" for s in sorted(dead))
         self.log(f"{names} died: " + (f"took over segment(s) {taken}" if taken else
@@ -289,13 +325,12 @@ class Replicator:
                  + (f"; copying {', '.join(copied)}" if copied else "")
                  + f"; serving again after {time.perf_counter() - began:.6f} s")
 
-    def _copy_whole(self, segment: int, replica: int | None, adopted: list) -> None:
+    def _copy_whole(self, segment: int, replica: int, adopted: list) -> None:
         """Send ``segment`` whole to ``replica``: every table's rows, then the BSP pushes
         accepted and not yet applied (the scheduler's, and ``adopted`` ones)."""
-        if replica is None:
-            return
         for table in self.hosted[segment]:
-            self._send(replica, Kind.TRANSFER, segment, table, table.stored_keys())
+            keys, at = table.stored()
+            self._send(replica, Kind.TRANSFER, segment, table, keys, at=at)
         waiting = [item for _, _, _, item in self.server.scheduler.stashed()]
         for item in waiting + adopted:
             if item.segment == segment:
@@ -337,7 +372,7 @@ class Replicator:
                 if server_index != self.me:
                     self._post_batch(server_index, encode_batch(
                         Kind.FIN, self.me, 0, 0, self._arrays[0],
-                        self._sent[server_index] + 1), np.empty(0, np.uint64), None, self.me)
+                        self._sent[server_index] + 1), [], self.me)
             while not set(self.hosting.living) - {self.me} <= self._finished:
                 self._serve_batches()
             self.wait_replicated()

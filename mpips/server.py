@@ -30,6 +30,7 @@ from .message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_heade
 from .keycache import KeyCache
 from .replication import Replicator
 from .server_push import StashedPush, Verdict, WholePushes
+from .spec import TableSpec
 from .store import FLOAT, Slice
 from .survivors import Survivors
 from .topology import Topology
@@ -41,11 +42,13 @@ OUT_BUFFERS = 4
 class KVServer(WholePushes):
     """Serves the slices of one server rank until every worker has said DONE."""
 
-    def __init__(self, topology: Topology, slices: list[Slice], board=None, replicas: int = 0,
-                 restored: bool = False):
+    def __init__(self, topology: Topology, tables: list[TableSpec], home: dict[int, list[Slice]],
+                 board=None, replicas: int = 0, restored: bool = False):
+        """``tables``: every table's spec, in table id order; ``home``: per home segment of
+        this server (mpips.hosting), its slice of every table."""
         self.topology = topology
         self.comm = topology.data
-        self.slices = slices
+        self.tables = tables
         self.tags = Tags(self.comm)
         self.requests_served = 0
         self._keys = np.empty(0, np.uint64)
@@ -54,18 +57,19 @@ class KVServer(WholePushes):
         self._free: list[np.ndarray] = []
         self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
         self.board = board  # mpips.onesided.ClockBoard: clocks for one-sided readers
-        self._published = {s.spec.table_id: 0 for s in slices if s.spec.one_sided}
+        self._published = {t.table_id: 0 for t in tables if t.one_sided}
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.saves = SaveCoordinator(self)
         self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
         self.restored = restored  # the slices hold a checkpoint's rows
-        self.replication = Replicator(self, replicas)  # and when a server dies, with replicas
+        self.replication = Replicator(self, home, replicas)  # and dead servers (replicas)
         self._per_worker_receives = ulfm_launch() or self.replication.enabled
         self.scheduler = ClockScheduler(topology.num_workers)
-        for table in slices:  # an empty slice (more servers than keys) gets no requests
-            begin, end = table.key_range.begin, table.key_range.end
-            self.scheduler.add_table(table.spec.table_id, table.spec.model, begin,
-                                     max(end, begin + 1))
+        first, last = min(home), max(home)  # home segments: one contiguous range
+        for spec in tables:  # an empty range (more servers than keys) gets no requests
+            begin, end = home[first][spec.table_id].key_range.begin, \
+                home[last][spec.table_id].key_range.end
+            self.scheduler.add_table(spec.table_id, spec.model, begin, max(end, begin + 1))
 
     def serve(self) -> None:
         """Serve until all workers are done. Point-to-point with the workers only.
@@ -87,8 +91,8 @@ class KVServer(WholePushes):
                 wait_all([self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)], [status])
                 source = status.Get_source()
             try:
-                parsed = parse_header(header, len(self.slices), [s.spec.width for s in self.slices],
-                                      self.topology.num_servers)
+                parsed = parse_header(header, len(self.tables), [t.width for t in self.tables],
+                                      self.replication.hosting.num_segments)
             except MessageError as exc:
                 self.topology.log(f"dropped a request from rank {source}: {exc}")
                 continue
@@ -156,7 +160,7 @@ class KVServer(WholePushes):
     def abandon_request(self) -> None:
         """A worker died in the middle of its request: roll back what of it was applied
         and not yet vouched for (mpips.undo), and forget its new keys."""
-        for table in self.slices:
+        for table in self.replication.hosted_slices():
             if table.undo.active:
                 table.roll_back_push()
             table.abandon_pending()
@@ -166,8 +170,8 @@ class KVServer(WholePushes):
         try:
             if isinstance(item, StashedPush):  # checked when it was received
                 table = self.replication.hosted[item.segment][item.table_id]
-                table.push_whole(item.keys, item.vals)
-                self.replication.applied_stash(item, table)
+                rows = table.push_whole(item.keys, item.vals)
+                self.replication.applied_stash(item, table, rows)
             elif item[0].op is Op.PUSH_CODED:
                 self._push_coded(*item)
             else:
@@ -181,64 +185,76 @@ class KVServer(WholePushes):
         its payload and reply with that error. With replicas, a push is answered once the
         replica holder has its rows, and a resent push applied before is not applied again
         (mpips.replication)."""
-        try:
-            table = self.replication.slice_for(hdr.segment, hdr.table_id)
-        except MessageError as exc:
-            table, refuse = self.slices[hdr.table_id], refuse or str(exc)
+        table = None
+        if refuse is None:
+            try:
+                table = self.replication.slice_for(hdr.segment, hdr.table_id)
+            except MessageError as exc:
+                refuse = str(exc)
         tag = self.tags.payload(hdr.request_id)
-        error = None if refuse is None else f"table {table.spec.name!r}: {refuse}"
+        name = self.tables[hdr.table_id].name
+        error = None if refuse is None else f"table {name!r}: {refuse}"
         prev = None
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
         worker = self.topology.layout.worker_index(source)
         replicated = pushes and self.replication.enabled
         again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
-        touched: list[np.ndarray] = []
+        touched: list[np.ndarray] = []  # keys a replicated push changed, chunk by chunk
+        touched_rows: list[np.ndarray] = []  # their rows, when the slice gave them
         verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
             if hdr.op is Op.PUSH and hdr.verdict else None
-        if verdict is not None and not again:
+        if verdict is not None and not again and table is not None:
             table.begin_undoable_push(hdr.num_keys)
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
-            cached = table.caches_requests and error is None
+            cached = error is None and table.caches_requests
             keys = table.receive_buffer(hi - lo) if cached else keys_buf[: hi - lo]
             vals = vals_buf[: hi - lo]
             self._recv_exact(keys, source, tag)
             if pushes:
                 self._recv_exact(vals, source, tag)
-            if verdict is not None and table.undo.active and verdict.arrived_ok():
+            if verdict is not None and table is not None and table.undo.active \
+                    and verdict.arrived_ok():
                 table.keep_push()  # the worker vouched for the whole push: stop logging
             if error is None:
                 try:
-                    self._apply_chunk(table, hdr, keys, vals, prev, tag, source, again,
-                                      (worker, index) if cached else None)
+                    rows = self._apply_chunk(table, hdr, keys, vals, prev, tag, source, again,
+                                             (worker, index) if cached else None)
                     prev = int(keys[-1])
                     if replicated and not again:
                         touched.append(keys.copy())
+                        if rows is not None:
+                            touched_rows.append(rows.copy())
                     continue
                 except MessageError as exc:
-                    error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
+                    error = f"table {name!r}, request {hdr.request_id}: {exc}"
             if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
                 self._send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
         status = Status.BAD_REQUEST if error else Status.OK
         if verdict is not None:
             status, error = self._settle_push(table, verdict, error)
-        elif pushes:
+        elif pushes and table is not None:
             table.finish_push()
         if replicated and status is Status.OK:
             if again:
                 self.replication.wait_replicated()
             else:
-                self.replication.pushed(hdr.segment, table, touched, worker, hdr.seq)
+                self.replication.pushed(hdr.segment, table, touched, worker, hdr.seq,
+                                        touched_rows if len(touched_rows) == len(touched)
+                                        else None)
         self._reply(hdr.request_id, status, error, source, tag)
 
-    def _settle_push(self, table: Slice, verdict: "Verdict", error: str | None):
-        """Keep or roll back a push once its verdict is in; returns (status, error)."""
+    def _settle_push(self, table: Slice | None, verdict: "Verdict", error: str | None):
+        """Keep or roll back a push once its verdict is in (``table`` None: it was refused);
+        returns (status, error)."""
         try:
             withdrawn = verdict.wait_withdrawn()
         except MessageError as exc:
             error = error or f"verdict: {exc}"
             withdrawn = False
+        if table is None:
+            return Status.BAD_REQUEST, error
         if withdrawn or error:
             if table.undo.active:
                 table.roll_back_push()
@@ -252,18 +268,20 @@ class KVServer(WholePushes):
         return Status.OK, None
 
     def _apply_chunk(self, table, hdr, keys, vals, prev, tag, source, again=False,
-                     origin=None) -> None:
-        """Apply/answer one chunk (``prev``: the last key of the chunk before). ``again``: the
-        push was applied before (a resend), so only answer what it pulls. ``origin`` (worker,
-        chunk index): the chunk came in a buffer of the slice's request cache."""
+                     origin=None) -> np.ndarray | None:
+        """Apply/answer one chunk (``prev``: the last key of the chunk before); returns the
+        rows a push changed when the slice says (mpips.store). ``again``: the push was
+        applied before (a resend), so only answer what it pulls. ``origin`` (worker, chunk
+        index): the chunk came in a buffer of the slice's request cache."""
+        rows = None
         if hdr.op is Op.PUSH:
-            if not again:
-                table.push_chunk(keys, vals, prev, origin)
-            return
+            return None if again else table.push_chunk(keys, vals, prev, origin)
         if hdr.op is Op.PUSH_PULL and not again:
-            table.push_chunk(keys, vals, prev, origin)
+            rows = table.push_chunk(keys, vals, prev, origin)
+            rows = None if rows is None else rows.copy()  # the pull may reuse its buffer
         data, reusable = table.read_chunk(keys, prev, self._out_buffer, origin)
         self._send_values(data, source, tag, reusable=reusable)
+        return rows
 
     def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
         status = MPI.Status()

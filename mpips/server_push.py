@@ -1,7 +1,7 @@
 """Pushes a KVServer receives whole before applying them (API layer, mixed into KVServer):
 pushes to BSP tables, stashed until their clock boundary, and pushes through a table's codec
 (one mpips.codec message); and the worker's verdict on a plain push (mpips.message).
-Uses KVServer's ``slices``, ``replication``, ``comm``, ``tags``, ``topology``,
+Uses KVServer's ``tables``, ``replication``, ``comm``, ``tags``, ``topology``,
 ``_key_caches``, ``_recv_exact`` and ``_reply``."""
 from __future__ import annotations
 
@@ -39,9 +39,7 @@ class WholePushes:
     def _stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
         try:
             if hdr.op is Op.PUSH_CODED:
-                pushed = self._receive_coded(hdr, source)
-                return None if pushed is None else StashedPush(hdr.table_id, *pushed,
-                                                               hdr.segment)
+                return self._receive_coded_for_stash(hdr, source)
             return self._receive_for_stash(hdr, source)
         except MessageError as exc:
             self.topology.log(f"lost the stream of a request from rank {source}: {exc}")
@@ -51,13 +49,10 @@ class WholePushes:
         """Receive a push to a BSP table whole, check it and its verdict, and answer it
         (accepted: applied at its clock boundary). None when it was refused or withdrawn."""
         try:
-            table = self.replication.slice_for(hdr.segment, hdr.table_id)
-            refused = None
+            table, refused = self.replication.slice_for(hdr.segment, hdr.table_id), None
         except MessageError as exc:
-            table, refused = self.slices[hdr.table_id], str(exc)
-        worker = self.topology.layout.worker_index(source)
-        again = self.replication.enabled and \
-            self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
+            table, refused = None, str(exc)
+        name = self.tables[hdr.table_id].name
         tag = self.tags.payload(hdr.request_id)
         keys = np.empty(hdr.num_keys, np.uint64)
         vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
@@ -73,42 +68,68 @@ class WholePushes:
                     table.check(keys[lo:hi], prev)
                     prev = int(keys[hi - 1])
                 except MessageError as exc:
-                    error = f"table {table.spec.name!r}, request {hdr.request_id}: {exc}"
+                    error = f"table {name!r}, request {hdr.request_id}: {exc}"
         try:
             withdrawn = verdict is not None and verdict.wait_withdrawn()
         except MessageError as exc:
             withdrawn, error = False, error or f"verdict: {exc}"
         status = Status.WITHDRAWN if withdrawn and not error else (
             Status.BAD_REQUEST if error else Status.OK)
-        stashed = StashedPush(hdr.table_id, keys, vals, hdr.segment, worker, hdr.seq, hdr.clock)
-        if status is Status.OK and self.replication.enabled:
-            if again:  # a resend of a push accepted before: stashed already
-                stashed = None
-                self.replication.wait_replicated()
-            else:  # the replica holder keeps it too before the worker hears OK
-                self.replication.stashed(stashed)
+        stashed = self._accept_stash(hdr, source, keys, vals) if status is Status.OK else None
         self._reply(hdr.request_id, status, error, source, tag)
-        return stashed if status is Status.OK else None
+        return stashed
+
+    def _receive_coded_for_stash(self, hdr: Header, source: int) -> "StashedPush | None":
+        """A coded push to a BSP table: received, decoded, checked, answered; None when it
+        was refused."""
+        _, pushed, status, error = self._receive_coded(hdr, source)
+        stashed = None if pushed is None else self._accept_stash(hdr, source, *pushed)
+        self._reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
+        return stashed
+
+    def _accept_stash(self, hdr: Header, source: int, keys, vals) -> "StashedPush | None":
+        """The stash entry of an accepted BSP push, once every replica holder keeps it too
+        (mpips.replication); None for a resend of a push accepted before (stashed already)."""
+        worker = self.topology.layout.worker_index(source)
+        stashed = StashedPush(hdr.table_id, keys, vals, hdr.segment, worker, hdr.seq, hdr.clock)
+        if self.replication.enabled:
+            if self.replication.is_duplicate(hdr.segment, worker, hdr.seq):
+                self.replication.wait_replicated()
+                return None
+            self.replication.stashed(stashed)
+        return stashed
 
     def _push_coded(self, hdr: Header, source: int) -> None:
-        """Receive, check and apply a coded push (async and ssp tables). A key list the
-        codec's key cache held keeps its rows too (mpips.request_cache, chunk -1)."""
-        pushed = self._receive_coded(hdr, source)
+        """Receive, check, apply and answer a coded push (async and ssp tables); with
+        replicas, answered once every replica holder has its rows. A key list the codec's
+        key cache held keeps its rows too (mpips.request_cache, chunk -1)."""
+        table, pushed, status, error = self._receive_coded(hdr, source)
         if pushed is not None:
-            table = self.slices[hdr.table_id]
-            origin = (self.topology.layout.worker_index(source), -1) \
-                if table.caches_requests else None
-            table.push_chunk(*pushed, None, origin)
+            worker = self.topology.layout.worker_index(source)
+            replicated = self.replication.enabled
+            again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
+            rows = None if again else \
+                table.push_chunk(*pushed, None, (worker, -1) if table.caches_requests else None)
+            if again:
+                self.replication.wait_replicated()
+            elif replicated:
+                self.replication.pushed(hdr.segment, table, [pushed[0]], worker, hdr.seq,
+                                        None if rows is None else [rows.copy()])
+        self._reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
 
     def _receive_coded(self, hdr: Header, source: int):
-        """Receive and decode a coded push, and answer it: (keys, vals) when it is good,
-        None when it was refused (bad bytes, non-finite values, a key-cache miss)."""
-        table = self.slices[hdr.table_id]
+        """Receive and decode a coded push: (slice, (keys, vals) or None, status, error text);
+        (keys, vals) is None when it was refused (bad bytes, non-finite values, a key-cache
+        miss, a segment this server does not serve). The caller answers."""
         tag = self.tags.payload(hdr.request_id)
         message = np.empty(hdr.chunk_keys, np.uint8)  # word 6: the message's byte length
         self._recv_exact(message, source, tag)
+        name = self.tables[hdr.table_id].name
+        try:
+            table = self.replication.slice_for(hdr.segment, hdr.table_id)
+        except MessageError as exc:
+            return None, None, Status.BAD_REQUEST, f"table {name!r}: {exc}"
         cache = self._key_caches.setdefault((source, hdr.table_id), KeyCache())
-        status, error, pushed = Status.OK, None, None
         hashed = table.spec.hashed  # positions are checked below, not by decode
         try:
             keys, vals = decode(message, width=hdr.width,
@@ -120,14 +141,12 @@ class WholePushes:
                 raise MessageError(f"{keys.size} keys where the header announced {hdr.num_keys}")
             if count_nonfinite(vals.reshape(-1)):
                 raise MessageError("pushed values contain NaN or infinity")
-            pushed = keys, vals
         except KeyCacheMiss:
-            status = Status.KEY_CACHE_MISS
+            return table, None, Status.KEY_CACHE_MISS, None
         except MessageError as exc:
-            status, error = Status.BAD_REQUEST, (f"table {table.spec.name!r}, request "
-                                                 f"{hdr.request_id}: {exc}")
-        self._reply(hdr.request_id, status, error, source, tag)
-        return pushed
+            return table, None, Status.BAD_REQUEST, f"table {name!r}, request " \
+                f"{hdr.request_id}: {exc}"
+        return table, (keys, vals), Status.OK, None
 
 
 class Verdict:

@@ -158,6 +158,32 @@ class SparseRows:
         self.find_or_insert(keys, rows)
         self.data[rows] = packed
 
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """The whole rows ``rows`` (``data`` layout), a copy."""
+        return self.data[rows]
+
+    def mirror(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """Set rows as another SparseRows numbered them (a replica keeps its host's row
+        numbers, so a host's batch needs no lookup here): keys whose row is past ``size``
+        are new and must take exactly the next rows; then data[rows] = packed. Raises
+        ValueError, changing nothing, when the rows do not fit that."""
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= MAX_ROWS):
+            raise ValueError(f"table {self.name!r}: row numbers outside [0, {MAX_ROWS})")
+        new = rows >= self.size
+        count = int(np.count_nonzero(new))
+        if count:
+            fresh = np.sort(rows[new])
+            if fresh[0] != self.size or fresh[-1] != self.size + count - 1 \
+                    or np.unique(fresh).size != count:
+                raise ValueError(f"table {self.name!r}: new rows {fresh[0]}..{fresh[-1]} do "
+                                 f"not follow the {self.size} stored")
+            self.reserve(count)
+            if hx.insert_at(self.slots, self.mask, keys[new], rows[new]):
+                raise ValueError(f"table {self.name!r}: a new row for a key stored already")
+            self.size += count
+            self.inserts += 1
+        hx.scatter_at_rows(self.data, rows, packed)
+
     def read(self, keys: np.ndarray) -> np.ndarray:
         """The rows (``data`` layout) of ``keys``, which must all be stored."""
         rows = np.empty(keys.size, np.int64)

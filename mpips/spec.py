@@ -24,7 +24,8 @@ key ranges per server; dense tables always)."""
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A named table: ``kind`` "dense" (keys 0..size-1) or "sparse" (any uint64 key),
+    """A named table cut into ``num_segments`` key ranges (mpips.hosting: the servers'
+    segments): ``kind`` "dense" (keys 0..size-1) or "sparse" (any uint64 key),
     float32 rows of ``width`` values, an update rule from mpips.handlers, an initial value
     returned for rows never pushed, its id (creation order, identical on every rank), and its
     consistency model (mpips.consistency: "async" needs no clocks; "bsp" and "ssp:TAU" need
@@ -37,7 +38,7 @@ class TableSpec:
     name: str
     kind: str
     table_id: int
-    num_servers: int
+    num_segments: int
     size: int = KEY_SPACE
     width: int = 1
     rule: str = "sum"
@@ -83,23 +84,23 @@ class TableSpec:
         return self.placement == "hash"
 
     def split(self, keys: np.ndarray) -> list[tuple[int, slice | np.ndarray]]:
-        """(server, part) for every server that owns some of the sorted uint64 ``keys``:
-        ``keys[part]`` are its keys, still sorted. ``part`` is a slice when they are a run
-        (range placement, or a single server), else an int64 index array."""
-        n = keys.size
-        if self.num_servers == 1:
+        """(segment, part) for every segment (mpips.hosting) that holds some of the sorted
+        uint64 ``keys``: ``keys[part]`` are its keys, still sorted. ``part`` is a slice when
+        they are a run (range placement, or a single segment), else an int64 index array."""
+        n, count = keys.size, self.num_segments
+        if count == 1:
             return [(0, slice(0, n))] if n else []
         if not self.hashed:
             bounds = np.concatenate([[0], np.searchsorted(keys, self.partition.boundaries()),
                                      [n]])
-            return [(server, slice(int(bounds[server]), int(bounds[server + 1])))
-                    for server in range(self.num_servers) if bounds[server + 1] > bounds[server]]
+            return [(segment, slice(int(bounds[segment]), int(bounds[segment + 1])))
+                    for segment in range(count) if bounds[segment + 1] > bounds[segment]]
         order = np.empty(n, np.int64)
-        counts = np.zeros(self.num_servers, np.int64)
+        counts = np.zeros(count, np.int64)
         split_by_owner(keys, self.partition.boundaries(), True, order, counts)
         ends = np.cumsum(counts)
-        return [(server, order[ends[server] - counts[server]:ends[server]])
-                for server in range(self.num_servers) if counts[server]]
+        return [(segment, order[ends[segment] - counts[segment]:ends[segment]])
+                for segment in range(count) if counts[segment]]
 
     def make_codec(self) -> Codec | None:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""
@@ -112,7 +113,7 @@ class TableSpec:
 
     @functools.cached_property
     def partition(self) -> RangePartition:
-        return RangePartition(self.size, self.num_servers)
+        return RangePartition(self.size, self.num_segments)
 
     def make_rule(self):
         """A fresh update-rule object for this table."""
@@ -120,7 +121,7 @@ class TableSpec:
 
     def fingerprint(self) -> int:
         """A 31-bit checksum of everything that must match across ranks."""
-        text = repr((self.name, self.kind, self.table_id, self.num_servers, self.size,
+        text = repr((self.name, self.kind, self.table_id, self.num_segments, self.size,
                      self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
                      self.consistency, self.codec, bool(self.one_sided), self.placement))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

@@ -18,6 +18,7 @@ from mpi4py import MPI
 
 from .kernels import keys as key_kernels
 from .kernels import rows as row_kernels
+from .errors import MessageError
 from .message import check_key_chunk
 from .onesided import allocate
 from .request_cache import RequestCache
@@ -52,9 +53,9 @@ class Slice:
         check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev,
                         hashed=self.spec.hashed)
 
-    def push_whole(self, keys, grads) -> None:
-        """Apply a whole push at once (keys validated here)."""
-        self.push_chunk(keys, grads, None)
+    def push_whole(self, keys, grads) -> np.ndarray | None:
+        """Apply a whole push at once (keys validated here); returns what push_chunk does."""
+        return self.push_chunk(keys, grads, None)
 
     def begin_undoable_push(self, num_keys: int) -> None:
         """Log the rows the next ``num_keys`` pushed keys change, until ``keep_push``."""
@@ -116,7 +117,8 @@ class DenseSlice(Slice):
         return None, rows
 
     def push_chunk(self, keys, grads, prev, source=None) -> None:
-        """Validate and apply one chunk of a push."""
+        """Validate and apply one chunk of a push; returns None (rows of a dense slice are
+        the keys' offsets: ``rows_of``)."""
         first, rows = self._locate(keys, prev)
         self.undo.save(self.values, self.state, first, rows, keys.size)
         if rows is None:
@@ -134,28 +136,31 @@ class DenseSlice(Slice):
         row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
         return out, True
 
-    def read_rows(self, keys: np.ndarray) -> np.ndarray:
-        """Values and state of ``keys``, packed float32[n, width x arrays] (replica batches)."""
-        rows = self._offsets(keys)
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of ``keys`` (their offsets in the range)."""
+        rows = np.empty(keys.size, np.int64)
+        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
+        return rows
+
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """Values and state of ``rows``, packed float32[n, width x arrays] (replica batches)."""
         return np.concatenate([self.values[rows]]
                               + [self.state[name][rows] for name in self.rule.state_names], axis=1)
 
-    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
-        """Set the rows of ``keys`` (validated here) to a replica batch's packed rows."""
+    def put_rows_at(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here; ``rows`` as the host numbered them, the
+        same offsets) to a replica batch's packed rows."""
         self.check(keys, None)
-        rows = self._offsets(keys)
+        rows = self.rows_of(keys)
         width = self.spec.width
         self.values[rows] = packed[:, :width]
         for i, name in enumerate(self.rule.state_names, start=1):
             self.state[name][rows] = packed[:, i * width:(i + 1) * width]
 
-    def _offsets(self, keys: np.ndarray) -> np.ndarray:
-        rows = np.empty(keys.size, np.int64)
-        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
-        return rows
-
-    def stored_keys(self) -> np.ndarray:
-        return np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of every row: the whole range."""
+        keys = np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
+        return keys, np.arange(keys.size, dtype=np.int64)
 
     @property
     def num_stored(self) -> int:
@@ -200,8 +205,9 @@ class SparseSlice(Slice):
         return self.store.memory_bytes()
 
     # -- pushes -----------------------------------------------------------------------------
-    def push_chunk(self, keys, grads, prev, source=None) -> None:
-        """Validate and apply one chunk of a push (new keys get their rows). ``source``
+    def push_chunk(self, keys, grads, prev, source=None) -> np.ndarray:
+        """Validate and apply one chunk of a push (new keys get their rows); returns the
+        rows of ``keys`` (a buffer that the next chunk may reuse: copy it to keep it). ``source``
         (worker, chunk index; chunk -1 for a coded push) lets a chunk equal to that worker's
         last one there reuse its rows; with it, the slice may keep ``keys`` (best received
         into ``receive_buffer``), so the caller must not reuse that array. Raises
@@ -221,7 +227,7 @@ class SparseSlice(Slice):
                     store.apply_at(rows, grads, kernel)
                 else:
                     self.rule.apply(self.values, self.state, rows, grads)
-            return
+            return rows
         rows, lent = self._rows_for(source, keys)
         if self.undo.active or kernel is None:
             inserted = store.find_or_insert(keys, rows)
@@ -235,6 +241,7 @@ class SparseSlice(Slice):
         else:
             store.push(keys, grads, rows, kernel)
         self._keep(source, keys, rows, lent)
+        return rows
 
     def keep_push(self) -> None:
         super().keep_push()
@@ -310,20 +317,32 @@ class SparseSlice(Slice):
             self.cache.keep(source, keys, rows, self.store.generation, self.store.inserts)
 
     # -- whole rows: replicas, checkpoints ----------------------------------------------------
-    def read_rows(self, keys: np.ndarray) -> np.ndarray:
-        """Values and state of stored ``keys``, packed float32[n, width x arrays] as in a
-        replica batch (mpips.replica_wire)."""
-        return self.store.read(keys)
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of stored ``keys`` (KeyError if one is not stored)."""
+        rows = np.empty(keys.size, np.int64)
+        if self.store.find(keys, rows):
+            raise KeyError(f"table {self.spec.name!r}: rows of a key that is not stored")
+        return rows
 
-    def put_rows(self, keys: np.ndarray, packed: np.ndarray) -> None:
-        """Set the rows of ``keys`` (validated here; absent ones are added) to a replica
-        batch's packed values and state."""
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """Values and state of ``rows``, packed float32[n, width x arrays] as in a replica
+        batch (mpips.replica_wire)."""
+        return self.store.packed_at(rows)
+
+    def put_rows_at(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """A replica batch: set ``keys`` (validated here), at the rows their host gave them
+        (this slice keeps the host's row numbers), to its packed values and state. Raises
+        MessageError for keys or rows that do not fit."""
         self.check(keys, None)
-        self.store.put(keys, packed)
+        try:
+            self.store.mirror(keys, rows, packed)
+        except ValueError as exc:
+            raise MessageError(str(exc)) from None
+        self.cache.forget()
 
-    def stored_keys(self) -> np.ndarray:
-        """Every stored key, sorted."""
-        return self.store.items()[0]
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of everything stored, keys sorted."""
+        return self.store.items()
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """(keys sorted, values, state) copies of everything stored (for a checkpoint)."""

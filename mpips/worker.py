@@ -141,8 +141,13 @@ class KVWorker(CodedPushes, ServerFailover):
         order = save_order(root, step, job, keep, run)
         pending = Pending()
         for server in self.hosting.living:  # each writes the segments it serves
-            self._post_message(pending, Op.SAVE, server, order)
-        wait_all(pending.requests)
+            self._post_message(pending, Op.SAVE, 0, order,
+                               dest=self.topology.layout.server_rank(server))
+        while not self._surviving(self._wait_replies, pending):
+            # a server died: the others save without it (mpips.checkpoint), and its own
+            # request is dropped (a SAVE has no parts to send again)
+            self._repost(pending, {self.topology.layout.server_rank(s)
+                                   for s in self.hosting.dead})
         errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
         if errors:
             raise CheckpointError(root, errors[0])
@@ -296,17 +301,23 @@ class KVWorker(CodedPushes, ServerFailover):
 
     def _pull_one_sided(self, spec: TableSpec, keys, out, callback) -> int | None:
         """Read the rows from the servers' windows (mpips.onesided); None when a server has
-        not reached the clock this read needs (the caller then pulls two-sided)."""
+        not reached the clock this read needs, or a segment is served away from its home
+        server after a failover (its window is gone with it): the caller pulls two-sided."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        runs = spec.split(keys)  # dense: runs of keys (slices)
-        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
-        if not self.rma.ready(spec, [server for server, _ in runs], required):
+        runs = spec.split(keys)  # dense: runs of keys (slices), one per segment
+        hosting = self.hosting
+        if any(hosting.host(segment) != hosting.home(segment) for segment, _ in runs):
             return None
-        for server, part in runs:
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
+        homes = sorted({hosting.home(segment) for segment, _ in runs})
+        if not self.rma.ready(spec, homes, required):
+            return None
+        for segment, part in runs:
             rows = np.empty(part.stop - part.start, np.int64)
-            offset_rows(keys[part], np.uint64(spec.partition.range_of(server).begin), rows)
-            self.rma.read(spec, server, rows, result[part])
+            offset_rows(keys[part], np.uint64(spec.partition.range_of(segment).begin), rows)
+            self.rma.read(spec, hosting.home(segment), segment % hosting.per_server, rows,
+                          result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
         return self._register(Pending(result=out if out is not None else result,
@@ -318,16 +329,19 @@ class KVWorker(CodedPushes, ServerFailover):
         self._pending[ts] = pending
         return ts
 
-    def _post_message(self, pending: Pending, op: Op, server: int, payload: np.ndarray,
-                      table_id: int = 0, num_keys: int = 0, width: int = 1) -> int:
-        """Post a request whose payload is one uint8 message (its length in header word 6)
-        and the receive of its reply; returns the request id."""
-        dest = self._dest(server)
+    def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
+                      table_id: int = 0, num_keys: int = 0, width: int = 1,
+                      dest: int | None = None) -> int:
+        """Post a request about ``segment`` whose payload is one uint8 message (its length in
+        header word 6) and the receive of its reply, to the server that serves the segment
+        now, or to rank ``dest`` (a request to one server, not about a segment); returns the
+        request id."""
+        dest = self._dest(segment) if dest is None else dest
         request_id = self._next_request
         self._next_request += 1
         tag = self.tags.payload(request_id)
         header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
-                               clock=self.clock_value, segment=server)
+                               clock=self.clock_value, segment=segment)
         reply = np.zeros(REPLY_WORDS, np.uint64)
         pending.keep += [header, payload, reply]
         for request in (self.comm.Isend(header, dest, TAG_REQUEST),

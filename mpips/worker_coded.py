@@ -9,6 +9,7 @@ import numpy as np
 from .checks import as_keys, as_values
 from .keycache import SentKeys
 from .message import HEADER_WORDS, Op, Status, parse_reply
+from .worker_failover import Part
 from .spec import TableSpec
 from .transport import wait_all
 
@@ -72,6 +73,9 @@ class CodedPushes:
         request_id = self._post_message(pending, Op.PUSH_CODED, server, message, spec.table_id,
                                         keys.size, spec.width)
         pending.coded[request_id] = (spec, server, keys, vals)
+        # a server that dies gets it again as a plain push (mpips.worker_failover), same seq
+        pending.parts.append(Part(Op.PUSH, spec, server, keys, vals, None, request_id,
+                                  self._dest(server)))
         self.traffic.count_wire(spec.name, message.nbytes + HEADER_WORDS * 8)
 
     def _resend_misses(self, pending) -> None:

@@ -77,9 +77,10 @@ class TableMeta:
     def hashed(self) -> bool:
         return self.placement == "hash"
 
-    def spec(self, num_servers: int) -> TableSpec:
-        """The TableSpec of this table on ``num_servers`` servers (e.g. a restore on S')."""
-        return TableSpec(self.name, self.kind, self.table_id, num_servers, self.size, self.width,
+    def spec(self, num_segments: int) -> TableSpec:
+        """The TableSpec of this table cut into ``num_segments`` segments (e.g. a restore on
+        another number of servers)."""
+        return TableSpec(self.name, self.kind, self.table_id, num_segments, self.size, self.width,
                          self.rule, dict(self.rule_params), self.init, placement=self.placement)
 
     def to_json(self) -> dict:

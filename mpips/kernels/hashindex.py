@@ -103,6 +103,34 @@ def insert_missing(slots, mask, keys, rows, next_row):
 
 
 @_jit
+def insert_at(slots, mask, keys, rows):
+    """Insert keys[i] with row rows[i] (rows >= 0); returns how many keys were stored
+    already (left as they were)."""
+    present = 0
+    for i in range(keys.size):
+        s = _probe(slots, mask, keys[i])
+        if slots[s].row >= 0:
+            present += 1
+        else:
+            slots[s].key = keys[i]
+            slots[s].row = rows[i]
+    return present
+
+
+@_jit
+def scatter_at_rows(data, rows, packed):
+    """data[rows[i]] = packed[i] (whole rows; every rows[i] valid)."""
+    n = rows.size
+    cols = packed.shape[1]
+    for i in range(n):
+        if i + AHEAD < n:
+            prefetch_row(data, rows[i + AHEAD])
+        r = rows[i]
+        for c in range(cols):
+            data[r, c] = packed[i, c]
+
+
+@_jit
 def push_rows(slots, mask, keys, grads, data, rows, next_row, init, rule, p0, p1):
     """Apply a push: each key found (or inserted with the next free row, values ``init`` and
     zero state), then the rule applied to its row; rows[i] gets the row of keys[i]. Returns

@@ -420,3 +420,31 @@ def test_sigkill_of_a_rank_mid_checkpoint_always_leaves_the_newest_valid_one(tmp
     # restoring 2 servers' shards and back) and pulled exactly the saved values.
     remapped = [t for t in launches if t.restored and t.restored_from != t.servers]
     assert len(remapped) >= 6 and {t.servers for t in remapped} >= {1, 2, 3}, summary(launches)
+
+
+@pytest.mark.parametrize("kill_at", [3, 9, 18, 30])
+def test_a_server_killed_mid_save_is_survived_with_replicas(tmp_path, ulfm, kill_at):
+    """Issue 17: with replicas, a server that dies inside a save (at event ``kill_at`` of the
+    write protocol) does not end the job: the other servers take over its segments and save
+    without it, and every checkpoint of the launch is committed and holds the tables after
+    its step, bit for bit. Without ULFM (MPICH) the launch ends as a lost rank and the
+    newest checkpoint is still valid and right."""
+    root, trace = tmp_path / "ck", tmp_path / "trace"
+    argv = [PROGRAM, "--root", str(root), "--servers", "3", "--replicas", "1", "--saves", "3",
+            "--victim", "server1", "--kill-at", str(kill_at), "--trace", str(trace)]
+    proc = run_mpi(4, argv, timeout=LAUNCH_TIMEOUT, ft=ulfm)
+    killed = [line.split() for line in Path(f"{trace}-rank2.log").read_text().splitlines()
+              if line.startswith("KILL ")]
+    assert killed and killed[0][2] == "1", f"server 1 did not die inside a save: {killed}"
+    print(f"server 1 died at event {kill_at}: {' '.join(killed[0][4:])}")
+    if not ulfm:
+        assert proc.returncode != 0
+        newest = ckpt.newest_valid(root)
+        if newest is not None:
+            check_contents(newest.path, newest.step)
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert re.search(r"server 1 \(rank 2\) died", proc.stderr), proc.stderr[-3000:]
+    for step in (1, 2, 3):
+        check_contents(root / ckpt.step_dir_name(step), step)
+        assert ckpt.verify(root / ckpt.step_dir_name(step), level="full").ok

@@ -185,7 +185,7 @@ def test_apply_run_equals_apply_on_consecutive_rows(name, params):
 # ==================================================================================== TableSpec
 
 def spec(**overrides):
-    fields = dict(name="w", kind="dense", table_id=0, num_servers=2, size=1000, width=4,
+    fields = dict(name="w", kind="dense", table_id=0, num_segments=2, size=1000, width=4,
                   rule="sgd", rule_params={"lr": 0.1}, init=0.0)
     fields.update(overrides)
     return TableSpec(**fields)
@@ -271,7 +271,7 @@ CHANGES = {
     "name": {"name": "v"},
     "kind": {"kind": "sparse", "size": KEY_SPACE},
     "table_id": {"table_id": 1},
-    "num_servers": {"num_servers": 3},
+    "num_segments": {"num_segments": 3},
     "size": {"size": 1001},
     "width": {"width": 5},
     "rule": {"rule": "adagrad"},
@@ -291,7 +291,7 @@ def test_fingerprint_changes_with_every_field(change):
 def test_fingerprint_covers_every_field():
     # A new TableSpec field must be added to fingerprint() and to CHANGES above.
     assert {f.name for f in dataclasses.fields(TableSpec)} == {
-        "name", "kind", "table_id", "num_servers", "size", "width", "rule", "rule_params",
+        "name", "kind", "table_id", "num_segments", "size", "width", "rule", "rule_params",
         "init", "consistency", "codec", "one_sided", "placement"}
 
 

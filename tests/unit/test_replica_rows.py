@@ -19,9 +19,16 @@ def segment_0(candidates) -> np.ndarray:
 
 
 def same_rows(a: SparseSlice, b: SparseSlice) -> bool:
-    keys = a.stored_keys()
-    return np.array_equal(keys, b.stored_keys()) and \
-        np.array_equal(a.read_rows(keys), b.read_rows(keys))
+    keys, rows = a.stored()
+    other_keys, other_rows = b.stored()
+    return np.array_equal(keys, other_keys) and np.array_equal(rows, other_rows) and \
+        np.array_equal(a.packed_at(rows), b.packed_at(other_rows))
+
+
+def batch(table, keys):
+    """A replica batch of ``keys``: (keys, their rows on ``table``, packed rows)."""
+    rows = table.rows_of(keys)
+    return keys, rows, table.packed_at(rows)
 
 
 def test_sparse_rows_round_trip_into_an_empty_copy_and_over_stored_rows():
@@ -29,38 +36,53 @@ def test_sparse_rows_round_trip_into_an_empty_copy_and_over_stored_rows():
     mine = segment_0(range(3, 400))
     keys = mine[[0, 3, -1]]
     primary.push_whole(keys, np.arange(6, dtype=np.float32).reshape(3, 2))
-    packed = primary.read_rows(keys)
-    assert packed.shape == (3, 4)  # width 2 x (values, accum)
-    copy.put_rows(keys, packed)
-    copy.put_rows(keys, packed)  # applying a batch twice changes nothing
+    whole = batch(primary, keys)
+    assert whole[2].shape == (3, 4)  # width 2 x (values, accum)
+    copy.put_rows_at(*whole)
+    copy.put_rows_at(*whole)  # applying a batch twice changes nothing
     assert same_rows(copy, primary)
     primary.push_whole(keys[1:], np.ones((2, 2), np.float32))
     newer = np.array([mine[1], keys[1]], np.uint64)  # one new key, one stored
     primary.push_whole(newer[:1], np.ones((1, 2), np.float32))
     changed = np.sort(np.array([mine[1], keys[1], keys[2]], np.uint64))
-    copy.put_rows(changed, primary.read_rows(changed))
+    copy.put_rows_at(*batch(primary, changed))
     assert same_rows(copy, primary) and copy.num_stored == 4
+
+
+def test_a_sparse_copy_refuses_rows_that_skip_or_reuse_row_numbers():
+    primary, copy = SparseSlice(adagrad("sparse"), 0), SparseSlice(adagrad("sparse"), 0)
+    keys = segment_0(range(3, 400))[:4]
+    primary.push_whole(keys, np.ones((4, 2), np.float32))
+    k, rows, packed = batch(primary, keys)
+    with pytest.raises(MessageError, match="new rows 1..3 do not follow the 0 stored"):
+        copy.put_rows_at(k[1:], rows[1:], packed[1:])  # row 0 never arrived
+    copy.put_rows_at(k[:2], rows[:2], packed[:2])
+    with pytest.raises(MessageError, match="a new row for a key stored already"):
+        copy.put_rows_at(k[1:2], np.array([2]), packed[1:2])
 
 
 def test_sparse_rows_of_keys_placed_on_another_server_are_refused():
     copy = SparseSlice(adagrad("sparse"), 0)
     elsewhere = np.setdiff1d(np.arange(3, 60, dtype=np.uint64), segment_0(range(3, 60)))[:2]
     with pytest.raises(MessageError, match="hashed position"):
-        copy.put_rows(elsewhere, np.zeros((2, 4), np.float32))
+        copy.put_rows_at(elsewhere, np.arange(2), np.zeros((2, 4), np.float32))
 
 
 def test_dense_copy_lives_in_plain_memory_and_takes_rows_by_key():
     spec = adagrad("dense", size=10)
     copy = DenseSlice(spec, 1, None)  # keys [5, 10)
     assert copy.win is None and copy.values.shape == (5, 2)
-    copy.put_rows(np.array([6, 9], np.uint64), np.full((2, 4), 2.0, np.float32))
+    copy.put_rows_at(np.array([6, 9], np.uint64), np.array([1, 4]), np.full((2, 4), 2.0,
+                                                                             np.float32))
     assert copy.values[[1, 4]].tolist() == [[2.0, 2.0]] * 2
-    assert np.array_equal(copy.read_rows(np.array([6], np.uint64)), np.full((1, 4), 2.0))
-    assert copy.stored_keys().tolist() == [5, 6, 7, 8, 9]
+    assert np.array_equal(copy.packed_at(copy.rows_of(np.array([6], np.uint64))),
+                          np.full((1, 4), 2.0))
+    assert copy.stored()[0].tolist() == [5, 6, 7, 8, 9]
 
 
 @pytest.mark.parametrize("keys", [[4], [6, 6], [8, 7], [10]])
 def test_rows_of_keys_outside_the_segment_or_unsorted_are_refused(keys):
     copy = DenseSlice(adagrad("dense", size=10), 1, None)
     with pytest.raises(MessageError):
-        copy.put_rows(np.array(keys, np.uint64), np.zeros((len(keys), 4), np.float32))
+        copy.put_rows_at(np.array(keys, np.uint64), np.arange(len(keys)),
+                         np.zeros((len(keys), 4), np.float32))

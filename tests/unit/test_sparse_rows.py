@@ -201,7 +201,7 @@ def test_too_many_rows_for_one_slice_is_a_named_error(monkeypatch):
 # -------------------------------------------------------------------------- SparseSlice
 
 def sparse_spec(**kw) -> TableSpec:
-    fields = dict(name="w", kind="sparse", table_id=0, num_servers=1, width=2, rule="adagrad",
+    fields = dict(name="w", kind="sparse", table_id=0, num_segments=1, width=2, rule="adagrad",
                   rule_params={"lr": 0.1}, init=0.25)
     fields.update(kw)
     return TableSpec(**fields)
@@ -312,7 +312,7 @@ def test_bad_chunks_change_nothing_even_when_they_repeat_a_cached_list():
 
 
 def test_hash_placement_refuses_keys_of_another_server_and_spreads_small_ids():
-    spec = sparse_spec(num_servers=2)
+    spec = sparse_spec(num_segments=2)
     table = SparseSlice(spec, 0)
     ids = np.arange(100_000, dtype=np.uint64)  # LIBSVM-style feature ids
     mine = ids[positions(ids, True) < np.uint64(2**63)]
@@ -325,7 +325,7 @@ def test_hash_placement_refuses_keys_of_another_server_and_spreads_small_ids():
     assert [s for s, _ in parts] == [0, 1]
     assert np.array_equal(ids[parts[0][1]], mine)
     assert all(np.all(np.diff(ids[p].astype(np.int64)) > 0) for _, p in parts)
-    ranged = sparse_spec(num_servers=2, placement="range")
+    ranged = sparse_spec(num_segments=2, placement="range")
     assert [(s, p) for s, p in ranged.split(ids)] == [(0, slice(0, ids.size))]
 
 

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 import mpips
+from mpips.fault import leave
 from mpips import checkpoint as mpips_checkpoint
 from mpips import ckpt
 from mpips.ckpt import catalog, chunkio, durable, shardfile, writer
@@ -176,6 +177,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--root", required=True)
     p.add_argument("--servers", type=int, default=2)
+    p.add_argument("--replicas", type=int, default=0,
+                   help="copies of each key range (a ULFM launch survives the victim server)")
     p.add_argument("--saves", type=int, default=3, help="checkpoints this launch writes")
     p.add_argument("--keep", type=int, default=3)
     p.add_argument("--victim", default="none", help="server<i>, worker0 or none")
@@ -184,7 +187,7 @@ def main():
     p.add_argument("--trace", default=None, help="trace file prefix")
     p.add_argument("--trace-ranks", default="victim", help="victim or all")
     ARGS = a = p.parse_args()
-    with mpips.init(servers=a.servers) as ps:
+    with mpips.init(servers=a.servers, replicas=a.replicas) as ps:
         ROLE = f"server{ps.server_rank}" if ps.is_server else f"worker{ps.worker_rank}"
         traced = a.trace is not None and (a.trace_ranks == "all" or a.victim == ROLE
                                           or ps.is_worker)
@@ -219,6 +222,8 @@ def main():
 
         ps.run(work)
     TRACE.line("EXIT")
+    if ps.survived_a_failure:  # MPI_Finalize could wait for the dead server forever
+        leave(0)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ acknowledged push shows as fewer, a push applied twice as more) and ``MODEL <wor
 <sha256>`` of its AdaGrad rows and accumulators' effect, which must equal a run nobody killed.
 With --checkpoint-dir the rounds end with a checkpoint; with --resume as well, the run
 restores it and pushes only to the AdaGrad table, so the counts a killed server's segment
-holds afterwards can only have come from the restored rows (copied to its replica holder).
+holds afterwards can only have come from the restored rows (copied to its replica holders).
+--kill-server takes several servers (they die at the same moment), --replicas the copies
+kept, and --kill-within a window from the start for the kill (default: 0.05 s, or 0.3 s after
+a restore, to 80 % of the rounds).
 """
 import argparse
 import hashlib
@@ -64,24 +67,32 @@ def main():
     p.add_argument("--servers", type=int, default=3)
     p.add_argument("--rounds", type=int, default=200)
     p.add_argument("--pause", type=float, default=0.002)
-    p.add_argument("--kill-server", type=int, default=None)
+    p.add_argument("--kill-server", type=lambda t: [int(s) for s in t.split(",")], default=[],
+                   help="server index(es) that die, e.g. 1 or 1,2")
+    p.add_argument("--kill-within", type=float, default=None,
+                   help="the kill comes at a random moment of the first this many seconds")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--one-sided", action="store_true", help="the dense table is one-sided")
+    p.add_argument("--codec", default="", help="codec of the sparse table, e.g. keycache")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--consistency", default="async", help="of both tables (async, bsp, ssp:2)")
     p.add_argument("--checkpoint-dir", default=None, help="save here after the rounds")
     p.add_argument("--resume", action="store_true",
                    help="restore from --checkpoint-dir and push only to the sparse table")
     args = p.parse_args()
-    ps = mpips.init(servers=args.servers, replicas=1)
-    counts = ps.dense_table("counts", ROWS, consistency=args.consistency)
+    ps = mpips.init(servers=args.servers, replicas=args.replicas)
+    counts = ps.dense_table("counts", ROWS, consistency=args.consistency,
+                            one_sided=args.one_sided)
     weights = ps.sparse_table("weights", width=2, rule="adagrad", lr=0.05,
-                              consistency=args.consistency)
+                              consistency=args.consistency, codec=args.codec)
     if args.resume:
         ps.restore(args.checkpoint_dir)
-    if ps.is_server and ps.server_rank == args.kill_server:
-        # after a restore, not before the restored rows reached the copy holder (a server
-        # dying earlier loses them from memory, and the job then exits 76 to resume)
-        earliest = 0.3 if args.resume else 0.05
-        delay = random.Random(args.seed).uniform(earliest, args.rounds * args.pause * 0.8)
+    if ps.is_server and ps.server_rank in args.kill_server:
+        if args.kill_within is not None:  # any moment, right after the restore included
+            delay = random.Random(args.seed).uniform(0.0, args.kill_within)
+        else:  # after a restore, once the restored rows surely reached the copy holders
+            delay = random.Random(args.seed).uniform(0.3 if args.resume else 0.05,
+                                                     args.rounds * args.pause * 0.8)
         threading.Thread(target=die_later, args=(delay,), daemon=True).start()
     ps.run(lambda kv: work(kv, counts, weights, args))
     ps.close()

@@ -298,9 +298,8 @@ def _reset_slice(table) -> None:
         for array in table.state.values():
             array.fill(0.0)
     else:
-        table.keys = np.empty(0, np.uint64)
-        table.values = np.empty((0, width), np.float32)
-        table.state = {name: np.zeros((0, width), np.float32) for name in table.state}
+        table.load(np.empty(0, np.uint64), np.empty((0, width), np.float32),
+                   {name: np.empty((0, width), np.float32) for name in table.rule.state_names})
 
 
 class SaveSignal:

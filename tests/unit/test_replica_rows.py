@@ -86,3 +86,16 @@ def test_rows_of_keys_outside_the_segment_or_unsorted_are_refused(keys):
     with pytest.raises(MessageError):
         copy.put_rows_at(np.array(keys, np.uint64), np.arange(len(keys)),
                          np.zeros((len(keys), 4), np.float32))
+
+
+def test_a_restore_that_skipped_every_checkpoint_resets_slices_to_new_tables():
+    """mpips.checkpoint._reset_slice: what a skipped (corrupt) checkpoint loaded is gone."""
+    from mpips.checkpoint import _reset_slice
+
+    sparse = SparseSlice(adagrad("sparse"), 0)
+    keys = segment_0(range(3, 400))[:5]
+    sparse.push_whole(keys, np.ones((keys.size, 2), np.float32))
+    _reset_slice(sparse)
+    assert sparse.num_stored == 0 and sparse.stored()[0].size == 0
+    sparse.push_whole(keys[:1], np.ones((1, 2), np.float32))  # and it still takes pushes
+    assert sparse.num_stored == 1

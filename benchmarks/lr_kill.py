@@ -11,8 +11,8 @@ set by ``mpips launch --relaunch`` or slurm/train.sbatch) kills nobody: it resum
 finishes. With --audit each worker also counts its acknowledged steps in a table and logs
 ``AUDIT <worker> <steps acknowledged> <count the servers hold>``, for tests to check that
 none was lost or doubled.
-With --kill-at SECONDS the kill comes that long after the start instead (a launch with
---replicas 1 carries on without the server). Used by benchmarks/recovery.py,
+With --kill-at SECONDS the kill comes that long after training starts (``ps.run``) instead
+(a launch with --replicas 1 carries on without the server). Used by benchmarks/recovery.py,
 tests/mpi/test_fault.py and tests/slurm.
 """
 import os
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
     kill.add_argument("--kill-after", type=int, default=1, metavar="K",
                       help="after seeing K checkpoints committed (default 1)")
     kill.add_argument("--kill-at", type=float, default=None, metavar="SECONDS",
-                      help="instead: this many seconds after the job starts (no checkpoints "
+                      help="instead: this many seconds after training starts (no checkpoints "
                            "needed; for launches with --replicas 1)")
     kill.add_argument("--kill-seed", type=int, default=0, help="seed of the random delay")
     kill.add_argument("--kill-max-delay", type=float, default=0.05, metavar="SECONDS",
@@ -63,7 +63,7 @@ def kill_later(rank: int, checkpoint_dir: Path | None, after: int, delay: float)
         seen.update(p.parent.name for p in checkpoint_dir.glob("step-*/MANIFEST.json"))
         time.sleep(0.005)
     time.sleep(delay)
-    since = f"checkpoint {max(seen)}" if seen else "the start"
+    since = f"checkpoint {max(seen)}" if seen else "training started"
     print(f"[lr_kill] rank {rank} kills itself {delay:.3f} s after {since} at "
           f"{time.time():.6f}", file=sys.stderr, flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -96,7 +96,13 @@ def main(ps, args):
         delay = random.Random(args.kill_seed).uniform(0, args.kill_max_delay)
         if args.kill_at is not None:
             delay += args.kill_at
-        threading.Thread(target=kill_later, daemon=True, args=(
+        killer = threading.Thread(target=kill_later, daemon=True, args=(
             ps.rank, Path(args.checkpoint_dir) if args.kill_at is None else None,
-            args.kill_after, delay)).start()
+            args.kill_after, delay))
+        run = ps.run
+
+        def run_and_kill(work):  # --kill-at counts from the start of training, not of
+            killer.start()       # the set-up (a death there is a lost rank: exit 76)
+            return run(work)
+        ps.run = run_and_kill
     return sparse_lr.main(ps, args)

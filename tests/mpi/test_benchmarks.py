@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.launch import REPO_ROOT
 
 
@@ -94,6 +96,7 @@ def test_kv_throughput_dense_section_reports_rma_two_sided_and_latency():
                for r in dense if r["op"] == "pull-latency")
 
 
+@pytest.mark.slow
 def test_recovery_reports_kills_next_to_the_bare_mpi_floor(tmp_path):
     """Two kills: worker 0 (ULFM: the others carry on; MPICH: relaunch), then worker 1."""
     out = tmp_path / "recovery.jsonl"
@@ -121,6 +124,7 @@ def test_recovery_reports_kills_next_to_the_bare_mpi_floor(tmp_path):
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.slow
 def test_recovery_with_replicas_times_a_server_and_a_worker_that_the_job_survives(tmp_path,
                                                                                 ulfm):
     """--replicas 1: kill 0 is a server's, kill 1 a worker's; both jobs carry on (ULFM).

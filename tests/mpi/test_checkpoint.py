@@ -48,6 +48,7 @@ JOB = ["jobs/sparse_lr.py", "--synthetic", "6000", "--features", "3000", "--epoc
        "--quiet"]
 
 
+@pytest.mark.slow
 def test_bsp_job_stopped_mid_epoch_and_resumed_on_other_servers_ends_identical(tmp_path):
     whole = final_metrics(run_mpi(5, [*JOB, "--servers", "2"], timeout=180))
     stopped = final_metrics(run_mpi(5, [*JOB, "--servers", "2", "--checkpoint-dir", str(tmp_path),

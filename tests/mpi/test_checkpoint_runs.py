@@ -32,6 +32,7 @@ def runs(root) -> dict[int, str | None]:
     return {info.step: info.run for info in ckpt.list_checkpoints(root) if info.valid}
 
 
+@pytest.mark.slow
 def test_a_fresh_run_refuses_another_runs_checkpoints_unless_told(tmp_path):
     """The issue's reproduction: a second fresh run into the same directory wrote its
     checkpoints into a directory named after an error, reported them saved, and a --resume

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.launch import REPO_ROOT
 
 KEYS = {"benchmark", "consistency", "workers", "servers", "straggler", "straggler_mode",
@@ -13,6 +15,7 @@ KEYS = {"benchmark", "consistency", "workers", "servers", "straggler", "straggle
         "speedup_vs_bsp", "accuracy_minus_bsp_points"}
 
 
+@pytest.mark.slow
 def test_consistency_benchmark_reports_bsp_and_ssp4():
     proc = subprocess.run([sys.executable, "benchmarks/consistency.py", "--synthetic", "4000",
                            "--configs", "bsp,ssp:4", "--repeats", "1", "--epochs", "1",

@@ -104,6 +104,7 @@ def test_hash_placement_spreads_the_model_over_the_servers_and_changes_no_weight
     assert hashed["test_accuracy"] == ranged["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_w8a_significantly_modified_filter_keeps_accuracy_and_saves_traffic(tmp_path):
     plain = w8a_run(tmp_path)
     filtered = w8a_run(tmp_path, "--push-filter", "significantly_modified:delta=0.002")

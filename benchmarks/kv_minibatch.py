@@ -26,7 +26,6 @@ mpips.launcher. Prints one JSON object per line and appends them to --out.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -35,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from jsonlines import emit
+from selflaunch import mpi_library, run_on_ranks
 
-LAUNCHED = "MPIPS_BENCH_LAUNCHED"
 FILL_BLOCK = 1 << 20
 OPS = ("push", "pull", "pull-push")
 
@@ -72,14 +71,6 @@ def parse_args(argv=None):
     if not 0 <= args.replicas < args.servers:
         p.error(f"--replicas {args.replicas} needs --servers >= {args.replicas + 1}")
     return args
-
-
-def relaunch(args) -> int:
-    """Start this script on servers+workers ranks with the project's launcher."""
-    from mpips.launcher import launch
-
-    os.environ[LAUNCHED] = "1"
-    return launch(args.servers + args.workers, [os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def table_keys(args) -> np.ndarray:
@@ -253,8 +244,6 @@ def gather_figures(ps, result) -> tuple[np.ndarray, list[float]]:
 
 
 def bench(args) -> None:
-    from mpi4py import MPI
-
     import mpips
 
     ps = mpips.init(servers=args.servers, replicas=args.replicas)
@@ -286,18 +275,14 @@ def bench(args) -> None:
                      "width": args.width, "replicas": args.replicas,
                      "bytes_per_key": round(store / max(stored, 1), 2),
                      "rss_bytes_per_key": round(resident / max(stored, 1), 2)})
-        library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
+        library = mpi_library()
         emit([{**r, "mpi": library} for r in rows], args.out)
     ps.close()
 
 
 def main() -> int:
     args = parse_args()
-    if os.environ.get(LAUNCHED) != "1" and "OMPI_COMM_WORLD_SIZE" not in os.environ \
-            and "PMI_SIZE" not in os.environ:
-        return relaunch(args)
-    bench(args)
-    return 0
+    return run_on_ranks(__file__, args.servers + args.workers, bench, args)
 
 
 if __name__ == "__main__":

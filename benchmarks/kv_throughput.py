@@ -19,7 +19,6 @@ mkv_per_s, ...) on stdout and appends them to --out.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,8 +27,8 @@ import numpy as np
 
 import dense_pull  # benchmarks/dense_pull.py, next to this script
 from jsonlines import emit
+from selflaunch import mpi_library, run_on_ranks
 
-LAUNCHED = "MPIPS_BENCH_LAUNCHED"
 
 
 def parse_args(argv=None):
@@ -53,14 +52,6 @@ def parse_args(argv=None):
     if not 0 <= args.replicas < args.servers:
         p.error(f"--replicas {args.replicas} needs --servers >= {args.replicas + 1}")
     return args
-
-
-def relaunch(args) -> int:
-    """Start this script on servers+workers ranks with the project's launcher."""
-    from mpips.launcher import launch
-
-    os.environ[LAUNCHED] = "1"
-    return launch(args.servers + args.workers, [os.path.abspath(__file__), *sys.argv[1:]])
 
 
 def worker_keys(n: int, worker: int) -> np.ndarray:
@@ -156,8 +147,6 @@ def report(args, ps, system, times, extra=None):
 
 
 def bench(args) -> None:
-    from mpi4py import MPI
-
     import mpips
 
     ps = mpips.init(servers=args.servers, replicas=args.replicas)
@@ -194,18 +183,14 @@ def bench(args) -> None:
                 del row["push_bytes_per_kv"]
         if extra is not None:
             ours += dense_pull.rows(args, ps, extra, pingpong)
-        library = " ".join(MPI.Get_library_version().strip("\x00 \n").split(",")[0].split()[:3])
+        library = mpi_library()
         emit([{**r, "mpi": library, "rma": ps.rma_mode} for r in rows + ours], args.out)
     ps.close()
 
 
 def main() -> int:
     args = parse_args()
-    if os.environ.get(LAUNCHED) != "1" and "OMPI_COMM_WORLD_SIZE" not in os.environ \
-            and "PMI_SIZE" not in os.environ:
-        return relaunch(args)
-    bench(args)
-    return 0
+    return run_on_ranks(__file__, args.servers + args.workers, bench, args)
 
 
 if __name__ == "__main__":

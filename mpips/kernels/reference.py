@@ -3,16 +3,7 @@ import numpy as np
 
 
 def first_bad_key(keys, lo, hi, prev, has_prev):
-    keys = np.asarray(keys, dtype=np.uint64)
-    bad = (keys < lo) | (keys > hi)
-    if keys.size:
-        before = np.concatenate([[prev], keys[:-1]]).astype(np.uint64)
-        order_bad = keys <= before
-        if not has_prev:
-            order_bad[0] = False
-        bad |= order_bad
-    idx = np.flatnonzero(bad)
-    return int(idx[0]) if idx.size else -1
+    return first_bad_placed(keys, lo, hi, prev, has_prev, hashed=False)
 
 
 def offset_rows(keys, begin, rows):

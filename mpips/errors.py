@@ -33,6 +33,12 @@ class MessageError(MpipsError, ValueError):
     """Bytes received on the data path failed validation (header, lengths, key order or bounds)."""
 
 
+class ReplicaStreamError(MpipsError):
+    """A server's stream of replica batches from another server broke (a batch out of order
+    or not fitting the copies it kept): a bug, not bad input; the job cannot trust its
+    replicas any more, so the rank aborts the launch instead of serving on."""
+
+
 class LibsvmFormatError(MpipsError, ValueError):
     """A LIBSVM file has a malformed line; the message starts with ``path:line:``."""
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 import numpy as np
 from mpi4py import MPI
 
-from .errors import MessageError
+from .errors import MessageError, ReplicaStreamError
 from .fault import is_rank_failure, note_carried_on
 from .hosting import Hosting, SegmentLost
 from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
@@ -61,6 +61,10 @@ class Replicator:
         self.marks = {seg: np.full(topology.num_workers, -1, np.int64)
                       for seg in (*self.hosted, *self.copies)}
         self.mirror: dict[int, list] = {}  # segment -> BSP pushes its host accepted, unapplied
+        # segment -> place in the segment's chain of the host whose rows its copy holds: a
+        # host that took over comes later in the chain, and a batch from an earlier one is
+        # stale (sent by a host that died, it may arrive after the new host's whole copy)
+        self._source: dict[int, int] = {seg: 0 for seg in self.copies}
         self._sent: dict[int, int] = defaultdict(int)  # server -> batches sent to it
         self._acked: dict[int, int] = defaultdict(int)
         self._received: dict[int, int] = defaultdict(int)
@@ -185,7 +189,11 @@ class Replicator:
                 self._post_ack_recv(server_index)
         for server_index, (request, buf) in list(self._batch_recvs.items()):
             if _arrived(request):
-                self._receive_batch(server_index, buf)
+                try:
+                    self._receive_batch(server_index, buf)
+                except MessageError as exc:
+                    raise ReplicaStreamError(f"server {self.me}: replica batches from server "
+                                             f"{server_index}: {exc}") from None
                 self._post_batch_recv(server_index)
         self._keep = [k for k in self._keep if not k[0].Test()]  # sends done: let go
 
@@ -246,6 +254,15 @@ class Replicator:
                 raise MessageError(f"batch {batch.number} from server {source}: a part of "
                                    f"{status.Get_count(MPI.BYTE)} bytes, not {part.nbytes}")
         check_marks(marks)
+        self._received[source] = batch.number
+        ack = encode_ack(batch.number)
+        self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
+        if batch.kind is not Kind.FIN:
+            place = self.hosting.chain(batch.segment).index(source)
+            if place < self._source.get(batch.segment, 0):
+                return  # from a host that died: the copy holds its successor's rows already
+            if batch.kind is Kind.TRANSFER:
+                self._source[batch.segment] = place
         if batch.kind is Kind.FIN:
             self._finished.add(source)
         elif batch.segment in self.hosted:
@@ -275,9 +292,6 @@ class Replicator:
         if batch.kind is not Kind.FIN:
             self.marks[batch.segment] = np.maximum(
                 self.marks.get(batch.segment, np.full_like(marks, -1)), marks)
-        self._received[source] = batch.number
-        ack = encode_ack(batch.number)
-        self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
 
     def _post_batch_recv(self, source: int) -> None:
         buf = np.zeros(BATCH_WORDS, np.uint64)
@@ -311,11 +325,15 @@ class Replicator:
         for segment in [s for s in self.copies if self.me not in new.replicas_of(s)]:
             del self.copies[segment]
             self.mirror.pop(segment, None)
+            self._source.pop(segment, None)
         adopted = [e for seg in taken for e in self.mirror.pop(seg, [])]
         copied = []
         for segment in sorted(self.hosted):
             for replica in new.replicas_of(segment):
-                if replica not in old.holders(segment):
+                # a segment taken over goes whole to every replica holder: the dead host may
+                # have died before its whole copy reached a holder it had just gained (this
+                # server may learn of two deaths one after the other, another server at once)
+                if segment in taken or replica not in old.holders(segment):
                     self._copy_whole(segment, replica, adopted)
                     copied.append(f"segment {segment} to server {replica}")
         self._adopt_stashes(adopted)

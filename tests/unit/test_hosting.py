@@ -117,3 +117,23 @@ def test_every_dead_set_short_of_a_whole_chain_is_survived():
                 else:
                     after = before.after_deaths(dead)
                     assert all(after.host(g) not in dead for g in range(after.num_segments))
+
+
+@pytest.mark.parametrize("servers,replicas", [(4, 2), (5, 2), (6, 3)])
+def test_deaths_learnt_one_by_one_or_at_once_end_alike_and_hosts_only_move_down_the_chain(
+        servers, replicas):
+    """Survivors may learn of simultaneous deaths in different orders (mpips.replication
+    relies on both): every order ends with the same hosting, and a segment's host only ever
+    moves later in its chain, so a batch from an earlier host is a dead host's late one."""
+    for dead in itertools.combinations(range(servers), replicas):
+        at_once = Hosting(servers, replicas).after_deaths(set(dead))
+        for order in itertools.permutations(dead):
+            hosting = Hosting(servers, replicas)
+            for server in order:
+                before = hosting
+                hosting = hosting.after_deaths({server})
+                for g in range(hosting.num_segments):
+                    chain = hosting.chain(g)
+                    assert chain.index(hosting.host(g)) >= chain.index(before.host(g))
+            assert [hosting.holders(g) for g in range(hosting.num_segments)] == \
+                [at_once.holders(g) for g in range(at_once.num_segments)]

@@ -43,8 +43,12 @@ def warm_store() -> list[str]:
     bigger["row"] = -1
     hx.rehash(slots, bigger, np.uint64(15))
     hx.collect(slots, np.empty(8, np.uint64), np.empty(8, np.int64))
+    copy = np.empty(8, hx.SLOT)  # a replica's copy (mpips.sparse_rows.SparseRows.mirror)
+    copy["row"] = -1
+    hx.insert_at(copy, mask, keys, np.arange(3, dtype=np.int64))
+    hx.scatter_at_rows(np.zeros((4, 2), f32), np.arange(3, dtype=np.int64), np.ones((3, 2), f32))
     hx.remove_keys(slots, mask, keys[:1])
     hx.run_start(found)
     return ["mix_keys", "count_bad_placed", "first_bad_placed", "split_by_owner", "push_rows",
             "pull_rows", "apply_at_rows", "gather_at_rows", "find_rows", "insert_missing",
-            "rehash", "collect", "remove_keys", "run_start"]
+            "rehash", "collect", "insert_at", "scatter_at_rows", "remove_keys", "run_start"]

@@ -28,7 +28,7 @@ from mpi4py import MPI
 from .errors import MessageError, ReplicaStreamError
 from .fault import is_rank_failure, note_carried_on
 from .hosting import Hosting, SegmentLost
-from .kernels.warmup_store import warm_store
+from .kernels.warmup_store import warm_copies
 from .replica_wire import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
                            parse_ack, parse_batch)
 from .server_push import StashedPush
@@ -76,7 +76,7 @@ class Replicator:
         if self.enabled:
             # load the kernels a failover runs (whole copies, mirrored rows) now: loading
             # them then, from numba's cache, held a takeover up for most of a second
-            warm_store()
+            warm_copies()
             for server_index in self.hosting.living:
                 if server_index != self.me:
                     self._post_batch_recv(server_index)

@@ -42,13 +42,20 @@ def warm_store() -> list[str]:
     bigger = np.empty(16, hx.SLOT)
     bigger["row"] = -1
     hx.rehash(slots, bigger, np.uint64(15))
-    hx.collect(slots, np.empty(8, np.uint64), np.empty(8, np.int64))
-    copy = np.empty(8, hx.SLOT)  # a replica's copy (mpips.sparse_rows.SparseRows.mirror)
-    copy["row"] = -1
-    hx.insert_at(copy, mask, keys, np.arange(3, dtype=np.int64))
-    hx.scatter_at_rows(np.zeros((4, 2), f32), np.arange(3, dtype=np.int64), np.ones((3, 2), f32))
+    warm_copies()
     hx.remove_keys(slots, mask, keys[:1])
     hx.run_start(found)
     return ["mix_keys", "count_bad_placed", "first_bad_placed", "split_by_owner", "push_rows",
             "pull_rows", "apply_at_rows", "gather_at_rows", "find_rows", "insert_missing",
             "rehash", "collect", "insert_at", "scatter_at_rows", "remove_keys", "run_start"]
+
+
+def warm_copies() -> None:
+    """Load the kernels of whole copies and of replica batches (SparseRows.items and mirror),
+    which a server with replicas first needs when a server dies."""
+    slots = np.empty(8, hx.SLOT)
+    slots["row"] = -1
+    keys, rows = np.array([1, 5, 2**40], np.uint64), np.arange(3, dtype=np.int64)
+    hx.insert_at(slots, np.uint64(7), keys, rows)
+    hx.collect(slots, np.empty(8, np.uint64), np.empty(8, np.int64))
+    hx.scatter_at_rows(np.zeros((4, 2), np.float32), rows, np.ones((3, 2), np.float32))

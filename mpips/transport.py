@@ -18,6 +18,10 @@ SPIN_SECONDS = 200e-6
 DEDICATED_SPIN_SECONDS = 20e-3
 """The same when every rank of the node has a core of its own (see ``use_dedicated_cores``)."""
 MAX_SLEEP_SECONDS = 1e-3
+SLEEP_FRACTION = 0.125
+"""An idle wait sleeps this share of the time it has waited so far (at least 10 µs, at most
+MAX_SLEEP_SECONDS), so a message that arrives during a sleep waits at most about this share
+longer again (doubling sleeps could add up to the whole wait)."""
 _spin = SPIN_SECONDS
 
 
@@ -59,7 +63,6 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
     if statuses is None:  # a failed request's error (e.g. a dead peer) is only in its status
         statuses = [MPI.Status() for _ in requests]
     idle_since = time.perf_counter()
-    sleep = 0.0
     while remaining:
         try:
             done = MPI.Request.Testsome(requests, statuses)
@@ -70,10 +73,16 @@ def wait_all(requests: list[MPI.Request], statuses: list[MPI.Status] | None = No
         if done:
             raise_failed(statuses)  # a request to a dead rank may complete in error
             remaining -= len(done)
-            idle_since, sleep = time.perf_counter(), 0.0
-        elif time.perf_counter() - idle_since > _spin:
-            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
-            time.sleep(sleep)
+            idle_since = time.perf_counter()
+        else:
+            _idle(time.perf_counter() - idle_since)
+
+
+def _idle(waited: float) -> None:
+    """Between two tests of a wait that has seen nothing for ``waited`` seconds: spin for the
+    first ``_spin`` seconds, then sleep a share of the time waited (SLEEP_FRACTION)."""
+    if waited > _spin:
+        time.sleep(min(max(SLEEP_FRACTION * waited, 1e-5), MAX_SLEEP_SECONDS))
 
 
 def raise_failed(statuses) -> None:
@@ -111,16 +120,14 @@ def wait_any(requests: list) -> int:
     Raises the error of a request that completed in error (a dead peer), and
     MPI_ERR_PROC_FAILED when this rank's launcher daemon is gone: the launch has
     ended around it, and no failure notice will ever come again."""
-    sleep, idle_since, checked = 0.0, time.perf_counter(), time.monotonic()
+    idle_since, checked = time.perf_counter(), time.monotonic()
     status = MPI.Status()
     while True:
         index, done = MPI.Request.Testany(requests, status)
         if done and index != MPI.UNDEFINED:
             raise_failed([status])  # e.g. a receive from a dead rank
             return index
-        if time.perf_counter() - idle_since > _spin:
-            sleep = min(max(2 * sleep, 1e-5), MAX_SLEEP_SECONDS)
-            time.sleep(sleep)
+        _idle(time.perf_counter() - idle_since)
         if time.monotonic() - checked > 1.0:
             checked = time.monotonic()
             if os.getppid() != _PARENT:

@@ -12,7 +12,11 @@ Each segment keeps per-worker push watermarks (the sequence number of each worke
 push applied to it), replicated with the rows. When a server dies (ULFM: a receive from it
 fails), each survivor takes the same decisions from the same set of dead servers: the holder
 of a dead host's copy applies every batch that reached it and serves the segment from then
-on; every segment whose replica holder changed is sent whole to the new holder. Workers
+on; every segment whose replica holders changed is sent whole to the new holders, and a
+segment taken over to all of them (survivors may learn of simultaneous deaths one by one or
+at once, so a holder the dead host had just gained may never have got its copy). A copy
+ignores batches from a host earlier in the segment's chain than the one whose rows it holds:
+a dead host's late batches. Workers
 resend the requests the dead server had not answered (mpips.worker_failover); a resent push
 at or below its segment's watermark was applied already and is answered without applying.
 """

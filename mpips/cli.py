@@ -102,6 +102,7 @@ def run_job(name: str, argv: list[str]) -> int:
     startup.report(startup.READY)
     try:
         module.main(ps, args)
+        startup.job_done()
         ps.close()
         if ps.survived_a_failure:  # went on after a dead rank: MPI_Finalize could hang
             leave(0)

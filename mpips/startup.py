@@ -104,6 +104,18 @@ def release() -> None:
         os.kill(os.getpid(), signum)
 
 
+def job_done() -> None:
+    """The job returned: from now on a stop signal has nothing to stop, so ignore it. Python
+    gives the handlers it installed their default action back when the interpreter ends, and
+    MPI_Finalize runs after that (an exit hook of mpi4py): a SIGUSR1 or SIGTERM in that
+    window killed a rank whose job had finished and saved, and the launch with it."""
+    global _owner
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    _owner = signal.SIG_IGN
+    _held.clear()
+
+
 def die_with_parent() -> None:
     """SIGKILL this process when its parent exits (Linux PR_SET_PDEATHSIG; no-op elsewhere
     or with MPIPS_PDEATHSIG=0). If the parent is already gone, leave at once."""

@@ -155,7 +155,9 @@ def test_stop_signals_at_random_moments_of_a_job_never_fail_it(slurm, python_for
     """Done-when 4: ROUNDS SIGUSR1 and ROUNDS SIGTERM, each at a random moment of a job from
     its start to its end, on both MPIs in turn: every job ends COMPLETED (the model of a job
     nobody signalled), requeued then COMPLETED (the same model), or stopped with exit 75 and
-    valid checkpoints, from which a resubmission ends with that model."""
+    valid checkpoints, from which a resubmission ends with that model. A scancel that comes
+    as the job ends leaves it CANCELLED (SLURM's word for any scancel) with exit 0 and the
+    finished model."""
     span = _job_seconds(slurm, python_for, tmp_path)
     rng, outcomes, failures = random.Random(1717), [], []
     usr1, term = list(SENDS)[:2], list(SENDS)[2]
@@ -179,6 +181,9 @@ def test_stop_signals_at_random_moments_of_a_job_never_fail_it(slurm, python_for
             if state == "COMPLETED" and code == "0:0":
                 assert last_json(log)["model_sha256"] == expected_model
                 outcomes.append("requeued then COMPLETED" if restarts else "COMPLETED")
+            elif state == "CANCELLED" and code == "0:0":  # scancel as the job ended
+                assert last_json(log)["model_sha256"] == expected_model
+                outcomes.append("finished as scancel came (CANCELLED 0:0)")
             elif code == "75:0":
                 all_checkpoints_valid(ckpt)
                 final = resume_to_the_end(slurm, python_for, tmp_path, mpi, ckpt, f"{name}r")

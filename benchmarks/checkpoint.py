@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from mpips.ckpt import TableMeta, read_table, save_checkpoint, split_table  # noqa: E402
 from jsonlines import emit  # noqa: E402  (benchmarks/jsonlines.py, next to this script)
 from mpips.kernels.fletcher import fletcher32  # noqa: E402
-from mpips.partition import RangePartition  # noqa: E402
+from mpips.core.partition import RangePartition  # noqa: E402
 
 MIB = 1 << 20
 

@@ -21,7 +21,7 @@ process's resident memory).
     python benchmarks/kv_minibatch.py --keys 1000000 --servers 2 --workers 2
 
 Started without mpiexec it launches itself on servers+workers ranks through
-mpips.launcher. Prints one JSON object per line and appends them to --out.
+mpips.launch.launcher. Prints one JSON object per line and appends them to --out.
 """
 from __future__ import annotations
 

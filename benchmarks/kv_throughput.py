@@ -8,12 +8,12 @@ between the same ranks with plain buffer Send/Recv and no server work.
     python benchmarks/kv_throughput.py --keys 10000000 --servers 1 --workers 1
     python benchmarks/kv_throughput.py --keys 1000000 --codec keycache      # codec on and off
 
-With --codec TEXT (mpips.codec words, e.g. "keycache", "keycache,zeros,fp16") the same
+With --codec TEXT (mpips.wire.codec words, e.g. "keycache", "keycache,zeros,fp16") the same
 pushes also go to a second table with that codec, reported next to the raw table, with the
 bytes each pushed key-value cost on the wire (``bytes_per_kv``: 12 raw for float32 values).
 
 Started without mpiexec, it launches itself on servers+workers ranks through
-mpips.launcher. Prints one JSON object per line (system, op, keys, servers, workers,
+mpips.launch.launcher. Prints one JSON object per line (system, op, keys, servers, workers,
 mkv_per_s, ...) on stdout and appends them to --out.
 """
 from __future__ import annotations

@@ -44,7 +44,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from jsonlines import emit  # noqa: E402
 
-from mpips.launcher import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
+from mpips.launch.launcher import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
                             lost_a_rank, mpiexec_command, terminate_tree)
 
 KILLED_AT = re.compile(r"kills itself.* at (\d+\.\d+)")
@@ -82,7 +82,7 @@ except MPI.Exception:
     alive.allreduce(1)
     if alive.Get_rank() == 0:
         print("bare: carry on without it", file=sys.stderr, flush=True)
-    os._exit(0)  # Finalize after a failure can hang (Open MPI 5.0.11): see mpips.fault.leave
+    os._exit(0)  # Finalize after a failure can hang (Open MPI 5.0.11): see mpips.mpi.fault.leave
 """
 BARE_START = ("from mpi4py import MPI; import sys; MPI.COMM_WORLD.Barrier(); "
               "print('resuming from nothing', file=sys.stderr, flush=True)")

@@ -1,5 +1,5 @@
 """How the MPI benchmarks start: run on the ranks of an mpiexec/srun launch, or, started by
-hand, launch themselves through mpips.launcher; and the MPI library they name in their
+hand, launch themselves through mpips.launch.launcher; and the MPI library they name in their
 results."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def run_on_ranks(script: str, nprocs: int, bench, args) -> int:
             or "PMI_SIZE" in os.environ:
         bench(args)
         return 0
-    from mpips.launcher import launch
+    from mpips.launch.launcher import launch
 
     os.environ[LAUNCHED] = "1"
     return launch(nprocs, [os.path.abspath(script), *sys.argv[1:]])

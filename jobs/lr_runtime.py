@@ -12,10 +12,10 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips import ckpt
-from mpips.agree import on_root
-from mpips.checkpoint import SaveSignal
+from mpips.mpi.agree import on_root
+from mpips.ckpt.checkpoint import SaveSignal
 from mpips.errors import TableError, UsageError
-from mpips.filters import make_filter
+from mpips.wire.filters import make_filter
 
 __all__ = ["CHECKPOINT_BOUNDS", "Checkpointer", "SaveSignal", "Straggler",
            "add_checkpoint_arguments", "checkpoint_problems", "gather_floats",

@@ -33,19 +33,19 @@ from typing import NamedTuple
 import numpy as np
 from mpi4py import MPI
 
-from mpips import lr, metrics
-from mpips.agree import everywhere
-from mpips.dataset import SparseDataset
+from mpips.ml import lr, metrics
+from mpips.mpi.agree import everywhere
+from mpips.ml.dataset import SparseDataset
 from mpips.errors import MpipsError, UsageError
-from mpips.filters import make_filter
-from mpips.handlers import make_rule
+from mpips.wire.filters import make_filter
+from mpips.core.rules import make_rule
 from mpips.jobs.lr_position import Position
 from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
                                    add_checkpoint_arguments, checkpoint_problems,
                                    gather_floats, open_checkpoints, out_of_bounds, parse_filter,
                                    parse_straggler, traffic_summary)
-from mpips.libsvm import read_libsvm
-from mpips.synthetic import make_sparse_classification
+from mpips.ml.libsvm import read_libsvm
+from mpips.ml.synthetic import make_sparse_classification
 
 BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
@@ -105,10 +105,10 @@ def add_arguments(parser) -> None:
                              "its data among the living from the next epoch on, or drop it "
                              "(default reassign)")
     parser.add_argument("--codec", default="", metavar="TEXT",
-                        help='how pushes travel (mpips.codec words, e.g. "keycache,zeros"; '
+                        help='how pushes travel (mpips.wire.codec words, e.g. "keycache,zeros"; '
                              'default: raw keys and values)')
     parser.add_argument("--push-filter", default=None, metavar="NAME[:K=V,...]",
-                        help="filter gradient pushes (mpips.filters), e.g. "
+                        help="filter gradient pushes (mpips.wire.filters), e.g. "
                              "significantly_modified:delta=0.001")
     add_checkpoint_arguments(parser)
     parser.add_argument("--out", metavar="DIR", help="write metrics.json and curve.png here")
@@ -168,7 +168,7 @@ def _check_arguments(args, num_workers: int) -> None:
 
 
 def consistency_of(args) -> str:
-    """The tables' consistency as mpips.consistency text ("bsp", "ssp:4", "async")."""
+    """The tables' consistency as mpips.core.consistency text ("bsp", "ssp:4", "async")."""
     return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
 
 
@@ -417,6 +417,6 @@ def plot_curve(losses: list[float], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    import mpips.cli
+    import mpips.cli.main
 
-    sys.exit(mpips.cli.main(["run", __file__, *sys.argv[1:]]))
+    sys.exit(mpips.cli.main.main(["run", __file__, *sys.argv[1:]]))

@@ -6,19 +6,20 @@
         ps.run(lambda kv: kv.wait(kv.push(w, keys, grads)))
 
 Names other than the errors load on first use: the MPI-dependent ones (init, PS, KVWorker)
-so that the pure modules (mpips.partition, mpips.message, mpips.kernels, ...) import on
+so that the pure modules (mpips.core.partition, mpips.wire.message, mpips.kernels, ...) import on
 machines without MPI, and the numpy/numba ones (TableSpec, UpdateRule, register_rule) so that
 ``import mpips`` stays cheap: ``mpips run`` holds the stop signals before anything heavy loads
-(mpips.startup).
+(mpips.launch.startup).
 """
+__version__ = "0.1.0"  # before any import: mpips.ckpt writes it into checkpoints
+
 from .errors import (EXIT_RANK_LOST, EXIT_STOPPED, KeyOrderError, KeyRangeError, LayoutError,
                      LibsvmFormatError, MessageError, MpipsError, NonFiniteError, RankLost,
                      TableError, UsageError, ValueShapeError)
 
-__version__ = "0.1.0"
-
-_LAZY_NAMES = {"init": "ps", "PS": "ps", "KVWorker": "worker", "TableSpec": "spec",
-               "UpdateRule": "handlers", "register_rule": "handlers"}
+_LAZY_NAMES = {"init": "session.ps", "PS": "session.ps", "KVWorker": "worker.kvworker",
+               "TableSpec": "core.spec", "UpdateRule": "core.rules",
+               "register_rule": "core.rules"}
 
 __all__ = ["init", "PS", "KVWorker", "TableSpec", "UpdateRule", "register_rule",
            "MpipsError", "LayoutError", "KeyOrderError", "KeyRangeError", "ValueShapeError",

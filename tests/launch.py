@@ -1,6 +1,6 @@
 """Run a Python program on N MPI ranks from a test: ``run_mpi(3, ["prog.py", "--x", "1"])``.
 
-The launch goes through mpips.launcher (the same mpiexec, flags and environment as
+The launch goes through mpips.launch.launcher (the same mpiexec, flags and environment as
 ``mpips launch``), runs in the repository root with its output captured, and never hangs a
 test run: past ``timeout`` seconds its whole process tree is killed and the test fails with
 everything the ranks printed.
@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mpips.launcher import LaunchTimeout, mpiexec_command, run_command
+from mpips.launch.launcher import LaunchTimeout, mpiexec_command, run_command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

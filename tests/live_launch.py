@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from mpips.processes import terminate_tree
-from mpips.ranks import rank_pids
+from mpips.launch.processes import terminate_tree
+from mpips.launch.ranks import rank_pids
 from tests.data import REPO_ROOT
 
 

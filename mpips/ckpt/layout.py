@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..handlers import make_rule
-from ..partition import KEY_SPACE, KeyRange, positions
-from ..spec import KINDS, PLACEMENTS, TableSpec
+from ..core.rules import make_rule
+from ..core.partition import KEY_SPACE, KeyRange, positions
+from ..core.spec import KINDS, PLACEMENTS, TableSpec
 from .errors import InvalidSliceError, ManifestError
 
 FORMAT_NAME = "mpips-checkpoint"
@@ -64,7 +64,7 @@ class TableMeta:
     table_id: int
     state_names: tuple[str, ...]
     placement: str = "range"
-    """How the shards' key ranges cut the keys (mpips.spec.PLACEMENTS): "hash", ranges of
+    """How the shards' key ranges cut the keys (mpips.core.spec.PLACEMENTS): "hash", ranges of
     hashed positions; "range" (every table before format 2), ranges of keys."""
 
     @classmethod
@@ -111,7 +111,7 @@ class SliceData:
 
     ``values`` float32 (n, width); dense: rows are keys ``key_range.begin + i`` (n equals
     the range size, ``keys`` None); sparse: ``keys`` uint64 (n,), sorted, unique, each key's
-    position (mpips.partition.positions) inside ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
+    position (mpips.core.partition.positions) inside ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
     (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock.
     """
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..partition import KeyRange
+from ..core.partition import KeyRange
 from .errors import (IncompleteCheckpointError, ManifestError, NewerFormatError,
                      NotACheckpointError, UnknownTableError)
 from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, STEP_DIR_RE, ShardInfo, ShardRange,

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import KeyRangeError
-from ..partition import KEY_SPACE, KeyRange, positions
+from ..core.partition import KEY_SPACE, KeyRange, positions
 from .chunkio import read_rows, reading
 from .durable import tmp_name
 from .errors import InconsistentCheckpointError
@@ -42,7 +42,7 @@ def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
     """The rows of table ``name`` whose keys lie in ``key_range`` (default: the whole table).
 
     A sparse table's ``key_range`` is a range of positions under ``placement`` (default: the
-    checkpoint's own; mpips.partition.positions), so a table restored with another placement
+    checkpoint's own; mpips.core.partition.positions), so a table restored with another placement
     than it was saved with still finds its keys; its keys come back sorted. Dense tables may
     be read straight into ``out_values``/``out_state`` (e.g. a server's window memory; shapes
     (range size, width), float32). ``check_sha256_first`` hashes each shard read before

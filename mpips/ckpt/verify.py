@@ -149,7 +149,7 @@ def _read_group(path: Path, table: str, group: h5py.Group, shard: ShardInfo) -> 
 
 class _KeyCheck:
     """Streams over a sparse shard's keys: strictly increasing, their positions (keys, or
-    hashed: mpips.partition.positions) inside its key range."""
+    hashed: mpips.core.partition.positions) inside its key range."""
 
     def __init__(self, path: Path, table: str, key_range, hashed: bool):
         self.path, self.table, self.range, self.prev = path, table, key_range, None

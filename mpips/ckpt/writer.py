@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..partition import KEY_SPACE, KeyRange, RangePartition, positions
+from ..core.partition import KEY_SPACE, KeyRange, RangePartition, positions
 from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
                       write_bytes_durably)
 from .errors import (CheckpointError, CheckpointExistsError, InconsistentCheckpointError,
@@ -170,7 +170,7 @@ def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=N
                 state=None, clocks=None) -> list[SliceData]:
     """Cut a whole table (dense: all rows; sparse: sorted unique keys) into the slices the
     servers of RangePartition(size, num_servers) hold, by position (a sparse table's
-    placement: mpips.partition.positions). Views, except for hashed sparse tables."""
+    placement: mpips.core.partition.positions). Views, except for hashed sparse tables."""
     state = dict(state or {})
     ranges = RangePartition(meta.size, num_servers).ranges()
     if meta.kind == "sparse" and meta.hashed:

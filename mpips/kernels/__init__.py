@@ -1,3 +1,3 @@
 """numba kernels: tiny, unchecked loops. Preconditions are in each docstring and are the
-caller's job (see mpips.message for validation of untrusted bytes). Each kernel has a plain
+caller's job (see mpips.wire.message for validation of untrusted bytes). Each kernel has a plain
 NumPy reference in mpips.kernels.reference and is tested against it."""

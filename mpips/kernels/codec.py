@@ -1,7 +1,7 @@
 """Codec kernels for keys: delta+varint encoding of sorted key lists, its validation on
 untrusted bytes, and 64-bit key-list signatures (value kernels: .codec_values; merge: .merge).
 
-Unchecked loops: each docstring states its preconditions; mpips.codec validates untrusted
+Unchecked loops: each docstring states its preconditions; mpips.wire.codec validates untrusted
 bytes (varint_check before varint_decode, counts and section lengths before everything else).
 Every kernel has a plain-NumPy reference in mpips.kernels.codec_reference.
 

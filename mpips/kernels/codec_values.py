@@ -2,7 +2,7 @@
 
 Float32 values travel as their uint32 bit patterns through the zero-drop and fp16 kernels, so
 those are bit-exact (-0.0 and NaN count as non-zero rows). Unchecked loops: preconditions are
-in each docstring, mpips.codec validates. References: mpips.kernels.codec_reference.
+in each docstring, mpips.wire.codec validates. References: mpips.kernels.codec_reference.
 """
 import numba
 import numpy as np

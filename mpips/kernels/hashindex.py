@@ -1,4 +1,4 @@
-"""Kernels of the open-addressing hash index of sparse slices (mpips.sparse_rows).
+"""Kernels of the open-addressing hash index of sparse slices (mpips.store.sparse_rows).
 
 The index is an array of ``SLOT`` records (key, row) of a power-of-two length; ``mask`` is
 that length minus one, a uint64. A key lives in the first slot of its probe sequence
@@ -14,7 +14,7 @@ row, use the row of key i), so that many round trips are in flight at once.
 Shared preconditions: ``keys`` uint64 1-D, unique; ``slots`` SLOT[mask + 1]; ``rows`` int64
 len(keys); ``data`` float32 2-D with at least ``next_row`` + (keys inserted) rows; every insert
 has room (the index at most 3/4 full after it: the caller reserves); grads/out float32
-(len(keys), width). Rule codes (mpips.handlers): 0 sum, 1 sgd(p0=lr), 2 adagrad(p0=lr, p1=eps).
+(len(keys), width). Rule codes (mpips.core.rules): 0 sum, 1 sgd(p0=lr), 2 adagrad(p0=lr, p1=eps).
 """
 import numba
 import numpy as np

@@ -3,7 +3,7 @@ hashes them into slot tables), validation of a server's keys by placement, and t
 a sorted key list by owning server.
 
 A key's *position* is ``mix64(key)`` for a hashed table and the key itself for a range table;
-a server owns a contiguous range of positions (mpips.partition). ``mix64`` is SplitMix64's
+a server owns a contiguous range of positions (mpips.core.partition). ``mix64`` is SplitMix64's
 finalizer (Steele, Lea, Flood 2014): invertible, so distinct keys have distinct positions,
 and any key distribution, small integer ids included, spreads evenly over the servers.
 """

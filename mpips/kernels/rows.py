@@ -2,7 +2,7 @@
 
 Shared preconditions: values/state float32 (n_rows, width); grads/out float32 (n, width);
 rows int64 (n,), each either -1 (skip / absent) or in [0, n_rows); lr/eps float32 (so that
-the arithmetic matches the NumPy path of mpips.handlers bit for bit).
+the arithmetic matches the NumPy path of mpips.core.rules bit for bit).
 """
 import math
 

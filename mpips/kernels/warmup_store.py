@@ -1,5 +1,5 @@
 """Compile the sparse store's kernels (mpips.kernels.hashindex, .placement) once, for the
-array layouts mpips.sparse_rows and the undo log pass them (numba's on-disk cache), like
+array layouts mpips.store.sparse_rows and the undo log pass them (numba's on-disk cache), like
 mpips.kernels.warmup.warm_all: call before a parallel launch."""
 import numpy as np
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpips import ckpt
-from mpips.launcher import mpiexec_command
+from mpips.launch.launcher import mpiexec_command
 from tests.launch import REPO_ROOT, run_mpi
 from tests.mpi.test_kv import result_of
 from tests.mpi.test_sparse_lr import final_metrics

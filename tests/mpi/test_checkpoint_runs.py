@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mpips import ckpt
-from mpips.spec import TableSpec
+from mpips.core.spec import TableSpec
 from tests.launch import REPO_ROOT, run_mpi
 from tests.mpi.test_kv import result_of
 from tests.mpi.test_sparse_lr import final_metrics

@@ -17,8 +17,8 @@ import pytest
 
 from mpips.ckpt import newest_valid, read_table, verify
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launcher import run_command
-from mpips.sweep import last_json
+from mpips.launch.launcher import run_command
+from mpips.cli.sweep import last_json
 from tests import drills
 from tests.launch import REPO_ROOT
 

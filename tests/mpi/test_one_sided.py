@@ -1,4 +1,4 @@
-"""One-sided pulls (mpips.onesided) return exactly what two-sided pulls return, on 1-3
+"""One-sided pulls (mpips.mpi.onesided) return exactly what two-sided pulls return, on 1-3
 servers, through shared-memory views and through Win.Get, also while a server is busy in a
 long update (tests/mpi/programs/one_sided.py)."""
 import pytest

@@ -12,8 +12,8 @@ import pytest
 
 from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST
-from mpips.hosting import Hosting
-from mpips.sweep import last_json
+from mpips.core.hosting import Hosting
+from mpips.cli.sweep import last_json
 from tests import drills
 from tests.mpi.test_fault import launch
 
@@ -107,7 +107,7 @@ def test_sparse_lr_finishes_with_a_server_killed_at_random_moments(ulfm, tmp_pat
 
 
 def takers(server: int, servers: int = 3, replicas: int = 1) -> set[int]:
-    """The servers that take over ``server``'s segments when it dies (mpips.hosting)."""
+    """The servers that take over ``server``'s segments when it dies (mpips.core.hosting)."""
     hosting = Hosting(servers, replicas)
     after = hosting.after_deaths({server})
     return {after.host(g) for g in hosting.home_segments(server)}

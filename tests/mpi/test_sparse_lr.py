@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mpips.libsvm import read_libsvm
+from mpips.ml.libsvm import read_libsvm
 from tests.data import w8a_path
 from tests.launch import run_mpi
 

@@ -19,8 +19,8 @@ import pytest
 
 from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST, EXIT_STOPPED
-from mpips.launcher import lost_a_rank
-from mpips.sweep import last_json
+from mpips.launch.launcher import lost_a_rank
+from mpips.cli.sweep import last_json
 from tests import drills
 from tests.launch import run_mpi
 from tests.live_launch import LiveLaunch, processes_with
@@ -66,7 +66,7 @@ def test_ranks_that_lose_a_rank_in_mpips_init_leave_with_76_on_their_own(ulfm):
 
 
 def _phase(pid: int, markers: Path) -> str:
-    """How far rank ``pid`` got: from its markers (mpips.startup) and whether MPI is loaded."""
+    """How far rank ``pid`` got: from its markers (mpips.launch.startup) and whether MPI is loaded."""
     stages = {p.suffix[1:] for p in markers.glob(f"*/*-{pid}.*")}
     if "ready" in stages:
         return "after mpips.init"

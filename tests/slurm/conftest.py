@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mpips.launcher import implementation_from_version
+from mpips.launch.launcher import implementation_from_version
 from tests.data import REPO_ROOT, under_ci
 from tests.live_launch import remove_stale_mpi_files
 

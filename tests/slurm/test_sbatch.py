@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mpips.sweep import json_lines, last_json
+from mpips.cli.sweep import json_lines, last_json
 from tests.launch import REPO_ROOT, run_mpi
 
 SLURM_DIR = REPO_ROOT / "slurm"

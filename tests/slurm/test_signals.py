@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mpips.ckpt import newest_valid, verify
-from mpips.sweep import last_json
+from mpips.cli.sweep import last_json
 from tests import drills
 from tests.slurm.test_sbatch import job_env, read, reference_metrics, submit
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from mpips.ckpt import TableMeta, save_checkpoint, split_table
 from mpips.ckpt import durable
-from mpips.spec import TableSpec
+from mpips.core.spec import TableSpec
 
 
 @dataclass

@@ -23,7 +23,7 @@ from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExi
                         list_checkpoints, load_manifest, newest_valid, prepare_checkpoint_dir,
                         prune, read_clocks, read_table, save_checkpoint, verify, write_shard,
                         TableMeta)
-from mpips.partition import KeyRange, RangePartition, positions
+from mpips.core.partition import KeyRange, RangePartition, positions
 from tests.data import REPO_ROOT, under_ci
 from tests.unit.ckpt_helpers import (Whole, file_hashes, flip_bit_in_chunk, make_tables,
                                      slices_by_server, save)

@@ -1,13 +1,13 @@
-"""Validation of user keys, values and output buffers (mpips.checks) before anything is sent."""
+"""Validation of user keys, values and output buffers (mpips.core.checks) before anything is sent."""
 import warnings
 
 import numpy as np
 import pytest
 
-from mpips.checks import as_keys, as_output, as_values
+from mpips.core.checks import as_keys, as_output, as_values
 from mpips.errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
-from mpips.partition import KEY_SPACE
-from mpips.spec import TableSpec
+from mpips.core.partition import KEY_SPACE
+from mpips.core.spec import TableSpec
 
 MAX = KEY_SPACE - 1
 

@@ -1,4 +1,4 @@
-"""mpips.codec: round trips through every lever, the key cache with its resend fallback, and
+"""mpips.wire.codec: round trips through every lever, the key cache with its resend fallback, and
 validation of untrusted bytes (header tampering, truncation, bit flips, random bytes)."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpips.codec import (F_CACHE, F_KEY_REF, F_VARINT, F_ZEROS, HEADER, HEADER_SIZE, MAGIC,
+from mpips.wire.codec import (F_CACHE, F_KEY_REF, F_VARINT, F_ZEROS, HEADER, HEADER_SIZE, MAGIC,
                          VALUE_ENCODINGS, Codec, bytes_per_kv, decode, parse_header)
 from mpips.errors import (KeyOrderError, KeyRangeError, MessageError, NonFiniteError,
                           ValueShapeError)
-from mpips.keycache import KeyCache, KeyCacheMiss, SentKeys
+from mpips.wire.keycache import KeyCache, KeyCacheMiss, SentKeys
 
 MAX = 2**64 - 1
 LEVERS = list(itertools.product([False, True], [False, True], [False, True], VALUE_ENCODINGS))

@@ -1,4 +1,4 @@
-"""mpips.consistency and mpips.vclock: models, ranged vector clocks, the clock scheduler, and a
+"""mpips.core.consistency and mpips.core.vclock: models, ranged vector clocks, the clock scheduler, and a
 randomized simulation of workers/server message interleavings checking the SSP/BSP/async
 guarantees (bounds, exact BSP visibility, bitwise BSP determinism, no deadlock)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpips.consistency import (CONSISTENCY_MODELS, ClockError, ClockScheduler, Consistency,
+from mpips.core.consistency import (CONSISTENCY_MODELS, ClockError, ClockScheduler, Consistency,
                                RangedVectorClock, UNBOUNDED)
 from mpips.errors import MpipsError
 
@@ -435,7 +435,7 @@ def test_bsp_determinism_has_teeth():
 
 def test_an_adopted_stash_of_a_passed_boundary_is_due_at_once_in_worker_order():
     """A server that takes over a dead server's segment stashes the BSP pushes it had
-    accepted, though their clocks may be finished already (mpips.replication)."""
+    accepted, though their clocks may be finished already (mpips.server.replication)."""
     sched = ClockScheduler(2, {0: "bsp"})
     assert sched.on_clock(0, 0) == [] and sched.on_clock(1, 0) == []  # boundary 0 passed
     assert sched.adopt_stash(0, 0, 1, "w1@0") == ["w1@0"]

@@ -1,8 +1,8 @@
-"""mpips.dataset.SparseDataset: validation, take, split, shard, batches."""
+"""mpips.ml.dataset.SparseDataset: validation, take, split, shard, batches."""
 import numpy as np
 import pytest
 
-from mpips.dataset import SparseDataset
+from mpips.ml.dataset import SparseDataset
 
 
 def small(n_rows=10):

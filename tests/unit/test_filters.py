@@ -1,4 +1,4 @@
-"""mpips.filters: what each push filter sends, the no-loss property of the residual filter,
+"""mpips.wire.filters: what each push filter sends, the no-loss property of the residual filter,
 stats, input checks and the registry."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpips.errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
-from mpips.filters import (FILTERS, KKTFilter, PushFilter, RandomSkip, SignificantlyModified,
+from mpips.wire.filters import (FILTERS, KKTFilter, PushFilter, RandomSkip, SignificantlyModified,
                            make_filter, register_filter)
 
 MAX = 2**64 - 1

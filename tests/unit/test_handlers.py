@@ -1,4 +1,4 @@
-"""Update rules and their registry (mpips.handlers), and table specs (mpips.spec)."""
+"""Update rules and their registry (mpips.core.rules), and table specs (mpips.core.spec)."""
 import dataclasses
 import math
 import os
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mpips.errors import TableError
-from mpips.handlers import (RULES, AdaGradRule, SGDRule, SumRule, UpdateRule, make_rule,
+from mpips.core.rules import (RULES, AdaGradRule, SGDRule, SumRule, UpdateRule, make_rule,
                             register_rule)
-from mpips.partition import KEY_SPACE, RangePartition
-from mpips.spec import TableSpec
+from mpips.core.partition import KEY_SPACE, RangePartition
+from mpips.core.spec import TableSpec
 from tests.data import REPO_ROOT
 
 # ===================================================================================== registry
@@ -258,7 +258,7 @@ def test_fingerprint_ignores_rule_param_order():
 
 def test_fingerprint_is_the_same_in_another_process():
     # Every rank computes it in its own interpreter (with its own hash seed).
-    code = ("from mpips.spec import TableSpec; print(TableSpec('w', 'dense', 0, 2, size=1000, "
+    code = ("from mpips.core.spec import TableSpec; print(TableSpec('w', 'dense', 0, 2, size=1000, "
             "width=4, rule='sgd', rule_params={'lr': 0.1}).fingerprint())")
     env = dict(os.environ, PYTHONHASHSEED="12345", PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

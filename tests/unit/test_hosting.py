@@ -1,10 +1,10 @@
-"""mpips.hosting: who serves and who copies each segment as servers die."""
+"""mpips.core.hosting: who serves and who copies each segment as servers die."""
 import itertools
 
 import pytest
 
 from mpips.errors import LayoutError
-from mpips.hosting import MAX_SEGMENTS_PER_SERVER, Hosting, SegmentLost, segments_per_server
+from mpips.core.hosting import MAX_SEGMENTS_PER_SERVER, Hosting, SegmentLost, segments_per_server
 
 
 def test_without_replicas_each_server_hosts_one_segment_and_a_death_loses_it():
@@ -122,7 +122,7 @@ def test_every_dead_set_short_of_a_whole_chain_is_survived():
 @pytest.mark.parametrize("servers,replicas", [(4, 2), (5, 2), (6, 3)])
 def test_deaths_learnt_one_by_one_or_at_once_end_alike_and_hosts_only_move_down_the_chain(
         servers, replicas):
-    """Survivors may learn of simultaneous deaths in different orders (mpips.replication
+    """Survivors may learn of simultaneous deaths in different orders (mpips.server.replication
     relies on both): every order ends with the same hosting, and a segment's host only ever
     moves later in its chain, so a batch from an earlier host is a dead host's late one."""
     for dead in itertools.combinations(range(servers), replicas):

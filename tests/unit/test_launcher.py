@@ -1,4 +1,4 @@
-"""Command lines and environments built by mpips.launcher (pure: nothing is launched)."""
+"""Command lines and environments built by mpips.launch.launcher (pure: nothing is launched)."""
 import argparse
 import os
 import stat
@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launcher import (MPICH, OPEN_MPI, UNKNOWN, LauncherError, add_launch_parser,
+from mpips.launch.launcher import (MPICH, OPEN_MPI, UNKNOWN, LauncherError, add_launch_parser,
                             build_command, find_mpiexec, implementation_from_version,
                             lost_a_rank, process_tree)
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.data import REPO_ROOT
 
-PURE_MODULES = ["mpips.dataset", "mpips.libsvm", "mpips.synthetic", "mpips.metrics", "mpips.lr"]
+PURE_MODULES = ["mpips.ml.dataset", "mpips.ml.libsvm", "mpips.ml.synthetic", "mpips.ml.metrics", "mpips.ml.lr"]
 
 PROGRAM = """
 import sys
@@ -14,8 +14,8 @@ sys.modules["mpi4py"] = None  # any `import mpi4py` now raises ImportError
 import importlib
 for name in sys.argv[1:]:
     importlib.import_module(name)
-from mpips.synthetic import make_sparse_classification
-from mpips import lr, metrics
+from mpips.ml.synthetic import make_sparse_classification
+from mpips.ml import lr, metrics
 data = make_sparse_classification(200, 100, 5, seed=0)
 batch = lr.minibatch(data)
 loss, _, _ = lr.loss_and_gradient(batch, [0.0] * batch.keys.size)

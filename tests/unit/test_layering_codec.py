@@ -6,12 +6,12 @@ from tests.unit.nompi import assert_works_without_mpi4py
 
 CODEC_MODULES = ["mpips.kernels.codec", "mpips.kernels.codec_values", "mpips.kernels.merge",
                  "mpips.kernels.codec_reference", "mpips.kernels.warmup_codec",
-                 "mpips.keycache", "mpips.codec", "mpips.filters"]
+                 "mpips.wire.keycache", "mpips.wire.codec", "mpips.wire.filters"]
 
 BODY = """
 import numpy as np
-from mpips.codec import Codec, KeyCache, SentKeys, decode
-from mpips.filters import make_filter
+from mpips.wire.codec import Codec, KeyCache, SentKeys, decode
+from mpips.wire.filters import make_filter
 from mpips.kernels.warmup_codec import warm_codec
 assert "merge_sum_k" in warm_codec()
 keys, vals = np.arange(5, dtype=np.uint64), np.ones((5, 2), np.float32)

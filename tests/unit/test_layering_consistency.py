@@ -1,14 +1,14 @@
-"""mpips.consistency (and mpips.vclock under it) import and work with mpi4py made unimportable.
+"""mpips.core.consistency (and mpips.core.vclock under it) import and work with mpi4py made unimportable.
 
 Same pattern as tests/unit/test_layering_core.py."""
 import pytest
 
 from tests.unit.nompi import assert_works_without_mpi4py
 
-MODULES = ["mpips.vclock", "mpips.consistency"]
+MODULES = ["mpips.core.vclock", "mpips.core.consistency"]
 
 BODY = """
-from mpips.consistency import ClockScheduler, Consistency, RangedVectorClock
+from mpips.core.consistency import ClockScheduler, Consistency, RangedVectorClock
 assert Consistency.parse("ssp:4").required_clock(10) == 6
 v = RangedVectorClock(0, 2**64, 2)
 v.advance(0, 0, 0, 10)

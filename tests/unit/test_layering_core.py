@@ -10,19 +10,19 @@ from tests.data import REPO_ROOT
 from tests.unit.nompi import assert_works_without_mpi4py
 
 CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.kernels.placement",
-                "mpips.kernels.hashindex", "mpips.kernels.prefetch", "mpips.partition",
-                "mpips.message", "mpips.spec", "mpips.handlers", "mpips.checks", "mpips.errors",
-                "mpips.undo", "mpips.registry", "mpips.sparse_rows", "mpips.request_cache"]
+                "mpips.kernels.hashindex", "mpips.kernels.prefetch", "mpips.core.partition",
+                "mpips.wire.message", "mpips.core.spec", "mpips.core.rules", "mpips.core.checks", "mpips.errors",
+                "mpips.store.undo", "mpips.registry", "mpips.store.sparse_rows", "mpips.store.request_cache"]
 
 BODY = """
 import numpy as np
-from mpips.checks import as_keys
-from mpips.message import Op, encode_header, parse_header
-from mpips.spec import TableSpec
+from mpips.core.checks import as_keys
+from mpips.wire.message import Op, encode_header, parse_header
+from mpips.core.spec import TableSpec
 spec = TableSpec("w", "sparse", 0, 2, rule="adagrad")
 assert as_keys([1, 2, 3], spec).dtype == np.uint64
 assert parse_header(encode_header(Op.PULL, 0, 1, 3, 1, 256), 1, [1]).num_keys == 3
-from mpips.sparse_rows import SparseRows
+from mpips.store.sparse_rows import SparseRows
 store = SparseRows(1, 1, 0.0)
 rows = np.empty(3, np.int64)
 store.push(np.arange(3, dtype=np.uint64), np.ones((3, 1), np.float32), rows,

@@ -1,12 +1,12 @@
-"""mpips.libsvm: reading w8a and small files, and the path:line errors for malformed lines."""
+"""mpips.ml.libsvm: reading w8a and small files, and the path:line errors for malformed lines."""
 import importlib
 
 import numpy as np
 import pytest
 
 from mpips.errors import LibsvmFormatError, MpipsError
-from mpips.libsvm import read_libsvm, write_libsvm
-from mpips.synthetic import make_sparse_classification
+from mpips.ml.libsvm import read_libsvm, write_libsvm
+from mpips.ml.synthetic import make_sparse_classification
 from tests.data import W8A_FEATURES, W8A_ROWS, w8a_path
 
 

@@ -1,10 +1,10 @@
-"""mpips.lr: minibatch keys, predictions, and gradients checked by finite differences."""
+"""mpips.ml.lr: minibatch keys, predictions, and gradients checked by finite differences."""
 import numpy as np
 import pytest
 
-from mpips import lr, metrics
-from mpips.dataset import SparseDataset
-from mpips.synthetic import make_sparse_classification
+from mpips.ml import lr, metrics
+from mpips.ml.dataset import SparseDataset
+from mpips.ml.synthetic import make_sparse_classification
 
 
 def batch_of(seed=0, n_rows=40, key_space=None):

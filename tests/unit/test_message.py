@@ -6,10 +6,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mpips.errors import MessageError
-from mpips.message import (HEADER_WORDS, MAGIC, MAX_CHUNK_KEYS, REPLY_WORDS, VERDICT, VERSION,
+from mpips.wire.message import (HEADER_WORDS, MAGIC, MAX_CHUNK_KEYS, REPLY_WORDS, VERDICT, VERSION,
                            Header, Op, Status, check_key_chunk, chunk_keys_for, encode_header,
                            encode_reply, parse_header, parse_reply)
-from mpips.partition import positions
+from mpips.core.partition import positions
 
 MAX = 2**64 - 1
 WORD0 = MAGIC << 16 | VERSION

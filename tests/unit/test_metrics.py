@@ -1,10 +1,10 @@
-"""mpips.metrics against scikit-learn (a test-only dependency), ties included."""
+"""mpips.ml.metrics against scikit-learn (a test-only dependency), ties included."""
 import importlib
 
 import numpy as np
 import pytest
 
-from mpips import metrics
+from mpips.ml import metrics
 
 sk = importlib.import_module("sklearn.metrics")
 

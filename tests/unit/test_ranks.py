@@ -1,6 +1,6 @@
-"""mpips.ranks.StartupWatch on real processes standing in for a launch (no MPI): a parent
+"""mpips.launch.ranks.StartupWatch on real processes standing in for a launch (no MPI): a parent
 ("mpiexec") with children running the same command line ("ranks"), markers written as
-mpips.startup writes them, and a clock the test moves."""
+mpips.launch.startup writes them, and a clock the test moves."""
 import os
 import signal
 import subprocess
@@ -11,8 +11,8 @@ import time
 import pytest
 
 from mpips.errors import EXIT_RANK_LOST
-from mpips.ranks import ALL_STARTED, EXIT_GRACE, SETTLE, StartupWatch, rank_pids
-from mpips.startup import marker_name
+from mpips.launch.ranks import ALL_STARTED, EXIT_GRACE, SETTLE, StartupWatch, rank_pids
+from mpips.launch.startup import marker_name
 
 RANK_ARGV = ["-c", "import time; time.sleep(120)", "rank-of-test_ranks"]
 

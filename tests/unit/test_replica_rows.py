@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from mpips.errors import MessageError
-from mpips.partition import positions
-from mpips.spec import TableSpec
-from mpips.store import DenseSlice, SparseSlice
+from mpips.core.partition import positions
+from mpips.core.spec import TableSpec
+from mpips.store.slices import DenseSlice, SparseSlice
 
 
 def adagrad(kind, **kw):
@@ -89,8 +89,8 @@ def test_rows_of_keys_outside_the_segment_or_unsorted_are_refused(keys):
 
 
 def test_a_restore_that_skipped_every_checkpoint_resets_slices_to_new_tables():
-    """mpips.checkpoint._reset_slice: what a skipped (corrupt) checkpoint loaded is gone."""
-    from mpips.checkpoint import _reset_slice
+    """mpips.ckpt.checkpoint._reset_slice: what a skipped (corrupt) checkpoint loaded is gone."""
+    from mpips.ckpt.checkpoint import _reset_slice
 
     sparse = SparseSlice(adagrad("sparse"), 0)
     keys = segment_0(range(3, 400))[:5]

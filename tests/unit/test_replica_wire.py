@@ -1,12 +1,12 @@
-"""mpips.replica_wire: batch headers and acks between servers are checked before use."""
+"""mpips.wire.replica: batch headers and acks between servers are checked before use."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpips.errors import MessageError
-from mpips.message import MAGIC, VERSION
-from mpips.replica_wire import (BATCH_WORDS, Batch, Kind, check_marks, encode_ack,
+from mpips.wire.message import MAGIC, VERSION
+from mpips.wire.replica import (BATCH_WORDS, Batch, Kind, check_marks, encode_ack,
                                 encode_batch, parse_ack, parse_batch)
 
 ARRAYS = [1, 2]  # table 0: a sum table (values only); table 1: adagrad (values + accumulator)

@@ -1,5 +1,5 @@
-"""The hash-indexed sparse store (mpips.sparse_rows, mpips.kernels.hashindex) and the sparse
-slice on top of it (mpips.store.SparseSlice) against a plain-dict model: random pushes,
+"""The hash-indexed sparse store (mpips.store.sparse_rows, mpips.kernels.hashindex) and the sparse
+slice on top of it (mpips.store.slices.SparseSlice) against a plain-dict model: random pushes,
 pulls, inserts, growth, rollbacks and cached key lists, with keys that collide on purpose."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 from mpips.errors import MessageError
 from mpips.kernels import hashindex as hx
 from mpips.kernels.placement import mix_keys
-from mpips.partition import positions
-from mpips.sparse_rows import MIN_SLOTS, SparseRows
-from mpips.spec import TableSpec
-from mpips.store import SparseSlice
+from mpips.core.partition import positions
+from mpips.store.sparse_rows import MIN_SLOTS, SparseRows
+from mpips.core.spec import TableSpec
+from mpips.store.slices import SparseSlice
 
 MASK = 2**64 - 1
 F = np.float32
@@ -190,7 +190,7 @@ def test_load_put_and_read_round_trip():
 
 
 def test_too_many_rows_for_one_slice_is_a_named_error(monkeypatch):
-    import mpips.sparse_rows as sr
+    import mpips.store.sparse_rows as sr
 
     monkeypatch.setattr(sr, "MAX_ROWS", 100)
     store = SparseRows(1, 0, 0.0, "huge")

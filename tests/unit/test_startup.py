@@ -1,5 +1,5 @@
-"""mpips.startup (what a rank of ``mpips run`` does from its first line) and the helpers of
-mpips.processes it works with, each in a fresh interpreter: signals and parent death are
+"""mpips.launch.startup (what a rank of ``mpips run`` does from its first line) and the helpers of
+mpips.launch.processes it works with, each in a fresh interpreter: signals and parent death are
 process-wide, and pytest's own process must keep its handlers."""
 import os
 import signal
@@ -20,15 +20,15 @@ def python(code: str, *args, timeout: float = 60, env=None) -> subprocess.Comple
 
 def test_startup_and_ranks_import_without_mpi4py_numpy_or_numba():
     assert_works_without_mpi4py(
-        "import mpips.cli\n"
+        "import mpips.cli.main\n"
         "assert not [m for m in ('numpy', 'numba') if m in sys.modules], sorted(sys.modules)\n",
-        "mpips.startup", "mpips.ranks", "mpips.processes")
+        "mpips.launch.startup", "mpips.launch.ranks", "mpips.launch.processes")
 
 
 def test_a_held_signal_is_handed_to_the_handler_that_takes_over():
     proc = python("""
         import os, signal
-        from mpips import startup
+        from mpips.launch import startup
         startup.hold_stop_signals()
         os.kill(os.getpid(), signal.SIGUSR1)    # would kill the process unheld
         print("alive, held", startup.held())
@@ -54,7 +54,7 @@ def test_once_the_job_returned_stop_signals_are_ignored_down_to_the_os():
     job_done ignores the stop signals at the OS level (SIG_IGN, which Python leaves alone)."""
     proc = python("""
         import os, signal
-        from mpips import startup
+        from mpips.launch import startup
         startup.hold_stop_signals()
         startup.take_over(lambda signum, frame: print("handled", signum, flush=True))
         startup.job_done()
@@ -76,7 +76,7 @@ def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
     run to save yet, so it leaves at once with 75 and says so, rather than dying of it."""
     proc = python("""
         import os, signal
-        from mpips import startup
+        from mpips.launch import startup
         startup.begin()
         os.kill(os.getpid(), signal.SIGTERM)
         print("not reached", flush=True)
@@ -88,9 +88,9 @@ def test_sigterm_before_the_job_can_save_is_a_clean_stop(tmp_path):
 
 def test_a_program_that_never_reported_its_start_up_leaves_no_exit_marker(tmp_path):
     """A plain program calling mpips.init (not mpips run) that leaves through
-    mpips.fault.leave: a lone exit marker would make the launcher judge its start-up."""
+    mpips.mpi.fault.leave: a lone exit marker would make the launcher judge its start-up."""
     proc = python("""
-        from mpips.fault import leave
+        from mpips.mpi.fault import leave
         leave(0)
     """, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
@@ -100,7 +100,7 @@ def test_a_program_that_never_reported_its_start_up_leaves_no_exit_marker(tmp_pa
 def test_without_a_handler_the_held_signal_takes_effect_at_release():
     proc = python("""
         import os, signal
-        from mpips import startup
+        from mpips.launch import startup
         startup.hold_stop_signals()
         os.kill(os.getpid(), signal.SIGUSR1)
         print("held", flush=True)
@@ -113,7 +113,7 @@ def test_without_a_handler_the_held_signal_takes_effect_at_release():
 def test_markers_report_the_stages_of_a_rank(tmp_path):
     proc = python("""
         import os, sys
-        from mpips import startup
+        from mpips.launch import startup
         startup.report(startup.HELD)
         startup.report(startup.READY)
         startup.report_exit(2)
@@ -131,7 +131,7 @@ def test_a_rank_dies_with_its_parent(tmp_path):
     parent = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c",
-            "from mpips import startup; startup.die_with_parent(); import time; "
+            "from mpips.launch import startup; startup.die_with_parent(); import time; "
             "print('child ready', flush=True); time.sleep(120)"])
         print(child.pid, flush=True)
         time.sleep(120)
@@ -156,7 +156,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_block_term_runs_a_command_with_sigterm_blocked():
-    proc = subprocess.run([sys.executable, "-m", "mpips.processes", "--block-term", "--",
+    proc = subprocess.run([sys.executable, "-m", "mpips.launch.processes", "--block-term", "--",
                            "grep", "SigBlk", "/proc/self/status"], capture_output=True,
                           text=True, cwd=REPO_ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -167,7 +167,7 @@ def test_block_term_runs_a_command_with_sigterm_blocked():
 def test_stop_requests_turn_the_first_signal_into_a_request_and_the_second_into_an_end():
     proc = python("""
         import os, signal
-        from mpips.processes import StopRequests, Terminated
+        from mpips.launch.processes import StopRequests, Terminated
         with StopRequests() as stop:
             os.kill(os.getpid(), signal.SIGTERM)
             print("requested", stop.signal)

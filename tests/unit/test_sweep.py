@@ -1,11 +1,11 @@
-"""mpips.sweep: sweep files -> task options, task records, the collected table (no SLURM)."""
+"""mpips.cli.sweep: sweep files -> task options, task records, the collected table (no SLURM)."""
 import argparse
 import csv
 import json
 
 import pytest
 
-from mpips import sweep
+from mpips.cli import sweep
 from tests.data import REPO_ROOT
 from tests.unit.nompi import assert_works_without_mpi4py
 
@@ -205,5 +205,5 @@ def test_command_line_count_args_record_collect(tmp_path, capsys, monkeypatch):
 
 
 def test_sweep_module_is_pure():
-    assert_works_without_mpi4py("from mpips.sweep import task_args\n"
-                                "assert task_args({'lr': 1}) == ['--lr', '1']\n", "mpips.sweep")
+    assert_works_without_mpi4py("from mpips.cli.sweep import task_args\n"
+                                "assert task_args({'lr': 1}) == ['--lr', '1']\n", "mpips.cli.sweep")

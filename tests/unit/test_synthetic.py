@@ -1,11 +1,11 @@
-"""mpips.synthetic: determinism, shape of the data, hashed keys, learnability."""
+"""mpips.ml.synthetic: determinism, shape of the data, hashed keys, learnability."""
 import importlib
 
 import numpy as np
 import pytest
 
-from mpips import lr, metrics
-from mpips.synthetic import make_sparse_classification, make_sparse_problem, mix_keys
+from mpips.ml import lr, metrics
+from mpips.ml.synthetic import make_sparse_classification, make_sparse_problem, mix_keys
 
 
 def test_same_seed_same_data_other_seed_other_data():

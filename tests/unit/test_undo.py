@@ -3,8 +3,8 @@ bit for bit as they were; after ``stop`` nothing is rolled back."""
 import numpy as np
 import pytest
 
-from mpips.handlers import make_rule
-from mpips.undo import UndoLog
+from mpips.core.rules import make_rule
+from mpips.store.undo import UndoLog
 
 N_ROWS = 50
 

@@ -31,8 +31,8 @@ import time
 import numpy as np
 
 import mpips
-from mpips.fault import leave
-from mpips import checkpoint as mpips_checkpoint
+from mpips.mpi.fault import leave
+from mpips.ckpt import checkpoint as mpips_checkpoint
 from mpips import ckpt
 from mpips.ckpt import catalog, chunkio, durable, shardfile, writer
 

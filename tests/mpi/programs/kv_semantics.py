@@ -11,7 +11,7 @@ import numpy as np
 
 import mpips
 from mpips.kernels import codec as codec_kernels
-from mpips.transport import TIMER_SLACK_NANOSECONDS
+from mpips.mpi.transport import TIMER_SLACK_NANOSECONDS
 from mpips.kernels import reference
 
 

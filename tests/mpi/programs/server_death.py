@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import mpips
-from mpips.fault import leave
+from mpips.mpi.fault import leave
 
 ROWS = 96
 

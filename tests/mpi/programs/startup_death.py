@@ -33,15 +33,15 @@ if AT == "import" and not RELAUNCHED and _world_rank() == VICTIM:
     _die("import")
 
 if AT == "init" and not RELAUNCHED:
-    import mpips.ps
+    import mpips.session.ps
 
-    class DyingTopology(mpips.ps.Topology):
+    class DyingTopology(mpips.session.ps.Topology):
         def __init__(self, comm, num_servers):
             super().__init__(comm, num_servers)
             if comm.Get_rank() == VICTIM:
                 _die("init")
 
-    mpips.ps.Topology = DyingTopology
+    mpips.session.ps.Topology = DyingTopology
 
 
 def main(ps, args):

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import mpips
-from mpips.fault import leave
+from mpips.mpi.fault import leave
 
 
 def die_later(delay: float) -> None:

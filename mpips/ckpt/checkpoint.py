@@ -1,0 +1,317 @@
+"""Saving a running job's tables to an HDF5 checkpoint and restoring them (MPI layer).
+
+The files are mpips.ckpt's: one shard per server plus a manifest written last. A save is a
+request every worker sends every server (``KVWorker.save_checkpoint``, collective over the
+workers) after completing its own operations and ending its step, so it happens at a step
+boundary: a server that has the request of every live worker has applied everything before
+it (BSP pushes included). The servers then write their shards, gather what they wrote to
+server 0 and commit (collective over the servers), and answer; an error on any server is
+the answer of every server, and nothing is reported saved that was not committed.
+``restore`` (collective over the launch, before ``PS.run``) loads the newest checkpoint that
+verifies into the tables on any number of servers, re-partitioning key ranges.
+
+Control messages here are small JSON texts in uint8 buffers: no pickling.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import ckpt
+from ..launch import startup
+from ..mpi.agree import decode_text, encode_text, first_error, gather_texts, on_root
+from .catalog import step_dirs
+from .manifest import _shard_from_json
+from .verify import check_sha256
+from ..errors import MpipsError, TableError
+from ..mpi.fault import survive_collective
+from ..wire.message import Status
+
+
+class SaveCoordinator:
+    """Server side of a save: collects the SAVE requests of the workers, then writes."""
+
+    def __init__(self, server):
+        self.server = server
+        self.requests: dict[int, tuple] = {}  # worker -> (request id, source, order)
+
+    def on_request(self, hdr, source: int, live_workers: set[int]) -> None:
+        """Record a worker's SAVE (its payload is the JSON order); save once all live
+        workers asked. Collective over the servers when it saves."""
+        tag = self.server.tags.payload(hdr.request_id)
+        payload = np.empty(hdr.chunk_keys, np.uint8)
+        self.server._recv_exact(payload, source, tag)
+        worker = self.server.topology.layout.worker_index(source)
+        self.requests[worker] = (hdr.request_id, source, decode_text(payload))
+        if live_workers <= set(self.requests):
+            self._save()
+
+    def on_worker_gone(self, live_workers: set[int]) -> None:
+        """A worker died: save if every worker still alive has asked (it never will)."""
+        for worker in [w for w in self.requests if w not in live_workers]:
+            del self.requests[worker]  # asked, then died: nobody to answer
+        if self.requests and live_workers <= set(self.requests):
+            self._save()
+
+    def _save(self) -> None:
+        requests, self.requests = self.requests, {}
+        order = requests[min(requests)][2]
+        error = self._write_and_commit(order)
+        status = Status.BAD_REQUEST if error else Status.OK
+        for request_id, source, _ in requests.values():  # a worker that died is skipped
+            self.server.survivors.run(lambda: self.server._reply(
+                request_id, status, error, source, self.server.tags.payload(request_id)))
+
+    def _write_and_commit(self, order: dict) -> str | None:
+        """Collective over the living servers; the error text (same on every server) or
+        None. Each server writes the shard of every segment it serves (mpips.core.hosting: its
+        own, and a dead server's it took over), so the shards always tile the key space.
+
+        With replicas a server may die before or during the save: the survivors agree that
+        the attempt failed, leave the dead one out (mpips.mpi.fault.survive_collective), take
+        over its segments and save again among themselves; a save that the death interrupted
+        after its commit counts as saved."""
+        srv = self.server
+        if not srv.replication.enabled:
+            return self._attempt(srv.topology.group, order, retry=False)
+        attempts = []
+
+        def attempt(group):
+            attempts.append(group)
+            group.Barrier()  # a server that died before the save fails this on every server
+            srv.survivors.handle()  # take over its segments before writing them
+            return self._attempt(group, order, retry=len(attempts) > 1)
+        return survive_collective(srv.topology, attempt)
+
+    def _attempt(self, group, order: dict, *, retry: bool) -> str | None:
+        srv = self.server
+        count = srv.replication.hosting.num_segments
+        step, root = int(order["step"]), order["root"]
+        directory, error = on_root(group, lambda: _prepare(root, step, order, retry))
+        if error is not None:
+            return f"checkpoint not saved: {error}"
+        if directory is None:  # committed by the attempt a server's death interrupted
+            return None
+        try:
+            info = json.dumps([ckpt.write_shard(directory, segment, count, step,
+                                                [_slice_data(s) for s in tables]).to_json()
+                               for segment, tables in sorted(srv.replication.hosted.items())])
+        except (MpipsError, OSError) as exc:
+            info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
+        infos = gather_texts(group, info)
+        tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in srv.tables}
+        warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
+                                                        tables))
+        if warning and group.Get_rank() == 0:
+            srv.topology.log(f"warning: {warning}")
+        return None if error is None else f"checkpoint not committed: {error}"
+
+
+def _prepare(root, step: int, order: dict, retry: bool) -> str | None:
+    """Server 0: the directory to write checkpoint ``step`` into, or None when ``retry``
+    finds it committed already by this run (a server died after the commit, before the
+    save's end)."""
+    if retry:
+        info = ckpt.inspect_checkpoint(Path(root) / ckpt.step_dir_name(step), "quick")
+        if info.valid and info.run == order.get("run"):
+            return None
+    return str(ckpt.prepare_checkpoint_dir(root, step))
+
+
+def _slice_data(table) -> "ckpt.SliceData":
+    spec = table.spec
+    if spec.kind == "sparse":
+        keys, values, state = table.snapshot()
+        return ckpt.SliceData.from_spec(spec, table.key_range, values, keys=keys, state=state)
+    return ckpt.SliceData.from_spec(spec, table.key_range, table.values, state=table.state)
+
+
+def _commit(directory: str, step: int, count: int, infos: list[str], order: dict,
+            tables: dict) -> str | None:
+    """Server 0: commit if every shard was written, then prune (only the checkpoints of the
+    order's run). Raises MpipsError/OSError naming what failed (``on_root`` passes it on);
+    returns a warning when the checkpoint stands but pruning older ones failed."""
+    failed = [t for t in infos if not t.startswith("[")]
+    if failed:
+        raise ckpt.CheckpointError(directory, "; ".join(failed))
+    try:
+        written = sorted((shard for text in infos for shard in json.loads(text)),
+                         key=lambda shard: int(shard["server"]))
+        shards = [_shard_from_json(directory, shard, step, count, tables) for shard in written]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ckpt.InconsistentCheckpointError(directory, f"bad shard description ({exc!r})"
+                                               ) from None
+    ckpt.commit(directory, step, shards, order.get("job") or {}, run=order.get("run"))
+    if order.get("keep"):
+        try:
+            ckpt.prune(order["root"], keep_last=int(order["keep"]), level="quick",
+                       run=order.get("run"))
+        except (MpipsError, OSError) as exc:
+            return f"checkpoint {directory} saved, but pruning older ones failed: {exc}"
+    return None
+
+
+def save_order(root, step: int, job: dict | None, keep: int | None,
+               run: str | None = None) -> np.ndarray:
+    """The SAVE request's payload (``KVWorker.save_checkpoint`` sends it to every server)."""
+    return encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep,
+                        "run": run})
+
+
+def restore(ps, root, *, log=None) -> dict | None:
+    """Load the newest checkpoint under ``root`` that verifies into ``ps``'s tables; returns
+    its job dict plus "checkpoint_step", "checkpoint_path" and "checkpoint_run" (its run id,
+    or None) on every rank, or None when there is none. Collective over the launch, before
+    ``PS.run``.
+
+    No row is served before every shard read was verified: the shard is the one the manifest
+    committed (its shard id; the sha256 for checkpoints written before shard ids), and every
+    chunk read matches its fletcher32 checksum. A checkpoint that fails anywhere, on any
+    server, is skipped with a warning (``log``, on rank 0) that names it, and set aside as
+    ``step-N.skipped-*`` (mpips.ckpt.set_aside: kept for a look, and the job may save step N
+    again); then the next older one is tried. When none is left, the tables are reset to
+    their initial rows and None is returned. Raises TableError on every rank when the job's
+    tables differ from the checkpoint's, CheckpointError when ``root`` cannot be read."""
+    comm = ps.topology.data
+    warn = (lambda message: log(f"warning: {message}")) if log else _print_warning
+    below, tried = None, False
+    while True:
+        found, error = on_root(comm, lambda: _newest_below(root, below, warn))
+        if error is not None:
+            raise ckpt.CheckpointError(root, f"restore failed: {error}")
+        if found is None:
+            if tried:  # a skipped checkpoint may have filled some rows
+                for table in ps._all_slices():
+                    _reset_slice(table)
+            return None
+        tried, below = True, found["step"]
+        problem = first_error(comm, _load_slices(ps, found["path"]) if ps.is_server else None)
+        if problem is None:
+            return {**found["job"], "checkpoint_step": found["step"],
+                    "checkpoint_path": found["path"], "checkpoint_run": found["run"]}
+        kind, text = json.loads(problem)
+        if kind == "tables":
+            raise TableError(text)
+        if kind != "corrupt":
+            raise ckpt.CheckpointError(found["path"], f"restore failed: {text}")
+        on_root(comm, lambda: _skip(found["path"], text, warn, set_aside=True))
+
+
+def _print_warning(message: str) -> None:
+    print(f"[mpips rank 0] warning: {message}", file=sys.stderr, flush=True)
+
+
+def _newest_below(root, below: int | None, warn) -> dict | None:
+    """Rank 0: the newest checkpoint under ``root`` older than step ``below`` that passes
+    the quick checks (manifest, shard attributes and ids, sizes), skipping newer ones with a
+    warning (those with a manifest are set aside)."""
+    for step, path in step_dirs(root):
+        if below is not None and step >= below:
+            continue
+        info = ckpt.inspect_checkpoint(path, "quick")
+        if info.valid:
+            return {"path": str(path), "step": info.step, "job": info.job, "run": info.run}
+        _skip(path, info.reason, warn, set_aside=(path / ckpt.MANIFEST).exists()
+              and not isinstance(info.error, ckpt.NewerFormatError))
+    return None
+
+
+def _skip(path, reason: str, warn, *, set_aside: bool) -> None:
+    """Rank 0: warn that checkpoint ``path`` is skipped and why; ``set_aside`` it too (a
+    committed checkpoint that failed: its step may be saved again)."""
+    where = ""
+    if set_aside:
+        try:
+            where = f"; set aside as {ckpt.set_aside(path).name}"
+        except OSError as exc:
+            where = f"; could not set it aside ({exc})"
+    warn(f"skipping checkpoint {path}: {reason}{where}")
+
+
+def _load_slices(ps, path: str) -> str | None:
+    """Server: fill this server's slices from the checkpoint at ``path``; None, or the JSON
+    of [kind, text] naming what failed: "tables" (the job's tables differ), "corrupt" (the
+    checkpoint failed verification: try an older one) or "error" (it could not be read)."""
+    where = f"rank {ps.rank}"
+    try:
+        manifest = ckpt.load_manifest(path)
+        for table in ps._all_slices():
+            _check_table(table, manifest)
+        _check_unidentified_shards(ps._all_slices(), manifest)
+        for table in ps._all_slices():
+            _read_slice(table, path)
+    except TableError as exc:
+        return json.dumps(["tables", str(exc)])
+    except ckpt.CheckpointError as exc:
+        return json.dumps(["corrupt", f"{where}: {type(exc).__name__}: {exc}"])
+    except (MpipsError, OSError) as exc:
+        return json.dumps(["error", f"{where}: {type(exc).__name__}: {exc}"])
+    return None
+
+
+def _check_table(table, manifest) -> None:
+    """TableError unless the checkpoint holds this slice's table, defined alike."""
+    spec, path = table.spec, manifest.directory
+    if spec.name not in manifest.tables:
+        raise TableError(f"table {spec.name!r} is not in checkpoint {path} "
+                         f"(it has {sorted(manifest.tables)})")
+    meta, mine = manifest.tables[spec.name], ckpt.TableMeta.from_spec(spec)
+    fields = ("kind", "size", "width", "rule", "rule_params", "state_names")
+    differ = [f for f in fields if getattr(meta, f) != getattr(mine, f)]
+    if differ:
+        raise TableError(f"table {spec.name!r} differs from checkpoint {path} in "
+                         f"{', '.join(differ)}: checkpoint {meta}, job {mine}")
+
+
+def _check_unidentified_shards(slices, manifest) -> None:
+    """A checkpoint whose manifest records no shard ids (written before them) cannot tell
+    a shard of another save by its id: hash each shard these slices read (ChecksumError)."""
+    if all(shard.shard_id for shard in manifest.shards):
+        return
+    files = {shard.file: shard for table in slices
+             for shard in manifest.shards_for(table.spec.name, table.key_range)}
+    for shard in files.values():
+        check_sha256(manifest, shard)
+
+
+def _read_slice(table, path: str) -> None:
+    """Fill one server slice from the checkpoint at ``path`` (its own key range); every
+    chunk read is checked against its fletcher32 checksum (ChecksumError)."""
+    spec = table.spec
+    if spec.kind == "dense":
+        ckpt.read_table(path, spec.name, table.key_range, out_values=table.values,
+                        out_state=table.state)
+    else:
+        rows = ckpt.read_table(path, spec.name, table.key_range, placement=spec.placement)
+        table.load(rows.keys, rows.values, rows.state)
+
+
+def _reset_slice(table) -> None:
+    """Back to the rows of a new table: dense rows at ``init`` with zero optimizer state,
+    a sparse slice empty."""
+    width = table.spec.width
+    if table.spec.kind == "dense":
+        table.values.fill(table.spec.init)
+        for array in table.state.values():
+            array.fill(0.0)
+    else:
+        table.load(np.empty(0, np.uint64), np.empty((0, width), np.float32),
+                   {name: np.empty((0, width), np.float32) for name in table.rule.state_names})
+
+
+class SaveSignal:
+    """SIGUSR1/SIGTERM ask for a checkpoint at the next step boundary: every rank installs
+    it, so the signal never kills a server; ``received`` names the signal, and the workers
+    agree on it at a step boundary (e.g. an Allreduce of the flag). A signal that came
+    earlier, while ``mpips run`` held it (mpips.launch.startup), counts as received now."""
+
+    def __init__(self):
+        self.received = None
+        startup.take_over(self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = self.received or signal.Signals(signum).name

@@ -1,0 +1,1 @@
+"""The ``mpips`` command line: run, launch, warmup (main), ckpt (ckpt), sweep (sweep)."""

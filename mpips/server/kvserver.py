@@ -1,0 +1,338 @@
+"""KVServer: the serve loop of a server rank (API layer).
+
+The loop takes one request at a time from any worker, receives its payload chunk by chunk
+into reused buffers, validates each chunk (mpips.wire.message) before a kernel reads it, and
+answers. A request that fails validation is drained to its end so the stream from that
+worker stays in step, and answered with an error the worker raises from ``wait``.
+
+Requests run when the clock scheduler (mpips.core.consistency) releases them: at once for async
+tables, when the clocks allow for SSP reads; pushes to BSP tables are received whole, answered,
+and applied at their clock boundary in worker order.
+
+A push is applied while its worker still checks it: until the worker's verdict says OK, each
+slice logs the rows it changes (mpips.store.undo), and a withdrawn or failed push is rolled back,
+so a push is applied all or nothing.
+
+With replicas (mpips.server.replication) a server serves every segment it hosts (its own, and those
+of dead servers it took over), answers a push once the segment's replica holder has its rows,
+and applies the batches other servers send it while it waits.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from ..ckpt.checkpoint import SaveCoordinator
+from ..core.consistency import ClockError, ClockScheduler
+from ..errors import MessageError
+from ..mpi.fault import is_rank_failure, ulfm_launch
+from ..wire.message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
+from ..wire.keycache import KeyCache
+from .replication import Replicator
+from .push import StashedPush, Verdict, WholePushes
+from ..core.spec import TableSpec
+from ..store.slices import FLOAT, Slice
+from .survivors import Survivors
+from ..mpi.topology import Topology
+from ..mpi.transport import TAG_REQUEST, Tags, wait_all
+
+OUT_BUFFERS = 4
+
+
+class KVServer(WholePushes):
+    """Serves the slices of one server rank until every worker has said DONE."""
+
+    def __init__(self, topology: Topology, tables: list[TableSpec], home: dict[int, list[Slice]],
+                 board=None, replicas: int = 0, restored: bool = False):
+        """``tables``: every table's spec, in table id order; ``home``: per home segment of
+        this server (mpips.core.hosting), its slice of every table."""
+        self.topology = topology
+        self.comm = topology.data
+        self.tables = tables
+        self.tags = Tags(self.comm)
+        self.requests_served = 0
+        self._keys = np.empty(0, np.uint64)
+        self._vals = np.empty(0, FLOAT)
+        self._out: list[tuple[np.ndarray, MPI.Request]] = []
+        self._free: list[np.ndarray] = []
+        self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
+        self.board = board  # mpips.mpi.onesided.ClockBoard: clocks for one-sided readers
+        self._published = {t.table_id: 0 for t in tables if t.one_sided}
+        self.live_workers = set(range(topology.num_workers))  # not yet DONE
+        self.saves = SaveCoordinator(self)
+        self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
+        self.restored = restored  # the slices hold a checkpoint's rows
+        self.replication = Replicator(self, home, replicas)  # and dead servers (replicas)
+        self._per_worker_receives = ulfm_launch() or self.replication.enabled
+        self.scheduler = ClockScheduler(topology.num_workers)
+        first, last = min(home), max(home)  # home segments: one contiguous range
+        for spec in tables:  # an empty range (more servers than keys) gets no requests
+            begin, end = home[first][spec.table_id].key_range.begin, \
+                home[last][spec.table_id].key_range.end
+            self.scheduler.add_table(spec.table_id, spec.model, begin, max(end, begin + 1))
+
+    def serve(self) -> None:
+        """Serve until all workers are done. Point-to-point with the workers only.
+
+        Each request goes through the clock scheduler (mpips.core.consistency): pushes and pulls
+        run when their table's consistency model lets them, one worker's requests in the
+        order it sent them; a parked pull keeps its payload in MPI until it runs."""
+        header = np.empty(HEADER_WORDS, np.uint64)
+        remaining = self.live_workers
+        self.replication.start()
+        status = MPI.Status()
+        while remaining:
+            if self._per_worker_receives:  # ULFM: a dead worker must not block the others
+                received = self.survivors.next_request(remaining)
+                if received is None:
+                    continue
+                source, header = received
+            else:
+                wait_all([self.comm.Irecv(header, MPI.ANY_SOURCE, TAG_REQUEST)], [status])
+                source = status.Get_source()
+            try:
+                parsed = parse_header(header, len(self.tables), [t.width for t in self.tables],
+                                      self.replication.hosting.num_segments)
+            except MessageError as exc:
+                self.topology.log(f"dropped a request from rank {source}: {exc}")
+                continue
+            if parsed.op is Op.DONE:
+                remaining.discard(source)
+            self.survivors.run(lambda: self.run_items(self._admit(parsed, source)))
+            self._publish_clocks()
+        self._flush_out()
+        self.survivors.close()
+        self.replication.close()
+        if not self.scheduler.idle:
+            self.topology.log("requests left unserved at the end: "
+                              + "; ".join(self.scheduler.describe_waits()))
+
+    def _publish_clocks(self) -> None:
+        """Tell one-sided readers how far each one-sided table's clocks are (after the
+        pushes the scheduler released were applied)."""
+        if self.board is None:
+            return
+        for table_id, last in self._published.items():
+            count = min(self.scheduler.min_clock(table_id), 1 << 62)
+            if count != last:
+                self.board.publish(table_id, count)
+                self._published[table_id] = count
+
+    def _admit(self, hdr: Header, source: int) -> list:
+        """Hand a request to the scheduler; returns the items that may run now. A request
+        that breaks the clock protocol is answered with the error (a CLOCK is logged)."""
+        worker = self.topology.layout.worker_index(source)
+        sched = self.scheduler
+        if hdr.op is Op.SAVE:
+            self.saves.on_request(hdr, source, self.live_workers)
+            return []
+        try:
+            if hdr.op is Op.DONE:
+                return sched.on_worker_gone(worker)
+            if hdr.op is Op.CLOCK:
+                return sched.on_clock(worker, hdr.clock)
+            if hdr.op in (Op.PUSH, Op.PUSH_CODED):
+                if sched.consistency(hdr.table_id).deterministic:
+                    sched.check_request(worker, hdr.clock, hdr.table_id)  # before accepting it
+                    stashed = self._stash_or_log(hdr, source)
+                    return [] if stashed is None else sched.on_push(worker, hdr.clock, stashed,
+                                                                   hdr.table_id)
+                return sched.on_push(worker, hdr.clock, (hdr, source), hdr.table_id)
+            return sched.on_pull(worker, hdr.clock, hdr.required, (hdr, source), hdr.table_id)
+        except ClockError as exc:
+            if hdr.op in (Op.DONE, Op.CLOCK):
+                self.topology.log(f"clock message from rank {source}: {exc}")
+                return []
+            if hdr.op is Op.PUSH_CODED:  # drain its one message, then answer
+                tag = self.tags.payload(hdr.request_id)
+                self._recv_exact(np.empty(hdr.chunk_keys, np.uint8), source, tag)
+                self._reply(hdr.request_id, Status.BAD_REQUEST, str(exc), source, tag)
+            else:
+                self._handle(hdr, source, refuse=str(exc))
+            return []
+
+    def run_items(self, items) -> None:
+        """Execute what the scheduler released, each item on its own: a worker that dies
+        in the middle of one does not take the others with it."""
+        for item in items:
+            self.survivors.run(lambda: self._execute(item))
+
+    def abandon_request(self) -> None:
+        """A worker died in the middle of its request: roll back what of it was applied
+        and not yet vouched for (mpips.store.undo), and forget its new keys."""
+        for table in self.replication.hosted_slices():
+            if table.undo.active:
+                table.roll_back_push()
+            table.abandon_pending()
+
+    def _execute(self, item) -> None:
+        """Run what the scheduler released: a request still in MPI, or a stashed push."""
+        try:
+            if isinstance(item, StashedPush):  # checked when it was received
+                table = self.replication.hosted[item.segment][item.table_id]
+                rows = table.push_whole(item.keys, item.vals)
+                self.replication.applied_stash(item, table, rows)
+            elif item[0].op is Op.PUSH_CODED:
+                self._push_coded(*item)
+            else:
+                self._handle(*item)
+        except MessageError as exc:
+            self.topology.log(f"lost the stream of a request: {exc}")
+        self.requests_served += 1
+
+    def _handle(self, hdr: Header, source: int, refuse: str | None = None) -> None:
+        """Receive, apply or answer, and reply to one request; with ``refuse``, only drain
+        its payload and reply with that error. With replicas, a push is answered once the
+        replica holder has its rows, and a resent push applied before is not applied again
+        (mpips.server.replication)."""
+        table = None
+        if refuse is None:
+            try:
+                table = self.replication.slice_for(hdr.segment, hdr.table_id)
+            except MessageError as exc:
+                refuse = str(exc)
+        tag = self.tags.payload(hdr.request_id)
+        name = self.tables[hdr.table_id].name
+        error = None if refuse is None else f"table {name!r}: {refuse}"
+        prev = None
+        keys_buf, vals_buf = self._buffers(hdr)
+        pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
+        worker = self.topology.layout.worker_index(source)
+        replicated = pushes and self.replication.enabled
+        again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
+        touched: list[np.ndarray] = []  # keys a replicated push changed, chunk by chunk
+        touched_rows: list[np.ndarray] = []  # their rows, when the slice gave them
+        verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
+            if hdr.op is Op.PUSH and hdr.verdict else None
+        if verdict is not None and not again and table is not None:
+            table.begin_undoable_push(hdr.num_keys)
+        for index in range(hdr.num_chunks):
+            lo, hi = hdr.chunk_bounds(index)
+            cached = error is None and table.caches_requests
+            keys = table.receive_buffer(hi - lo) if cached else keys_buf[: hi - lo]
+            vals = vals_buf[: hi - lo]
+            self._recv_exact(keys, source, tag)
+            if pushes:
+                self._recv_exact(vals, source, tag)
+            if verdict is not None and table is not None and table.undo.active \
+                    and verdict.arrived_ok():
+                table.keep_push()  # the worker vouched for the whole push: stop logging
+            if error is None:
+                try:
+                    rows = self._apply_chunk(table, hdr, keys, vals, prev, tag, source, again,
+                                             (worker, index) if cached else None)
+                    prev = int(keys[-1])
+                    if replicated and not again:
+                        touched.append(keys.copy())
+                        if rows is not None:
+                            touched_rows.append(rows.copy())
+                    continue
+                except MessageError as exc:
+                    error = f"table {name!r}, request {hdr.request_id}: {exc}"
+            if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
+                self._send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
+        status = Status.BAD_REQUEST if error else Status.OK
+        if verdict is not None:
+            status, error = self._settle_push(table, verdict, error)
+        elif pushes and table is not None:
+            table.finish_push()
+        if replicated and status is Status.OK:
+            if again:
+                self.replication.wait_replicated()
+            else:
+                self.replication.pushed(hdr.segment, table, touched, worker, hdr.seq,
+                                        touched_rows if len(touched_rows) == len(touched)
+                                        else None)
+        self._reply(hdr.request_id, status, error, source, tag)
+
+    def _settle_push(self, table: Slice | None, verdict: "Verdict", error: str | None):
+        """Keep or roll back a push once its verdict is in (``table`` None: it was refused);
+        returns (status, error)."""
+        try:
+            withdrawn = verdict.wait_withdrawn()
+        except MessageError as exc:
+            error = error or f"verdict: {exc}"
+            withdrawn = False
+        if table is None:
+            return Status.BAD_REQUEST, error
+        if withdrawn or error:
+            if table.undo.active:
+                table.roll_back_push()
+            else:
+                table.keep_push()
+                table.finish_push()
+                error = f"{error} (the push was partly applied: it failed after its verdict)"
+            return (Status.WITHDRAWN, None) if withdrawn and not error else (Status.BAD_REQUEST, error)
+        table.keep_push()
+        table.finish_push()
+        return Status.OK, None
+
+    def _apply_chunk(self, table, hdr, keys, vals, prev, tag, source, again=False,
+                     origin=None) -> np.ndarray | None:
+        """Apply/answer one chunk (``prev``: the last key of the chunk before); returns the
+        rows a push changed when the slice says (mpips.store.slices). ``again``: the push was
+        applied before (a resend), so only answer what it pulls. ``origin`` (worker, chunk
+        index): the chunk came in a buffer of the slice's request cache."""
+        rows = None
+        if hdr.op is Op.PUSH:
+            return None if again else table.push_chunk(keys, vals, prev, origin)
+        if hdr.op is Op.PUSH_PULL and not again:
+            rows = table.push_chunk(keys, vals, prev, origin)
+            rows = None if rows is None else rows.copy()  # the pull may reuse its buffer
+        data, reusable = table.read_chunk(keys, prev, self._out_buffer, origin)
+        self._send_values(data, source, tag, reusable=reusable)
+        return rows
+
+    def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
+        status = MPI.Status()
+        try:
+            self.comm.Recv(buf, source, tag, status)
+        except MPI.Exception as exc:
+            if is_rank_failure(exc):
+                raise  # a dead rank, not a bad message: mpips.mpi.fault handles it
+            raise MessageError(f"payload from rank {source} does not fit: {exc}") from None
+        if status.Get_count(MPI.BYTE) != buf.nbytes:
+            raise MessageError(f"payload from rank {source}: {status.Get_count(MPI.BYTE)} "
+                               f"bytes where {buf.nbytes} were announced")
+
+    def _buffers(self, hdr: Header) -> tuple[np.ndarray, np.ndarray]:
+        n = min(hdr.chunk_keys, hdr.num_keys)
+        if self._keys.size < n:
+            self._keys = np.empty(n, np.uint64)
+        if self._vals.size < n * hdr.width:
+            self._vals = np.empty(n * hdr.width, FLOAT)
+        return self._keys, self._vals[: n * hdr.width].reshape(n, hdr.width)
+
+    def _out_buffer(self, shape) -> np.ndarray:
+        """A reply buffer that no send in flight uses (at most OUT_BUFFERS in flight)."""
+        if len(self._out) >= OUT_BUFFERS:
+            buf, req = self._out.pop(0)
+            wait_all([req])
+            if buf is not None:
+                self._free.append(buf)
+        need = shape[0] * shape[1]
+        buf = self._free.pop() if self._free else np.empty(0, FLOAT)
+        if buf.size < need:
+            buf = np.empty(need, FLOAT)
+        return buf[:need].reshape(shape)
+
+    def _send_values(self, out: np.ndarray, dest: int, tag: int, reusable: bool = True) -> None:
+        """Isend ``out``; ``reusable`` buffers return to the free list once sent (views of a
+        table never do). Every send completes before the next request is read (_reply), so
+        a view of the table cannot change while it is on the wire."""
+        self._out.append((out.reshape(-1) if reusable else None, self.comm.Isend(out, dest, tag)))
+
+    def _flush_out(self) -> None:
+        self.survivors.complete([req for _, req in self._out])  # skips replies to dead workers
+        self._free.extend(buf for buf, _ in self._out if buf is not None)
+        self._out.clear()
+
+    def _reply(self, request_id: int, status: Status, error: str | None, dest: int,
+               tag: int) -> None:
+        self._flush_out()
+        text = np.frombuffer(error.encode(), np.uint8) if error else None
+        reply = encode_reply(request_id, status, 0 if text is None else text.size)
+        self.comm.Send(reply, dest, tag)
+        if text is not None:
+            self.comm.Send(text, dest, tag)
+            self.topology.log(f"rejected a request from rank {dest}: {error}")

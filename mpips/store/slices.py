@@ -1,0 +1,374 @@
+"""Server-side storage of one table's slice (MPI layer: dense slices live in RMA windows).
+
+A slice applies pushes and answers pulls chunk by chunk; ``prev`` is the last key of the
+previous chunk of the same request. Each chunk is validated (sorted, unique, every key's
+position inside the slice's range: mpips.wire.message) before a kernel indexes with it; a chunk
+equal to the one the same worker sent last at the same place in its request was validated
+then, and a sparse slice reuses its rows (mpips.store.request_cache).
+
+A push is all or nothing: a push the worker checks while it travels (``begin_undoable_push``,
+mpips.wire.message) logs the rows each chunk changes (mpips.store.undo) and the keys it inserts, until
+``keep_push``; ``roll_back_push`` restores them. Other pushes are checked by the worker before
+they are sent and by the server before any row changes.
+"""
+from __future__ import annotations
+
+import numpy as np
+from mpi4py import MPI
+
+from ..kernels import keys as key_kernels
+from ..kernels import rows as row_kernels
+from ..errors import MessageError
+from ..wire.message import check_key_chunk
+from ..mpi.onesided import allocate
+from .request_cache import RequestCache
+from .sparse_rows import SparseRows
+from ..core.spec import TableSpec
+from .undo import UndoLog
+
+FLOAT = np.float32
+
+
+class Slice:
+    """Common part of dense and sparse slices: the rule, its state, the undo log, and the
+    checks every chunk goes through."""
+
+    caches_requests = False
+    """Whether chunks are received into ``receive_buffer`` (mpips.store.request_cache)."""
+
+    def __init__(self, spec: TableSpec, server_index: int):
+        self.spec = spec
+        self.rule = spec.make_rule()
+        self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
+        self._rows = np.empty(0, np.int64)
+        self.undo = UndoLog(spec.width, self.rule.state_names)
+
+    def rows_buffer(self, n: int) -> np.ndarray:
+        if self._rows.size < n:
+            self._rows = np.empty(n, np.int64)
+        return self._rows[:n]
+
+    def check(self, keys: np.ndarray, prev: int | None) -> None:
+        """MessageError unless ``keys`` are sorted, unique, after ``prev`` and placed here."""
+        check_key_chunk(keys, self.key_range.begin, self.key_range.end, prev,
+                        hashed=self.spec.hashed)
+
+    def push_whole(self, keys, grads) -> np.ndarray | None:
+        """Apply a whole push at once (keys validated here); returns what push_chunk does."""
+        return self.push_chunk(keys, grads, None)
+
+    def begin_undoable_push(self, num_keys: int) -> None:
+        """Log the rows the next ``num_keys`` pushed keys change, until ``keep_push``."""
+        self.undo.begin(num_keys)
+
+    def keep_push(self) -> None:
+        """The push stands: stop logging."""
+        self.undo.stop()
+
+    def roll_back_push(self) -> None:
+        """Undo every chunk of the current push."""
+        self.undo.rollback(self.values, self.state)
+
+    def finish_push(self) -> None:
+        """The current push is over (kept or rolled back)."""
+
+    def abandon_pending(self) -> None:
+        """Forget what a push that will not finish (its worker died) left half done."""
+
+    @property
+    def arrays(self) -> int:
+        """Arrays per row in a replica batch (mpips.wire.replica): values, then state."""
+        return 1 + len(self.rule.state_names)
+
+    def _out(self, out_buffer, n: int) -> np.ndarray:
+        return out_buffer((n, self.spec.width))
+
+
+class DenseSlice(Slice):
+    """Rows ``[begin, end)`` of a dense table in an MPI window (``Win.Allocate``, or
+    ``Win.Allocate_shared`` when all ranks share a node).
+
+    Collective over ``comm`` (every rank of the launch): workers expose an empty window.
+    """
+
+    def __init__(self, spec: TableSpec, server_index: int, comm: MPI.Intracomm | None,
+                 rma: str = "get"):
+        super().__init__(spec, server_index)
+        n = self.key_range.size if self.key_range else 0
+        itemsize = np.dtype(FLOAT).itemsize
+        self.win = None  # comm None: a replica's copy, in plain memory (mpips.server.replication)
+        if comm is not None:
+            self.win = allocate(n * spec.width * itemsize, itemsize, comm, rma)
+        memory = np.frombuffer(self.win.tomemory(), FLOAT) if n and self.win is not None \
+            else np.empty(n * spec.width, FLOAT)
+        self.values = memory[: n * spec.width].reshape(n, spec.width)
+        self.values.fill(spec.init)
+        self.state = {name: np.zeros((n, spec.width), FLOAT) for name in self.rule.state_names}
+        self.begin = self.key_range.begin if self.key_range else 0
+
+    def _locate(self, keys, prev):
+        """(first row, None) for consecutive keys, else (None, rows); validates first."""
+        self.check(keys, prev)
+        first = int(keys[0]) - self.begin
+        if int(keys[-1]) - int(keys[0]) == keys.size - 1:
+            return first, None
+        rows = self.rows_buffer(keys.size)
+        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
+        return None, rows
+
+    def push_chunk(self, keys, grads, prev, source=None) -> None:
+        """Validate and apply one chunk of a push; returns None (rows of a dense slice are
+        the keys' offsets: ``rows_of``)."""
+        first, rows = self._locate(keys, prev)
+        self.undo.save(self.values, self.state, first, rows, keys.size)
+        if rows is None:
+            self.rule.apply_run(self.values, self.state, first, grads)
+        else:
+            self.rule.apply(self.values, self.state, rows, grads)
+
+    def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
+        """Validate one chunk of a pull; returns (values to send, whether that array is a
+        reusable buffer rather than a view of the table)."""
+        first, rows = self._locate(keys, prev)
+        if rows is None:
+            return self.values[first:first + keys.size], False
+        out = self._out(out_buffer, keys.size)
+        row_kernels.gather_rows(self.values, rows, np.float32(self.spec.init), out)
+        return out, True
+
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of ``keys`` (their offsets in the range)."""
+        rows = np.empty(keys.size, np.int64)
+        key_kernels.offset_rows(keys, np.uint64(self.begin), rows)
+        return rows
+
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """Values and state of ``rows``, packed float32[n, width x arrays] (replica batches)."""
+        return np.concatenate([self.values[rows]]
+                              + [self.state[name][rows] for name in self.rule.state_names], axis=1)
+
+    def put_rows_at(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (validated here; ``rows`` as the host numbered them, the
+        same offsets) to a replica batch's packed rows."""
+        self.check(keys, None)
+        rows = self.rows_of(keys)
+        width = self.spec.width
+        self.values[rows] = packed[:, :width]
+        for i, name in enumerate(self.rule.state_names, start=1):
+            self.state[name][rows] = packed[:, i * width:(i + 1) * width]
+
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of every row: the whole range."""
+        keys = np.arange(self.key_range.begin, self.key_range.end, dtype=np.uint64)
+        return keys, np.arange(keys.size, dtype=np.int64)
+
+    @property
+    def num_stored(self) -> int:
+        return self.values.shape[0]
+
+    def memory_bytes(self) -> int:
+        return self.values.nbytes + sum(a.nbytes for a in self.state.values())
+
+    def free(self) -> None:
+        """Free the window; collective over the launch; safe to call twice."""
+        if self.win is not None:
+            self.values = None
+            self.win.Free()
+            self.win = None
+
+
+class SparseSlice(Slice):
+    """Rows of any uint64 keys (mpips.store.sparse_rows); a key gets its row at its first push."""
+
+    caches_requests = True
+
+    def __init__(self, spec: TableSpec, server_index: int):
+        super().__init__(spec, server_index)
+        self.store = SparseRows(spec.width, len(self.rule.state_names), spec.init, spec.name)
+        self.cache = RequestCache()
+        self._lent: tuple[np.ndarray, np.ndarray] | None = None  # receive_buffer's loan
+        self._inserted: list[np.ndarray] = []  # keys the current undoable push inserted
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.store.values
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: self.store.state(i) for i, name in enumerate(self.rule.state_names)}
+
+    @property
+    def num_stored(self) -> int:
+        return self.store.size
+
+    def memory_bytes(self) -> int:
+        return self.store.memory_bytes()
+
+    # -- pushes -----------------------------------------------------------------------------
+    def push_chunk(self, keys, grads, prev, source=None) -> np.ndarray:
+        """Validate and apply one chunk of a push (new keys get their rows); returns the
+        rows of ``keys`` (a buffer that the next chunk may reuse: copy it to keep it). ``source``
+        (worker, chunk index; chunk -1 for a coded push) lets a chunk equal to that worker's
+        last one there reuse its rows; with it, the slice may keep ``keys`` (best received
+        into ``receive_buffer``), so the caller must not reuse that array. Raises
+        MessageError, changing nothing, for bad keys."""
+        entry = self._checked_match(source, keys, prev)
+        store = self.store
+        kernel = self.rule.kernel
+        if entry is not None and entry.complete:  # rows known: no lookup
+            self._served_by(entry, keys)
+            rows = entry.rows
+            if entry.first >= 0:
+                self.undo.save(self.values, self.state, entry.first, None, keys.size)
+                self.rule.apply_run(self.values, self.state, entry.first, grads)
+            else:
+                self.undo.save(self.values, self.state, None, rows, keys.size)
+                if kernel is not None:
+                    store.apply_at(rows, grads, kernel)
+                else:
+                    self.rule.apply(self.values, self.state, rows, grads)
+            return rows
+        rows, lent = self._rows_for(source, keys)
+        if self.undo.active or kernel is None:
+            inserted = store.find_or_insert(keys, rows)
+            if self.undo.active and inserted.size:
+                self._inserted.append(inserted)
+            self.undo.save(self.values, self.state, None, rows, keys.size)
+            if kernel is not None:
+                store.apply_at(rows, grads, kernel)
+            else:
+                self.rule.apply(self.values, self.state, rows, grads)
+        else:
+            store.push(keys, grads, rows, kernel)
+        self._keep(source, keys, rows, lent)
+        return rows
+
+    def keep_push(self) -> None:
+        super().keep_push()
+        self._inserted.clear()
+
+    def roll_back_push(self) -> None:
+        super().roll_back_push()
+        if self._inserted:
+            self.store.remove_newest(np.concatenate(self._inserted))
+            self._inserted.clear()
+
+    def abandon_pending(self) -> None:
+        self._inserted.clear()
+
+    # -- pulls ------------------------------------------------------------------------------
+    def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
+        """Validate one chunk of a pull; returns (values to send, whether that array is a
+        reusable buffer rather than a view of the table)."""
+        entry = self._checked_match(source, keys, prev)
+        if entry is not None:
+            self._served_by(entry, keys)
+            if entry.first >= 0 and not self.rule.state_names:  # a run of rows, contiguous
+                return self.values[entry.first:entry.first + keys.size], False
+            out = self._out(out_buffer, keys.size)
+            self.store.gather_at(entry.rows, out)
+            return out, True
+        out = self._out(out_buffer, keys.size)
+        rows, lent = self._rows_for(source, keys)
+        self.store.pull(keys, out, rows)
+        self._keep(source, keys, rows, lent)
+        return out, True
+
+    # -- the request cache ------------------------------------------------------------------
+    def receive_buffer(self, n: int) -> np.ndarray:
+        """A uint64 buffer to receive a chunk of ``n`` keys into, for a ``push_chunk`` or
+        ``read_chunk`` with a ``source``: lent by the request cache (with a rows buffer),
+        which keeps both with the chunk's rows."""
+        self._lent = self.cache.buffers(n)
+        return self._lent[0]
+
+    def _rows_lent_with(self, keys: np.ndarray) -> np.ndarray | None:
+        """The rows buffer lent with ``keys`` by ``receive_buffer`` (None if ``keys`` is not
+        that buffer); the loan ends."""
+        lent, self._lent = self._lent, None
+        return lent[1] if lent is not None and lent[0] is keys else None
+
+    def _checked_match(self, source, keys, prev):
+        """The request-cache entry of ``source`` if it holds exactly ``keys`` (validated when
+        kept), else None after validating ``keys``. MessageError for bad keys."""
+        entry = None if source is None else \
+            self.cache.match(source, keys, self.store.generation, self.store.inserts)
+        if entry is None or (prev is not None and keys.size and int(keys[0]) <= prev):
+            self.check(keys, prev)
+        return entry
+
+    def _served_by(self, entry, keys) -> None:
+        """The chunk is served from ``entry``: the buffers lent with ``keys`` go back (the
+        entry has its own)."""
+        rows = self._rows_lent_with(keys)
+        if rows is not None:
+            self.cache.give_back(keys, rows)
+
+    def _rows_for(self, source, keys: np.ndarray) -> tuple[np.ndarray, bool]:
+        """A rows buffer for a chunk, and whether the chunk and its rows go to the request
+        cache (with a ``source``: the caller does not reuse the keys array)."""
+        rows = self._rows_lent_with(keys)
+        if source is None:
+            return self.rows_buffer(keys.size), False
+        return (rows if rows is not None else np.empty(keys.size, np.int64)), True
+
+    def _keep(self, source, keys, rows, lent: bool) -> None:
+        if lent:
+            self.cache.keep(source, keys, rows, self.store.generation, self.store.inserts)
+
+    # -- whole rows: replicas, checkpoints ----------------------------------------------------
+    def rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The rows of stored ``keys`` (KeyError if one is not stored)."""
+        rows = np.empty(keys.size, np.int64)
+        if self.store.find(keys, rows):
+            raise KeyError(f"table {self.spec.name!r}: rows of a key that is not stored")
+        return rows
+
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """Values and state of ``rows``, packed float32[n, width x arrays] as in a replica
+        batch (mpips.wire.replica)."""
+        return self.store.packed_at(rows)
+
+    def put_rows_at(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """A replica batch: set ``keys`` (validated here), at the rows their host gave them
+        (this slice keeps the host's row numbers), to its packed values and state. Raises
+        MessageError for keys or rows that do not fit."""
+        self.check(keys, None)
+        try:
+            self.store.mirror(keys, rows, packed)
+        except ValueError as exc:
+            raise MessageError(str(exc)) from None
+        self.cache.forget()
+
+    def stored(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of everything stored, keys sorted."""
+        return self.store.items()
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(keys sorted, values, state) copies of everything stored (for a checkpoint)."""
+        keys, rows = self.store.items()
+        packed = self.store.data[rows]
+        width = self.spec.width
+        state = {name: np.ascontiguousarray(packed[:, width * (i + 1):width * (i + 2)])
+                 for i, name in enumerate(self.rule.state_names)}
+        return keys, np.ascontiguousarray(packed[:, :width]), state
+
+    def load(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """Replace everything by ``keys`` (unique, placed here) and their values and state."""
+        packed = np.concatenate([values] + [state[n] for n in self.rule.state_names], axis=1) \
+            if self.rule.state_names else values
+        self.store.load(keys, packed)
+        self.cache.forget()
+
+    def free(self) -> None:
+        """Nothing collective to release; present so every slice frees alike."""
+
+
+def make_slice(spec: TableSpec, server_index: int, comm: MPI.Intracomm | None,
+               rma: str = "get") -> Slice:
+    """The slice of ``spec`` this rank holds (empty on workers). Collective over ``comm``
+    for dense tables (window creation; ``rma`` "shared" or "get", see mpips.mpi.onesided);
+    ``comm`` None makes a local slice in plain memory (a replica's copy of a segment)."""
+    if spec.kind == "dense":
+        return DenseSlice(spec, server_index, comm, rma)
+    return SparseSlice(spec, server_index)

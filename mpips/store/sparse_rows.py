@@ -1,0 +1,201 @@
+"""The rows of one sparse slice: a hash index from uint64 key to row, and row arrays that
+grow by doubling. Pure module: no MPI.
+
+A push or pull costs time in proportion to the keys it names, whatever the number stored:
+each key is looked up in an open-addressing index (mpips.kernels.hashindex; linear probing,
+at most 3/4 full) that gives its row in ``data``, a float32 array of one row per stored key
+holding the key's ``width`` values and then each optimizer-state array's ``width`` floats, side
+by side, so an update touches one row. New keys get the next free row; ``data`` and the index
+double when full, so inserting costs O(new keys) amortized and rows never move: a row number
+stays valid until ``generation`` changes (keys removed, or everything replaced by ``load``),
+which is what lets a cached key list keep its rows (mpips.store.request_cache).
+
+Keys are unchecked here (the server validates them first, mpips.wire.message): unique uint64.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import TableError
+from ..kernels import hashindex as hx
+
+MAX_LOAD = 0.75
+"""Largest share of index slots in use; past it the index doubles."""
+MIN_SLOTS = 1 << 10
+MAX_ROWS = (1 << 31) - 1
+"""Rows one slice can hold (rows are int32 in the index)."""
+
+
+class SparseRows:
+    """Rows of ``width`` values, ``num_state`` optimizer-state arrays each, by uint64 key;
+    a key never stored reads as ``init``."""
+
+    def __init__(self, width: int, num_state: int, init: float, name: str = "?"):
+        self.width, self.num_state, self.init, self.name = width, num_state, np.float32(init), name
+        self.slots = _empty_slots(MIN_SLOTS)
+        self.data = np.empty((MIN_SLOTS // 2, width * (1 + num_state)), np.float32)
+        self.size = 0
+        self.generation = 0  # bumped whenever rows are removed or replaced
+        self.inserts = 0  # bumped whenever keys are inserted
+
+    @property
+    def mask(self) -> np.uint64:
+        return np.uint64(self.slots.size - 1)
+
+    @property
+    def values(self) -> np.ndarray:
+        """Values of every row (a strided view of ``data``; rows past ``size`` unused)."""
+        return self.data[:, :self.width]
+
+    def state(self, index: int) -> np.ndarray:
+        """Optimizer-state array ``index`` of every row (a view of ``data``)."""
+        lo = self.width * (1 + index)
+        return self.data[:, lo:lo + self.width]
+
+    def memory_bytes(self) -> int:
+        """Bytes of the index and the row arrays."""
+        return self.slots.nbytes + self.data.nbytes
+
+    # -- finding and inserting ----------------------------------------------------------------
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` more keys (the index and the rows double as needed)."""
+        need = self.size + extra
+        if need > MAX_ROWS:
+            raise TableError(f"table {self.name!r}: a server's slice cannot hold {need} rows "
+                             f"(at most {MAX_ROWS}); use more servers")
+        if need > MAX_LOAD * self.slots.size:
+            slots = self.slots.size
+            while need > MAX_LOAD * slots:
+                slots *= 2
+            bigger = _empty_slots(slots)
+            hx.rehash(self.slots, bigger, np.uint64(slots - 1))
+            self.slots = bigger
+        if need > self.data.shape[0]:
+            rows = self.data.shape[0]
+            while need > rows:
+                rows *= 2
+            bigger = np.empty((rows, self.data.shape[1]), np.float32)
+            bigger[:self.size] = self.data[:self.size]
+            self.data = bigger
+
+    def find(self, keys: np.ndarray, rows: np.ndarray) -> int:
+        """rows[i] = the row of keys[i] or -1; returns how many are absent."""
+        return hx.find_rows(self.slots, self.mask, keys, rows)
+
+    def find_or_insert(self, keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """rows[i] = the row of keys[i], inserting absent keys (values ``init``, state zero);
+        returns the keys inserted."""
+        missing = hx.find_rows(self.slots, self.mask, keys, rows)
+        if not missing:
+            return keys[:0]
+        new = rows < 0
+        self.reserve(missing)
+        start = self.size
+        self.size = hx.insert_missing(self.slots, self.mask, keys, rows, self.size)
+        self._init_rows(start, self.size)
+        self.inserts += 1
+        return keys[new]
+
+    def _init_rows(self, start: int, stop: int) -> None:
+        self.data[start:stop, :self.width] = self.init
+        self.data[start:stop, self.width:] = 0.0
+
+    # -- pushes and pulls ---------------------------------------------------------------------
+    def push(self, keys: np.ndarray, grads: np.ndarray, rows: np.ndarray, kernel) -> int:
+        """Apply a push with a built-in rule (``kernel`` = (code, p0, p1) of
+        mpips.core.rules); rows[i] gets the row of keys[i]. Returns how many keys were new."""
+        self.reserve(keys.size)
+        before = self.size
+        code, p0, p1 = kernel
+        self.size = hx.push_rows(self.slots, self.mask, keys, grads, self.data, rows, self.size,
+                                 self.init, code, p0, p1)
+        if self.size != before:
+            self.inserts += 1
+        return self.size - before
+
+    def pull(self, keys: np.ndarray, out: np.ndarray, rows: np.ndarray) -> int:
+        """out[i] = values of keys[i] (``init`` when absent), rows[i] its row or -1; returns
+        how many were absent."""
+        return hx.pull_rows(self.slots, self.mask, keys, self.data, self.init, out, rows)
+
+    def apply_at(self, rows: np.ndarray, grads: np.ndarray, kernel) -> None:
+        """A built-in rule applied to known rows (all stored)."""
+        code, p0, p1 = kernel
+        hx.apply_at_rows(self.data, rows, grads, code, p0, p1)
+
+    def gather_at(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """out[i] = values of row rows[i] (``init`` where rows[i] < 0)."""
+        hx.gather_at_rows(self.data, rows, self.init, out)
+
+    # -- removing, listing, replacing ---------------------------------------------------------
+    def remove_newest(self, keys: np.ndarray) -> None:
+        """Forget ``keys``, which must be the keys of the newest rows (inserted last, as by a
+        push being rolled back): their rows are freed from the end."""
+        removed = hx.remove_keys(self.slots, self.mask, keys)
+        self.size -= removed
+        self.generation += 1
+
+    def items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, rows) of everything stored, keys sorted."""
+        keys = np.empty(self.size, np.uint64)
+        rows = np.empty(self.size, np.int64)
+        n = hx.collect(self.slots, keys, rows)
+        assert n == self.size, (n, self.size)
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order]
+
+    def load(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Replace everything by ``keys`` (unique) with rows ``packed`` (the layout of ``data``)."""
+        self.slots = _empty_slots(MIN_SLOTS)
+        self.data = np.empty((max(MIN_SLOTS // 2, keys.size), self.data.shape[1]), np.float32)
+        self.size = 0
+        self.generation += 1
+        self.put(keys, packed)
+
+    def put(self, keys: np.ndarray, packed: np.ndarray) -> None:
+        """Set the rows of ``keys`` (inserted if absent) to ``packed``."""
+        rows = np.empty(keys.size, np.int64)
+        self.find_or_insert(keys, rows)
+        self.data[rows] = packed
+
+    def packed_at(self, rows: np.ndarray) -> np.ndarray:
+        """The whole rows ``rows`` (``data`` layout, all stored), a copy (a prefetching
+        kernel: numpy's ``data[rows]`` took as long as the push that changed them)."""
+        out = np.empty((rows.size, self.data.shape[1]), np.float32)
+        hx.gather_at_rows(self.data, np.ascontiguousarray(rows, np.int64), self.init, out)
+        return out
+
+    def mirror(self, keys: np.ndarray, rows: np.ndarray, packed: np.ndarray) -> None:
+        """Set rows as another SparseRows numbered them (a replica keeps its host's row
+        numbers, so a host's batch needs no lookup here): keys whose row is past ``size``
+        are new and must take exactly the next rows; then data[rows] = packed. Raises
+        ValueError, changing nothing, when the rows do not fit that."""
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= MAX_ROWS):
+            raise ValueError(f"table {self.name!r}: row numbers outside [0, {MAX_ROWS})")
+        new = rows >= self.size
+        count = int(np.count_nonzero(new))
+        if count:
+            fresh = np.sort(rows[new])
+            if fresh[0] != self.size or fresh[-1] != self.size + count - 1 \
+                    or np.unique(fresh).size != count:
+                raise ValueError(f"table {self.name!r}: new rows {fresh[0]}..{fresh[-1]} do "
+                                 f"not follow the {self.size} stored")
+            self.reserve(count)
+            if hx.insert_at(self.slots, self.mask, keys[new], rows[new]):
+                raise ValueError(f"table {self.name!r}: a new row for a key stored already")
+            self.size += count
+            self.inserts += 1
+        hx.scatter_at_rows(self.data, rows, packed)
+
+    def read(self, keys: np.ndarray) -> np.ndarray:
+        """The rows (``data`` layout) of ``keys``, which must all be stored."""
+        rows = np.empty(keys.size, np.int64)
+        if self.find(keys, rows):
+            raise KeyError(f"table {self.name!r}: read of a key that is not stored")
+        return self.data[rows]
+
+
+def _empty_slots(n: int) -> np.ndarray:
+    slots = np.empty(n, hx.SLOT)
+    slots["row"] = -1
+    return slots

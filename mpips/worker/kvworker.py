@@ -1,0 +1,426 @@
+"""KVWorker: non-blocking push and pull of table rows by key (API layer).
+
+Every call converts and checks its input (mpips.core.checks), splits the sorted keys into one
+contiguous run per server, and posts the sends and receives at once; it returns a timestamp,
+and ``wait(ts)`` completes the operation. As with MPI buffers, the arrays handed to push/pull
+must not be changed until the wait returns.
+
+A push validates keys and values while the servers already receive and apply them, then
+sends each server its verdict (mpips.wire.message): a bad push is withdrawn, the servers roll it
+back from their undo logs, and ``push`` raises the error, so a push is all or nothing.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from ..ckpt.checkpoint import save_order
+from ..core.checks import as_keys, as_output, as_values, check_keys, check_push
+from ..ckpt.errors import CheckpointError
+from ..errors import MessageError, MpipsError, TableError
+from ..mpi.fault import survive_collective
+from ..core.hosting import Hosting
+from ..kernels.keys import offset_rows
+from ..wire.keycache import SentKeys
+from ..wire.message import (
+    REPLY_WORDS,
+    Op,
+    Status,
+    chunk_keys_for,
+    encode_header,
+    encode_reply,
+    parse_reply,
+)
+from ..core.spec import TableSpec
+from ..mpi.topology import Topology
+from .traffic import Traffic
+from ..mpi.transport import TAG_REQUEST, Tags, wait_all
+from .coded import CodedPushes, Pending
+from .failover import Part, ServerFailover
+
+
+class KVWorker(CodedPushes, ServerFailover):
+    """The worker side of mpips; one per worker rank, made by ``PS.run``."""
+
+    def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None,
+                 replicas: int = 0):
+        self.topology = topology
+        self.rma = reader  # mpips.mpi.onesided.OneSidedReader for one-sided dense tables
+        self.comm = topology.data
+        self.tables = tables
+        self.tags = Tags(self.comm)
+        self._next_request = 0
+        self._next_ts = 0
+        self._pending: dict[int, Pending] = {}
+        self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
+        self._clock_sends: list = []  # (request, buffer) of clock messages in flight
+        self._staleness: dict[str, int] = {}
+        self._filters: dict[str, object] = {}
+        self._codecs: dict[str, object] = {}
+        self._sent_keys: dict[tuple[str, int], SentKeys] = {}
+        self.traffic = Traffic()
+        self.clock_value = 0
+        self.wait_seconds = 0.0
+        self.closed = False
+        self.hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
+        self.graveyard: list = []  # requests to dead servers: never freed (mpips.mpi.fault.leave)
+        self._unposted: list = []  # errors of posts to servers that died
+
+    @property
+    def worker_rank(self) -> int:
+        return self.topology.worker_index
+
+    @property
+    def num_workers(self) -> int:
+        return self.topology.num_workers
+
+    @property
+    def worker_comm(self) -> MPI.Intracomm:
+        """The communicator of all workers (of those alive, after a worker died in a ULFM
+        launch: see ``collective``), for the job's own collectives."""
+        return self.topology.group
+
+    def collective(self, operation):
+        """Run ``operation(worker_comm)``, a collective over the workers, and return its
+        result. In a ULFM launch (``mpips launch --ft``) a worker that dies meanwhile is
+        survived: the others shrink ``worker_comm`` to the living and run ``operation``
+        again, so it must be safe to repeat (mpips.mpi.fault.survive_collective); the servers
+        retire the dead worker themselves (mpips.server.survivors)."""
+        return survive_collective(self.topology, operation)
+
+    def push(self, table, keys, vals, *, after=(), callback=None) -> int:
+        """Send ``vals`` for ``keys`` to the servers' update rule; returns a timestamp.
+
+        ``after``: timestamps this operation depends on; they complete before it is sent.
+        ``callback(result)`` runs when the operation completes successfully (in ``wait``,
+        ``wait_all`` or ``poll``). The same two options apply to pull and push_pull."""
+        return self._submit(Op.PUSH, table, keys, vals, None, after, callback)
+
+    def pull(self, table, keys, out=None, *, after=(), callback=None) -> int:
+        """Fetch the rows of ``keys`` (into ``out`` if given); returns a timestamp. A pull
+        sees every earlier push of this worker to the same table (per-server order) under
+        async and ssp; under bsp it sees the pushes of earlier clocks."""
+        return self._submit(Op.PULL, table, keys, None, out, after, callback)
+
+    def push_pull(self, table, keys, vals, out=None, *, after=(), callback=None) -> int:
+        """Push ``vals`` then pull the updated rows of the same keys, in one round trip."""
+        return self._submit(Op.PUSH_PULL, table, keys, vals, out, after, callback)
+
+    def clock(self) -> int:
+        """End this worker's current step: tell every server it finished clock
+        ``clock_value`` (its later pushes and pulls carry the next one). Tables under "bsp"
+        and "ssp:TAU" need it once per step from every worker; returns the new clock. With
+        replicas it first completes the operations in flight (their results stay for
+        ``wait``), so that none is resent to a new server under a clock already finished."""
+        if self.hosting.replicas:  # a resend after a failover then never carries an old clock
+            for ts in sorted(self._pending):
+                self._complete(ts)  # results stay for wait(ts)
+        self._clock_sends = [c for c in self._clock_sends if not self._sent(c[0])]
+        for server in self.hosting.living:
+            msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
+            dest = self.topology.layout.server_rank(server)
+            try:
+                self._clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg, dest))
+            except MPI.Exception as exc:
+                self._post_failed(exc)
+        self._after_posting()
+        self.clock_value += 1
+        return self.clock_value
+
+    def save_checkpoint(self, root, step: int, job: dict | None = None,
+                        keep: int | None = None, run: str | None = None) -> None:
+        """Checkpoint every table under ``root`` as step ``step`` (mpips.ckpt.checkpoint), with
+        ``job`` (JSON) in the manifest, keeping the ``keep`` newest checkpoints of run
+        ``run`` (an id the manifest records; pruning never touches another run's).
+        Collective over the workers, at a step boundary (after ``clock()``); raises
+        CheckpointError when the servers could not write or commit it (nothing valid is
+        ever overwritten)."""
+        self.wait_all()
+        order = save_order(root, step, job, keep, run)
+        pending = Pending()
+        for server in self.hosting.living:  # each writes the segments it serves
+            self._post_message(pending, Op.SAVE, 0, order,
+                               dest=self.topology.layout.server_rank(server))
+        while not self._surviving(self._wait_replies, pending):
+            # a server died: the others save without it (mpips.ckpt.checkpoint), and its own
+            # request is dropped (a SAVE has no parts to send again)
+            self._repost(pending, {self.topology.layout.server_rank(s)
+                                   for s in self.hosting.dead})
+        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
+        if errors:
+            raise CheckpointError(root, errors[0])
+
+    def set_staleness(self, table, staleness: int) -> None:
+        """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
+        spec = self._spec(table)
+        if spec.model.model != "ssp":
+            raise TableError(f"table {spec.name!r} is {spec.consistency}: only ssp tables "
+                             f"take a staleness")
+        if isinstance(staleness, bool) or not isinstance(staleness, int) or staleness < 0:
+            raise TableError(f"table {spec.name!r}: staleness must be an int >= 0, got "
+                             f"{staleness!r}")
+        self._staleness[spec.name] = staleness
+
+    def wait(self, ts: int):
+        """Block until operation ``ts`` is complete; returns the pulled rows (shape (n,) for
+        width-1 tables unless ``out`` was given) or None for a push. Raises KeyOrderError /
+        KeyRangeError for bad pull keys, MessageError when a server rejected a request for
+        another reason."""
+        if ts not in self._completed:
+            self._complete(ts)
+        result, error = self._completed.pop(ts)
+        if error is not None:
+            raise error
+        return result
+
+    def poll(self) -> list[int]:
+        """Complete (and run the callbacks of) every operation whose messages are all done,
+        without blocking; returns their timestamps, still to be ``wait``-ed for results."""
+        ready = [ts for ts, p in self._pending.items() if self._sent(p.requests)]
+        for ts in ready:
+            self._complete(ts)
+        return ready
+
+    def wait_all(self) -> None:
+        """Wait for every operation still in flight."""
+        for ts in sorted(self._pending):
+            self.wait(ts)
+
+    def _complete(self, ts: int) -> None:
+        """Finish operation ``ts``: its result or error goes to ``_completed``."""
+        if ts not in self._pending:
+            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
+        began = time.perf_counter()
+        while not self._surviving(self._wait_replies, self._pending[ts]):
+            pass  # a server died: its parts were posted again (mpips.worker.failover)
+        pending = self._pending.pop(ts)
+        self._resend_misses(pending)
+        self.wait_seconds += time.perf_counter() - began
+        try:
+            errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
+            if errors:
+                if pending.keys is not None:
+                    check_keys(pending.keys, pending.spec)  # the precise error, if the keys
+                raise MessageError("; ".join(errors))
+        except MpipsError as exc:
+            self._completed[ts] = (None, exc)
+            return
+        for whole, part, rows in pending.scatter:
+            whole[part] = rows
+        self._completed[ts] = (pending.result, None)
+        if pending.callback is not None:
+            pending.callback(pending.result)
+
+    def barrier(self, scope: str = "workers") -> None:
+        """Collective over the workers: returns once every worker has entered it. With
+        ``scope="job"`` each worker first completes all its operations, so afterwards every
+        server has applied every push sent before the barrier (bsp tables: at its clock
+        boundary), and every pull after it sees them (async, ssp)."""
+        if scope not in ("workers", "job"):
+            raise ValueError(f"barrier scope must be 'workers' or 'job', got {scope!r}")
+        if scope == "job":
+            self.wait_all()
+        wait_all([self.topology.group.Ibarrier()])
+
+    def close(self) -> None:
+        """Finish pending operations and tell every server this worker is done.
+        Safe to call twice."""
+        if self.closed:
+            return
+        self.wait_all()
+        if self.rma is not None:
+            self.rma.close()
+        while not self._surviving(wait_all, [c[0] for c in self._clock_sends]):
+            pass
+        self._clock_sends.clear()
+        done = encode_header(Op.DONE, 0, 0, 0, 1, 1, clock=self.clock_value)
+        for server in range(self.topology.num_servers):
+            if server in self.hosting.living:  # a server that dies now needs no DONE
+                self._surviving(self.comm.Send, done, self.topology.layout.server_rank(server),
+                                TAG_REQUEST)
+        self.closed = True
+
+    def _spec(self, table) -> TableSpec:
+        name = table.name if isinstance(table, TableSpec) else table
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise TableError(f"no table named {name!r}; tables: {sorted(self.tables)}") from None
+
+    def _submit(self, op: Op, table, keys, vals, out, after=(), callback=None) -> int:
+        if self.closed:
+            raise RuntimeError("this KVWorker is closed")
+        for ts in (after,) if isinstance(after, int) else after:
+            if ts not in self._completed:
+                self._complete(ts)  # its result stays for a later wait(ts)
+        spec = self._spec(table)
+        if op is Op.PUSH and spec.name in self._filters:
+            keys, vals = self._filters[spec.name].apply(keys, vals)
+        if op is Op.PUSH and spec.codec:
+            return self._submit_coded(spec, keys, vals, callback)
+        if op is Op.PULL and spec.one_sided and self.rma is not None:
+            ts = self._pull_one_sided(spec, keys, out, callback)
+            if ts is not None:
+                return ts
+        if op is Op.PUSH_PULL and spec.model.deterministic:
+            raise TableError(f"table {spec.name!r} is bsp: its pushes apply at the clock "
+                             f"boundary, so push_pull cannot return them; push, then pull")
+        pushes, pulls = op in (Op.PUSH, Op.PUSH_PULL), op in (Op.PULL, Op.PUSH_PULL)
+        # A push of more than one chunk is checked while it travels (see _judge); a smaller
+        # push, and a push_pull (applied and answered chunk by chunk), are checked whole
+        # before anything is sent. A pull changes nothing: the servers check its keys.
+        keys = as_keys(keys, spec, check_order=False)
+        travels = op is Op.PUSH and keys.size > chunk_keys_for(spec.width)
+        if pushes and not travels:
+            check_keys(keys, spec)
+        vals = as_values(vals, keys.size, spec, finite=not travels) if pushes else None
+        result = as_output(out, keys.size, spec) if pulls else None
+        pending = Pending(keep=[keys, vals, result], callback=callback)
+        if not pushes:
+            pending.keys, pending.spec = keys, spec
+        for server, part in spec.split(keys):
+            into = None
+            if pulls:
+                into = result[part]  # a copy for an index array: scattered back in _complete
+                if not isinstance(part, slice):
+                    pending.scatter.append((result, part, into))
+            self._post(pending, op, spec, server, keys[part], vals[part] if pushes else None,
+                       into, verdict=travels)
+        if pushes:
+            self.traffic.count_push(spec.name, keys.size, spec.width)
+        if travels:
+            self._judge(pending, spec, keys, vals)
+        if pulls and out is None and spec.width == 1:
+            result = result.reshape(-1)
+        pending.result = result if pulls and out is None else (out if pulls else None)
+        ts = self._register(pending)
+        self._after_posting()
+        return ts
+
+    def _pull_one_sided(self, spec: TableSpec, keys, out, callback) -> int | None:
+        """Read the rows from the servers' windows (mpips.mpi.onesided); None when a server has
+        not reached the clock this read needs, or a segment is served away from its home
+        server after a failover (its window is gone with it): the caller pulls two-sided."""
+        keys = as_keys(keys, spec)  # fully checked: no server looks at them
+        result = as_output(out, keys.size, spec)
+        runs = spec.split(keys)  # dense: runs of keys (slices), one per segment
+        hosting = self.hosting
+        if any(hosting.host(segment) != hosting.home(segment) for segment, _ in runs):
+            return None
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
+        homes = sorted({hosting.home(segment) for segment, _ in runs})
+        if not self.rma.ready(spec, homes, required):
+            return None
+        for segment, part in runs:
+            rows = np.empty(part.stop - part.start, np.int64)
+            offset_rows(keys[part], np.uint64(spec.partition.range_of(segment).begin), rows)
+            self.rma.read(spec, hosting.home(segment), segment % hosting.per_server, rows,
+                          result[part])
+        if out is None and spec.width == 1:
+            result = result.reshape(-1)
+        return self._register(Pending(result=out if out is not None else result,
+                                       callback=callback))
+
+    def _register(self, pending: Pending) -> int:
+        ts = self._next_ts
+        self._next_ts += 1
+        self._pending[ts] = pending
+        return ts
+
+    def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
+                      table_id: int = 0, num_keys: int = 0, width: int = 1,
+                      dest: int | None = None) -> int:
+        """Post a request about ``segment`` whose payload is one uint8 message (its length in
+        header word 6) and the receive of its reply, to the server that serves the segment
+        now, or to rank ``dest`` (a request to one server, not about a segment); returns the
+        request id."""
+        dest = self._dest(segment) if dest is None else dest
+        request_id = self._next_request
+        self._next_request += 1
+        tag = self.tags.payload(request_id)
+        header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
+                               clock=self.clock_value, segment=segment)
+        reply = np.zeros(REPLY_WORDS, np.uint64)
+        pending.keep += [header, payload, reply]
+        for request in (self.comm.Isend(header, dest, TAG_REQUEST),
+                        self.comm.Isend(payload, dest, tag), self.comm.Irecv(reply, dest, tag)):
+            pending.add(request, dest)
+        pending.replies.append((dest, tag, request_id, reply))
+        return request_id
+
+    def _judge(self, pending: Pending, spec: TableSpec, keys, vals) -> None:
+        """Check a posted push and send every server involved its verdict. On a bad push,
+        wait until every server has rolled it back, then raise the check's error."""
+        requests = pending.requests
+        try:
+            check_push(keys, vals, spec, chunk_keys_for(spec.width),
+                       between=lambda: self._sent(requests))
+        except MpipsError as exc:
+            self._send_verdicts(pending, Status.WITHDRAWN)
+            if self._surviving(wait_all, pending.requests):  # else: nothing to withdraw there
+                for reply in pending.replies:
+                    self._check_reply(*reply)  # consumes any error text, keeping streams in step
+            raise exc from None
+        self._send_verdicts(pending, Status.OK)
+
+    def _send_verdicts(self, pending: Pending, status: Status) -> None:
+        for dest, request_id in pending.verdicts:
+            verdict = encode_reply(request_id, status)
+            pending.keep.append(verdict)
+            try:
+                pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
+            except MPI.Exception as exc:
+                self._post_failed(exc)
+
+    def _post(self, pending: Pending, op: Op, spec: TableSpec, server: int, keys, vals, out,
+              seq: int | None = None, verdict: bool = False) -> int:
+        """Post one server's part of an operation (``server``: the segment its keys are in;
+        ``seq``: a resent push's sequence number; ``verdict``: a push whose verdict follows);
+        returns the request id."""
+        dest = self._dest(server)
+        request_id = self._next_request
+        self._next_request += 1
+        seq = request_id if seq is None else seq
+        pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest, verdict))
+        tag = self.tags.payload(request_id)
+        chunk = chunk_keys_for(spec.width)
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
+            if op is not Op.PUSH else 0
+        header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
+                               clock=self.clock_value, required=required, segment=server, seq=seq,
+                               verdict=verdict)
+        reply = np.zeros(REPLY_WORDS, np.uint64)  # stays zero if its server dies (ULFM)
+        pending.keep += [header, reply]
+        try:
+            pending.add(self.comm.Isend(header, dest, TAG_REQUEST), dest)
+            for lo in range(0, keys.size, chunk):
+                hi = min(lo + chunk, keys.size)
+                pending.add(self.comm.Isend(keys[lo:hi], dest, tag), dest)
+                if vals is not None:
+                    pending.add(self.comm.Isend(vals[lo:hi], dest, tag), dest)
+                if out is not None:
+                    pending.add(self.comm.Irecv(out[lo:hi], dest, tag), dest)
+            pending.add(self.comm.Irecv(reply, dest, tag), dest)
+        except MPI.Exception as exc:
+            self._post_failed(exc)  # the server died: posted again after failing over
+        pending.replies.append((dest, tag, request_id, reply))
+        if verdict:
+            pending.verdicts.append((dest, request_id))
+        if vals is not None:
+            verdict_bytes = REPLY_WORDS * 8 if verdict else 0
+            self.traffic.count_wire(spec.name, header.nbytes + keys.nbytes + vals.nbytes
+                                    + verdict_bytes)
+        return request_id
+
+    def _check_reply(self, source: int, tag: int, request_id: int, reply) -> str | None:
+        status, text_len = parse_reply(reply, request_id)
+        if status in (Status.OK, Status.WITHDRAWN):
+            return None
+        if status is Status.KEY_CACHE_MISS:
+            return f"server rank {source}: key-cache miss on a resent push"
+        text = np.empty(text_len, np.uint8)
+        self.comm.Recv(text, source, tag)
+        return f"server rank {source}: {text.tobytes().decode(errors='replace')}"
+

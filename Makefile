@@ -16,11 +16,12 @@ STAMP := .installed
 PIP_NOISE := is ignored: it is neither a file nor a directory
 DEPS := setup.py pyproject.toml
 
-.PHONY: help venv venv-mpich demo test test-fast test-openmpi test-mpich bench clean
+.PHONY: help venv venv-mpich demo test test-quick test-fast test-openmpi test-mpich bench clean
 
 help:
 	@echo "make demo        build .venv and run sparse LR on 4 ranks (2 servers) on synthetic data"
 	@echo "make test        all tests on the Open MPI wheel + MPI tests but the slow drills on MPICH"
+	@echo "make test-quick  unit tests + MPI tests but the slow and long ones, Open MPI wheel (~4 min)"
 	@echo "make test-fast   unit tests only (no MPI launch)"
 	@echo "make bench       benchmarks/kv_throughput.py (appends to benchmarks/results/)"
 	@echo "make venv | venv-mpich | clean"
@@ -65,6 +66,10 @@ test-openmpi: venv
 
 test-mpich: venv-mpich
 	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) tests/mpi  # the slow drills too
+
+# Day-to-day tier: push, pull, BSP, checkpoints and failover through real MPI, in minutes.
+test-quick: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow and not long" tests/unit tests/mpi
 
 test-fast: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests/unit

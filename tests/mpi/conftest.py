@@ -15,10 +15,29 @@ from tests.live_launch import remove_stale_mpi_files
 HERE = Path(__file__).resolve().parent
 
 
+QUICK_CASES = {
+    "test_a_user_mistake_is_one_line_and_exit_2": 4,
+    "test_workers_push_rounds_and_pull_exact_sums": 2,
+    "test_one_sided_pulls_equal_two_sided_pulls": 2,
+    "test_servers_carry_on_when_a_worker_dies": 1,
+    "test_a_server_killed_mid_save_is_survived_with_replicas": 1,
+    "test_two_neighbouring_servers_dying_end_the_launch_and_leave_no_process": 1,
+    "test_synthetic_data_is_learned_on_both_table_kinds": 1,
+}
+"""Parametrized tests of which make test-quick runs only the first cases (the others are
+marked ``long``: make test and CI run them all)."""
+
+
 def pytest_collection_modifyitems(config, items):
+    seen: dict[str, int] = {}
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.mpi)
+            name = getattr(item, "originalname", item.name)
+            if name in QUICK_CASES:
+                seen[name] = seen.get(name, 0) + 1
+                if seen[name] > QUICK_CASES[name]:
+                    item.add_marker(pytest.mark.long)
 
 
 @pytest.fixture(scope="session")

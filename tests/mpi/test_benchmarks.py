@@ -59,6 +59,7 @@ def test_kv_minibatch_reports_every_op_next_to_its_floor_and_the_store_size(tmp_
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.long
 def test_kv_throughput_codec_switch_reports_bytes_on_the_wire(tmp_path):
     """A repeated push of a cached key set costs the values plus a few header bytes."""
     proc = subprocess.run([sys.executable, "benchmarks/kv_throughput.py", "--keys", "100000",
@@ -76,6 +77,7 @@ def test_kv_throughput_codec_switch_reports_bytes_on_the_wire(tmp_path):
     assert all(r["correct"] for r in rows if r["system"] == "mpips")
 
 
+@pytest.mark.long
 def test_kv_throughput_dense_section_reports_rma_two_sided_and_latency():
     proc = subprocess.run([sys.executable, "benchmarks/kv_throughput.py", "--keys", "20000",
                            "--servers", "1", "--workers", "2", "--rounds", "2", "--dense",

@@ -24,6 +24,7 @@ def launch(servers, phase, root):
                                                  phase, "--root", str(root)], timeout=180))
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("before,after", [(1, 3), (3, 2), (2, 2)])
 def test_restore_on_other_server_counts_is_bitwise_exact(tmp_path, before, after):
     saved = launch(before, "save", tmp_path)
@@ -61,6 +62,7 @@ def test_bsp_job_stopped_mid_epoch_and_resumed_on_other_servers_ends_identical(t
     assert resumed["train_logloss"] == whole["train_logloss"]
 
 
+@pytest.mark.long
 def test_a_resume_on_more_workers_numbers_its_checkpoints_after_the_old_ones(tmp_path):
     """2 workers save epochs 1-2; 4 workers (fewer steps per epoch) resume and save epoch 3.
     Its id must be the newest, or --keep 2 would prune it and a restore would miss it."""

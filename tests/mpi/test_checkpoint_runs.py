@@ -59,6 +59,7 @@ def test_a_fresh_run_refuses_another_runs_checkpoints_unless_told(tmp_path):
     assert runs(root) == dict.fromkeys([26, 39, 52], second_run.pop())
 
 
+@pytest.mark.long
 def test_pruning_never_deletes_another_runs_checkpoint(tmp_path):
     """A checkpoint of another run in the directory (copied in, or from before run ids)
     stays, while the resumed run prunes its own chain to --keep 1."""
@@ -70,6 +71,7 @@ def test_pruning_never_deletes_another_runs_checkpoint(tmp_path):
     assert runs(root) == {39: mine[13], 5: "someone-else"}
 
 
+@pytest.mark.long
 def test_resume_skips_a_corrupt_newest_checkpoint_and_ends_as_if_uninterrupted(tmp_path):
     """A flipped bit in a values chunk of the newest checkpoint used to stop the resume
     (exit 1); the README promises the older valid checkpoint instead. BSP: the model must be

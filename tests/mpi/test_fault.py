@@ -54,7 +54,8 @@ def killing(rank: int, after: int, seed: int, ckpt) -> list[str]:
             "--checkpoint-dir", str(ckpt), "--resume"]
 
 
-@pytest.mark.parametrize("rank,after,seed", [(3, 1, 1), (2, 4, 2), (0, 2, 3)],
+@pytest.mark.parametrize("rank,after,seed", [(3, 1, 1), pytest.param(2, 4, 2, marks=pytest.mark.long),
+                                             pytest.param(0, 2, 3, marks=pytest.mark.long)],
                          ids=["server1-epoch1", "server0-epoch4", "worker0-epoch2"])
 def test_a_killed_rank_is_relaunched_on_fewer_ranks_and_resumes(tmp_path, reference, ulfm,
                                                                   rank, after, seed):

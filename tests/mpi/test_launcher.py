@@ -26,6 +26,7 @@ def test_three_ranks_each_print_rank_and_size(tmp_path):
     assert lines == [f"rank {r} of 3 sum 3" for r in range(3)], proc.stdout + proc.stderr
 
 
+@pytest.mark.long
 def test_hung_launch_is_killed_and_fails_with_its_output(tmp_path):
     script = tmp_path / "hang.py"
     script.write_text("import time\nfrom mpi4py import MPI\n"

@@ -37,8 +37,10 @@ def unkilled() -> dict:
     return {w: digest for _, w, digest in lines(proc, "MODEL")}
 
 
-@pytest.mark.parametrize("consistency", ["async", "bsp", "ssp:2"])
-@pytest.mark.parametrize("server", [0, 1, 2])
+# every server under every consistency model; make test-quick takes one server per model
+@pytest.mark.parametrize("server,consistency", [
+    pytest.param(server, consistency, marks=[] if server == quick else [pytest.mark.long])
+    for quick, consistency in enumerate(["async", "bsp", "ssp:2"]) for server in (0, 1, 2)])
 def test_a_killed_server_s_copy_takes_over_and_no_acknowledged_push_is_lost(ulfm, unkilled,
                                                                             server, consistency):
     proc = launch(RANKS, [PROGRAM, "--kill-server", str(server), "--seed", str(server),
@@ -113,7 +115,7 @@ def takers(server: int, servers: int = 3, replicas: int = 1) -> set[int]:
     return {after.host(g) for g in hosting.home_segments(server)}
 
 
-@pytest.mark.parametrize("server", [0, 2])
+@pytest.mark.parametrize("server", [0, pytest.param(2, marks=pytest.mark.long)])
 def test_coded_and_one_sided_tables_keep_their_replicas(ulfm, unkilled, server):
     """A sparse table with a codec and a one-sided dense table survive a dead server: coded
     pushes are replicated and resent like plain ones, and the segments that moved off their
@@ -199,6 +201,7 @@ def test_checkpoints_go_on_after_a_server_died_and_restored_rows_reach_the_copie
                                                     ["COUNTS", "1", "100", "100"]]
 
 
+@pytest.mark.long
 def test_a_relaunch_down_to_one_server_runs_without_replicas(tmp_path):
     """Without ULFM (no --ft here) a dead server ends the launch even with replicas; the
     relaunch on one rank fewer has one server left, so it resumes without replicas."""

@@ -45,6 +45,7 @@ def sklearn_accuracy(path, seed: int, test_fraction: float, C: float) -> float:
     return float(model.score(matrix(test), test.labels))
 
 
+@pytest.mark.long
 def test_w8a_two_servers_three_workers_matches_scikit_learn(tmp_path):
     """Adagrad BSP on 3 workers reaches scikit-learn's test accuracy within 0.5 points.
     No --l2 (0): compared with a barely regularised LogisticRegression (C=100)."""
@@ -82,6 +83,7 @@ def shard_rows(checkpoint_root, table: str = "w") -> list[int]:
     return [shard.ranges[table].rows for shard in manifest.shards]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("source", ["w8a", "synthetic"])
 def test_hash_placement_spreads_the_model_over_the_servers_and_changes_no_weight(tmp_path,
                                                                                  source):

@@ -36,6 +36,7 @@ STOPS = drills.rounds(2, 20, "MPIPS_STOP_REQUESTS")
 ENDS_WITHIN = 15.0  # seconds from the kill to the end of the launch (issue 17, done-when 3)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("at", ["import", "init"])
 def test_a_rank_killed_during_startup_is_a_lost_rank_and_the_relaunch_finishes(ulfm, at):
     """Rank 1 dies while the job module loads (before MPI_Init) or inside mpips.init: the

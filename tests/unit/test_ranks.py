@@ -126,6 +126,7 @@ def test_ranks_past_mpips_init_are_the_job_s_business(launch, tmp_path):
     assert settled(watch, clock, 10 * SETTLE) is None
 
 
+@pytest.mark.long
 def test_a_launch_that_writes_no_markers_is_never_judged(launch, tmp_path):
     """A plain MPI program: its ranks may end at different times."""
     watch, clock = watch_of(launch, tmp_path)

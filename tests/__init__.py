@@ -1,1 +1,1 @@
-"""mpips tests: unit/ (no MPI needed) and mpi/ (real launches through tests.launch)."""
+"""mpips tests: unit/ (no MPI needed) and mpi/ (real launches through tests.helpers.launch)."""

@@ -1,1 +1,1 @@
-"""Tests that launch real MPI jobs through tests.launch.run_mpi (marked mpi)."""
+"""Tests that launch real MPI jobs through tests.helpers.launch.run_mpi (marked mpi)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mpips.launch.launcher import OPEN_MPI, LauncherError, detect_implementation, find_mpiexec
-from tests.live_launch import remove_stale_mpi_files
+from tests.helpers.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
 

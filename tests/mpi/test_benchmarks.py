@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.launch import REPO_ROOT
+from tests.helpers.launch import REPO_ROOT
 
 
 def test_kv_throughput_reports_mpips_next_to_floor(tmp_path):

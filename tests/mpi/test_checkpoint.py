@@ -11,9 +11,8 @@ import pytest
 
 from mpips import ckpt
 from mpips.launch.launcher import mpiexec_command
-from tests.launch import REPO_ROOT, run_mpi
-from tests.mpi.test_kv import result_of
-from tests.mpi.test_sparse_lr import final_metrics
+from tests.helpers.launch import REPO_ROOT, run_mpi
+from tests.helpers.results import final_metrics, result_of
 
 PROGRAM = "tests/mpi/programs/ckpt_remap.py"
 WORKERS = 2

@@ -24,7 +24,6 @@ contents against a NumPy replay of the AdaGrad updates, bit for bit.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 import subprocess
@@ -39,8 +38,9 @@ import numpy as np
 import pytest
 
 from mpips import ckpt
-from tests import drills
-from tests.launch import REPO_ROOT, run_mpi
+from tests.helpers import drills
+from tests.helpers.ckpt import file_hashes
+from tests.helpers.launch import REPO_ROOT, run_mpi
 from tests.mpi.programs import ckpt_kill as prog
 
 PROGRAM = "tests/mpi/programs/ckpt_kill.py"
@@ -114,11 +114,6 @@ def check_contents(path: Path, step: int) -> tuple[str, str]:
                                       accum.view(np.uint32), err_msg=f"{path} {name} accum")
         digests.append(prog.digest(rows.values))
     return digests[0], digests[1]
-
-
-def file_hashes(directory: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 # ------------------------------------------------------------------------- one launch, parsed

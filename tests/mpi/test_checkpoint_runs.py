@@ -12,10 +12,9 @@ import pytest
 
 from mpips import ckpt
 from mpips.core.spec import TableSpec
-from tests.launch import REPO_ROOT, run_mpi
-from tests.mpi.test_kv import result_of
-from tests.mpi.test_sparse_lr import final_metrics
-from tests.unit.ckpt_helpers import file_hashes, flip_bit_in_chunk, make_tables, save
+from tests.helpers.launch import REPO_ROOT, run_mpi
+from tests.helpers.results import final_metrics, result_of
+from tests.helpers.ckpt import file_hashes, flip_bit_in_chunk, make_tables, save
 
 JOB = ["-m", "mpips", "run", "sparse_lr", "--servers", "2", "--synthetic", "4000",
        "--features", "500", "--nnz", "10", "--batch-size", "128", "--quiet"]

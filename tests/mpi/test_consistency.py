@@ -1,13 +1,13 @@
 """Consistency models through real launches: every read of an instrumented table obeys its
 model (tests/mpi/programs/clock_bounds.py), BSP training is bitwise reproducible, and async
 training is not held up by a stopped worker. (The clock rules themselves are checked over
-thousands of random interleavings without MPI in tests/unit/test_consistency.py.)"""
+thousands of random interleavings without MPI in tests/unit/core/test_consistency.py.)"""
 import json
 
 import pytest
 
-from tests.launch import run_mpi
-from tests.mpi.test_sparse_lr import final_metrics
+from tests.helpers.launch import run_mpi
+from tests.helpers.results import final_metrics
 
 PROGRAM = "tests/mpi/programs/clock_bounds.py"
 WORKERS, SERVERS, STEPS = 3, 2, 12

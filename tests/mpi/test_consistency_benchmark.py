@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.launch import REPO_ROOT
+from tests.helpers.launch import REPO_ROOT
 
 KEYS = {"benchmark", "consistency", "workers", "servers", "straggler", "straggler_mode",
         "epochs", "samples_per_s", "samples_per_s_min", "samples_per_s_max", "wall_seconds",

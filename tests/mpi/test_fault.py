@@ -7,20 +7,17 @@ On Open MPI the launch runs with ULFM (--ft): the survivors notice the dead rank
 communicators and exit with 76 themselves. On MPICH, mpiexec tears the launch down and
 ``mpips launch`` reports its signal exit as 76.
 """
-import json
-import os
 import random
-import sys
 import warnings
 
 import pytest
 
 from mpips.ckpt import newest_valid, read_table, verify
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launch.launcher import run_command
 from mpips.cli.sweep import last_json
-from tests import drills
-from tests.launch import REPO_ROOT
+from tests.helpers import drills
+from tests.helpers.launch import launch
+from tests.helpers.results import final_metrics
 
 JOB = ["--servers", "2", "--synthetic", "12000", "--features", "5000", "--epochs", "8",
        "--batch-size", "128", "--quiet"]
@@ -35,17 +32,6 @@ def reference() -> dict:
     return final_metrics(proc)
 
 
-def launch(nprocs: int, argv, *, relaunch: int = 0, ft: bool = False, env=None, timeout=240):
-    command = [sys.executable, "-m", "mpips", "launch", "-n", str(nprocs), "--no-warmup",
-               "--relaunch", str(relaunch), *(["--ft"] if ft else []), "--", *argv]
-    launch_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
-    launch_env.pop("MPIPS_RANKS_LOST", None)
-    return run_command(command, env=launch_env, timeout=timeout, capture=True,
-                       cwd=str(REPO_ROOT))
-
-
-def final_metrics(proc) -> dict:
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def killing(rank: int, after: int, seed: int, ckpt) -> list[str]:

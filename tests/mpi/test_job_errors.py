@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.launch import run_mpi
-from tests.unit.ckpt_helpers import read_only
+from tests.helpers.launch import run_mpi
+from tests.helpers.ckpt import read_only
 
 RANKS = 3  # 1 server, 2 workers
 SYNTHETIC = ["--synthetic", "2000", "--features", "100", "--nnz", "5"]

@@ -1,21 +1,13 @@
 """Push/pull through real MPI launches: exact sums, initial values, errors, layouts."""
-import json
 
 import numpy as np
 import pytest
 
-from tests.launch import run_mpi
+from tests.helpers.launch import run_mpi
+from tests.helpers.results import result_of
 from tests.mpi.programs.kv_rounds import key_set
 
 PROGRAMS = "tests/mpi/programs"
-
-
-def result_of(proc) -> dict:
-    """The JSON a program printed on its RESULT line; fails with the output otherwise."""
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert len(lines) == 1, f"expected one RESULT line\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[0][len("RESULT "):])
 
 
 @pytest.mark.parametrize("servers", [1, 2, 3])

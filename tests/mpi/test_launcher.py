@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from tests.launch import REPO_ROOT, run_mpi
-from tests.live_launch import processes_with
+from tests.helpers.launch import REPO_ROOT, run_mpi
+from tests.helpers.live_launch import processes_with
 
 HELLO = textwrap.dedent("""
     from mpi4py import MPI

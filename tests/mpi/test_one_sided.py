@@ -3,8 +3,8 @@ servers, through shared-memory views and through Win.Get, also while a server is
 long update (tests/mpi/programs/one_sided.py)."""
 import pytest
 
-from tests.launch import run_mpi
-from tests.mpi.test_kv import result_of
+from tests.helpers.launch import run_mpi
+from tests.helpers.results import result_of
 
 PROGRAM = "tests/mpi/programs/one_sided.py"
 

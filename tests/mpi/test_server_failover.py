@@ -14,8 +14,8 @@ from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST
 from mpips.core.hosting import Hosting
 from mpips.cli.sweep import last_json
-from tests import drills
-from tests.mpi.test_fault import launch
+from tests.helpers import drills
+from tests.helpers.launch import launch
 
 PROGRAM = "tests/mpi/programs/server_death.py"
 RANKS = 5  # workers are ranks 0-1, servers ranks 2-4

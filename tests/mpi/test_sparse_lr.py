@@ -7,18 +7,11 @@ import numpy as np
 import pytest
 
 from mpips.ml.libsvm import read_libsvm
-from tests.data import w8a_path
-from tests.launch import run_mpi
+from tests.helpers.data import w8a_path
+from tests.helpers.launch import run_mpi
+from tests.helpers.results import final_metrics
 
 JOB = "jobs/sparse_lr.py"
-
-
-def final_metrics(proc) -> dict:
-    """The metrics JSON the job prints as the last line of stdout."""
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    lines = proc.stdout.strip().splitlines()
-    assert lines, f"no output\n{proc.stderr}"
-    return json.loads(lines[-1])
 
 
 def epoch_lines(proc) -> list[str]:

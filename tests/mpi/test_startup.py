@@ -21,15 +21,15 @@ from mpips.ckpt import newest_valid, verify
 from mpips.errors import EXIT_RANK_LOST, EXIT_STOPPED
 from mpips.launch.launcher import lost_a_rank
 from mpips.cli.sweep import last_json
-from tests import drills
-from tests.launch import run_mpi
-from tests.live_launch import LiveLaunch, processes_with
+from tests.helpers import drills
+from tests.helpers.launch import run_mpi
+from tests.helpers.live_launch import LiveLaunch, processes_with
 
 DEATH = "tests/mpi/programs/startup_death.py"
 NEIGHBOURS = "tests/mpi/programs/neighbours_die.py"
 LR = ["-m", "mpips", "run", "sparse_lr", "--servers", "2", "--synthetic", "4000", "--features",
       "1000", "--epochs", "3", "--batch-size", "128", "--quiet"]
-#: Kills and stop requests at random moments per test; MPIPS_DRILLS=full (tests/drills.py)
+#: Kills and stop requests at random moments per test; MPIPS_DRILLS=full (tests/helpers/drills.py)
 #: or MPIPS_STARTUP_KILLS=20 for the issue's full count (about 20 s per kill on two cores).
 KILLS = drills.rounds(3, 20, "MPIPS_STARTUP_KILLS")
 STOPS = drills.rounds(2, 20, "MPIPS_STOP_REQUESTS")

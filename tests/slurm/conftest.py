@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from mpips.launch.launcher import implementation_from_version
-from tests.data import REPO_ROOT, under_ci
-from tests.live_launch import remove_stale_mpi_files
+from tests.helpers.data import REPO_ROOT, under_ci
+from tests.helpers.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
 DAEMONS = ("munged", "slurmctld", "slurmd")

@@ -11,31 +11,8 @@ import time
 import pytest
 
 from mpips.cli.sweep import json_lines, last_json
-from tests.launch import REPO_ROOT, run_mpi
-
-SLURM_DIR = REPO_ROOT / "slurm"
-SMALL = ["--synthetic", "4000", "--features", "2000"]
-
-
-def submit(slurm, tmp_path, script, *options, args=(), env=None) -> str:
-    return slurm.sbatch(f"--chdir={tmp_path}", *options, str(SLURM_DIR / script), *args,
-                        env=env, cwd=tmp_path)
-
-
-def job_env(python_for, mpi="openmpi", **extra) -> dict:
-    return {"MPIPS_PYTHON": python_for(mpi), "MPIPS_MPI": mpi, "MPIPS_SERVERS": "2", **extra}
-
-
-def read(path) -> str:
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
-def reference_metrics(argv) -> dict:
-    """The same job run directly (no SLURM, no checkpoints, no stop) on 4 ranks."""
-    proc = run_mpi(4, ["-m", "mpips", "run", *argv], timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return last_json(proc.stdout)
-
+from tests.helpers.launch import REPO_ROOT
+from tests.helpers.slurm import SLURM_DIR, SMALL, job_env, read, reference_metrics, submit
 
 @pytest.mark.parametrize("mpi,label", [("openmpi", "[1,0]<stdout>:"), ("mpich", "0: ")])
 def test_train_job_labels_ranks_and_ends_with_the_metrics_line(slurm, python_for, tmp_path,

@@ -5,7 +5,7 @@ a job shorter than the signal lead) is held, not fatal; and a signal at any mome
 submission to the end, ends the job COMPLETED, requeued then COMPLETED, or stopped with exit 75
 and valid checkpoints from which a resubmission ends with the model of a job nobody signalled.
 
-MPIPS_SIGNAL_ROUNDS (default 1; 20 with MPIPS_DRILLS=full, tests/drills.py) sets how many
+MPIPS_SIGNAL_ROUNDS (default 1; 20 with MPIPS_DRILLS=full, tests/helpers/drills.py) sets how many
 SIGUSR1 and how many SIGTERM the random-moment test sends (the issue's count: 20 and 20, about
 30 minutes here).
 """
@@ -21,8 +21,8 @@ import pytest
 
 from mpips.ckpt import newest_valid, verify
 from mpips.cli.sweep import last_json
-from tests import drills
-from tests.slurm.test_sbatch import job_env, read, reference_metrics, submit
+from tests.helpers import drills
+from tests.helpers.slurm import job_env, read, reference_metrics, submit
 
 JOB = ["sparse_lr", "--synthetic", "4000", "--features", "2000", "--batch-size", "64",
        "--epochs", "6", "--checkpoint-every", "2"]

@@ -17,9 +17,7 @@ a restore, to 80 % of the rounds).
 """
 import argparse
 import hashlib
-import os
 import random
-import signal
 import threading
 import time
 
@@ -27,14 +25,9 @@ import numpy as np
 
 import mpips
 from mpips.mpi.fault import leave
+from tests.helpers.dying import die_later
 
 ROWS = 96
-
-
-def die_later(delay: float) -> None:
-    time.sleep(delay)
-    print(f"DYING {time.time():.6f}", flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def work(kv, counts, weights, args) -> None:

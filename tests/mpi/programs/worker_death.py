@@ -10,9 +10,7 @@ what was acknowledged, or one more round (applied, its answer lost with the work
 part of one (a push is all or nothing).
 """
 import argparse
-import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -21,13 +19,7 @@ import numpy as np
 
 import mpips
 from mpips.mpi.fault import leave
-
-
-def die_later(delay: float) -> None:
-    time.sleep(delay)
-    sys.stdout.write("DYING\n")  # one write per line: the main thread prints too
-    sys.stdout.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+from tests.helpers.dying import die_later
 
 
 def work(kv, table, args) -> None:

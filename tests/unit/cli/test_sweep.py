@@ -6,8 +6,8 @@ import json
 import pytest
 
 from mpips.cli import sweep
-from tests.data import REPO_ROOT
-from tests.unit.nompi import assert_works_without_mpi4py
+from tests.helpers.data import REPO_ROOT
+from tests.helpers.nompi import assert_works_without_mpi4py
 
 SHA = "0123456789abcdef" * 4
 

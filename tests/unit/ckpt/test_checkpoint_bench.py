@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.data import REPO_ROOT, under_ci
+from tests.helpers.data import REPO_ROOT, under_ci
 
 
 def test_checkpoint_benchmark_prints_one_json_line_per_measurement(tmp_path):

@@ -24,8 +24,8 @@ from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExi
                         prune, read_clocks, read_table, save_checkpoint, verify, write_shard,
                         TableMeta)
 from mpips.core.partition import KeyRange, RangePartition, positions
-from tests.data import REPO_ROOT, under_ci
-from tests.unit.ckpt_helpers import (Whole, file_hashes, flip_bit_in_chunk, make_tables,
+from tests.helpers.data import REPO_ROOT, under_ci
+from tests.helpers.ckpt import (Whole, file_hashes, flip_bit_in_chunk, make_tables,
                                      slices_by_server, save)
 
 TABLES = make_tables(seed=7)
@@ -422,7 +422,7 @@ def test_sigkill_mid_write_always_leaves_a_valid_checkpoint(tmp_path):
     plan = {"calibrate_root": str(tmp_path / "calibrate"), "roots": [str(r) for r in roots],
             "step": 11, "num_servers": 3, "seed": 1234}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    proc = subprocess.run([sys.executable, "-m", "tests.unit.ckpt_helpers", str(tmp_path / "plan.json")],
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.ckpt", str(tmp_path / "plan.json")],
                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     calib, *trials = [json.loads(line) for line in proc.stdout.splitlines()]

@@ -12,20 +12,12 @@ from mpips.kernels import codec as K
 from mpips.kernels import codec_reference as ref
 from mpips.kernels import codec_values as V
 from mpips.kernels import merge as M
+from tests.helpers.keys import MAX, sorted_unique_u64, u64
 
-MAX = 2**64 - 1
 LO, HI = np.uint64(0), np.uint64(MAX)
 
 any_key = st.one_of(st.integers(0, 300), st.integers(MAX - 300, MAX), st.integers(0, MAX),
                     st.integers(0, 2**60).map(lambda x: 1 << (x % 64)))
-
-
-def u64(values) -> np.ndarray:
-    return np.array(values, dtype=np.uint64)
-
-
-def sorted_unique_u64(max_size: int = 60):
-    return st.lists(any_key, unique=True, max_size=max_size).map(lambda xs: u64(sorted(xs)))
 
 
 def spread_keys(n: int, seed: int = 1) -> np.ndarray:
@@ -140,7 +132,7 @@ def test_varint_check_matches_reference_on_any_bytes(data, lo, hi):
 
 
 @settings(deadline=None, max_examples=200)
-@given(sorted_unique_u64())
+@given(sorted_unique_u64(any_key))
 def test_varint_round_trip_property(keys):
     got = encode(K.varint_encode, keys)
     np.testing.assert_array_equal(got, encode(ref.varint_encode, keys))
@@ -407,7 +399,7 @@ def test_merge_keeps_negative_zero():
 
 
 @settings(deadline=None, max_examples=150)
-@given(st.lists(sorted_unique_u64(25), max_size=6), st.integers(1, 3))
+@given(st.lists(sorted_unique_u64(any_key, 25), max_size=6), st.integers(1, 3))
 def test_merge_sum_k_property(lists, width):
     got_k, got_v, keys, vals = run_merge_k(M.merge_sum_k, lists, width)
     want_k, want_v, _, _ = run_merge_k(ref.merge_sum_k, lists, width)
@@ -419,7 +411,7 @@ def test_merge_sum_k_property(lists, width):
 
 
 @settings(deadline=None, max_examples=150)
-@given(sorted_unique_u64(40), sorted_unique_u64(40), st.integers(1, 3))
+@given(sorted_unique_u64(any_key, 40), sorted_unique_u64(any_key, 40), st.integers(1, 3))
 def test_merge_sum2_property(a, b, width):
     got_k, got_v = run_merge2(M.merge_sum2, a, b, width)
     want_k, want_v = run_merge2(ref.merge_sum2, a, b, width)

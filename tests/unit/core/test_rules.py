@@ -13,7 +13,7 @@ from mpips.core.rules import (RULES, AdaGradRule, SGDRule, SumRule, UpdateRule, 
                             register_rule)
 from mpips.core.partition import KEY_SPACE, RangePartition
 from mpips.core.spec import TableSpec
-from tests.data import REPO_ROOT
+from tests.helpers.data import REPO_ROOT
 
 # ===================================================================================== registry
 

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 
 from mpips.errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
 from mpips.wire.filters import (FILTERS, KKTFilter, PushFilter, RandomSkip, SignificantlyModified,
-                           make_filter, register_filter)
-
-MAX = 2**64 - 1
-
-
-def u64(values) -> np.ndarray:
-    return np.array(values, dtype=np.uint64)
-
-
-def f32(values) -> np.ndarray:
-    return np.array(values, dtype=np.float32)
+                                make_filter, register_filter)
+from tests.helpers.keys import MAX, f32, u64
 
 
 def accumulate(total, keys, vals):

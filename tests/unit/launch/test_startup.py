@@ -8,8 +8,8 @@ import sys
 import textwrap
 import time
 
-from tests.data import REPO_ROOT
-from tests.unit.nompi import assert_works_without_mpi4py
+from tests.helpers.data import REPO_ROOT
+from tests.helpers.nompi import assert_works_without_mpi4py
 
 
 def python(code: str, *args, timeout: float = 60, env=None) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import pytest
 from mpips.errors import LibsvmFormatError, MpipsError
 from mpips.ml.libsvm import read_libsvm, write_libsvm
 from mpips.ml.synthetic import make_sparse_classification
-from tests.data import W8A_FEATURES, W8A_ROWS, w8a_path
+from tests.helpers.data import W8A_FEATURES, W8A_ROWS, w8a_path
 
 
 def write(tmp_path, text, name="data.svm"):

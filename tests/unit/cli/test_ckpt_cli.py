@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mpips.ckpt import FORMAT_VERSION
-from tests.data import REPO_ROOT
-from tests.unit.ckpt_helpers import file_hashes, flip_bit_in_chunk, make_tables, save
+from tests.helpers.data import REPO_ROOT
+from tests.helpers.ckpt import file_hashes, flip_bit_in_chunk, make_tables, save
 
 TABLES = make_tables(seed=3)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mpips.launch.processes import terminate_tree
 from mpips.launch.ranks import rank_pids
-from tests.data import REPO_ROOT
+from tests.helpers.data import REPO_ROOT
 
 
 class LiveLaunch:

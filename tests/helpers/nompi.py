@@ -3,7 +3,7 @@ the kernels and pure modules must import and work on a machine without MPI."""
 import subprocess
 import sys
 
-from tests.data import REPO_ROOT
+from tests.helpers.data import REPO_ROOT
 
 PRELUDE = """
 import sys

@@ -11,13 +11,9 @@ from mpips.kernels import keys as K
 from mpips.kernels import placement as P
 from mpips.kernels import reference as ref
 from mpips.kernels import rows as R
+from tests.helpers.keys import MAX, sorted_unique_u64, u64
 
-MAX = 2**64 - 1
 RNG_SEED = 20240611
-
-
-def u64(values) -> np.ndarray:
-    return np.array(values, dtype=np.uint64)
 
 
 def random_sorted_keys(n: int, seed: int = RNG_SEED) -> np.ndarray:
@@ -35,10 +31,6 @@ RANDOM_KEYS = random_sorted_keys(1000)
 
 # Mix tiny keys (so lists collide and interleave), the top of the range, and everything else.
 any_key = st.one_of(st.integers(0, 40), st.integers(MAX - 40, MAX), st.integers(0, MAX))
-
-
-def sorted_unique_u64(max_size: int = 60):
-    return st.lists(any_key, unique=True, max_size=max_size).map(lambda xs: u64(sorted(xs)))
 
 
 def as_sorted_u64(xs) -> np.ndarray:
@@ -334,7 +326,7 @@ def test_nonfinite_detection_random():
 # ================================================================================ placement
 
 @settings(max_examples=200, deadline=None)
-@given(keys=sorted_unique_u64(), lo=any_key, hi=any_key, prev=any_key,
+@given(keys=sorted_unique_u64(any_key), lo=any_key, hi=any_key, prev=any_key,
        has_prev=st.booleans(), hashed=st.booleans())
 def test_placed_key_checks_match_the_reference(keys, lo, hi, prev, has_prev, hashed):
     args = (keys, np.uint64(min(lo, hi)), np.uint64(max(lo, hi)), np.uint64(prev), has_prev,
@@ -345,7 +337,7 @@ def test_placed_key_checks_match_the_reference(keys, lo, hi, prev, has_prev, has
 
 
 @settings(max_examples=100, deadline=None)
-@given(keys=sorted_unique_u64(), servers=st.sampled_from([1, 2, 3, 5, 7, 17, 18, 40]),
+@given(keys=sorted_unique_u64(any_key), servers=st.sampled_from([1, 2, 3, 5, 7, 17, 18, 40]),
        hashed=st.booleans())
 def test_split_by_owner_matches_the_reference(keys, servers, hashed):
     """Both ways of finding the owner: counting the cuts (up to P.FEW_CUTS) and searching."""

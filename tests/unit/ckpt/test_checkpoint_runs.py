@@ -14,7 +14,7 @@ from mpips.ckpt import (MANIFEST, CheckpointError, ForeignFileError, NotACheckpo
                         newest_valid, prepare_root, prune, read_table, remove_checkpoint,
                         set_aside, verify)
 from mpips.errors import UsageError
-from tests.unit.ckpt_helpers import make_tables, read_only, save
+from tests.helpers.ckpt import make_tables, read_only, save
 
 TABLES = make_tables(seed=11)
 OTHER = make_tables(seed=12)  # the same tables and shapes, other values

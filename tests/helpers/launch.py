@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mpips.launch.launcher import LaunchTimeout, mpiexec_command, run_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_mpi(nprocs: int, argv: Sequence[str], timeout: float = 180,
@@ -41,3 +42,14 @@ def run_mpi(nprocs: int, argv: Sequence[str], timeout: float = 180,
                              f"command: {' '.join(command)}\n"
                              f"--- stdout ---\n{exc.stdout or ''}\n"
                              f"--- stderr ---\n{exc.stderr or ''}") from None
+
+
+def launch(nprocs: int, argv, *, relaunch: int = 0, ft: bool = False, env=None, timeout=240):
+    """Run ``mpips launch -n nprocs [--ft] [--relaunch N] -- argv...`` from the repository root
+    (on PYTHONPATH), as a user would; returns the CompletedProcess (text)."""
+    command = [sys.executable, "-m", "mpips", "launch", "-n", str(nprocs), "--no-warmup",
+               "--relaunch", str(relaunch), *(["--ft"] if ft else []), "--", *argv]
+    launch_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    launch_env.pop("MPIPS_RANKS_LOST", None)
+    return run_command(command, env=launch_env, timeout=timeout, capture=True,
+                       cwd=str(REPO_ROOT))

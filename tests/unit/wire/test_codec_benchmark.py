@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tests.data import REPO_ROOT
+from tests.helpers.data import REPO_ROOT
 
 KERNELS = {"varint_encode", "varint_decode", "key_signature", "zero_drop", "zero_expand",
            "fp16_encode", "fp16_decode", "fixed8_encode", "fixed8_decode", "merge2", "merge_k4"}

@@ -1,6 +1,6 @@
 """Shared data and tools of the checkpoint tests; also the crash-injection writer.
 
-``python -m tests.unit.ckpt_helpers PLAN.json`` runs the crash trials of PLAN (see
+``python -m tests.helpers.ckpt PLAN.json`` runs the crash trials of PLAN (see
 ``run_crash_trials``) and prints one JSON result line per trial.
 """
 from __future__ import annotations

@@ -29,7 +29,7 @@ checksum of every chunk it reads.
 """
 from .catalog import (CheckpointInfo, committed, inspect_checkpoint, list_checkpoints,
                       new_run_id, newest_valid, prune, remove_checkpoint, set_aside)
-from .errors import (CheckpointError, CheckpointExistsError, CheckpointWarning, ChecksumError,
+from ..errors import (CheckpointError, CheckpointExistsError, CheckpointWarning, ChecksumError,
                      ForeignFileError, IncompleteCheckpointError, InconsistentCheckpointError,
                      InvalidSliceError, ManifestError, MissingShardError, NewerFormatError,
                      NotACheckpointError, NotHDF5Error, TruncatedShardError, UnknownTableError)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .durable import fsync_path
-from .errors import CheckpointError, CheckpointWarning
+from ..errors import CheckpointError, CheckpointWarning
 from .layout import MANIFEST, STEP_DIR_RE
 from .verify import verify
 

@@ -40,7 +40,7 @@ import h5py
 import numpy as np
 
 from ..kernels.fletcher import fletcher32
-from .errors import ChecksumError
+from ..errors import ChecksumError
 
 READ_BLOCK = 64 << 20
 PREFETCH_BLOCKS = 4

@@ -18,7 +18,7 @@ import numpy as np
 from ..core.rules import make_rule
 from ..core.partition import KEY_SPACE, KeyRange, positions
 from ..core.spec import KINDS, PLACEMENTS, TableSpec
-from .errors import InvalidSliceError, ManifestError
+from ..errors import InvalidSliceError, ManifestError
 
 FORMAT_NAME = "mpips-checkpoint"
 FORMAT_VERSION = 2

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.partition import KeyRange
-from .errors import (IncompleteCheckpointError, ManifestError, NewerFormatError,
+from ..errors import (IncompleteCheckpointError, ManifestError, NewerFormatError,
                      NotACheckpointError, UnknownTableError)
 from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, STEP_DIR_RE, ShardInfo, ShardRange,
                      TableMeta, shard_name)

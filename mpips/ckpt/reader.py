@@ -19,7 +19,7 @@ from ..errors import KeyRangeError
 from ..core.partition import KEY_SPACE, KeyRange, positions
 from .chunkio import read_rows, reading
 from .durable import tmp_name
-from .errors import InconsistentCheckpointError
+from ..errors import InconsistentCheckpointError
 from .layout import TableMeta, keys_inside
 from .manifest import Manifest, load_manifest
 from .shardfile import check_table

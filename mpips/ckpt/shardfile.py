@@ -25,7 +25,7 @@ import numpy as np
 
 from .chunkio import write_chunks
 from .durable import crash_point
-from .errors import (ForeignFileError, InconsistentCheckpointError,
+from ..errors import (ForeignFileError, InconsistentCheckpointError,
                      NewerFormatError, NotHDF5Error, TruncatedShardError)
 from .layout import FORMAT_NAME, FORMAT_VERSION, ShardInfo, SliceData, TableMeta
 

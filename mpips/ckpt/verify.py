@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from .durable import sha256_file
-from .errors import (ChecksumError, CheckpointError, InconsistentCheckpointError,
+from ..errors import (ChecksumError, CheckpointError, InconsistentCheckpointError,
                      MissingShardError, TruncatedShardError)
 from .layout import ShardInfo, keys_inside
 from .manifest import Manifest, load_manifest

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.partition import KEY_SPACE, KeyRange, RangePartition, positions
 from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
                       write_bytes_durably)
-from .errors import (CheckpointError, CheckpointExistsError, InconsistentCheckpointError,
+from ..errors import (CheckpointError, CheckpointExistsError, InconsistentCheckpointError,
                      InvalidSliceError, MissingShardError)
 from .layout import (MANIFEST, SHARD_RE, ShardInfo, ShardRange, SliceData, TableMeta,
                      shard_name, step_dir_name)

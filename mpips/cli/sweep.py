@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import SweepError
+
 #: Metrics shown by ``collect`` unless --metrics says otherwise (those present in a record).
 DEFAULT_METRICS = ("test_accuracy", "test_logloss", "test_auc", "seconds", "model_sha256")
 #: Columns that are not job options.
@@ -37,9 +39,6 @@ RECORD_GLOB = "task-*.json"
 
 _TRUE, _FALSE = ("true", "yes"), ("", "-", "false", "no", "none", "null")
 
-
-class SweepError(ValueError):
-    """A sweep file or record that cannot be read, or a task id it does not have."""
 
 
 # --------------------------------------------------------------------------- sweep files

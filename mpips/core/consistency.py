@@ -51,7 +51,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-from ..errors import MpipsError
+from ..errors import ClockError
 from .partition import KEY_SPACE
 from .vclock import UNBOUNDED, RangedVectorClock
 
@@ -73,9 +73,6 @@ _READ_RULES: dict[str, Callable[[int, int, "int | None", "int | None"], tuple]] 
 }
 """What a table's model makes of a read: ``(required, lo, hi)`` the scheduler waits for."""
 
-
-class ClockError(MpipsError, ValueError):
-    """A request breaks the clock protocol or could never be served."""
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,11 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
-from ..errors import LayoutError
+from ..errors import LayoutError, SegmentLost
 
 MAX_SEGMENTS_PER_SERVER = 4
 """Virtual nodes per server with replicas (fewer when there are fewer other servers)."""
 
-
-class SegmentLost(LayoutError):
-    """Every server that held some segment died: its keys are gone from memory (the job can
-    only resume from a checkpoint)."""
 
 
 def segments_per_server(num_servers: int, replicas: int) -> int:

@@ -63,7 +63,10 @@ class TableSpec:
         if isinstance(self.init, bool) or not isinstance(self.init, (int, float)) \
                 or not math.isfinite(self.init):
             raise TableError(f"table {self.name!r}: init must be a finite number, got {self.init!r}")
-        make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+        try:
+            make_rule(self.rule, **self.rule_params)  # validates rule name and parameters
+        except ValueError as exc:
+            raise TableError(f"table {self.name!r}: {exc}") from None
         if not self.placement:
             object.__setattr__(self, "placement", "hash" if self.kind == "sparse" else "range")
         if self.placement not in PLACEMENTS or (self.kind == "dense" and self.placement != "range"):

@@ -14,23 +14,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from ..errors import LauncherError
+from ..errors import LaunchTimeout
 from .startup import PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG, prctl
 
 
 class Terminated(BaseException):
     """A second SIGTERM arrived while a launch was stopping (see :class:`StopRequests`)."""
 
-
-class LaunchTimeout(LauncherError):
-    """A launch ran past its timeout; its whole process tree has been killed.
-
-    ``stdout``/``stderr`` hold what the launch printed before (text, or None if not captured).
-    """
-
-    def __init__(self, message: str, stdout: str | None = None, stderr: str | None = None):
-        super().__init__(message)
-        self.stdout, self.stderr = stdout, stderr
 
 
 def _children_map() -> dict[int, list[int]]:

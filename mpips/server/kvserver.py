@@ -23,8 +23,8 @@ import numpy as np
 from mpi4py import MPI
 
 from ..ckpt.checkpoint import SaveCoordinator
-from ..core.consistency import ClockError, ClockScheduler
-from ..errors import MessageError
+from ..core.consistency import ClockScheduler
+from ..errors import ClockError, MessageError
 from ..mpi.fault import is_rank_failure, ulfm_launch
 from ..wire.message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
 from ..wire.keycache import KeyCache

@@ -11,9 +11,9 @@ import numpy as np
 from mpi4py import MPI
 
 from ..wire.codec import decode
-from ..errors import MessageError
+from ..errors import KeyCacheMiss, MessageError
 from ..kernels.rows import count_nonfinite
-from ..wire.keycache import KeyCache, KeyCacheMiss
+from ..wire.keycache import KeyCache
 from ..wire.message import REPLY_WORDS, Header, Op, Status, parse_reply
 from ..core.partition import KEY_SPACE
 from ..store.slices import FLOAT

@@ -29,9 +29,9 @@ from collections import defaultdict
 import numpy as np
 from mpi4py import MPI
 
-from ..errors import MessageError, ReplicaStreamError
+from ..errors import MessageError, ReplicaStreamError, SegmentLost
 from ..mpi.fault import is_rank_failure, note_carried_on
-from ..core.hosting import Hosting, SegmentLost
+from ..core.hosting import Hosting
 from ..kernels.warmup_store import warm_copies
 from ..wire.replica import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
                            parse_ack, parse_batch)

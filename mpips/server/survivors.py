@@ -18,8 +18,8 @@ import contextlib
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import SegmentLost
 from ..mpi.fault import failed_ranks, is_rank_failure, note_carried_on
-from ..core.hosting import SegmentLost
 from ..wire.message import HEADER_WORDS
 from ..mpi.transport import TAG_REQUEST, wait_all, wait_any
 

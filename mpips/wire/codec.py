@@ -26,11 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import KeyOrderError, KeyRangeError, MessageError, NonFiniteError, ValueShapeError
+from ..errors import (KeyCacheMiss, KeyOrderError, KeyRangeError, MessageError, NonFiniteError,
+                      ValueShapeError)
 from ..kernels import codec as K
 from ..kernels import codec_values as V
 from ..kernels.keys import first_bad_key
-from .keycache import KeyCache, KeyCacheMiss, SentKeys
+from .keycache import KeyCache, SentKeys
 
 MAGIC = 0x4443504D  # b"MPCD" read as little-endian uint32
 VERSION = 1

@@ -12,17 +12,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import MessageError
-
-
-class KeyCacheMiss(MessageError):
-    """The message names its keys by a signature the receiver's KeyCache does not hold.
-    The sender should ``forget`` the signature and send the message again with full keys."""
-
-    def __init__(self, signature: int, why: str):
-        super().__init__(f"key list {signature:#018x} is not in the receiver's key cache ({why}); "
-                         "resend it with full keys")
-        self.signature = signature
 
 
 class _LRU:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
+from ..errors import SegmentLost
 from ..mpi.fault import failed_ranks, is_rank_failure, note_carried_on
-from ..core.hosting import SegmentLost
 from ..wire.message import Op, Status, encode_reply
 from ..mpi.transport import wait_all
 

@@ -18,7 +18,7 @@ from mpi4py import MPI
 
 from ..ckpt.checkpoint import save_order
 from ..core.checks import as_keys, as_output, as_values, check_keys, check_push
-from ..ckpt.errors import CheckpointError
+from ..errors import CheckpointError
 from ..errors import MessageError, MpipsError, TableError
 from ..mpi.fault import survive_collective
 from ..core.hosting import Hosting

@@ -211,7 +211,7 @@ def test_consistency_imports_without_mpi4py(module):
     assert_works_without_mpi4py(CONSISTENCY_BODY, module)
 
 
-CKPT_MODULES = ["mpips.ckpt", "mpips.ckpt.errors", "mpips.ckpt.layout", "mpips.ckpt.durable",
+CKPT_MODULES = ["mpips.ckpt", "mpips.errors", "mpips.ckpt.layout", "mpips.ckpt.durable",
                 "mpips.ckpt.manifest", "mpips.ckpt.shardfile", "mpips.ckpt.chunkio",
                 "mpips.kernels.fletcher", "mpips.ckpt.writer",
                 "mpips.ckpt.verify", "mpips.ckpt.catalog", "mpips.ckpt.reader", "mpips.cli.ckpt",

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from mpips.wire.codec import (F_CACHE, F_KEY_REF, F_VARINT, F_ZEROS, HEADER, HEADER_SIZE, MAGIC,
                          VALUE_ENCODINGS, Codec, bytes_per_kv, decode, parse_header)
-from mpips.errors import (KeyOrderError, KeyRangeError, MessageError, NonFiniteError,
+from mpips.errors import (KeyCacheMiss, KeyOrderError, KeyRangeError, MessageError, NonFiniteError,
                           ValueShapeError)
-from mpips.wire.keycache import KeyCache, KeyCacheMiss, SentKeys
+from mpips.wire.keycache import KeyCache, SentKeys
 
 MAX = 2**64 - 1
 LEVERS = list(itertools.product([False, True], [False, True], [False, True], VALUE_ENCODINGS))

@@ -19,9 +19,11 @@ from .errors import (EXIT_RANK_LOST, EXIT_STOPPED, KeyOrderError, KeyRangeError,
 
 _LAZY_NAMES = {"init": "session.ps", "PS": "session.ps", "KVWorker": "worker.kvworker",
                "TableSpec": "core.spec", "UpdateRule": "core.rules",
-               "register_rule": "core.rules"}
+               "register_rule": "core.rules", "make_filter": "wire.filters",
+               "register_filter": "wire.filters", "PushFilter": "wire.filters"}
 
-__all__ = ["init", "PS", "KVWorker", "TableSpec", "UpdateRule", "register_rule",
+__all__ = ["init", "PS", "KVWorker", "TableSpec", "UpdateRule", "register_rule", "make_filter",
+           "register_filter", "PushFilter",
            "MpipsError", "LayoutError", "KeyOrderError", "KeyRangeError", "ValueShapeError",
            "NonFiniteError", "MessageError", "LibsvmFormatError", "TableError", "UsageError",
            "RankLost", "EXIT_RANK_LOST", "EXIT_STOPPED", "__version__"]

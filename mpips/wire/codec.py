@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import (KeyCacheMiss, KeyOrderError, KeyRangeError, MessageError, NonFiniteError,
-                      ValueShapeError)
+from ..errors import KeyCacheMiss, MessageError, NonFiniteError, ValueShapeError
 from ..kernels import codec as K
 from ..kernels import codec_values as V
 from ..kernels.keys import first_bad_key
 from .keycache import KeyCache, SentKeys
+from .keys import as_keys
 
 MAGIC = 0x4443504D  # b"MPCD" read as little-endian uint32
 VERSION = 1
@@ -125,22 +125,6 @@ def _splitmix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def _as_keys(keys) -> np.ndarray:
-    arr = np.asarray(keys)
-    if arr.ndim != 1:
-        raise ValueShapeError(f"keys must be 1-D, got shape {arr.shape}")
-    if arr.size and arr.dtype.kind not in "ui":
-        raise KeyRangeError(f"keys must be unsigned integers, got dtype {arr.dtype}")
-    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise KeyRangeError(f"keys must be non-negative, got {int(arr.min())}")
-    arr = np.ascontiguousarray(arr, np.uint64)
-    bad = first_bad_key(arr, np.uint64(0), np.uint64(MAX_KEY), np.uint64(0), False)
-    if bad >= 0:
-        raise KeyOrderError(f"key {int(arr[bad])} at position {bad} is not greater than the "
-                            "key before it: keys must be sorted and unique")
-    return arr
-
-
 def _as_rows(vals, n: int) -> np.ndarray:
     arr = np.asarray(vals)
     if arr.ndim == 1:
@@ -178,7 +162,7 @@ class Codec:
         (n, width) or (n,)). With key_cache, a key list already in ``sent`` travels as its
         signature only, and a new one is added to ``sent``. ``seed`` drives stochastic
         rounding (default: derived from the codec seed and a message counter)."""
-        keys = _as_keys(keys)
+        keys = as_keys(keys)
         rows = _as_rows(vals, keys.size)
         if seed is None:
             self._messages += 1

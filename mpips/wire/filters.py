@@ -17,25 +17,16 @@ import math
 
 import numpy as np
 
-from ..errors import KeyOrderError, KeyRangeError, NonFiniteError, ValueShapeError
+from ..errors import NonFiniteError, ValueShapeError
 from ..kernels.merge import merge_sum2
 from ..registry import Registry
+from .keys import as_keys
 
 
 def _as_push(keys, vals) -> tuple[np.ndarray, np.ndarray]:
     """Checked (keys uint64 1-D sorted unique, vals float32 (n, width)); raises the
     mpips.errors ValueError subclass naming the problem."""
-    keys = np.asarray(keys)
-    if keys.ndim != 1 or keys.size and keys.dtype.kind not in "ui":
-        raise KeyRangeError(f"keys must be a 1-D array of unsigned integers, got "
-                            f"{keys.dtype}{keys.shape}")
-    if keys.dtype.kind == "i" and keys.size and keys.min() < 0:
-        raise KeyRangeError(f"keys must be non-negative, got {int(keys.min())}")
-    keys = np.ascontiguousarray(keys, np.uint64)
-    if keys.size > 1 and not (keys[1:] > keys[:-1]).all():
-        bad = int(np.flatnonzero(keys[1:] <= keys[:-1])[0]) + 1
-        raise KeyOrderError(f"key {int(keys[bad])} at position {bad} is not greater than the "
-                            "key before it: keys must be sorted and unique")
+    keys = as_keys(keys)
     vals = np.asarray(vals)
     rows = vals.reshape(-1, 1) if vals.ndim == 1 else vals
     if rows.ndim != 2 or rows.shape[0] != keys.size or rows.shape[1] < 1:

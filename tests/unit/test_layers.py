@@ -166,7 +166,7 @@ def test_mpi_names_fail_clearly_without_mpi4py():
 
 CODEC_MODULES = ["mpips.kernels.codec", "mpips.kernels.codec_values", "mpips.kernels.merge",
                  "mpips.kernels.codec_reference", "mpips.kernels.warmup_codec",
-                 "mpips.wire.keycache", "mpips.wire.codec", "mpips.wire.filters"]
+                 "mpips.wire.keycache", "mpips.wire.keys", "mpips.wire.codec", "mpips.wire.filters"]
 
 CODEC_BODY = """
 import numpy as np

@@ -44,8 +44,10 @@ sys.path.insert(0, str(HERE.parent))
 
 from jsonlines import emit  # noqa: E402
 
-from mpips.launch.launcher import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
-                            lost_a_rank, mpiexec_command, terminate_tree)
+from mpips.launch.launcher import lost_a_rank  # noqa: E402
+from mpips.launch.mpiexec import (OPEN_MPI, detect_implementation, find_mpiexec,  # noqa: E402
+                                  mpiexec_command)
+from mpips.launch.processes import terminate_tree  # noqa: E402
 
 KILLED_AT = re.compile(r"kills itself.* at (\d+\.\d+)")
 BARE_KILL = """

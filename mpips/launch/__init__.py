@@ -1,2 +1,3 @@
-"""Starting ranks: the ``mpips launch`` wrapper around mpiexec (launcher), its processes and
-their clean-up (processes), local ranks' start-up tracking (ranks, startup)."""
+"""Starting ranks: the mpiexec command of a launch (mpiexec), the ``mpips launch`` wrapper that
+runs it, relaunches and stops it (launcher), its processes and their clean-up (processes),
+local ranks' start-up tracking (ranks, startup)."""

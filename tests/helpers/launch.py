@@ -1,6 +1,6 @@
 """Run a Python program on N MPI ranks from a test: ``run_mpi(3, ["prog.py", "--x", "1"])``.
 
-The launch goes through mpips.launch.launcher (the same mpiexec, flags and environment as
+The launch goes through mpips.launch.mpiexec (the same mpiexec, flags and environment as
 ``mpips launch``), runs in the repository root with its output captured, and never hangs a
 test run: past ``timeout`` seconds its whole process tree is killed and the test fails with
 everything the ranks printed.
@@ -13,7 +13,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from mpips.launch.launcher import LaunchTimeout, mpiexec_command, run_command
+from mpips.errors import LaunchTimeout
+from mpips.launch.mpiexec import mpiexec_command
+from mpips.launch.processes import run_command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mpips.launch.launcher import OPEN_MPI, LauncherError, detect_implementation, find_mpiexec
+from mpips.errors import LauncherError
+from mpips.launch.mpiexec import OPEN_MPI, detect_implementation, find_mpiexec
 from tests.helpers.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent

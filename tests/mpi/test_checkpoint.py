@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mpips import ckpt
-from mpips.launch.launcher import mpiexec_command
+from mpips.launch.mpiexec import mpiexec_command
 from tests.helpers.launch import REPO_ROOT, run_mpi
 from tests.helpers.results import final_metrics, result_of
 

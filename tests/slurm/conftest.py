@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from mpips.launch.launcher import implementation_from_version
+from mpips.launch.mpiexec import implementation_from_version
 from tests.helpers.data import REPO_ROOT, under_ci
 from tests.helpers.live_launch import remove_stale_mpi_files
 

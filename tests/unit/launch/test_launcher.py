@@ -1,4 +1,5 @@
-"""Command lines and environments built by mpips.launch.launcher (pure: nothing is launched)."""
+"""Command lines and environments built by mpips.launch.mpiexec, and the options of
+mpips.launch.launcher (pure: nothing is launched)."""
 import argparse
 import os
 import stat
@@ -6,9 +7,11 @@ import stat
 import pytest
 
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launch.launcher import (MPICH, OPEN_MPI, UNKNOWN, LauncherError, add_launch_parser,
-                            build_command, find_mpiexec, implementation_from_version,
-                            lost_a_rank, process_tree)
+from mpips.errors import LauncherError
+from mpips.launch.launcher import add_launch_parser, lost_a_rank
+from mpips.launch.mpiexec import (MPICH, OPEN_MPI, UNKNOWN, build_command, find_mpiexec,
+                                  implementation_from_version)
+from mpips.launch.processes import process_tree
 
 PY = "/venv/bin/python"
 

@@ -5,7 +5,7 @@ into reused buffers, validates each chunk (mpips.wire.message) before a kernel r
 answers. A request that fails validation is drained to its end so the stream from that
 worker stays in step, and answered with an error the worker raises from ``wait``.
 
-Requests run when the clock scheduler (mpips.core.consistency) releases them: at once for async
+Requests run when the clock scheduler (mpips.core.scheduler) releases them: at once for async
 tables, when the clocks allow for SSP reads; pushes to BSP tables are received whole, answered,
 and applied at their clock boundary in worker order.
 
@@ -23,7 +23,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..ckpt.checkpoint import SaveCoordinator
-from ..core.consistency import ClockScheduler
+from ..core.scheduler import ClockScheduler
 from ..errors import ClockError, MessageError
 from ..mpi.fault import is_rank_failure, ulfm_launch
 from ..wire.message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
@@ -74,7 +74,7 @@ class KVServer(WholePushes):
     def serve(self) -> None:
         """Serve until all workers are done. Point-to-point with the workers only.
 
-        Each request goes through the clock scheduler (mpips.core.consistency): pushes and pulls
+        Each request goes through the clock scheduler (mpips.core.scheduler): pushes and pulls
         run when their table's consistency model lets them, one worker's requests in the
         order it sent them; a parked pull keeps its payload in MPI until it runs."""
         header = np.empty(HEADER_WORDS, np.uint64)

@@ -28,7 +28,8 @@ LAYERS = {
 
 
 def folder_of(module: str) -> str:
-    """``mpips.server.push`` -> ``server``; ``mpips.errors`` -> ``errors``; ``mpips`` -> ``__init__``."""
+    """``mpips.server.push`` -> ``server``; ``mpips.errors`` -> ``errors``;
+    ``mpips`` -> ``__init__``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"
 
@@ -95,7 +96,8 @@ def test_imports_point_down(path):
 
 # ---------------------------------------------------------------- modules without MPI
 
-DATA_MODULES = ["mpips.ml.dataset", "mpips.ml.libsvm", "mpips.ml.synthetic", "mpips.ml.metrics", "mpips.ml.lr"]
+DATA_MODULES = ["mpips.ml.dataset", "mpips.ml.libsvm", "mpips.ml.synthetic", "mpips.ml.metrics",
+                "mpips.ml.lr"]
 
 DATA_PROGRAM = """
 import sys
@@ -124,8 +126,9 @@ def test_module_imports_without_mpi4py(module):
 
 CORE_MODULES = ["mpips.kernels.keys", "mpips.kernels.rows", "mpips.kernels.placement",
                 "mpips.kernels.hashindex", "mpips.kernels.prefetch", "mpips.core.partition",
-                "mpips.wire.message", "mpips.core.spec", "mpips.core.rules", "mpips.core.checks", "mpips.errors",
-                "mpips.store.undo", "mpips.registry", "mpips.store.sparse_rows", "mpips.store.request_cache"]
+                "mpips.wire.message", "mpips.core.spec", "mpips.core.rules", "mpips.core.checks",
+                "mpips.errors", "mpips.store.undo", "mpips.registry", "mpips.store.sparse_rows",
+                "mpips.store.request_cache"]
 
 CORE_BODY = """
 import numpy as np
@@ -192,10 +195,12 @@ def test_all_codec_modules_together_without_mpi4py():
     assert_works_without_mpi4py(CODEC_BODY, *CODEC_MODULES, "mpips")
 
 
-CONSISTENCY_MODULES = ["mpips.core.vclock", "mpips.core.consistency"]
+CONSISTENCY_MODULES = ["mpips.core.vclock", "mpips.core.consistency", "mpips.core.scheduler"]
 
 CONSISTENCY_BODY = """
-from mpips.core.consistency import ClockScheduler, Consistency, RangedVectorClock
+from mpips.core.consistency import Consistency
+from mpips.core.scheduler import ClockScheduler
+from mpips.core.vclock import RangedVectorClock
 assert Consistency.parse("ssp:4").required_clock(10) == 6
 v = RangedVectorClock(0, 2**64, 2)
 v.advance(0, 0, 0, 10)

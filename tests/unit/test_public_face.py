@@ -20,7 +20,8 @@ def test_every_name_the_readme_uses_is_an_attribute_of_mpips():
     names = sorted(named | called)
     assert "init" in names and "make_filter" in names, names
     code = ("import mpips, sys\n"
-            "missing = [n for n in sys.argv[1:] if not hasattr(mpips, n) or n not in mpips.__all__]\n"
+            "missing = [n for n in sys.argv[1:]\n"
+            "           if not hasattr(mpips, n) or n not in mpips.__all__]\n"
             "print(missing)\n")
     proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=120)

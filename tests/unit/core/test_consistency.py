@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mpips.core.consistency import (CONSISTENCY_MODELS, ClockError, ClockScheduler, Consistency,
-                               RangedVectorClock, UNBOUNDED)
-from mpips.errors import MpipsError
+from mpips.core.consistency import CONSISTENCY_MODELS, Consistency
+from mpips.core.scheduler import ClockScheduler
+from mpips.core.vclock import UNBOUNDED, RangedVectorClock
+from mpips.errors import ClockError, MpipsError
 
 TOP = 2**64
 

@@ -25,7 +25,8 @@ def through_codec(keys):
 
 def through_filter(keys):
     n = len(keys) if hasattr(keys, "__len__") else 0
-    return make_filter("significantly_modified", delta=0.0).apply(keys, np.ones((n, 1), np.float32))[0]
+    every_entry = make_filter("significantly_modified", delta=0.0)
+    return every_entry.apply(keys, np.ones((n, 1), np.float32))[0]
 
 
 PATHS = [as_keys, through_request, through_codec, through_filter]

@@ -1,2 +1,3 @@
-"""The worker rank: the push/pull API and request tracking (kvworker), coded pushes
-(coded), resending after a dead server (failover), traffic counters (traffic)."""
+"""The worker rank: the push/pull API (kvworker), what it keeps about each operation in
+flight (requests), coded pushes (coded), resending after a dead server (failover), traffic
+counters (traffic)."""

@@ -2,38 +2,13 @@
 mpips.wire.codec messages instead of raw key and value chunks (API layer, mixed into KVWorker)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-import numpy as np
-
 from ..core.checks import as_keys, as_values
+from ..mpi.transport import wait_all
 from ..wire.keycache import SentKeys
 from ..wire.message import HEADER_WORDS, Op, Status, parse_reply
-from .failover import Part
-from ..core.spec import TableSpec
-from ..mpi.transport import wait_all
+from .requests import Part, Pending
 
 
-@dataclass
-class Pending:
-    """What ``wait`` needs to finish one operation."""
-
-    requests: list = field(default_factory=list)
-    replies: list = field(default_factory=list)  # (server rank, tag, request id, reply buffer)
-    keep: list = field(default_factory=list)  # buffers MPI still reads or writes
-    result: np.ndarray | None = None
-    keys: np.ndarray | None = None  # unchecked pull keys, re-checked if a server rejects
-    spec: TableSpec | None = None
-    verdicts: list = field(default_factory=list)  # (server rank, request id) awaiting a push verdict
-    callback: object = None  # called with the result on success
-    coded: dict = field(default_factory=dict)  # request id -> (spec, server, keys, vals)
-    dests: list = field(default_factory=list)  # rank of each of ``requests``
-    parts: list = field(default_factory=list)  # mpips.worker.failover.Part, as posted
-    scatter: list = field(default_factory=list)  # (result, index array, pulled rows) to copy back
-
-    def add(self, request, dest: int) -> None:
-        self.requests.append(request)
-        self.dests.append(dest)
 
 
 class CodedPushes:

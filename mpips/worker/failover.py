@@ -14,33 +14,18 @@ mpips.mpi.fault and the job leaves with EXIT_RANK_LOST.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
-import numpy as np
 from mpi4py import MPI
 
 from ..errors import SegmentLost
 from ..mpi.fault import failed_ranks, is_rank_failure, note_carried_on
-from ..wire.message import Op, Status, encode_reply
 from ..mpi.transport import wait_all
+from ..wire.message import Status, encode_reply
 
 DEATH_NOTICE_SECONDS = 10.0
 """How long a worker whose request failed waits for MPI to name the dead server."""
 
 
-@dataclass
-class Part:
-    """One server's share of an operation, as posted (enough to post it again)."""
-
-    op: Op
-    spec: object
-    segment: int
-    keys: np.ndarray
-    vals: np.ndarray | None
-    out: np.ndarray | None
-    seq: int
-    dest: int  # rank it was sent to
-    verdict: bool = False  # a push whose verdict followed it
 
 
 class ServerFailover:

@@ -18,11 +18,13 @@ from mpi4py import MPI
 
 from ..ckpt.checkpoint import save_order
 from ..core.checks import as_keys, as_output, as_values, check_keys, check_push
-from ..errors import CheckpointError
-from ..errors import MessageError, MpipsError, TableError
-from ..mpi.fault import survive_collective
 from ..core.hosting import Hosting
+from ..core.spec import TableSpec
+from ..errors import CheckpointError, MessageError, MpipsError, TableError
 from ..kernels.keys import offset_rows
+from ..mpi.fault import survive_collective
+from ..mpi.topology import Topology
+from ..mpi.transport import TAG_REQUEST, Tags, wait_all
 from ..wire.keycache import SentKeys
 from ..wire.message import (
     REPLY_WORDS,
@@ -33,12 +35,10 @@ from ..wire.message import (
     encode_reply,
     parse_reply,
 )
-from ..core.spec import TableSpec
-from ..mpi.topology import Topology
+from .coded import CodedPushes
+from .failover import ServerFailover
+from .requests import Part, Pending
 from .traffic import Traffic
-from ..mpi.transport import TAG_REQUEST, Tags, wait_all
-from .coded import CodedPushes, Pending
-from .failover import Part, ServerFailover
 
 
 class KVWorker(CodedPushes, ServerFailover):

@@ -25,7 +25,7 @@ from tests.helpers import drills
 from tests.helpers.slurm import job_env, read, reference_metrics, submit
 
 JOB = ["sparse_lr", "--synthetic", "4000", "--features", "2000", "--batch-size", "64",
-       "--epochs", "6", "--checkpoint-every", "2"]
+       "--epochs", "24", "--checkpoint-every", "2"]  # long enough to be signalled mid-training
 ROUNDS = drills.rounds(1, 20, "MPIPS_SIGNAL_ROUNDS")
 
 

@@ -53,12 +53,19 @@ def tighten_timer_slack() -> None:
             pass
 
 
+PIN_VARIABLE = "MPIPS_PIN_RANKS"
+"""Set to 1 to have ``mpips.init`` pin ranks that outnumber their node's cores (share_cores).
+Off by default: with it, a launch that lost two servers at once hung in about 3 of 100 drills
+(both survivors then shared one core), and none of 60 without it."""
+
+
 def share_cores(place: int) -> None:
     """Pin this rank to one CPU of those it may use: the ``place``-th, round robin. For a node
     whose ranks outnumber its cores and were left unbound: the scheduler tends to put two
     servers that wake each other (a replica's ack) on one core while another core holds a
     sleeping worker, and a replicated push then took twice as long in some launches. With
-    servers first in ``place`` (mpips.mpi.topology), servers get cores of their own first."""
+    servers first in ``place`` (mpips.mpi.topology), servers get cores of their own first.
+    Only with MPIPS_PIN_RANKS=1 (PIN_VARIABLE)."""
     cpus = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cpus[place % len(cpus)]})
 

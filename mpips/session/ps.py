@@ -18,7 +18,7 @@ from ..server.kvserver import KVServer
 from ..core.spec import TableSpec
 from ..store.slices import Slice, make_slice
 from ..mpi.topology import Topology
-from ..mpi.transport import share_cores, tighten_timer_slack, use_dedicated_cores
+from ..mpi.transport import PIN_VARIABLE, share_cores, tighten_timer_slack, use_dedicated_cores
 from ..worker.kvworker import KVWorker
 
 
@@ -60,7 +60,8 @@ class PS:
         self.topology = Topology(comm, servers)
         dedicated = self.topology.ranks_on_node <= len(os.sched_getaffinity(0))
         use_dedicated_cores(dedicated)
-        if not dedicated and not self.topology.node_bound:
+        if not dedicated and not self.topology.node_bound and \
+                os.environ.get(PIN_VARIABLE, "") == "1":
             share_cores(self.topology.node_place)
         tighten_timer_slack()
         self.replicas = _same_everywhere(self.topology.data, replicas)

@@ -97,10 +97,15 @@ def test_init_tightens_the_timer_slack_of_idle_sleeps(semantics):
     assert got == wanted <= 1000
 
 
-def test_ranks_that_outnumber_the_cores_share_them_round_robin_servers_first(semantics):
-    # worker 0 reports; its place on the node comes after the 2 servers'
-    cpus = semantics["cpus"]
-    if cpus["ranks"] > len(cpus["before"]):
+def test_ranks_keep_their_cpus_unless_pinning_is_asked_for(semantics):
+    cpus = semantics["cpus"]  # launched without MPIPS_PIN_RANKS
+    assert cpus["after"] == cpus["before"]
+
+
+def test_with_mpips_pin_ranks_ranks_that_outnumber_the_cores_share_them_servers_first():
+    cpus = result_of(run_mpi(4, [f"{PROGRAMS}/kv_semantics.py", "--servers", "2"], timeout=180,
+                             env={"MPIPS_PIN_RANKS": "1"}))["cpus"]
+    if cpus["ranks"] > len(cpus["before"]):  # worker 0 comes after the 2 servers
         assert cpus["after"] == [cpus["before"][2 % len(cpus["before"])]]
     else:  # a core each: the scheduler places them
         assert cpus["after"] == cpus["before"]

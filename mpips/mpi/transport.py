@@ -6,12 +6,12 @@ non-overtaking rule keeps each stream in order.
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import sys
 import time
 
 from mpi4py import MPI
+
+from ..launch.startup import prctl
 
 TAG_REQUEST = 1
 TAG_BASE = 16
@@ -25,14 +25,16 @@ SLEEP_FRACTION = 0.125
 MAX_SLEEP_SECONDS), so a message that arrives during a sleep waits at most about this share
 longer again (doubling sleeps could add up to the whole wait)."""
 _spin = SPIN_SECONDS
+_shared = True  # whether this rank shares its core (see use_dedicated_cores)
 
 
 def use_dedicated_cores(dedicated: bool) -> None:
     """Whether this rank has a core to itself. Waits then spin DEDICATED_SPIN_SECONDS before
     sleeping: a message that arrives while a wait sleeps waits for the sleep to end, which
     for a reply that takes a millisecond can add half of it again."""
-    global _spin
+    global _spin, _shared
     _spin = DEDICATED_SPIN_SECONDS if dedicated else SPIN_SECONDS
+    _shared = not dedicated
 
 
 TIMER_SLACK_NANOSECONDS = 1000
@@ -45,12 +47,7 @@ _PR_SET_TIMERSLACK = 29
 def tighten_timer_slack() -> None:
     """Let this process's sleeps end close to when they were asked to end (Linux only;
     elsewhere, or if the kernel refuses, sleeps keep the system's slack)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK,
-                                                    TIMER_SLACK_NANOSECONDS, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
+    prctl(_PR_SET_TIMERSLACK, TIMER_SLACK_NANOSECONDS)
 
 
 PIN_VARIABLE = "MPIPS_PIN_RANKS"
@@ -122,7 +119,7 @@ def _idle(waited: float) -> None:
     the time waited (SLEEP_FRACTION)."""
     if waited > _spin:
         time.sleep(min(max(SLEEP_FRACTION * waited, 1e-5), MAX_SLEEP_SECONDS))
-    elif _spin == SPIN_SECONDS:  # a core shared with other ranks: let them run meanwhile
+    elif _shared:  # a core shared with other ranks: let them run meanwhile
         os.sched_yield()
 
 

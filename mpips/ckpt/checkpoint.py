@@ -33,19 +33,29 @@ from ..wire.message import Status
 
 
 class SaveCoordinator:
-    """Server side of a save: collects the SAVE requests of the workers, then writes."""
+    """Server side of a save: collects the SAVE requests of the workers, then writes.
 
-    def __init__(self, server):
-        self.server = server
+    Its hooks into the server are narrow: ``segments`` (mpips.server.segments: ``hosted``,
+    segment -> slices, and ``num_segments``) is what it writes; ``channel`` (a
+    mpips.server.channel.WorkerChannel: ``recv_exact``, ``reply``) receives and answers the
+    requests; ``guard(action)`` runs an answer so that a worker that died is skipped; with
+    replicas, ``survivors.handle()`` takes over a dead server's segments before a retry."""
+
+    def __init__(self, topology, tables, segments, channel, tags, *, guard=None,
+                 survivors=None, replicated: bool = False):
+        self.topology, self.tables, self.segments = topology, tables, segments
+        self.channel, self.tags = channel, tags
+        self.guard = guard or (lambda action: action())
+        self.survivors, self.replicated = survivors, replicated
         self.requests: dict[int, tuple] = {}  # worker -> (request id, source, order)
 
     def on_request(self, hdr, source: int, live_workers: set[int]) -> None:
         """Record a worker's SAVE (its payload is the JSON order); save once all live
         workers asked. Collective over the servers when it saves."""
-        tag = self.server.tags.payload(hdr.request_id)
+        tag = self.tags.payload(hdr.request_id)
         payload = np.empty(hdr.chunk_keys, np.uint8)
-        self.server._recv_exact(payload, source, tag)
-        worker = self.server.topology.layout.worker_index(source)
+        self.channel.recv_exact(payload, source, tag)
+        worker = self.topology.layout.worker_index(source)
         self.requests[worker] = (hdr.request_id, source, decode_text(payload))
         if live_workers <= set(self.requests):
             self._save()
@@ -63,8 +73,8 @@ class SaveCoordinator:
         error = self._write_and_commit(order)
         status = Status.BAD_REQUEST if error else Status.OK
         for request_id, source, _ in requests.values():  # a worker that died is skipped
-            self.server.survivors.run(lambda: self.server._reply(
-                request_id, status, error, source, self.server.tags.payload(request_id)))
+            self.guard(lambda: self.channel.reply(request_id, status, error, source,
+                                                  self.tags.payload(request_id)))
 
     def _write_and_commit(self, order: dict) -> str | None:
         """Collective over the living servers; the error text (same on every server) or
@@ -75,21 +85,19 @@ class SaveCoordinator:
         the attempt failed, leave the dead one out (mpips.mpi.fault.survive_collective), take
         over its segments and save again among themselves; a save that the death interrupted
         after its commit counts as saved."""
-        srv = self.server
-        if not srv.replication.enabled:
-            return self._attempt(srv.topology.group, order, retry=False)
+        if not self.replicated:
+            return self._attempt(self.topology.group, order, retry=False)
         attempts = []
 
         def attempt(group):
             attempts.append(group)
             group.Barrier()  # a server that died before the save fails this on every server
-            srv.survivors.handle()  # take over its segments before writing them
+            self.survivors.handle()  # take over its segments before writing them
             return self._attempt(group, order, retry=len(attempts) > 1)
-        return survive_collective(srv.topology, attempt)
+        return survive_collective(self.topology, attempt)
 
     def _attempt(self, group, order: dict, *, retry: bool) -> str | None:
-        srv = self.server
-        count = srv.replication.hosting.num_segments
+        count = self.segments.num_segments
         step, root = int(order["step"]), order["root"]
         directory, error = on_root(group, lambda: _prepare(root, step, order, retry))
         if error is not None:
@@ -99,15 +107,15 @@ class SaveCoordinator:
         try:
             info = json.dumps([ckpt.write_shard(directory, segment, count, step,
                                                 [_slice_data(s) for s in tables]).to_json()
-                               for segment, tables in sorted(srv.replication.hosted.items())])
+                               for segment, tables in sorted(self.segments.hosted.items())])
         except (MpipsError, OSError) as exc:
-            info = f"server {srv.topology.server_index}: {type(exc).__name__}: {exc}"
+            info = f"server {self.topology.server_index}: {type(exc).__name__}: {exc}"
         infos = gather_texts(group, info)
-        tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in srv.tables}
+        tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in self.tables}
         warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
                                                         tables))
         if warning and group.Get_rank() == 0:
-            srv.topology.log(f"warning: {warning}")
+            self.topology.log(f"warning: {warning}")
         return None if error is None else f"checkpoint not committed: {error}"
 
 

@@ -23,24 +23,30 @@ import numpy as np
 from mpi4py import MPI
 
 from ..ckpt.checkpoint import SaveCoordinator
+from ..core.hosting import Hosting
 from ..core.scheduler import ClockScheduler
-from ..errors import ClockError, MessageError
-from ..mpi.fault import is_rank_failure, ulfm_launch
-from ..wire.message import HEADER_WORDS, Header, Op, Status, encode_reply, parse_header
-from ..wire.keycache import KeyCache
-from .replication import Replicator
-from .push import StashedPush, Verdict, WholePushes
 from ..core.spec import TableSpec
-from ..store.slices import FLOAT, Slice
-from .survivors import Survivors
+from ..errors import ClockError, MessageError
+from ..mpi.fault import ulfm_launch
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, wait_all
+from ..store.slices import FLOAT, Slice
+from ..wire.message import HEADER_WORDS, Header, Op, Status, parse_header
+from .channel import WorkerChannel
+from .replication import Replicator
+from .segments import Segments
+from .survivors import Survivors
+from .verdict import Verdict
+from .whole_pushes import StashedPush, WholePushes
 
-OUT_BUFFERS = 4
 
+class KVServer:
+    """Serves the slices of one server rank until every worker has said DONE.
 
-class KVServer(WholePushes):
-    """Serves the slices of one server rank until every worker has said DONE."""
+    Its collaborators: ``channel`` (receiving and answering workers), ``segments`` (what it
+    serves), ``whole`` (BSP and coded pushes), ``saves`` (checkpoint requests); with
+    replicas ``replication`` (else None); in a launch that survives dead ranks (ULFM, or
+    replicas) ``survivors`` (else None)."""
 
     def __init__(self, topology: Topology, tables: list[TableSpec], home: dict[int, list[Slice]],
                  board=None, replicas: int = 0, restored: bool = False):
@@ -53,18 +59,29 @@ class KVServer(WholePushes):
         self.requests_served = 0
         self._keys = np.empty(0, np.uint64)
         self._vals = np.empty(0, FLOAT)
-        self._out: list[tuple[np.ndarray, MPI.Request]] = []
-        self._free: list[np.ndarray] = []
-        self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
         self.board = board  # mpips.mpi.onesided.ClockBoard: clocks for one-sided readers
         self._published = {t.table_id: 0 for t in tables if t.one_sided}
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
-        self.saves = SaveCoordinator(self)
-        self.survivors = Survivors(self)  # carries on when a worker dies (ULFM launches)
-        self.restored = restored  # the slices hold a checkpoint's rows
-        self.replication = Replicator(self, home, replicas)  # and dead servers (replicas)
-        self._per_worker_receives = ulfm_launch() or self.replication.enabled
         self.scheduler = ClockScheduler(topology.num_workers)
+        self.segments = Segments(topology.server_index, home,
+                                 Hosting(topology.num_servers, replicas).num_segments)
+        self.channel = WorkerChannel(self.comm, topology.log)
+        self.replication = Replicator(
+            topology, tables, self.segments, replicas, restored,
+            notice_deaths=lambda: self.survivors.handle(),
+            stashed=lambda: [item for *_, item in self.scheduler.stashed()],
+            adopt=self._adopt_stash) if replicas else None
+        self.survivors = None  # carries on when a worker dies (ULFM launches), or a server
+        if ulfm_launch() or replicas:
+            self.survivors = Survivors(self.comm, topology.layout, topology.log,
+                                       abandon=self.abandon_request, retire=self._retire,
+                                       replication=self.replication)
+            self.channel.complete = self.survivors.complete  # skips sends to dead workers
+        self.whole = WholePushes(topology, tables, self.segments, self.channel, self.tags,
+                                 self.replication)
+        self.saves = SaveCoordinator(topology, tables, self.segments, self.channel, self.tags,
+                                     guard=self._guarded, survivors=self.survivors,
+                                     replicated=self.replication is not None)
         first, last = min(home), max(home)  # home segments: one contiguous range
         for spec in tables:  # an empty range (more servers than keys) gets no requests
             begin, end = home[first][spec.table_id].key_range.begin, \
@@ -79,10 +96,11 @@ class KVServer(WholePushes):
         order it sent them; a parked pull keeps its payload in MPI until it runs."""
         header = np.empty(HEADER_WORDS, np.uint64)
         remaining = self.live_workers
-        self.replication.start()
+        if self.replication is not None:
+            self.replication.start()
         status = MPI.Status()
         while remaining:
-            if self._per_worker_receives:  # ULFM: a dead worker must not block the others
+            if self.survivors is not None:  # ULFM: a dead worker must not block the others
                 received = self.survivors.next_request(remaining)
                 if received is None:
                     continue
@@ -92,17 +110,19 @@ class KVServer(WholePushes):
                 source = status.Get_source()
             try:
                 parsed = parse_header(header, len(self.tables), [t.width for t in self.tables],
-                                      self.replication.hosting.num_segments)
+                                      self.segments.num_segments)
             except MessageError as exc:
                 self.topology.log(f"dropped a request from rank {source}: {exc}")
                 continue
             if parsed.op is Op.DONE:
                 remaining.discard(source)
-            self.survivors.run(lambda: self.run_items(self._admit(parsed, source)))
+            self._guarded(lambda: self.run_items(self._admit(parsed, source)))
             self._publish_clocks()
-        self._flush_out()
-        self.survivors.close()
-        self.replication.close()
+        self.channel.flush()
+        if self.survivors is not None:
+            self.survivors.close()
+        if self.replication is not None:
+            self.replication.close()
         if not self.scheduler.idle:
             self.topology.log("requests left unserved at the end: "
                               + "; ".join(self.scheduler.describe_waits()))
@@ -134,7 +154,7 @@ class KVServer(WholePushes):
             if hdr.op in (Op.PUSH, Op.PUSH_CODED):
                 if sched.consistency(hdr.table_id).deterministic:
                     sched.check_request(worker, hdr.clock, hdr.table_id)  # before accepting it
-                    stashed = self._stash_or_log(hdr, source)
+                    stashed = self.whole.stash_or_log(hdr, source)
                     return [] if stashed is None else sched.on_push(worker, hdr.clock, stashed,
                                                                    hdr.table_id)
                 return sched.on_push(worker, hdr.clock, (hdr, source), hdr.table_id)
@@ -145,8 +165,8 @@ class KVServer(WholePushes):
                 return []
             if hdr.op is Op.PUSH_CODED:  # drain its one message, then answer
                 tag = self.tags.payload(hdr.request_id)
-                self._recv_exact(np.empty(hdr.chunk_keys, np.uint8), source, tag)
-                self._reply(hdr.request_id, Status.BAD_REQUEST, str(exc), source, tag)
+                self.channel.recv_exact(np.empty(hdr.chunk_keys, np.uint8), source, tag)
+                self.channel.reply(hdr.request_id, Status.BAD_REQUEST, str(exc), source, tag)
             else:
                 self._handle(hdr, source, refuse=str(exc))
             return []
@@ -155,25 +175,48 @@ class KVServer(WholePushes):
         """Execute what the scheduler released, each item on its own: a worker that dies
         in the middle of one does not take the others with it."""
         for item in items:
-            self.survivors.run(lambda: self._execute(item))
+            self._guarded(lambda: self._execute(item))
+
+    def _guarded(self, action) -> None:
+        """Run ``action``; in a launch that survives dead ranks, a worker that dies in the
+        middle of it is handled (mpips.server.survivors)."""
+        if self.survivors is None:
+            action()
+        else:
+            self.survivors.run(action)
 
     def abandon_request(self) -> None:
         """A worker died in the middle of its request: roll back what of it was applied
         and not yet vouched for (mpips.store.undo), and forget its new keys."""
-        for table in self.replication.hosted_slices():
+        for table in self.segments.slices():
             if table.undo.active:
                 table.roll_back_push()
             table.abandon_pending()
+
+    def _retire(self, rank: int) -> None:
+        """Worker rank ``rank`` died: serve on without it (mpips.server.survivors)."""
+        self.live_workers.discard(rank)
+        self.run_items(self.scheduler.on_worker_gone(self.topology.layout.worker_index(rank),
+                                                     dead=True))
+        self.scheduler.take_dropped()  # its parked pulls: nobody will read the answers
+        self.saves.on_worker_gone(self.live_workers)
+
+    def _adopt_stash(self, entry: StashedPush) -> None:
+        """Stash a BSP push a dead host had accepted (mpips.server.replication) and run what
+        that releases."""
+        self.run_items(self.scheduler.adopt_stash(entry.table_id, entry.clock, entry.worker,
+                                                  entry))
 
     def _execute(self, item) -> None:
         """Run what the scheduler released: a request still in MPI, or a stashed push."""
         try:
             if isinstance(item, StashedPush):  # checked when it was received
-                table = self.replication.hosted[item.segment][item.table_id]
+                table = self.segments.hosted[item.segment][item.table_id]
                 rows = table.push_whole(item.keys, item.vals)
-                self.replication.applied_stash(item, table, rows)
+                if self.replication is not None:
+                    self.replication.applied_stash(item, table, rows)
             elif item[0].op is Op.PUSH_CODED:
-                self._push_coded(*item)
+                self.whole.push_coded(*item)
             else:
                 self._handle(*item)
         except MessageError as exc:
@@ -188,7 +231,7 @@ class KVServer(WholePushes):
         table = None
         if refuse is None:
             try:
-                table = self.replication.slice_for(hdr.segment, hdr.table_id)
+                table = self.segments.slice_for(hdr.segment, hdr.table_id)
             except MessageError as exc:
                 refuse = str(exc)
         tag = self.tags.payload(hdr.request_id)
@@ -198,7 +241,7 @@ class KVServer(WholePushes):
         keys_buf, vals_buf = self._buffers(hdr)
         pushes = hdr.op in (Op.PUSH, Op.PUSH_PULL)
         worker = self.topology.layout.worker_index(source)
-        replicated = pushes and self.replication.enabled
+        replicated = pushes and self.replication is not None
         again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
         touched: list[np.ndarray] = []  # keys a replicated push changed, chunk by chunk
         touched_rows: list[np.ndarray] = []  # their rows, when the slice gave them
@@ -211,9 +254,9 @@ class KVServer(WholePushes):
             cached = error is None and table.caches_requests
             keys = table.receive_buffer(hi - lo) if cached else keys_buf[: hi - lo]
             vals = vals_buf[: hi - lo]
-            self._recv_exact(keys, source, tag)
+            self.channel.recv_exact(keys, source, tag)
             if pushes:
-                self._recv_exact(vals, source, tag)
+                self.channel.recv_exact(vals, source, tag)
             if verdict is not None and table is not None and table.undo.active \
                     and verdict.arrived_ok():
                 table.keep_push()  # the worker vouched for the whole push: stop logging
@@ -230,7 +273,7 @@ class KVServer(WholePushes):
                 except MessageError as exc:
                     error = f"table {name!r}, request {hdr.request_id}: {exc}"
             if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
-                self._send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
+                self.channel.send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
         status = Status.BAD_REQUEST if error else Status.OK
         if verdict is not None:
             status, error = self._settle_push(table, verdict, error)
@@ -243,7 +286,7 @@ class KVServer(WholePushes):
                 self.replication.pushed(hdr.segment, table, touched, worker, hdr.seq,
                                         touched_rows if len(touched_rows) == len(touched)
                                         else None)
-        self._reply(hdr.request_id, status, error, source, tag)
+        self.channel.reply(hdr.request_id, status, error, source, tag)
 
     def _settle_push(self, table: Slice | None, verdict: "Verdict", error: str | None):
         """Keep or roll back a push once its verdict is in (``table`` None: it was refused);
@@ -279,21 +322,9 @@ class KVServer(WholePushes):
         if hdr.op is Op.PUSH_PULL and not again:
             rows = table.push_chunk(keys, vals, prev, origin)
             rows = None if rows is None else rows.copy()  # the pull may reuse its buffer
-        data, reusable = table.read_chunk(keys, prev, self._out_buffer, origin)
-        self._send_values(data, source, tag, reusable=reusable)
+        data, reusable = table.read_chunk(keys, prev, self.channel.out_buffer, origin)
+        self.channel.send_values(data, source, tag, reusable=reusable)
         return rows
-
-    def _recv_exact(self, buf: np.ndarray, source: int, tag: int) -> None:
-        status = MPI.Status()
-        try:
-            self.comm.Recv(buf, source, tag, status)
-        except MPI.Exception as exc:
-            if is_rank_failure(exc):
-                raise  # a dead rank, not a bad message: mpips.mpi.fault handles it
-            raise MessageError(f"payload from rank {source} does not fit: {exc}") from None
-        if status.Get_count(MPI.BYTE) != buf.nbytes:
-            raise MessageError(f"payload from rank {source}: {status.Get_count(MPI.BYTE)} "
-                               f"bytes where {buf.nbytes} were announced")
 
     def _buffers(self, hdr: Header) -> tuple[np.ndarray, np.ndarray]:
         n = min(hdr.chunk_keys, hdr.num_keys)
@@ -302,37 +333,3 @@ class KVServer(WholePushes):
         if self._vals.size < n * hdr.width:
             self._vals = np.empty(n * hdr.width, FLOAT)
         return self._keys, self._vals[: n * hdr.width].reshape(n, hdr.width)
-
-    def _out_buffer(self, shape) -> np.ndarray:
-        """A reply buffer that no send in flight uses (at most OUT_BUFFERS in flight)."""
-        if len(self._out) >= OUT_BUFFERS:
-            buf, req = self._out.pop(0)
-            wait_all([req])
-            if buf is not None:
-                self._free.append(buf)
-        need = shape[0] * shape[1]
-        buf = self._free.pop() if self._free else np.empty(0, FLOAT)
-        if buf.size < need:
-            buf = np.empty(need, FLOAT)
-        return buf[:need].reshape(shape)
-
-    def _send_values(self, out: np.ndarray, dest: int, tag: int, reusable: bool = True) -> None:
-        """Isend ``out``; ``reusable`` buffers return to the free list once sent (views of a
-        table never do). Every send completes before the next request is read (_reply), so
-        a view of the table cannot change while it is on the wire."""
-        self._out.append((out.reshape(-1) if reusable else None, self.comm.Isend(out, dest, tag)))
-
-    def _flush_out(self) -> None:
-        self.survivors.complete([req for _, req in self._out])  # skips replies to dead workers
-        self._free.extend(buf for buf, _ in self._out if buf is not None)
-        self._out.clear()
-
-    def _reply(self, request_id: int, status: Status, error: str | None, dest: int,
-               tag: int) -> None:
-        self._flush_out()
-        text = np.frombuffer(error.encode(), np.uint8) if error else None
-        reply = encode_reply(request_id, status, 0 if text is None else text.size)
-        self.comm.Send(reply, dest, tag)
-        if text is not None:
-            self.comm.Send(text, dest, tag)
-            self.topology.log(f"rejected a request from rank {dest}: {error}")

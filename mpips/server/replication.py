@@ -1,5 +1,5 @@
-"""Replicas of key ranges on successor servers, and taking over a dead server's keys (MPI
-layer; one Replicator per server rank, made by KVServer when the launch has replicas).
+"""Replicas of key ranges on successor servers, and taking over a dead server's keys (API
+layer; one Replicator per server rank, made by KVServer only when the launch has replicas).
 
 Who hosts and who copies each segment is mpips.core.hosting. After a push is applied, its host
 sends the new rows of the keys it touched (values and optimizer state) to the segment's
@@ -14,9 +14,8 @@ fails), each survivor takes the same decisions from the same set of dead servers
 of a dead host's copy applies every batch that reached it and serves the segment from then
 on; every segment whose replica holders changed is sent whole to the new holders, and a
 segment taken over to all of them (survivors may learn of simultaneous deaths one by one or
-at once, so a holder the dead host had just gained may never have got its copy). A copy
-ignores batches from a host earlier in the segment's chain than the one whose rows it holds:
-a dead host's late batches. Workers
+at once, so a holder the dead host had just gained may never have got its copy). The copies
+themselves, and why one ignores a dead host's late batches, are mpips.server.copies. Workers
 resend the requests the dead server had not answered (mpips.worker.failover); a resent push
 at or below its segment's watermark was applied already and is answered without applying.
 """
@@ -25,19 +24,22 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI
 
-from ..errors import MessageError, ReplicaStreamError, SegmentLost
+from ..errors import MessageError, ReplicaStreamError
 from ..mpi.fault import is_rank_failure, note_carried_on
 from ..core.hosting import Hosting
 from ..kernels.warmup_store import warm_copies
 from ..wire.replica import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
                            parse_ack, parse_batch)
-from .push import StashedPush
-from ..store.slices import FLOAT, Slice, make_slice
+from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REPLICA, TAG_REPLICA_ACK, raise_failed, wait_all, wait_any
+from ..store.slices import FLOAT, Slice
+from .copies import Copies
+from .segments import Segments
 
 PROMOTION_WAIT_SECONDS = 10.0
 """How long a server waits to learn that a segment's host died, when a worker already sends
@@ -45,31 +47,31 @@ it that segment's requests (the worker noticed first)."""
 
 
 class Replicator:
-    """The segments one KVServer (``server``) hosts, the copies it keeps, and failover;
-    without replicas it only hosts its home segments (``home``: segment -> slices)."""
+    """The copies one server keeps of other servers' segments, the batches that keep them
+    and its own segments' copies current, and taking over when servers die.
 
-    def __init__(self, server, home: dict[int, list[Slice]], replicas: int):
-        self.server = server
-        topology = server.topology
-        self.comm, self.layout, self.log = server.comm, topology.layout, topology.log
+    Narrow hooks into the server: ``segments`` (mpips.server.segments) is what it serves,
+    and takeovers add to it; ``notice_deaths()`` acknowledges failures MPI reports and
+    handles them (mpips.server.survivors: it calls ``on_servers_dead``); ``stashed()`` lists
+    the BSP pushes the server's clock scheduler holds; ``adopt(entry)`` stashes a dead
+    host's accepted BSP push in the scheduler and runs what that releases."""
+
+    def __init__(self, topology: Topology, specs, segments: Segments, replicas: int,
+                 restored: bool, *, notice_deaths: Callable[[], None],
+                 stashed: Callable[[], list], adopt: Callable[[object], None]):
+        self.comm, self.layout, self.log = topology.data, topology.layout, topology.log
+        self.num_workers = topology.num_workers
         self.me = topology.server_index
         self.hosting = Hosting(topology.num_servers, replicas)
-        self.enabled = replicas > 0
-        self.specs = list(server.tables)
-        self._arrays = [s.arrays for s in home[min(home)]]  # per table, in a batch row
-        self.hosted: dict[int, list[Slice]] = dict(home)
-        # a restored launch's copies are incomplete (None) until their whole copy arrives
-        self.copies: dict[int, list[Slice | None]] = {
-            seg: [None] * len(self.specs) if server.restored else
-            [make_slice(spec, seg, None) for spec in self.specs]
-            for seg in self.hosting.copies_on(self.me)}
-        self.marks = {seg: np.full(topology.num_workers, -1, np.int64)
-                      for seg in (*self.hosted, *self.copies)}
-        self.mirror: dict[int, list] = {}  # segment -> BSP pushes its host accepted, unapplied
-        # segment -> place in the segment's chain of the host whose rows its copy holds: a
-        # host that took over comes later in the chain, and a batch from an earlier one is
-        # stale (sent by a host that died, it may arrive after the new host's whole copy)
-        self._source: dict[int, int] = {seg: 0 for seg in self.copies}
+        self.specs = list(specs)
+        self.segments = segments
+        self.restored = restored  # the slices hold a checkpoint's rows
+        self.notice_deaths, self._stashed, self._adopt = notice_deaths, stashed, adopt
+        self._arrays = [s.arrays for s in segments.hosted[min(segments.hosted)]]  # per table
+        self.copies = Copies(self.specs, self.hosting.copies_on(self.me), restored)
+        # segment -> each worker's last push applied to it (hosted and copied segments)
+        self.marks = {seg: np.full(self.num_workers, -1, np.int64)
+                      for seg in (*segments.hosted, *self.copies.slices)}
         self._sent: dict[int, int] = defaultdict(int)  # server -> batches sent to it
         self._acked: dict[int, int] = defaultdict(int)
         self._received: dict[int, int] = defaultdict(int)
@@ -77,43 +79,33 @@ class Replicator:
         self._ack_recvs: dict[int, tuple] = {}
         self._keep: list = []  # (request, buffer, server) of sends in flight
         self.graveyard: list = []  # requests with dead peers: never freed (mpips.mpi.fault.leave)
-        if self.enabled:
-            # load the kernels a failover runs (whole copies, mirrored rows) now: loading
-            # them then, from numba's cache, held a takeover up for most of a second
-            warm_copies()
-            for server_index in self.hosting.living:
-                if server_index != self.me:
-                    self._post_batch_recv(server_index)
+        # load the kernels a failover runs (whole copies, mirrored rows) now: loading them
+        # then, from numba's cache, held a takeover up for most of a second
+        warm_copies()
+        for server_index in self.hosting.living:
+            if server_index != self.me:
+                self._post_batch_recv(server_index)
         self._finished: set[int] = set()  # servers that sent FIN (mpips.wire.replica)
+        segments.await_takeover = self._await_takeover
 
     def start(self) -> None:
         """Before serving: after a restore, send the restored rows of every hosted segment
         whole to its replica holders (their copies count as incomplete until then)."""
-        if self.enabled and self.server.restored:
-            for segment in sorted(self.hosted):
+        if self.restored:
+            for segment in sorted(self.segments.hosted):
                 for replica in self.hosting.replicas_of(segment):
                     self._copy_whole(segment, replica, [])
 
-    def hosted_slices(self) -> list[Slice]:
-        """Every slice of every segment this server serves."""
-        return [s for slices in self.hosted.values() for s in slices]
-
     # -- serving ------------------------------------------------------------------------
-    def slice_for(self, segment: int, table_id: int) -> Slice:
-        """The slice of ``table_id`` in ``segment``; when a worker already sends requests of
-        a segment whose host this server has not yet seen die, wait until it has. Raises
-        MessageError if this server does not serve ``segment``."""
-        if segment not in self.hosted and self.enabled:
-            deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
-            while segment not in self.hosted and time.monotonic() < deadline:
-                with contextlib.suppress(MPI.Exception):
-                    self.progress()  # a batch receive from the dead host fails here
-                self.server.survivors.handle()  # takes over once the death is known
-                time.sleep(0.001)
-        if segment not in self.hosted:
-            raise MessageError(f"segment {segment} is not served by server {self.me} (it "
-                               f"serves {sorted(self.hosted)})")
-        return self.hosted[segment][table_id]
+    def _await_takeover(self, segment: int) -> None:
+        """A worker sends requests of ``segment``, which this server does not serve: wait
+        (a while) until it has seen the segment's host die and taken the segment over."""
+        deadline = time.monotonic() + PROMOTION_WAIT_SECONDS
+        while segment not in self.segments.hosted and time.monotonic() < deadline:
+            with contextlib.suppress(MPI.Exception):
+                self.progress()  # a batch receive from the dead host fails here
+            self.notice_deaths()  # takes over once the death is known
+            time.sleep(0.001)
 
     def is_duplicate(self, segment: int, worker: int, seq: int) -> bool:
         """Whether ``worker``'s push ``seq`` to ``segment`` was applied already (a resend)."""
@@ -148,8 +140,6 @@ class Replicator:
         """A stashed push was applied at its clock boundary (``rows``: the rows it changed,
         if the slice gave them): send its rows, so the replica holders forget the stashed
         copy (no wait: until they arrive they still hold the push)."""
-        if not self.enabled:
-            return
         replicas = self.hosting.replicas_of(item.segment)
         at = (table.rows_of(item.keys) if rows is None else rows.copy()) if replicas else None
         packed = table.packed_at(at) if replicas else None
@@ -164,7 +154,7 @@ class Replicator:
         except MPI.Exception as exc:
             if not is_rank_failure(exc):
                 raise
-            self.server.survivors.handle()
+            self.notice_deaths()
 
     def wait_replicated(self) -> None:
         """Wait until every batch sent has been acknowledged by its (living) receiver, serving
@@ -232,7 +222,7 @@ class Replicator:
         rank = self.layout.server_rank(dest)
         parts = [header] + payload
         parts.append(self.marks[segment].copy() if segment in self.marks else
-                     np.full(self.server.topology.num_workers, -1, np.int64))
+                     np.full(self.num_workers, -1, np.int64))
         for part in parts:
             self._keep.append((self.comm.Isend(part, rank, TAG_REPLICA), part, dest))
         if dest not in self._ack_recvs:
@@ -242,7 +232,7 @@ class Replicator:
         """Receive the rest of a batch whose header arrived, check it, apply it, ack it."""
         if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
             raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
-        workers = self.server.topology.num_workers
+        workers = self.num_workers
         batch = parse_batch(buf, self.hosting.num_segments, self._arrays, workers)
         if batch.number != self._received[source] + 1:
             raise MessageError(f"batch {batch.number} from server {source} where "
@@ -265,41 +255,20 @@ class Replicator:
         self._received[source] = batch.number
         ack = encode_ack(batch.number)
         self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
-        if batch.kind is not Kind.FIN:
-            place = self.hosting.chain(batch.segment).index(source)
-            if place < self._source.get(batch.segment, 0):
-                return  # from a host that died: the copy holds its successor's rows already
-            if batch.kind is Kind.TRANSFER:
-                self._source[batch.segment] = place
         if batch.kind is Kind.FIN:
             self._finished.add(source)
-        elif batch.segment in self.hosted:
+            return
+        place = self.hosting.chain(batch.segment).index(source)
+        if self.copies.is_stale(batch.segment, place):
+            return
+        if batch.segment in self.segments.hosted:
             raise MessageError(f"server {source} sent rows of segment {batch.segment}, which "
                                f"this server serves")
-        elif batch.kind is Kind.STASH:
-            self.mirror.setdefault(batch.segment, []).append(StashedPush(
-                batch.table_id, keys, rows, batch.segment, *batch.entry, batch.clock))
-        elif batch.kind is Kind.TRANSFER or batch.segment not in self.copies:
-            if batch.kind is not Kind.TRANSFER:
-                raise MessageError(f"server {source} sent rows of segment {batch.segment} "
-                                   f"before its whole copy")
-            copy = self.copies.setdefault(batch.segment, [None] * len(self.specs))
-            copy[batch.table_id] = make_slice(spec, batch.segment, None)
-            if batch.table_id == 0:
-                self.marks[batch.segment] = np.full_like(marks, -1)
-                self.mirror[batch.segment] = []
-        if batch.kind in (Kind.ROWS, Kind.TRANSFER):
-            copy = self.copies[batch.segment][batch.table_id]
-            if copy is None:
-                raise MessageError(f"server {source} sent rows of table {batch.table_id} of "
-                                   f"segment {batch.segment} before its whole copy")
-            copy.put_rows_at(keys, at, rows)
-        if batch.kind is Kind.ROWS and batch.entry is not None:  # that stashed push is applied
-            self.mirror[batch.segment] = [e for e in self.mirror.get(batch.segment, [])
-                                          if (e.worker, e.seq) != batch.entry]
-        if batch.kind is not Kind.FIN:
-            self.marks[batch.segment] = np.maximum(
-                self.marks.get(batch.segment, np.full_like(marks, -1)), marks)
+        self.copies.apply(batch, source, place, keys, at, rows)
+        fresh = batch.kind is Kind.TRANSFER and batch.table_id == 0  # a new whole copy
+        self.marks[batch.segment] = np.maximum(
+            np.full_like(marks, -1) if fresh else
+            self.marks.get(batch.segment, np.full_like(marks, -1)), marks)
 
     def _post_batch_recv(self, source: int) -> None:
         buf = np.zeros(BATCH_WORDS, np.uint64)
@@ -324,19 +293,16 @@ class Replicator:
             self._drain_from(server_index)
         self.hosting = new
         note_carried_on()
-        taken = [seg for seg in new.hosted_by(self.me) if seg not in self.hosted]
+        hosted = self.segments.hosted
+        taken = [seg for seg in new.hosted_by(self.me) if seg not in hosted]
+        adopted = []
         for segment in taken:
-            if segment not in self.copies or None in self.copies[segment]:
-                raise SegmentLost(f"segment {segment}: server {self.me} was to take it over "
-                                  f"but its whole copy had not arrived yet")
-            self.hosted[segment] = self.copies.pop(segment)
-        for segment in [s for s in self.copies if self.me not in new.replicas_of(s)]:
-            del self.copies[segment]
-            self.mirror.pop(segment, None)
-            self._source.pop(segment, None)
-        adopted = [e for seg in taken for e in self.mirror.pop(seg, [])]
+            hosted[segment], mirrored = self.copies.take_over(segment, self.me)
+            adopted += mirrored
+        for segment in [s for s in self.copies.slices if self.me not in new.replicas_of(s)]:
+            self.copies.drop(segment)
         copied = []
-        for segment in sorted(self.hosted):
+        for segment in sorted(hosted):
             for replica in new.replicas_of(segment):
                 # a segment taken over goes whole to every replica holder: the dead host may
                 # have died before its whole copy reached a holder it had just gained (this
@@ -354,10 +320,10 @@ class Replicator:
     def _copy_whole(self, segment: int, replica: int, adopted: list) -> None:
         """Send ``segment`` whole to ``replica``: every table's rows, then the BSP pushes
         accepted and not yet applied (the scheduler's, and ``adopted`` ones)."""
-        for table in self.hosted[segment]:
+        for table in self.segments.hosted[segment]:
             keys, at = table.stored()
             self._send(replica, Kind.TRANSFER, segment, table, keys, at=at)
-        waiting = [item for _, _, _, item in self.server.scheduler.stashed()]
+        waiting = self._stashed()
         for item in waiting + adopted:
             if item.segment == segment:
                 self._send_stash(replica, item)
@@ -366,8 +332,7 @@ class Replicator:
         """Stash the BSP pushes a dead host had accepted and not applied (``entries``), in
         clock, worker and arrival order; apply those whose clock boundary has passed."""
         for entry in sorted(entries, key=lambda e: (e.clock, e.worker, e.seq)):
-            self.server.run_items(self.server.scheduler.adopt_stash(
-                entry.table_id, entry.clock, entry.worker, entry))
+            self._adopt(entry)
 
     def _drain_from(self, source: int) -> None:
         """Apply every batch that fully arrived from the dead server ``source``; its receives
@@ -393,7 +358,7 @@ class Replicator:
         """Done serving: tell every living server (FIN), and keep applying their batches
         until each has said FIN too and acknowledged every batch sent to it, so no batch is
         left half-received; then cancel the receives still posted."""
-        if self.enabled and self.specs:
+        if self.specs:
             for server_index in self.hosting.living:
                 if server_index != self.me:
                     self._post_batch(server_index, encode_batch(

@@ -8,12 +8,15 @@ checkpoint save go ahead without it. A dead *server* is another matter: with rep
 segments are taken over (mpips.server.replication); without, its key ranges are gone, so the error
 goes on to mpips.mpi.fault and the job leaves with EXIT_RANK_LOST.
 
-Without ULFM no error is a process failure (mpips.mpi.fault.failure_classes is empty) and every
-method here is a plain pass-through.
+KVServer makes Survivors only in a launch that can survive a rank (ULFM, or replicas); it
+gives it narrow callbacks: ``abandon()`` rolls back the request in progress, ``retire(rank)``
+serves on without a dead worker, and the Replicator (or None) takes over dead servers'
+segments and has receives of its own the serve loop must wait on.
 """
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI
@@ -31,10 +34,14 @@ def _survivable(exc: MPI.Exception) -> bool:
 
 
 class Survivors:
-    """The failure handling of one KVServer (``server``)."""
+    """The failure handling of one server rank, on its data communicator ``comm``."""
 
-    def __init__(self, server):
-        self.server = server
+    def __init__(self, comm: MPI.Intracomm, layout, log: Callable[[str], None], *,
+                 abandon: Callable[[], None], retire: Callable[[int], None],
+                 replication=None):
+        self.comm, self.layout, self.log = comm, layout, log
+        self.abandon, self.retire = abandon, retire
+        self.replication = replication
         self.dead: set[int] = set()  # world ranks known dead and handled
         self.noticed = False  # a failure surfaced where it could not be handled yet
         self._posted: dict[int, tuple] = {}  # world rank -> (its posted request receive, buffer)
@@ -48,12 +55,12 @@ class Survivors:
         for rank in remaining:
             if rank not in self._posted:
                 buf = np.empty(HEADER_WORDS, np.uint64)
-                self._posted[rank] = (self.server.comm.Irecv(buf, rank, TAG_REQUEST), buf)
+                self._posted[rank] = (self.comm.Irecv(buf, rank, TAG_REQUEST), buf)
         ranks = list(self._posted)
         requests = [self._posted[r][0] for r in ranks]
-        replication = self.server.replication
+        replication = self.replication
         try:
-            index = wait_any(requests + replication.waitables())
+            index = wait_any(requests + (replication.waitables() if replication else []))
             if index >= len(ranks):  # a replica batch or ack (mpips.server.replication)
                 replication.progress()
                 return None
@@ -81,7 +88,7 @@ class Survivors:
         except MPI.Exception as exc:
             if not _survivable(exc):
                 raise
-            self.server.abandon_request()
+            self.abandon()
             self.noticed = True
         if self.noticed:
             self.handle()
@@ -100,19 +107,18 @@ class Survivors:
         """Acknowledge the failures MPI knows of, take over the segments of newly dead servers
         (with replicas; else, or when a segment is lost, raise: mpips.mpi.fault takes over and
         the job leaves with EXIT_RANK_LOST) and retire every newly dead worker."""
-        srv = self.server
         self.noticed = False
-        srv.comm.Ack_failed()
-        layout = srv.topology.layout
-        newly = sorted(set(failed_ranks(srv.comm)) - self.dead)
+        self.comm.Ack_failed()
+        layout = self.layout
+        newly = sorted(set(failed_ranks(self.comm)) - self.dead)
         servers = {layout.server_index(r) for r in newly if layout.is_server(r)}
         if servers:
-            if not srv.replication.enabled:
+            if self.replication is None:
                 raise MPI.Exception(MPI.ERR_PROC_FAILED)
             try:
-                srv.replication.on_servers_dead(servers)
+                self.replication.on_servers_dead(servers)
             except SegmentLost as exc:
-                srv.topology.log(str(exc))
+                self.log(str(exc))
                 raise MPI.Exception(MPI.ERR_PROC_FAILED) from None
         for rank in newly:
             self.dead.add(rank)
@@ -121,9 +127,6 @@ class Survivors:
                 continue
             worker = layout.worker_index(rank)
             note_carried_on()
-            srv.topology.log(f"worker {worker} (rank {rank}) died: serving the others without "
-                             f"it (its acknowledged pushes stay applied)")
-            srv.live_workers.discard(rank)
-            srv.run_items(srv.scheduler.on_worker_gone(worker, dead=True))
-            srv.scheduler.take_dropped()  # its parked pulls: nobody will read the answers
-            srv.saves.on_worker_gone(srv.live_workers)
+            self.log(f"worker {worker} (rank {rank}) died: serving the others without it "
+                     f"(its acknowledged pushes stay applied)")
+            self.retire(rank)

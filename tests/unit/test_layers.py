@@ -28,7 +28,7 @@ LAYERS = {
 
 
 def folder_of(module: str) -> str:
-    """``mpips.server.push`` -> ``server``; ``mpips.errors`` -> ``errors``;
+    """``mpips.server.kvserver`` -> ``server``; ``mpips.errors`` -> ``errors``;
     ``mpips`` -> ``__init__``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else "__init__"

@@ -1,23 +1,30 @@
-"""Pushes a KVServer receives whole before applying them (API layer, mixed into KVServer):
-pushes to BSP tables, stashed until their clock boundary, and pushes through a table's codec
-(one mpips.wire.codec message); and the worker's verdict on a plain push (mpips.wire.message).
-Uses KVServer's ``tables``, ``replication``, ``comm``, ``tags``, ``topology``,
-``_key_caches``, ``_recv_exact`` and ``_reply``."""
+"""Pushes a server receives whole before applying them (API layer): pushes to BSP tables,
+received, checked and answered at once and stashed until their clock boundary; and pushes
+through a table's codec (one mpips.wire.codec message, async and ssp tables applied at once).
+
+KVServer hands such a request to its WholePushes; it receives and answers through the
+server's WorkerChannel and finds slices through its Segments. With replicas it tells the
+Replicator (mpips.server.replication) what it applied or stashed, and answers once the
+replica holders have it.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from mpi4py import MPI
-
-from ..wire.codec import decode
+from ..core.partition import KEY_SPACE
+from ..core.spec import TableSpec
 from ..errors import KeyCacheMiss, MessageError
 from ..kernels.rows import count_nonfinite
-from ..wire.keycache import KeyCache
-from ..wire.message import REPLY_WORDS, Header, Op, Status, parse_reply
-from ..core.partition import KEY_SPACE
+from ..mpi.topology import Topology
+from ..mpi.transport import Tags
 from ..store.slices import FLOAT
-from ..mpi.transport import wait_all
+from ..wire.codec import decode
+from ..wire.keycache import KeyCache
+from ..wire.message import Header, Op, Status
+from .channel import WorkerChannel
+from .segments import Segments
+from .verdict import Verdict
 
 
 @dataclass
@@ -34,9 +41,20 @@ class StashedPush:
 
 
 class WholePushes:
-    """KVServer methods for pushes received whole (BSP stash, coded)."""
+    """The pushes one server receives whole. ``replication``: the server's Replicator, or
+    None without replicas."""
 
-    def _stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
+    def __init__(self, topology: Topology, tables: list[TableSpec], segments: Segments,
+                 channel: WorkerChannel, tags: Tags, replication=None):
+        self.topology = topology
+        self.tables = tables
+        self.segments = segments
+        self.channel = channel
+        self.tags = tags
+        self.replication = replication
+        self._key_caches: dict[tuple[int, int], KeyCache] = {}  # (worker rank, table id)
+
+    def stash_or_log(self, hdr: Header, source: int) -> "StashedPush | None":
         try:
             if hdr.op is Op.PUSH_CODED:
                 return self._receive_coded_for_stash(hdr, source)
@@ -49,20 +67,20 @@ class WholePushes:
         """Receive a push to a BSP table whole, check it and its verdict, and answer it
         (accepted: applied at its clock boundary). None when it was refused or withdrawn."""
         try:
-            table, refused = self.replication.slice_for(hdr.segment, hdr.table_id), None
+            table, refused = self.segments.slice_for(hdr.segment, hdr.table_id), None
         except MessageError as exc:
             table, refused = None, str(exc)
         name = self.tables[hdr.table_id].name
         tag = self.tags.payload(hdr.request_id)
         keys = np.empty(hdr.num_keys, np.uint64)
         vals = np.empty((hdr.num_keys, hdr.width), FLOAT)
-        verdict = Verdict(self.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
+        verdict = Verdict(self.channel.comm, source, hdr.request_id, self.tags.verdict(hdr.request_id)) \
             if hdr.verdict else None
         error, prev = refused, None
         for index in range(hdr.num_chunks):
             lo, hi = hdr.chunk_bounds(index)
-            self._recv_exact(keys[lo:hi], source, tag)
-            self._recv_exact(vals[lo:hi], source, tag)
+            self.channel.recv_exact(keys[lo:hi], source, tag)
+            self.channel.recv_exact(vals[lo:hi], source, tag)
             if error is None:
                 try:
                     table.check(keys[lo:hi], prev)
@@ -76,7 +94,7 @@ class WholePushes:
         status = Status.WITHDRAWN if withdrawn and not error else (
             Status.BAD_REQUEST if error else Status.OK)
         stashed = self._accept_stash(hdr, source, keys, vals) if status is Status.OK else None
-        self._reply(hdr.request_id, status, error, source, tag)
+        self.channel.reply(hdr.request_id, status, error, source, tag)
         return stashed
 
     def _receive_coded_for_stash(self, hdr: Header, source: int) -> "StashedPush | None":
@@ -84,7 +102,7 @@ class WholePushes:
         was refused."""
         _, pushed, status, error = self._receive_coded(hdr, source)
         stashed = None if pushed is None else self._accept_stash(hdr, source, *pushed)
-        self._reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
+        self.channel.reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
         return stashed
 
     def _accept_stash(self, hdr: Header, source: int, keys, vals) -> "StashedPush | None":
@@ -92,21 +110,21 @@ class WholePushes:
         (mpips.server.replication); None for a resend of a push accepted before (stashed already)."""
         worker = self.topology.layout.worker_index(source)
         stashed = StashedPush(hdr.table_id, keys, vals, hdr.segment, worker, hdr.seq, hdr.clock)
-        if self.replication.enabled:
+        if self.replication is not None:
             if self.replication.is_duplicate(hdr.segment, worker, hdr.seq):
                 self.replication.wait_replicated()
                 return None
             self.replication.stashed(stashed)
         return stashed
 
-    def _push_coded(self, hdr: Header, source: int) -> None:
+    def push_coded(self, hdr: Header, source: int) -> None:
         """Receive, check, apply and answer a coded push (async and ssp tables); with
         replicas, answered once every replica holder has its rows. A key list the codec's
         key cache held keeps its rows too (mpips.store.request_cache, chunk -1)."""
         table, pushed, status, error = self._receive_coded(hdr, source)
         if pushed is not None:
             worker = self.topology.layout.worker_index(source)
-            replicated = self.replication.enabled
+            replicated = self.replication is not None
             again = replicated and self.replication.is_duplicate(hdr.segment, worker, hdr.seq)
             rows = None if again else \
                 table.push_chunk(*pushed, None, (worker, -1) if table.caches_requests else None)
@@ -115,7 +133,7 @@ class WholePushes:
             elif replicated:
                 self.replication.pushed(hdr.segment, table, [pushed[0]], worker, hdr.seq,
                                         None if rows is None else [rows.copy()])
-        self._reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
+        self.channel.reply(hdr.request_id, status, error, source, self.tags.payload(hdr.request_id))
 
     def _receive_coded(self, hdr: Header, source: int):
         """Receive and decode a coded push: (slice, (keys, vals) or None, status, error text);
@@ -123,10 +141,10 @@ class WholePushes:
         miss, a segment this server does not serve). The caller answers."""
         tag = self.tags.payload(hdr.request_id)
         message = np.empty(hdr.chunk_keys, np.uint8)  # word 6: the message's byte length
-        self._recv_exact(message, source, tag)
+        self.channel.recv_exact(message, source, tag)
         name = self.tables[hdr.table_id].name
         try:
-            table = self.replication.slice_for(hdr.segment, hdr.table_id)
+            table = self.segments.slice_for(hdr.segment, hdr.table_id)
         except MessageError as exc:
             return None, None, Status.BAD_REQUEST, f"table {name!r}: {exc}"
         cache = self._key_caches.setdefault((source, hdr.table_id), KeyCache())
@@ -147,36 +165,3 @@ class WholePushes:
             return table, None, Status.BAD_REQUEST, f"table {name!r}, request " \
                 f"{hdr.request_id}: {exc}"
         return table, (keys, vals), Status.OK, None
-
-
-class Verdict:
-    """The worker's verdict on one of its pushes, received on its verdict tag."""
-
-    def __init__(self, comm: MPI.Comm, source: int, request_id: int, tag: int):
-        self.buf = np.empty(REPLY_WORDS, np.uint64)
-        self.request_id = request_id
-        self.request = comm.Irecv(self.buf, source, tag)
-        self.done = False
-
-    def arrived_ok(self) -> bool:
-        """True once an OK verdict has arrived (never blocks)."""
-        if not self.done:
-            self.done = self.request.Test()
-        if not self.done:
-            return False
-        try:
-            status, text_len = parse_reply(self.buf, self.request_id)
-        except MessageError:
-            return False  # wait_withdrawn reports it
-        return status is Status.OK and text_len == 0
-
-    def wait_withdrawn(self) -> bool:
-        """Wait for the verdict; True when the worker withdrew the push. Raises MessageError
-        for a malformed verdict."""
-        if not self.done:
-            wait_all([self.request])
-            self.done = True
-        status, text_len = parse_reply(self.buf, self.request_id)
-        if text_len or status is Status.BAD_REQUEST:
-            raise MessageError(f"verdict status {status.name} with {text_len} bytes of text")
-        return status is Status.WITHDRAWN

@@ -159,3 +159,23 @@ def test_a_save_that_cannot_be_prepared_is_an_error_not_saved_elsewhere(tmp_path
     assert proc.returncode != 0 and "RESULT" not in proc.stdout
     assert "checkpoint not saved: CheckpointExistsError" in proc.stderr, proc.stderr
     assert file_hashes(tmp_path) == before and not list(REPO_ROOT.glob("prepare*"))
+
+
+OLD_CHECKPOINTS = REPO_ROOT / "tests" / "data" / "checkpoint-c2fa580"
+OLD_MODEL_SHA256 = "b0e53357b4b3a030dc553f53ada05c75eecc5a5b5bf021e24af749501fe2187b"
+
+
+def test_a_checkpoint_written_before_the_package_was_split_into_folders_still_loads(tmp_path):
+    """The checkpoint in tests/data was written by the code of c2fa580 (see its README). It
+    verifies whole, and resuming its run on 3 servers instead of 2 restores the same model,
+    bit for bit (the job's model hash, taken over every key it pulls)."""
+    root = tmp_path / "checkpoints"
+    shutil.copytree(OLD_CHECKPOINTS, root, ignore=shutil.ignore_patterns("README.md"))
+    info = ckpt.inspect_checkpoint(root / "step-000000000002", "full")
+    assert info.valid and info.step == 2 and info.num_servers == 2, info
+    proc = run_mpi(5, ["-m", "mpips", "run", "sparse_lr", "--servers", "3", "--synthetic", "200",
+                       "--epochs", "2", "--quiet", "--out", str(tmp_path / "out"),
+                       "--checkpoint-dir", str(root), "--resume"], timeout=180)
+    metrics = final_metrics(proc)
+    assert metrics["resumed_from_step"] == 2 and metrics["servers"] == 3
+    assert (metrics["model_keys"], metrics["model_sha256"]) == (951, OLD_MODEL_SHA256)

@@ -21,6 +21,7 @@ import numpy as np
 from mpips.ckpt import TableMeta, save_checkpoint, split_table
 from mpips.ckpt import durable
 from mpips.core.spec import TableSpec
+from tests.helpers.data import REPO_ROOT
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Whole:
     keys: np.ndarray | None
     values: np.ndarray
     state: dict
+
+
+def ckpt_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m mpips ckpt ARGS`` run as a user would, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "mpips", "ckpt", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+                          check=False)
 
 
 def make_tables(seed: int = 0, scale: int = 1) -> list[Whole]:

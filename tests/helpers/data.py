@@ -16,13 +16,18 @@ def under_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def unavailable(what: str, message: str):
+    """Skip the calling test because ``message`` (something it needs is missing); under
+    CI=true, where every test must run, fail it instead, saying CI needs ``what``."""
+    if under_ci():
+        pytest.fail(f"CI needs {what}: {message}", pytrace=False)
+    pytest.skip(message)
+
+
 def w8a_path() -> Path:
     """Path of the w8a LIBSVM file. Skips the calling test when the file is missing, except
     under CI=true, where a missing file fails the test."""
     path = Path(os.environ.get("MPIPS_W8A", REPO_ROOT.parent / "shared" / "data" / "w8a"))
     if not path.is_file():
-        message = f"w8a not found at {path} (set MPIPS_W8A)"
-        if under_ci():
-            pytest.fail(f"CI needs the data set: {message}", pytrace=False)
-        pytest.skip(message)
+        unavailable("the data set", f"w8a not found at {path} (set MPIPS_W8A)")
     return path

@@ -2,7 +2,6 @@
 without one, fail under CI=true), and compile the numba kernels once before any launch so
 ranks never race on numba's on-disk cache; after each test module, remove the session
 directories and shared-memory segments that killed launches left and no process uses."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from mpips.errors import LauncherError
 from mpips.launch.mpiexec import OPEN_MPI, detect_implementation, find_mpiexec
+from tests.helpers.data import unavailable
 from tests.helpers.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
@@ -47,9 +47,7 @@ def mpiexec() -> str:
     try:
         return find_mpiexec()
     except LauncherError as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"CI needs an MPI: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+        unavailable("an MPI", str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import random
 import re
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,8 +37,8 @@ import pytest
 
 from mpips import ckpt
 from tests.helpers import drills
-from tests.helpers.ckpt import file_hashes
-from tests.helpers.launch import REPO_ROOT, run_mpi
+from tests.helpers.ckpt import ckpt_cli, file_hashes
+from tests.helpers.launch import run_mpi
 from tests.mpi.programs import ckpt_kill as prog
 
 PROGRAM = "tests/mpi/programs/ckpt_kill.py"
@@ -274,19 +272,14 @@ def leftovers(root: Path, infos) -> dict:
             "uncommitted dirs": len([i for i in infos if not i.valid])}
 
 
-def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mpips", "ckpt", *args], capture_output=True,
-                          text=True, timeout=120, cwd=REPO_ROOT, check=False)
-
-
 def check_cli(chain: Chain) -> None:
     """``mpips ckpt ls`` lists the newest valid step as valid; ``verify`` passes it."""
-    listing = run_cli("ls", str(chain.root), "--level", "sha256")
+    listing = ckpt_cli("ls", str(chain.root), "--level", "sha256")
     assert listing.returncode == 0, listing.stderr
     rows = {int(line.split()[0]): line for line in listing.stdout.splitlines()[1:]
             if line.split() and line.split()[0].isdigit()}
     assert rows[chain.newest].endswith("valid"), listing.stdout
-    checked = run_cli("verify", str(chain.root / ckpt.step_dir_name(chain.newest)), "-q")
+    checked = ckpt_cli("verify", str(chain.root / ckpt.step_dir_name(chain.newest)), "-q")
     assert checked.returncode == 0 and checked.stdout.startswith("OK:"), checked.stderr
 
 

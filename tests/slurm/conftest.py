@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 
 from mpips.launch.mpiexec import implementation_from_version
-from tests.helpers.data import REPO_ROOT, under_ci
+from tests.helpers import data
+from tests.helpers.data import REPO_ROOT
 from tests.helpers.live_launch import remove_stale_mpi_files
 
 HERE = Path(__file__).resolve().parent
@@ -89,9 +90,7 @@ def pytest_collection_modifyitems(config, items):
 
 def unavailable(reason: str):
     """Skip, or fail under CI=true, where the SLURM tests must run."""
-    if under_ci():
-        pytest.fail(f"CI needs the SLURM tests to run: {reason}", pytrace=False)
-    pytest.skip(reason)
+    data.unavailable("the SLURM tests to run", reason)
 
 
 def free_ports(count: int) -> list[int]:

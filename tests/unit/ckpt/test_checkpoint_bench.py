@@ -8,15 +8,12 @@ import sys
 
 import pytest
 
-from tests.helpers.data import REPO_ROOT, under_ci
+from tests.helpers.data import REPO_ROOT, unavailable
 
 
 def test_checkpoint_benchmark_prints_one_json_line_per_measurement(tmp_path):
-    if shutil.which("dd") is None:  # the benchmark's floor (coreutils): required under CI
-        if under_ci():
-            pytest.fail("CI needs dd (coreutils) for the checkpoint benchmark's floor",
-                        pytrace=False)
-        pytest.skip("dd not on PATH")
+    if shutil.which("dd") is None:  # the benchmark's floor (coreutils)
+        unavailable("dd (coreutils) for the checkpoint benchmark's floor", "dd not on PATH")
     out = tmp_path / "results.jsonl"
     proc = subprocess.run([sys.executable, "benchmarks/checkpoint.py", "--gib", "0.002",
                            "--servers", "2", "--restore-servers", "3", "--chunk-mib", "0.25",

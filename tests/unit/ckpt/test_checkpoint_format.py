@@ -24,7 +24,7 @@ from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExi
                         prune, read_clocks, read_table, save_checkpoint, verify, write_shard,
                         TableMeta)
 from mpips.core.partition import KeyRange, RangePartition, positions
-from tests.helpers.data import REPO_ROOT, under_ci
+from tests.helpers.data import REPO_ROOT, unavailable
 from tests.helpers.ckpt import (Whole, file_hashes, flip_bit_in_chunk, make_tables,
                                      slices_by_server, save)
 
@@ -542,10 +542,8 @@ def test_raw_reads_report_bad_sizes_in_file_order(tmp_path, monkeypatch, on):
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not on PATH (Debian package hdf5-tools)"
-        if under_ci():
-            pytest.fail(f"CI needs the HDF5 command-line tools: {message}", pytrace=False)
-        pytest.skip(message)
+        unavailable("the HDF5 command-line tools", f"{name} not on PATH (Debian package "
+                    f"hdf5-tools)")
     return path
 
 

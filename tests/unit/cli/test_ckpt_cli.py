@@ -2,22 +2,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from mpips.ckpt import FORMAT_VERSION
-from tests.helpers.data import REPO_ROOT
-from tests.helpers.ckpt import file_hashes, flip_bit_in_chunk, make_tables, save
+from tests.helpers.ckpt import ckpt_cli, file_hashes, flip_bit_in_chunk, make_tables, save
 
 TABLES = make_tables(seed=3)
-
-
-def mpips(*args):
-    return subprocess.run([sys.executable, "-m", "mpips", "ckpt", *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,7 @@ def root(tmp_path_factory):
 
 
 def test_ls_shows_valid_and_invalid_with_reasons(root):
-    proc = mpips("ls", root, "--level", "sha256")
+    proc = ckpt_cli("ls", root, "--level", "sha256")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].split() == ["STEP", "SERVERS", "SIZE", "TABLES", "STATUS"]
@@ -41,13 +33,13 @@ def test_ls_shows_valid_and_invalid_with_reasons(root):
     assert lines[2].split()[:2] == ["3", "-"] and "IncompleteCheckpointError" in lines[2]
     assert lines[3].split()[:2] == ["2", "3"] and "INVALID (ChecksumError" in lines[3]
     assert "shard-00002-of-00003.h5: sha256 mismatch" in lines[3]
-    missing = mpips("ls", root / "nowhere")
+    missing = ckpt_cli("ls", root / "nowhere")
     assert missing.returncode == 2
     assert missing.stderr == f"mpips ckpt ls: error: {root / 'nowhere'}: no such directory\n"
 
 
 def test_inspect_shows_tables_ranges_rules_and_shapes(root):
-    proc = mpips("inspect", root / "step-000000000001")
+    proc = ckpt_cli("inspect", root / "step-000000000001")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert f"step 1, format version {FORMAT_VERSION}, 2 server(s)" in out and 'job: {"step": 1}' in out
@@ -56,55 +48,55 @@ def test_inspect_shows_tables_ranges_rules_and_shapes(root):
     assert "state/accum (500, 2) float32" in out and "fletcher32" in out
     assert f"hashed positions [9223372036854775808, {2**64})" in out  # table w
     assert "placement hash" in out and "placement range" in out
-    proc = mpips("inspect", root / "step-000000000003")
+    proc = ckpt_cli("inspect", root / "step-000000000003")
     assert proc.returncode == 1 and "IncompleteCheckpointError" in proc.stderr
 
 
 def test_verify_exit_codes(root):
-    good = mpips("verify", root / "step-000000000001")
+    good = ckpt_cli("verify", root / "step-000000000001")
     assert good.returncode == 0, good.stderr
     assert "OK:" in good.stdout and "fletcher32 checksum ok" in good.stdout
-    bad = mpips("verify", "-q", root / "step-000000000002")
+    bad = ckpt_cli("verify", "-q", root / "step-000000000002")
     assert bad.returncode == 1
     assert "error: ChecksumError:" in bad.stderr and "shard-00002-of-00003.h5" in bad.stderr
     assert "table 'w' dataset values" in bad.stderr and "FAILED" in bad.stderr
-    assert mpips("verify", "--level", "quick", root / "step-000000000002").returncode == 0
+    assert ckpt_cli("verify", "--level", "quick", root / "step-000000000002").returncode == 0
 
 
 def test_verify_says_what_a_path_that_is_no_checkpoint_is(root, tmp_path):
     """A missing path is not "not a directory", a checkpoint root not an "incomplete
     checkpoint": one line each, exit 2 (the user named the wrong thing)."""
-    missing = mpips("verify", tmp_path / "nowhere")
+    missing = ckpt_cli("verify", tmp_path / "nowhere")
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr == (f"mpips ckpt verify: error: {tmp_path / 'nowhere'}: no such file "
                               "or directory\n")
-    whole = mpips("verify", root)
+    whole = ckpt_cli("verify", root)
     assert whole.returncode == 2 and whole.stderr.count("\n") == 1, whole.stderr
     assert whole.stderr.startswith(f"mpips ckpt verify: error: {root}: this is a checkpoint root "
                                    f"holding 3 checkpoint(s), not a checkpoint: give one of "
                                    f"them: {root / 'step-000000000003'}, ")
-    inspect = mpips("inspect", root)
+    inspect = ckpt_cli("inspect", root)
     assert inspect.returncode == 2 and "checkpoint root holding 3" in inspect.stderr
 
 
 def test_export_writes_npz(root, tmp_path):
     before = file_hashes(root)
     out = tmp_path / "emb.npz"
-    proc = mpips("export", root / "step-000000000001", "emb", out, "--begin", 10, "--end", 20)
+    proc = ckpt_cli("export", root / "step-000000000001", "emb", out, "--begin", 10, "--end", 20)
     assert proc.returncode == 0, proc.stderr
     with np.load(out) as z:
         assert z["keys"].tolist() == list(range(10, 20))
         assert np.array_equal(z["values"], TABLES[0].values[10:20])
         assert np.array_equal(z["state_accum"], TABLES[0].state["accum"][10:20])
         assert json.loads(str(z["meta"]))["rule"] == "adagrad"
-    proc = mpips("export", root / "step-000000000001", "nope", out)
+    proc = ckpt_cli("export", root / "step-000000000001", "nope", out)
     assert proc.returncode == 1 and "UnknownTableError" in proc.stderr and "no table 'nope'" in proc.stderr
-    proc = mpips("export", root / "step-000000000002", "w", tmp_path / "w.npz")
+    proc = ckpt_cli("export", root / "step-000000000002", "w", tmp_path / "w.npz")
     assert proc.returncode == 1 and "ChecksumError" in proc.stderr
     assert not (tmp_path / "w.npz").exists() and file_hashes(root) == before
 
 
 def test_help_of_every_subcommand():
     for sub in ("ls", "inspect", "verify", "export"):
-        proc = mpips(sub, "--help")
+        proc = ckpt_cli(sub, "--help")
         assert proc.returncode == 0 and "usage: mpips ckpt " + sub in proc.stdout

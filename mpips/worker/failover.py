@@ -36,17 +36,6 @@ class ServerFailover:
         """Rank of the server that serves ``segment`` now."""
         return self.topology.layout.server_rank(self.hosting.host(segment))
 
-    @staticmethod
-    def _sent(requests) -> bool:
-        """Whether ``requests`` (one or a list) completed; False when one failed, which the
-        wait for them then reports."""
-        try:
-            if isinstance(requests, MPI.Request):
-                return requests.Test()
-            return MPI.Request.Testall(requests)
-        except MPI.Exception:
-            return False
-
     def _wait_replies(self, pending) -> None:
         """Wait for ``pending``'s messages. In a launch with replicas, a reply that arrived
         empty means its server died (ULFM may complete a receive from a dead rank with no

@@ -24,7 +24,7 @@ from ..errors import CheckpointError, MessageError, MpipsError, TableError
 from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
-from ..mpi.transport import TAG_REQUEST, Tags, wait_all
+from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
 from ..wire.keycache import SentKeys
 from ..wire.message import (
     REPLY_WORDS,
@@ -117,7 +117,7 @@ class KVWorker(CodedPushes, ServerFailover):
         if self.hosting.replicas:  # a resend after a failover then never carries an old clock
             for ts in sorted(self._pending):
                 self._complete(ts)  # results stay for wait(ts)
-        self._clock_sends = [c for c in self._clock_sends if not self._sent(c[0])]
+        self._clock_sends = [c for c in self._clock_sends if not completed(c[0])]
         for server in self.hosting.living:
             msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
             dest = self.topology.layout.server_rank(server)
@@ -178,7 +178,7 @@ class KVWorker(CodedPushes, ServerFailover):
     def poll(self) -> list[int]:
         """Complete (and run the callbacks of) every operation whose messages are all done,
         without blocking; returns their timestamps, still to be ``wait``-ed for results."""
-        ready = [ts for ts, p in self._pending.items() if self._sent(p.requests)]
+        ready = [ts for ts, p in self._pending.items() if completed(p.requests)]
         for ts in ready:
             self._complete(ts)
         return ready
@@ -356,7 +356,7 @@ class KVWorker(CodedPushes, ServerFailover):
         requests = pending.requests
         try:
             check_push(keys, vals, spec, chunk_keys_for(spec.width),
-                       between=lambda: self._sent(requests))
+                       between=lambda: completed(requests))
         except MpipsError as exc:
             self._send_verdicts(pending, Status.WITHDRAWN)
             if self._surviving(wait_all, pending.requests):  # else: nothing to withdraw there

@@ -13,7 +13,7 @@ from .requests import Part, Pending
 
 class CodedPushes:
     """KVWorker methods for tables with a codec (``TableSpec.codec``) and push filters.
-    Uses KVWorker's ``_filters``, ``_codecs``, ``_sent_keys``, ``traffic``, ``_register`` and
+    Uses KVWorker's ``_filters``, ``_codecs``, ``_sent_keys``, ``traffic``, ``requests`` and
     ``_post_message``."""
 
     def set_push_filter(self, table, push_filter) -> None:
@@ -37,7 +37,7 @@ class CodedPushes:
         for server, part in spec.split(keys):
             self._post_coded(pending, spec, server, keys[part], vals[part], resend=False)
         self.traffic.count_push(spec.name, keys.size, spec.width)
-        return self._register(pending)
+        return self.requests.register(pending)
 
     def _post_coded(self, pending, spec, server: int, keys, vals,
                     resend: bool) -> None:

@@ -30,7 +30,7 @@ DEATH_NOTICE_SECONDS = 10.0
 
 class ServerFailover:
     """KVWorker methods for surviving a dead server. Uses KVWorker's ``hosting``, ``comm``,
-    ``topology``, ``tags``, ``_pending``, ``_clock_sends`` and ``_post``."""
+    ``topology``, ``tags``, ``requests`` and ``_post``."""
 
     def _dest(self, segment: int) -> int:
         """Rank of the server that serves ``segment`` now."""
@@ -78,10 +78,11 @@ class ServerFailover:
         note_carried_on()
         dead_ranks = {layout.server_rank(s) for s in dead}
         resent = 0
-        for ts in sorted(self._pending):
-            resent += self._repost(self._pending[ts], dead_ranks)
-        self.graveyard += [c for c in self._clock_sends if c[2] in dead_ranks]
-        self._clock_sends = [c for c in self._clock_sends if c[2] not in dead_ranks]
+        requests = self.requests
+        for ts in requests.in_flight():
+            resent += self._repost(requests.pending[ts], dead_ranks)
+        self.graveyard += [c for c in requests.clock_sends if c[2] in dead_ranks]
+        requests.clock_sends = [c for c in requests.clock_sends if c[2] not in dead_ranks]
         self.topology.log(f"server(s) {sorted(dead)} died: resent {resent} request(s) to "
                           f"the servers that took over their keys")
 

@@ -37,7 +37,7 @@ from ..wire.message import (
 )
 from .coded import CodedPushes
 from .failover import ServerFailover
-from .requests import Part, Pending
+from .requests import Part, Pending, Requests
 from .traffic import Traffic
 
 
@@ -51,11 +51,7 @@ class KVWorker(CodedPushes, ServerFailover):
         self.comm = topology.data
         self.tables = tables
         self.tags = Tags(self.comm)
-        self._next_request = 0
-        self._next_ts = 0
-        self._pending: dict[int, Pending] = {}
-        self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
-        self._clock_sends: list = []  # (request, buffer) of clock messages in flight
+        self.requests = Requests()  # timestamps, request ids, operations in flight
         self._staleness: dict[str, int] = {}
         self._filters: dict[str, object] = {}
         self._codecs: dict[str, object] = {}
@@ -115,14 +111,15 @@ class KVWorker(CodedPushes, ServerFailover):
         replicas it first completes the operations in flight (their results stay for
         ``wait``), so that none is resent to a new server under a clock already finished."""
         if self.hosting.replicas:  # a resend after a failover then never carries an old clock
-            for ts in sorted(self._pending):
+            for ts in self.requests.in_flight():
                 self._complete(ts)  # results stay for wait(ts)
-        self._clock_sends = [c for c in self._clock_sends if not completed(c[0])]
+        requests = self.requests
+        requests.clock_sends = [c for c in requests.clock_sends if not completed(c[0])]
         for server in self.hosting.living:
             msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
             dest = self.topology.layout.server_rank(server)
             try:
-                self._clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg, dest))
+                requests.clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg, dest))
             except MPI.Exception as exc:
                 self._post_failed(exc)
         self._after_posting()
@@ -168,9 +165,9 @@ class KVWorker(CodedPushes, ServerFailover):
         width-1 tables unless ``out`` was given) or None for a push. Raises KeyOrderError /
         KeyRangeError for bad pull keys, MessageError when a server rejected a request for
         another reason."""
-        if ts not in self._completed:
+        if not self.requests.finished(ts):
             self._complete(ts)
-        result, error = self._completed.pop(ts)
+        result, error = self.requests.collect(ts)
         if error is not None:
             raise error
         return result
@@ -178,24 +175,23 @@ class KVWorker(CodedPushes, ServerFailover):
     def poll(self) -> list[int]:
         """Complete (and run the callbacks of) every operation whose messages are all done,
         without blocking; returns their timestamps, still to be ``wait``-ed for results."""
-        ready = [ts for ts, p in self._pending.items() if completed(p.requests)]
+        ready = [ts for ts, p in self.requests.pending.items() if completed(p.requests)]
         for ts in ready:
             self._complete(ts)
         return ready
 
     def wait_all(self) -> None:
         """Wait for every operation still in flight."""
-        for ts in sorted(self._pending):
+        for ts in self.requests.in_flight():
             self.wait(ts)
 
     def _complete(self, ts: int) -> None:
-        """Finish operation ``ts``: its result or error goes to ``_completed``."""
-        if ts not in self._pending:
-            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
+        """Finish operation ``ts``: its result or error waits in ``requests`` for ``wait``."""
+        operation = self.requests.operation(ts)  # ValueError if unknown
         began = time.perf_counter()
-        while not self._surviving(self._wait_replies, self._pending[ts]):
+        while not self._surviving(self._wait_replies, operation):
             pass  # a server died: its parts were posted again (mpips.worker.failover)
-        pending = self._pending.pop(ts)
+        pending = self.requests.take(ts)
         self._resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
         try:
@@ -205,11 +201,11 @@ class KVWorker(CodedPushes, ServerFailover):
                     check_keys(pending.keys, pending.spec)  # the precise error, if the keys
                 raise MessageError("; ".join(errors))
         except MpipsError as exc:
-            self._completed[ts] = (None, exc)
+            self.requests.finish(ts, error=exc)
             return
         for whole, part, rows in pending.scatter:
             whole[part] = rows
-        self._completed[ts] = (pending.result, None)
+        self.requests.finish(ts, pending.result)
         if pending.callback is not None:
             pending.callback(pending.result)
 
@@ -232,9 +228,9 @@ class KVWorker(CodedPushes, ServerFailover):
         self.wait_all()
         if self.rma is not None:
             self.rma.close()
-        while not self._surviving(wait_all, [c[0] for c in self._clock_sends]):
+        while not self._surviving(wait_all, [c[0] for c in self.requests.clock_sends]):
             pass
-        self._clock_sends.clear()
+        self.requests.clock_sends.clear()
         done = encode_header(Op.DONE, 0, 0, 0, 1, 1, clock=self.clock_value)
         for server in range(self.topology.num_servers):
             if server in self.hosting.living:  # a server that dies now needs no DONE
@@ -253,7 +249,7 @@ class KVWorker(CodedPushes, ServerFailover):
         if self.closed:
             raise RuntimeError("this KVWorker is closed")
         for ts in (after,) if isinstance(after, int) else after:
-            if ts not in self._completed:
+            if not self.requests.finished(ts):
                 self._complete(ts)  # its result stays for a later wait(ts)
         spec = self._spec(table)
         if op is Op.PUSH and spec.name in self._filters:
@@ -295,7 +291,7 @@ class KVWorker(CodedPushes, ServerFailover):
         if pulls and out is None and spec.width == 1:
             result = result.reshape(-1)
         pending.result = result if pulls and out is None else (out if pulls else None)
-        ts = self._register(pending)
+        ts = self.requests.register(pending)
         self._after_posting()
         return ts
 
@@ -320,14 +316,8 @@ class KVWorker(CodedPushes, ServerFailover):
                           result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
-        return self._register(Pending(result=out if out is not None else result,
-                                       callback=callback))
-
-    def _register(self, pending: Pending) -> int:
-        ts = self._next_ts
-        self._next_ts += 1
-        self._pending[ts] = pending
-        return ts
+        return self.requests.register(Pending(result=out if out is not None else result,
+                                              callback=callback))
 
     def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
                       table_id: int = 0, num_keys: int = 0, width: int = 1,
@@ -337,8 +327,7 @@ class KVWorker(CodedPushes, ServerFailover):
         now, or to rank ``dest`` (a request to one server, not about a segment); returns the
         request id."""
         dest = self._dest(segment) if dest is None else dest
-        request_id = self._next_request
-        self._next_request += 1
+        request_id = self.requests.request_id()
         tag = self.tags.payload(request_id)
         header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
                                clock=self.clock_value, segment=segment)
@@ -380,8 +369,7 @@ class KVWorker(CodedPushes, ServerFailover):
         ``seq``: a resent push's sequence number; ``verdict``: a push whose verdict follows);
         returns the request id."""
         dest = self._dest(server)
-        request_id = self._next_request
-        self._next_request += 1
+        request_id = self.requests.request_id()
         seq = request_id if seq is None else seq
         pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest, verdict))
         tag = self.tags.payload(request_id)

@@ -41,7 +41,7 @@ from .requests import Part, Pending, Requests
 from .traffic import Traffic
 
 
-class KVWorker(CodedPushes, ServerFailover):
+class KVWorker(CodedPushes):
     """The worker side of mpips; one per worker rank, made by ``PS.run``."""
 
     def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None,
@@ -60,9 +60,16 @@ class KVWorker(CodedPushes, ServerFailover):
         self.clock_value = 0
         self.wait_seconds = 0.0
         self.closed = False
-        self.hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
-        self.graveyard: list = []  # requests to dead servers: never freed (mpips.mpi.fault.leave)
-        self._unposted: list = []  # errors of posts to servers that died
+        hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
+        self._fixed_hosting = hosting  # without replicas no segment ever moves
+        self.failover = (ServerFailover(topology, self.tags, self.requests, self._post, hosting)
+                         if hosting.replicas else None)  # resends after a dead server
+
+    @property
+    def hosting(self) -> Hosting:
+        """Who serves each segment now (mpips.core.hosting): with replicas the failover's,
+        which changes as servers die; without, the one of the launch."""
+        return self._fixed_hosting if self.failover is None else self.failover.hosting
 
     @property
     def worker_rank(self) -> int:
@@ -110,7 +117,7 @@ class KVWorker(CodedPushes, ServerFailover):
         and "ssp:TAU" need it once per step from every worker; returns the new clock. With
         replicas it first completes the operations in flight (their results stay for
         ``wait``), so that none is resent to a new server under a clock already finished."""
-        if self.hosting.replicas:  # a resend after a failover then never carries an old clock
+        if self.failover is not None:  # a resend after a failover never carries an old clock
             for ts in self.requests.in_flight():
                 self._complete(ts)  # results stay for wait(ts)
         requests = self.requests
@@ -140,11 +147,9 @@ class KVWorker(CodedPushes, ServerFailover):
         for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, 0, order,
                                dest=self.topology.layout.server_rank(server))
-        while not self._surviving(self._wait_replies, pending):
-            # a server died: the others save without it (mpips.ckpt.checkpoint), and its own
-            # request is dropped (a SAVE has no parts to send again)
-            self._repost(pending, {self.topology.layout.server_rank(s)
-                                   for s in self.hosting.dead})
+        # a server that dies meanwhile: the others save without it (mpips.ckpt.checkpoint),
+        # and its own request is dropped (a SAVE has no parts to send again)
+        self._wait_replies(pending)
         errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
         if errors:
             raise CheckpointError(root, errors[0])
@@ -189,8 +194,7 @@ class KVWorker(CodedPushes, ServerFailover):
         """Finish operation ``ts``: its result or error waits in ``requests`` for ``wait``."""
         operation = self.requests.operation(ts)  # ValueError if unknown
         began = time.perf_counter()
-        while not self._surviving(self._wait_replies, operation):
-            pass  # a server died: its parts were posted again (mpips.worker.failover)
+        self._wait_replies(operation)  # after a dead server, for its parts posted again
         pending = self.requests.take(ts)
         self._resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
@@ -237,6 +241,39 @@ class KVWorker(CodedPushes, ServerFailover):
                 self._surviving(self.comm.Send, done, self.topology.layout.server_rank(server),
                                 TAG_REQUEST)
         self.closed = True
+
+    def _dest(self, segment: int) -> int:
+        """Rank of the server that serves ``segment`` now."""
+        return self.topology.layout.server_rank(self.hosting.host(segment))
+
+    # The failover's hooks (mpips.worker.failover); without replicas, plain MPI calls whose
+    # error (a dead server) goes on to mpips.mpi.fault.
+
+    def _wait_replies(self, pending: Pending) -> None:
+        """Wait for ``pending``'s messages (with replicas: surviving dead servers)."""
+        if self.failover is None:
+            wait_all(pending.requests)
+        else:
+            self.failover.wait(pending)
+
+    def _surviving(self, action, *args) -> bool:
+        """Run ``action(*args)``; True when it succeeded, False when a server died and the
+        failover took over (with replicas only)."""
+        if self.failover is None:
+            action(*args)
+            return True
+        return self.failover.surviving(action, *args)
+
+    def _post_failed(self, exc: MPI.Exception) -> None:
+        """A post failed: raise, or with replicas leave it to ``_after_posting``."""
+        if self.failover is None:
+            raise exc
+        self.failover.post_failed(exc)
+
+    def _after_posting(self) -> None:
+        """An operation is posted: with replicas, fail over for posts that found a server dead."""
+        if self.failover is not None:
+            self.failover.after_posting()
 
     def _spec(self, table) -> TableSpec:
         name = table.name if isinstance(table, TableSpec) else table

@@ -25,7 +25,6 @@ from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
-from ..wire.keycache import SentKeys
 from ..wire.message import (
     REPLY_WORDS,
     Op,
@@ -41,7 +40,7 @@ from .requests import Part, Pending, Requests
 from .traffic import Traffic
 
 
-class KVWorker(CodedPushes):
+class KVWorker:
     """The worker side of mpips; one per worker rank, made by ``PS.run``."""
 
     def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None,
@@ -53,10 +52,9 @@ class KVWorker(CodedPushes):
         self.tags = Tags(self.comm)
         self.requests = Requests()  # timestamps, request ids, operations in flight
         self._staleness: dict[str, int] = {}
-        self._filters: dict[str, object] = {}
-        self._codecs: dict[str, object] = {}
-        self._sent_keys: dict[tuple[str, int], SentKeys] = {}
+        self._filters: dict[str, object] = {}  # table name -> mpips.wire.filters.PushFilter
         self.traffic = Traffic()
+        self.coded: CodedPushes | None = None  # made at the first push to a table with a codec
         self.clock_value = 0
         self.wait_seconds = 0.0
         self.closed = False
@@ -154,6 +152,19 @@ class KVWorker(CodedPushes):
         if errors:
             raise CheckpointError(root, errors[0])
 
+    def set_push_filter(self, table, push_filter) -> None:
+        """Filter this worker's pushes to ``table`` (an mpips.wire.filters.PushFilter, e.g.
+        ``make_filter("significantly_modified", delta=1e-3)``; None removes it)."""
+        name = self._spec(table).name
+        if push_filter is None:
+            self._filters.pop(name, None)
+        else:
+            self._filters[name] = push_filter
+
+    def push_filter(self, table):
+        """The push filter of ``table`` on this worker, or None."""
+        return self._filters.get(self._spec(table).name)
+
     def set_staleness(self, table, staleness: int) -> None:
         """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
         spec = self._spec(table)
@@ -196,7 +207,8 @@ class KVWorker(CodedPushes):
         began = time.perf_counter()
         self._wait_replies(operation)  # after a dead server, for its parts posted again
         pending = self.requests.take(ts)
-        self._resend_misses(pending)
+        if pending.coded:  # a key-cache miss is resent with full keys
+            self.coded.resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
         try:
             errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
@@ -292,7 +304,10 @@ class KVWorker(CodedPushes):
         if op is Op.PUSH and spec.name in self._filters:
             keys, vals = self._filters[spec.name].apply(keys, vals)
         if op is Op.PUSH and spec.codec:
-            return self._submit_coded(spec, keys, vals, callback)
+            if self.coded is None:
+                self.coded = CodedPushes(self._post_message, self._dest, self.requests,
+                                         self.traffic)
+            return self.coded.push(spec, keys, vals, callback)
         if op is Op.PULL and spec.one_sided and self.rma is not None:
             ts = self._pull_one_sided(spec, keys, out, callback)
             if ts is not None:

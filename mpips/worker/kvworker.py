@@ -8,6 +8,13 @@ must not be changed until the wait returns.
 A push validates keys and values while the servers already receive and apply them, then
 sends each server its verdict (mpips.wire.message): a bad push is withdrawn, the servers roll it
 back from their undo logs, and ``push`` raises the error, so a push is all or nothing.
+
+KVWorker owns collaborators it calls through narrow interfaces: ``requests`` (worker.requests:
+timestamps, operations in flight), ``poster`` (worker.posting: requests on the wire), ``coded``
+(worker.coded, made at the first push to a table with a codec) and ``failover``
+(worker.failover, only with replicas, else None), called where the worker waits for replies
+(``_wait_replies``, ``_surviving``) and after it posts (``_after_posting``). Collective over
+the workers: ``save_checkpoint``, ``barrier``, ``collective``; the rest is point to point.
 """
 from __future__ import annotations
 
@@ -25,18 +32,11 @@ from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
-from ..wire.message import (
-    REPLY_WORDS,
-    Op,
-    Status,
-    chunk_keys_for,
-    encode_header,
-    encode_reply,
-    parse_reply,
-)
+from ..wire.message import Op, Status, chunk_keys_for, encode_header
 from .coded import CodedPushes
 from .failover import ServerFailover
-from .requests import Part, Pending, Requests
+from .posting import Poster
+from .requests import Pending, Requests
 from .traffic import Traffic
 
 
@@ -62,6 +62,8 @@ class KVWorker:
         self._fixed_hosting = hosting  # without replicas no segment ever moves
         self.failover = (ServerFailover(topology, self.tags, self.requests, self._post, hosting)
                          if hosting.replicas else None)  # resends after a dead server
+        self.poster = Poster(self.comm, self.tags, self.requests, self.traffic,
+                             self.failover.post_failed if self.failover else None)
 
     @property
     def hosting(self) -> Hosting:
@@ -121,12 +123,7 @@ class KVWorker:
         requests = self.requests
         requests.clock_sends = [c for c in requests.clock_sends if not completed(c[0])]
         for server in self.hosting.living:
-            msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
-            dest = self.topology.layout.server_rank(server)
-            try:
-                requests.clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg, dest))
-            except MPI.Exception as exc:
-                self._post_failed(exc)
+            self.poster.clock(self.topology.layout.server_rank(server), self.clock_value)
         self._after_posting()
         self.clock_value += 1
         return self.clock_value
@@ -148,7 +145,7 @@ class KVWorker:
         # a server that dies meanwhile: the others save without it (mpips.ckpt.checkpoint),
         # and its own request is dropped (a SAVE has no parts to send again)
         self._wait_replies(pending)
-        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
+        errors = [e for e in (self.poster.check_reply(*r) for r in pending.replies) if e]
         if errors:
             raise CheckpointError(root, errors[0])
 
@@ -211,7 +208,7 @@ class KVWorker:
             self.coded.resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
         try:
-            errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
+            errors = [e for e in (self.poster.check_reply(*r) for r in pending.replies) if e]
             if errors:
                 if pending.keys is not None:
                     check_keys(pending.keys, pending.spec)  # the precise error, if the keys
@@ -258,11 +255,9 @@ class KVWorker:
         """Rank of the server that serves ``segment`` now."""
         return self.topology.layout.server_rank(self.hosting.host(segment))
 
-    # The failover's hooks (mpips.worker.failover); without replicas, plain MPI calls whose
-    # error (a dead server) goes on to mpips.mpi.fault.
-
     def _wait_replies(self, pending: Pending) -> None:
-        """Wait for ``pending``'s messages (with replicas: surviving dead servers)."""
+        """Wait for ``pending``'s messages; with replicas, surviving dead servers (without,
+        an error goes on to mpips.mpi.fault)."""
         if self.failover is None:
             wait_all(pending.requests)
         else:
@@ -275,12 +270,6 @@ class KVWorker:
             action(*args)
             return True
         return self.failover.surviving(action, *args)
-
-    def _post_failed(self, exc: MPI.Exception) -> None:
-        """A post failed: raise, or with replicas leave it to ``_after_posting``."""
-        if self.failover is None:
-            raise exc
-        self.failover.post_failed(exc)
 
     def _after_posting(self) -> None:
         """An operation is posted: with replicas, fail over for posts that found a server dead."""
@@ -371,25 +360,25 @@ class KVWorker:
         return self.requests.register(Pending(result=out if out is not None else result,
                                               callback=callback))
 
+    def _post(self, pending: Pending, op: Op, spec: TableSpec, segment: int, keys, vals, out,
+              seq: int | None = None, verdict: bool = False) -> int:
+        """Post one server's part of an operation to the host of ``segment`` (the segment its
+        keys are in), at this worker's clock (``seq``: a resent push's sequence number;
+        ``verdict``: a push whose verdict follows); returns the request id."""
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
+            if op is not Op.PUSH else 0
+        return self.poster.part(pending, op, spec, segment, self._dest(segment), keys, vals, out,
+                                self.clock_value, required, seq, verdict)
+
     def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
                       table_id: int = 0, num_keys: int = 0, width: int = 1,
                       dest: int | None = None) -> int:
-        """Post a request about ``segment`` whose payload is one uint8 message (its length in
-        header word 6) and the receive of its reply, to the server that serves the segment
-        now, or to rank ``dest`` (a request to one server, not about a segment); returns the
-        request id."""
+        """Post a one-message request about ``segment`` (Poster.message) to the server that
+        serves the segment now, or to rank ``dest`` (a request to one server, not about a
+        segment); returns the request id."""
         dest = self._dest(segment) if dest is None else dest
-        request_id = self.requests.request_id()
-        tag = self.tags.payload(request_id)
-        header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
-                               clock=self.clock_value, segment=segment)
-        reply = np.zeros(REPLY_WORDS, np.uint64)
-        pending.keep += [header, payload, reply]
-        for request in (self.comm.Isend(header, dest, TAG_REQUEST),
-                        self.comm.Isend(payload, dest, tag), self.comm.Irecv(reply, dest, tag)):
-            pending.add(request, dest)
-        pending.replies.append((dest, tag, request_id, reply))
-        return request_id
+        return self.poster.message(pending, op, segment, dest, payload, self.clock_value,
+                                   table_id, num_keys, width)
 
     def _judge(self, pending: Pending, spec: TableSpec, keys, vals) -> None:
         """Check a posted push and send every server involved its verdict. On a bad push,
@@ -399,68 +388,9 @@ class KVWorker:
             check_push(keys, vals, spec, chunk_keys_for(spec.width),
                        between=lambda: completed(requests))
         except MpipsError as exc:
-            self._send_verdicts(pending, Status.WITHDRAWN)
+            self.poster.verdicts(pending, Status.WITHDRAWN)
             if self._surviving(wait_all, pending.requests):  # else: nothing to withdraw there
                 for reply in pending.replies:
-                    self._check_reply(*reply)  # consumes any error text, keeping streams in step
+                    self.poster.check_reply(*reply)  # reads error texts: streams stay in step
             raise exc from None
-        self._send_verdicts(pending, Status.OK)
-
-    def _send_verdicts(self, pending: Pending, status: Status) -> None:
-        for dest, request_id in pending.verdicts:
-            verdict = encode_reply(request_id, status)
-            pending.keep.append(verdict)
-            try:
-                pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
-            except MPI.Exception as exc:
-                self._post_failed(exc)
-
-    def _post(self, pending: Pending, op: Op, spec: TableSpec, server: int, keys, vals, out,
-              seq: int | None = None, verdict: bool = False) -> int:
-        """Post one server's part of an operation (``server``: the segment its keys are in;
-        ``seq``: a resent push's sequence number; ``verdict``: a push whose verdict follows);
-        returns the request id."""
-        dest = self._dest(server)
-        request_id = self.requests.request_id()
-        seq = request_id if seq is None else seq
-        pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest, verdict))
-        tag = self.tags.payload(request_id)
-        chunk = chunk_keys_for(spec.width)
-        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
-            if op is not Op.PUSH else 0
-        header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
-                               clock=self.clock_value, required=required, segment=server, seq=seq,
-                               verdict=verdict)
-        reply = np.zeros(REPLY_WORDS, np.uint64)  # stays zero if its server dies (ULFM)
-        pending.keep += [header, reply]
-        try:
-            pending.add(self.comm.Isend(header, dest, TAG_REQUEST), dest)
-            for lo in range(0, keys.size, chunk):
-                hi = min(lo + chunk, keys.size)
-                pending.add(self.comm.Isend(keys[lo:hi], dest, tag), dest)
-                if vals is not None:
-                    pending.add(self.comm.Isend(vals[lo:hi], dest, tag), dest)
-                if out is not None:
-                    pending.add(self.comm.Irecv(out[lo:hi], dest, tag), dest)
-            pending.add(self.comm.Irecv(reply, dest, tag), dest)
-        except MPI.Exception as exc:
-            self._post_failed(exc)  # the server died: posted again after failing over
-        pending.replies.append((dest, tag, request_id, reply))
-        if verdict:
-            pending.verdicts.append((dest, request_id))
-        if vals is not None:
-            verdict_bytes = REPLY_WORDS * 8 if verdict else 0
-            self.traffic.count_wire(spec.name, header.nbytes + keys.nbytes + vals.nbytes
-                                    + verdict_bytes)
-        return request_id
-
-    def _check_reply(self, source: int, tag: int, request_id: int, reply) -> str | None:
-        status, text_len = parse_reply(reply, request_id)
-        if status in (Status.OK, Status.WITHDRAWN):
-            return None
-        if status is Status.KEY_CACHE_MISS:
-            return f"server rank {source}: key-cache miss on a resent push"
-        text = np.empty(text_len, np.uint8)
-        self.comm.Recv(text, source, tag)
-        return f"server rank {source}: {text.tobytes().decode(errors='replace')}"
-
+        self.poster.verdicts(pending, Status.OK)

@@ -3,7 +3,8 @@
 tests/mpi/programs/call_path.py (1 server, 1 worker, no replicas, an async table without
 codec) prints, per rank, the source files of every mpips function a probed stretch ran. A
 plain push of several chunks (so its verdict path runs) and a plain pull, each with its wait,
-must not run the code of resending after a dead server, of codecs, or of fault handling.
+must not run the code of resending after a dead server, of codecs, or of fault handling;
+nor must a ``clock()`` or ``close()`` without replicas.
 """
 import json
 
@@ -28,8 +29,8 @@ def ranks() -> dict:
     return {line["role"]: line for line in lines}
 
 
-@pytest.mark.parametrize("probe", ["push_wait", "pull_wait"])
-def test_a_plain_push_or_pull_on_the_worker_runs_no_failover_codec_or_fault_code(ranks, probe):
+@pytest.mark.parametrize("probe", ["push_wait", "pull_wait", "clock", "close"])
+def test_plain_operations_on_the_worker_run_no_failover_codec_or_fault_code(ranks, probe):
     got = ranks["worker"]["probes"][probe]
     assert "mpips/worker/kvworker.py" in got["files"]  # the probe saw the worker's own code
     assert not set(NOT_ON_A_PLAIN_PATH) & set(got["files"]), got["calls"]

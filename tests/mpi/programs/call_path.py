@@ -3,8 +3,8 @@
 Launched on 2 ranks (1 server, 1 worker, no replicas) with one async table without codec.
 Each rank watches some stretch of its work with ``sys.setprofile`` (a *probe*) and records
 every Python function of mpips it entered. The worker probes one push of several chunks plus
-its wait (so the verdict path runs too) and one pull plus its wait; the server probes its
-whole ``ps.run``. Every rank prints one line ``CALLS <json>``:
+its wait (so the verdict path runs too), one pull plus its wait, a ``clock()`` and its
+``close()``; the server probes its whole ``ps.run``. Every rank prints one line ``CALLS <json>``:
 ``{"rank", "role", "package", "probes": {name: {"files": [...], "calls": [...]}}}`` with
 ``files`` the sorted mpips source files (relative to the repository, e.g.
 "mpips/worker/kvworker.py") and ``calls`` each "file:function" entered, once, in the order
@@ -69,6 +69,12 @@ def worker_probes(kv, table) -> dict:
     with Probe() as probe:
         pulled = kv.wait(kv.pull(table, keys))
     probes["pull_wait"] = {**probe.report(), "pulled_right": bool((pulled == 1.0).all())}
+    with Probe() as probe:
+        kv.clock()
+    probes["clock"] = probe.report()
+    with Probe() as probe:
+        kv.close()  # ps.run's own close then does nothing
+    probes["close"] = probe.report()
     return probes
 
 

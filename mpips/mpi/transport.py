@@ -145,6 +145,17 @@ def wait_one(request: MPI.Request) -> None:
     """``wait_all`` for one request."""
     wait_all([request])
 
+
+def completed(requests) -> bool:
+    """Whether ``requests`` (one MPI.Request or a list) have all completed, without waiting.
+    False when one failed (e.g. its peer died): a later wait for them reports the error."""
+    try:
+        if isinstance(requests, MPI.Request):
+            return requests.Test()
+        return MPI.Request.Testall(requests)
+    except MPI.Exception:
+        return False
+
 TAG_REPLICA = 2
 """Replica batches between servers (mpips.wire.replica): header and payload, in order."""
 TAG_REPLICA_ACK = 3

@@ -8,6 +8,13 @@ must not be changed until the wait returns.
 A push validates keys and values while the servers already receive and apply them, then
 sends each server its verdict (mpips.wire.message): a bad push is withdrawn, the servers roll it
 back from their undo logs, and ``push`` raises the error, so a push is all or nothing.
+
+KVWorker owns collaborators it calls through narrow interfaces: ``requests`` (worker.requests:
+timestamps, operations in flight), ``poster`` (worker.posting: requests on the wire), ``coded``
+(worker.coded, made at the first push to a table with a codec) and ``failover``
+(worker.failover, only with replicas, else None), called where the worker waits for replies
+(``_wait_replies``, ``_surviving``) and after it posts (``_after_posting``). Collective over
+the workers: ``save_checkpoint``, ``barrier``, ``collective``; the rest is point to point.
 """
 from __future__ import annotations
 
@@ -24,24 +31,16 @@ from ..errors import CheckpointError, MessageError, MpipsError, TableError
 from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
-from ..mpi.transport import TAG_REQUEST, Tags, wait_all
-from ..wire.keycache import SentKeys
-from ..wire.message import (
-    REPLY_WORDS,
-    Op,
-    Status,
-    chunk_keys_for,
-    encode_header,
-    encode_reply,
-    parse_reply,
-)
+from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
+from ..wire.message import Op, Status, chunk_keys_for, encode_header
 from .coded import CodedPushes
 from .failover import ServerFailover
-from .requests import Part, Pending
+from .posting import Poster
+from .requests import Pending, Requests
 from .traffic import Traffic
 
 
-class KVWorker(CodedPushes, ServerFailover):
+class KVWorker:
     """The worker side of mpips; one per worker rank, made by ``PS.run``."""
 
     def __init__(self, topology: Topology, tables: dict[str, TableSpec], reader=None,
@@ -51,22 +50,26 @@ class KVWorker(CodedPushes, ServerFailover):
         self.comm = topology.data
         self.tables = tables
         self.tags = Tags(self.comm)
-        self._next_request = 0
-        self._next_ts = 0
-        self._pending: dict[int, Pending] = {}
-        self._completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
-        self._clock_sends: list = []  # (request, buffer) of clock messages in flight
+        self.requests = Requests()  # timestamps, request ids, operations in flight
         self._staleness: dict[str, int] = {}
-        self._filters: dict[str, object] = {}
-        self._codecs: dict[str, object] = {}
-        self._sent_keys: dict[tuple[str, int], SentKeys] = {}
+        self._filters: dict[str, object] = {}  # table name -> mpips.wire.filters.PushFilter
         self.traffic = Traffic()
+        self.coded: CodedPushes | None = None  # made at the first push to a table with a codec
         self.clock_value = 0
         self.wait_seconds = 0.0
         self.closed = False
-        self.hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
-        self.graveyard: list = []  # requests to dead servers: never freed (mpips.mpi.fault.leave)
-        self._unposted: list = []  # errors of posts to servers that died
+        hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
+        self._fixed_hosting = hosting  # without replicas no segment ever moves
+        self.failover = (ServerFailover(topology, self.tags, self.requests, self._post, hosting)
+                         if hosting.replicas else None)  # resends after a dead server
+        self.poster = Poster(self.comm, self.tags, self.requests, self.traffic,
+                             self.failover.post_failed if self.failover else None)
+
+    @property
+    def hosting(self) -> Hosting:
+        """Who serves each segment now (mpips.core.hosting): with replicas the failover's,
+        which changes as servers die; without, the one of the launch."""
+        return self._fixed_hosting if self.failover is None else self.failover.hosting
 
     @property
     def worker_rank(self) -> int:
@@ -114,17 +117,13 @@ class KVWorker(CodedPushes, ServerFailover):
         and "ssp:TAU" need it once per step from every worker; returns the new clock. With
         replicas it first completes the operations in flight (their results stay for
         ``wait``), so that none is resent to a new server under a clock already finished."""
-        if self.hosting.replicas:  # a resend after a failover then never carries an old clock
-            for ts in sorted(self._pending):
+        if self.failover is not None:  # a resend after a failover never carries an old clock
+            for ts in self.requests.in_flight():
                 self._complete(ts)  # results stay for wait(ts)
-        self._clock_sends = [c for c in self._clock_sends if not self._sent(c[0])]
+        requests = self.requests
+        requests.clock_sends = [c for c in requests.clock_sends if not completed(c[0])]
         for server in self.hosting.living:
-            msg = encode_header(Op.CLOCK, 0, 0, 0, 1, 1, clock=self.clock_value)
-            dest = self.topology.layout.server_rank(server)
-            try:
-                self._clock_sends.append((self.comm.Isend(msg, dest, TAG_REQUEST), msg, dest))
-            except MPI.Exception as exc:
-                self._post_failed(exc)
+            self.poster.clock(self.topology.layout.server_rank(server), self.clock_value)
         self._after_posting()
         self.clock_value += 1
         return self.clock_value
@@ -143,14 +142,25 @@ class KVWorker(CodedPushes, ServerFailover):
         for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, 0, order,
                                dest=self.topology.layout.server_rank(server))
-        while not self._surviving(self._wait_replies, pending):
-            # a server died: the others save without it (mpips.ckpt.checkpoint), and its own
-            # request is dropped (a SAVE has no parts to send again)
-            self._repost(pending, {self.topology.layout.server_rank(s)
-                                   for s in self.hosting.dead})
-        errors = [e for e in (self._check_reply(*r) for r in pending.replies) if e]
+        # a server that dies meanwhile: the others save without it (mpips.ckpt.checkpoint),
+        # and its own request is dropped (a SAVE has no parts to send again)
+        self._wait_replies(pending)
+        errors = [e for e in (self.poster.check_reply(*r) for r in pending.replies) if e]
         if errors:
             raise CheckpointError(root, errors[0])
+
+    def set_push_filter(self, table, push_filter) -> None:
+        """Filter this worker's pushes to ``table`` (an mpips.wire.filters.PushFilter, e.g.
+        ``make_filter("significantly_modified", delta=1e-3)``; None removes it)."""
+        name = self._spec(table).name
+        if push_filter is None:
+            self._filters.pop(name, None)
+        else:
+            self._filters[name] = push_filter
+
+    def push_filter(self, table):
+        """The push filter of ``table`` on this worker, or None."""
+        return self._filters.get(self._spec(table).name)
 
     def set_staleness(self, table, staleness: int) -> None:
         """Change the SSP bound of this worker's reads of an "ssp" table from now on."""
@@ -168,9 +178,9 @@ class KVWorker(CodedPushes, ServerFailover):
         width-1 tables unless ``out`` was given) or None for a push. Raises KeyOrderError /
         KeyRangeError for bad pull keys, MessageError when a server rejected a request for
         another reason."""
-        if ts not in self._completed:
+        if not self.requests.finished(ts):
             self._complete(ts)
-        result, error = self._completed.pop(ts)
+        result, error = self.requests.collect(ts)
         if error is not None:
             raise error
         return result
@@ -178,38 +188,37 @@ class KVWorker(CodedPushes, ServerFailover):
     def poll(self) -> list[int]:
         """Complete (and run the callbacks of) every operation whose messages are all done,
         without blocking; returns their timestamps, still to be ``wait``-ed for results."""
-        ready = [ts for ts, p in self._pending.items() if self._sent(p.requests)]
+        ready = [ts for ts, p in self.requests.pending.items() if completed(p.requests)]
         for ts in ready:
             self._complete(ts)
         return ready
 
     def wait_all(self) -> None:
         """Wait for every operation still in flight."""
-        for ts in sorted(self._pending):
+        for ts in self.requests.in_flight():
             self.wait(ts)
 
     def _complete(self, ts: int) -> None:
-        """Finish operation ``ts``: its result or error goes to ``_completed``."""
-        if ts not in self._pending:
-            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
+        """Finish operation ``ts``: its result or error waits in ``requests`` for ``wait``."""
+        operation = self.requests.operation(ts)  # ValueError if unknown
         began = time.perf_counter()
-        while not self._surviving(self._wait_replies, self._pending[ts]):
-            pass  # a server died: its parts were posted again (mpips.worker.failover)
-        pending = self._pending.pop(ts)
-        self._resend_misses(pending)
+        self._wait_replies(operation)  # after a dead server, for its parts posted again
+        pending = self.requests.take(ts)
+        if pending.coded:  # a key-cache miss is resent with full keys
+            self.coded.resend_misses(pending)
         self.wait_seconds += time.perf_counter() - began
         try:
-            errors = [e for e in (self._check_reply(*reply) for reply in pending.replies) if e]
+            errors = [e for e in (self.poster.check_reply(*r) for r in pending.replies) if e]
             if errors:
                 if pending.keys is not None:
                     check_keys(pending.keys, pending.spec)  # the precise error, if the keys
                 raise MessageError("; ".join(errors))
         except MpipsError as exc:
-            self._completed[ts] = (None, exc)
+            self.requests.finish(ts, error=exc)
             return
         for whole, part, rows in pending.scatter:
             whole[part] = rows
-        self._completed[ts] = (pending.result, None)
+        self.requests.finish(ts, pending.result)
         if pending.callback is not None:
             pending.callback(pending.result)
 
@@ -232,15 +241,40 @@ class KVWorker(CodedPushes, ServerFailover):
         self.wait_all()
         if self.rma is not None:
             self.rma.close()
-        while not self._surviving(wait_all, [c[0] for c in self._clock_sends]):
+        while not self._surviving(wait_all, [c[0] for c in self.requests.clock_sends]):
             pass
-        self._clock_sends.clear()
+        self.requests.clock_sends.clear()
         done = encode_header(Op.DONE, 0, 0, 0, 1, 1, clock=self.clock_value)
         for server in range(self.topology.num_servers):
             if server in self.hosting.living:  # a server that dies now needs no DONE
                 self._surviving(self.comm.Send, done, self.topology.layout.server_rank(server),
                                 TAG_REQUEST)
         self.closed = True
+
+    def _dest(self, segment: int) -> int:
+        """Rank of the server that serves ``segment`` now."""
+        return self.topology.layout.server_rank(self.hosting.host(segment))
+
+    def _wait_replies(self, pending: Pending) -> None:
+        """Wait for ``pending``'s messages; with replicas, surviving dead servers (without,
+        an error goes on to mpips.mpi.fault)."""
+        if self.failover is None:
+            wait_all(pending.requests)
+        else:
+            self.failover.wait(pending)
+
+    def _surviving(self, action, *args) -> bool:
+        """Run ``action(*args)``; True when it succeeded, False when a server died and the
+        failover took over (with replicas only)."""
+        if self.failover is None:
+            action(*args)
+            return True
+        return self.failover.surviving(action, *args)
+
+    def _after_posting(self) -> None:
+        """An operation is posted: with replicas, fail over for posts that found a server dead."""
+        if self.failover is not None:
+            self.failover.after_posting()
 
     def _spec(self, table) -> TableSpec:
         name = table.name if isinstance(table, TableSpec) else table
@@ -253,13 +287,16 @@ class KVWorker(CodedPushes, ServerFailover):
         if self.closed:
             raise RuntimeError("this KVWorker is closed")
         for ts in (after,) if isinstance(after, int) else after:
-            if ts not in self._completed:
+            if not self.requests.finished(ts):
                 self._complete(ts)  # its result stays for a later wait(ts)
         spec = self._spec(table)
         if op is Op.PUSH and spec.name in self._filters:
             keys, vals = self._filters[spec.name].apply(keys, vals)
         if op is Op.PUSH and spec.codec:
-            return self._submit_coded(spec, keys, vals, callback)
+            if self.coded is None:
+                self.coded = CodedPushes(self._post_message, self._dest, self.requests,
+                                         self.traffic)
+            return self.coded.push(spec, keys, vals, callback)
         if op is Op.PULL and spec.one_sided and self.rma is not None:
             ts = self._pull_one_sided(spec, keys, out, callback)
             if ts is not None:
@@ -295,7 +332,7 @@ class KVWorker(CodedPushes, ServerFailover):
         if pulls and out is None and spec.width == 1:
             result = result.reshape(-1)
         pending.result = result if pulls and out is None else (out if pulls else None)
-        ts = self._register(pending)
+        ts = self.requests.register(pending)
         self._after_posting()
         return ts
 
@@ -320,35 +357,28 @@ class KVWorker(CodedPushes, ServerFailover):
                           result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
-        return self._register(Pending(result=out if out is not None else result,
-                                       callback=callback))
+        return self.requests.register(Pending(result=out if out is not None else result,
+                                              callback=callback))
 
-    def _register(self, pending: Pending) -> int:
-        ts = self._next_ts
-        self._next_ts += 1
-        self._pending[ts] = pending
-        return ts
+    def _post(self, pending: Pending, op: Op, spec: TableSpec, segment: int, keys, vals, out,
+              seq: int | None = None, verdict: bool = False) -> int:
+        """Post one server's part of an operation to the host of ``segment`` (the segment its
+        keys are in), at this worker's clock (``seq``: a resent push's sequence number;
+        ``verdict``: a push whose verdict follows); returns the request id."""
+        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
+            if op is not Op.PUSH else 0
+        return self.poster.part(pending, op, spec, segment, self._dest(segment), keys, vals, out,
+                                self.clock_value, required, seq, verdict)
 
     def _post_message(self, pending: Pending, op: Op, segment: int, payload: np.ndarray,
                       table_id: int = 0, num_keys: int = 0, width: int = 1,
                       dest: int | None = None) -> int:
-        """Post a request about ``segment`` whose payload is one uint8 message (its length in
-        header word 6) and the receive of its reply, to the server that serves the segment
-        now, or to rank ``dest`` (a request to one server, not about a segment); returns the
-        request id."""
+        """Post a one-message request about ``segment`` (Poster.message) to the server that
+        serves the segment now, or to rank ``dest`` (a request to one server, not about a
+        segment); returns the request id."""
         dest = self._dest(segment) if dest is None else dest
-        request_id = self._next_request
-        self._next_request += 1
-        tag = self.tags.payload(request_id)
-        header = encode_header(op, table_id, request_id, num_keys, width, payload.size,
-                               clock=self.clock_value, segment=segment)
-        reply = np.zeros(REPLY_WORDS, np.uint64)
-        pending.keep += [header, payload, reply]
-        for request in (self.comm.Isend(header, dest, TAG_REQUEST),
-                        self.comm.Isend(payload, dest, tag), self.comm.Irecv(reply, dest, tag)):
-            pending.add(request, dest)
-        pending.replies.append((dest, tag, request_id, reply))
-        return request_id
+        return self.poster.message(pending, op, segment, dest, payload, self.clock_value,
+                                   table_id, num_keys, width)
 
     def _judge(self, pending: Pending, spec: TableSpec, keys, vals) -> None:
         """Check a posted push and send every server involved its verdict. On a bad push,
@@ -356,71 +386,11 @@ class KVWorker(CodedPushes, ServerFailover):
         requests = pending.requests
         try:
             check_push(keys, vals, spec, chunk_keys_for(spec.width),
-                       between=lambda: self._sent(requests))
+                       between=lambda: completed(requests))
         except MpipsError as exc:
-            self._send_verdicts(pending, Status.WITHDRAWN)
+            self.poster.verdicts(pending, Status.WITHDRAWN)
             if self._surviving(wait_all, pending.requests):  # else: nothing to withdraw there
                 for reply in pending.replies:
-                    self._check_reply(*reply)  # consumes any error text, keeping streams in step
+                    self.poster.check_reply(*reply)  # reads error texts: streams stay in step
             raise exc from None
-        self._send_verdicts(pending, Status.OK)
-
-    def _send_verdicts(self, pending: Pending, status: Status) -> None:
-        for dest, request_id in pending.verdicts:
-            verdict = encode_reply(request_id, status)
-            pending.keep.append(verdict)
-            try:
-                pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
-            except MPI.Exception as exc:
-                self._post_failed(exc)
-
-    def _post(self, pending: Pending, op: Op, spec: TableSpec, server: int, keys, vals, out,
-              seq: int | None = None, verdict: bool = False) -> int:
-        """Post one server's part of an operation (``server``: the segment its keys are in;
-        ``seq``: a resent push's sequence number; ``verdict``: a push whose verdict follows);
-        returns the request id."""
-        dest = self._dest(server)
-        request_id = self._next_request
-        self._next_request += 1
-        seq = request_id if seq is None else seq
-        pending.parts.append(Part(op, spec, server, keys, vals, out, seq, dest, verdict))
-        tag = self.tags.payload(request_id)
-        chunk = chunk_keys_for(spec.width)
-        required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name)) \
-            if op is not Op.PUSH else 0
-        header = encode_header(op, spec.table_id, request_id, keys.size, spec.width, chunk,
-                               clock=self.clock_value, required=required, segment=server, seq=seq,
-                               verdict=verdict)
-        reply = np.zeros(REPLY_WORDS, np.uint64)  # stays zero if its server dies (ULFM)
-        pending.keep += [header, reply]
-        try:
-            pending.add(self.comm.Isend(header, dest, TAG_REQUEST), dest)
-            for lo in range(0, keys.size, chunk):
-                hi = min(lo + chunk, keys.size)
-                pending.add(self.comm.Isend(keys[lo:hi], dest, tag), dest)
-                if vals is not None:
-                    pending.add(self.comm.Isend(vals[lo:hi], dest, tag), dest)
-                if out is not None:
-                    pending.add(self.comm.Irecv(out[lo:hi], dest, tag), dest)
-            pending.add(self.comm.Irecv(reply, dest, tag), dest)
-        except MPI.Exception as exc:
-            self._post_failed(exc)  # the server died: posted again after failing over
-        pending.replies.append((dest, tag, request_id, reply))
-        if verdict:
-            pending.verdicts.append((dest, request_id))
-        if vals is not None:
-            verdict_bytes = REPLY_WORDS * 8 if verdict else 0
-            self.traffic.count_wire(spec.name, header.nbytes + keys.nbytes + vals.nbytes
-                                    + verdict_bytes)
-        return request_id
-
-    def _check_reply(self, source: int, tag: int, request_id: int, reply) -> str | None:
-        status, text_len = parse_reply(reply, request_id)
-        if status in (Status.OK, Status.WITHDRAWN):
-            return None
-        if status is Status.KEY_CACHE_MISS:
-            return f"server rank {source}: key-cache miss on a resent push"
-        text = np.empty(text_len, np.uint8)
-        self.comm.Recv(text, source, tag)
-        return f"server rank {source}: {text.tobytes().decode(errors='replace')}"
-
+        self.poster.verdicts(pending, Status.OK)

@@ -1,6 +1,11 @@
-"""What a worker keeps about each operation in flight until ``wait`` finishes it: its
-requests, replies and buffers (Pending), and each server's share as posted, enough to post
-it again after a dead server (Part). API layer, pure data."""
+"""What a worker keeps about its operations until ``wait`` finishes them (API layer; no MPI
+call, bookkeeping only).
+
+``Requests`` is the worker's request tracker (ps-lite's Customer): timestamps, request ids,
+the operations in flight, the results not yet waited for and the clock messages in flight.
+Each operation in flight is a ``Pending`` (its requests, replies and buffers), which keeps
+each server's share as posted (``Part``), enough to post it again after a dead server.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,3 +51,58 @@ class Part:
     seq: int
     dest: int  # rank it was sent to
     verdict: bool = False  # a push whose verdict followed it
+
+
+class Requests:
+    """One worker's operations from posting to ``wait`` (ps-lite's Customer): the counters of
+    timestamps and request ids, the operations in flight (timestamp -> Pending), the results
+    completed but not yet waited for (timestamp -> (result, error)) and the clock messages in
+    flight. Bookkeeping only: KVWorker posts and waits, ServerFailover posts again what went
+    to a dead server."""
+
+    def __init__(self):
+        self.next_ts = 0
+        self.next_request = 0
+        self.pending: dict[int, Pending] = {}
+        self.completed: dict[int, tuple] = {}  # ts -> (result, error), not yet waited for
+        self.clock_sends: list = []  # (request, buffer, server rank) of clock messages in flight
+
+    def request_id(self) -> int:
+        """A new request id (it names the request's tags: mpips.mpi.transport.Tags)."""
+        request_id = self.next_request
+        self.next_request += 1
+        return request_id
+
+    def register(self, pending: Pending) -> int:
+        """Put an operation in flight; returns its timestamp."""
+        ts = self.next_ts
+        self.next_ts += 1
+        self.pending[ts] = pending
+        return ts
+
+    def in_flight(self) -> list[int]:
+        """The timestamps of the operations in flight, oldest first."""
+        return sorted(self.pending)
+
+    def operation(self, ts: int) -> Pending:
+        """Operation ``ts``, in flight; ValueError when it is unknown or was waited for."""
+        try:
+            return self.pending[ts]
+        except KeyError:
+            raise ValueError(f"timestamp {ts} is unknown or was already waited for") from None
+
+    def take(self, ts: int) -> Pending:
+        """Operation ``ts`` leaves the flight: its messages are done."""
+        return self.pending.pop(ts)
+
+    def finish(self, ts: int, result=None, error: Exception | None = None) -> None:
+        """Operation ``ts`` completed with ``result`` or ``error``, kept for ``wait``."""
+        self.completed[ts] = (result, error)
+
+    def finished(self, ts: int) -> bool:
+        """Whether operation ``ts`` completed and was not waited for yet."""
+        return ts in self.completed
+
+    def collect(self, ts: int) -> tuple:
+        """(result, error) of completed operation ``ts``, handed out once."""
+        return self.completed.pop(ts)

@@ -107,7 +107,7 @@ def key_cache_miss_is_resent(kv, coded):
     kv.wait(kv.push(coded, keys, np.ones(keys.size)))  # full keys: both sides cache them
     for other in range(70):  # evict them from the server's LRU (and the worker's)
         kv.wait(kv.push(coded, keys + np.uint64(other + 1), np.zeros(keys.size)))
-    sent = kv._sent_keys[(coded.name, 0)]  # the worker still believes the server has them
+    sent = kv.coded.sent_keys[(coded.name, 0)]  # the worker still believes the server has them
     signature = int(codec_kernels.key_signature(keys))
     sent.add(signature)
     kv.wait(kv.push(coded, keys, np.full(keys.size, 2.0)))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import mpips
+from mpips.server.kvserver import KVServer
 from mpips.wire.message import chunk_keys_for
 
 ROOT = Path(mpips.__file__).resolve().parents[1]  # the directory holding the mpips package
@@ -84,9 +85,14 @@ def main():
         line = {"rank": ps.topology.rank, "role": "server" if ps.is_server else "worker",
                 "package": mpips.__file__}
         if ps.is_server:
-            with Probe() as probe:
-                ps.run(lambda kv: None)
-            line["probes"] = {"run": probe.report()}
+            probe, serve = Probe(), KVServer.serve
+
+            def probed_serve(server):
+                with probe:
+                    serve(server)
+            KVServer.serve = probed_serve
+            ps.run(lambda kv: None)
+            line["probes"] = {"serve": probe.report()}
         else:
             line["probes"] = ps.run(lambda kv: worker_probes(kv, table))
         print("CALLS " + json.dumps(line), flush=True)

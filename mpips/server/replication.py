@@ -128,7 +128,7 @@ class Replicator:
         self.wait_replicated()
 
     def stashed(self, item) -> None:
-        """A push to a BSP table (mpips.server.push.StashedPush) was accepted: record it and
+        """A push to a BSP table (mpips.server.whole_pushes.StashedPush) was accepted: record it and
         return once the replica holder keeps it too (it is applied at its clock boundary)."""
         marks = self.marks[item.segment]
         marks[item.worker] = max(marks[item.worker], item.seq)

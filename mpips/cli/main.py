@@ -17,7 +17,6 @@ import importlib.util
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 
 from ..launch import startup
@@ -83,8 +82,8 @@ def run_job(name: str, argv: list[str]) -> int:
         args, refused = None, exc
     from mpi4py import MPI
 
-    from ..errors import LayoutError, MpipsError, TableError
-    from ..mpi.fault import is_rank_failure, leave, lost_during_init, rank_lost
+    from ..errors import LayoutError, TableError
+    from ..mpi.fault import abort_launch, is_rank_failure, leave, lost_during_init, rank_lost
     from ..session.ps import init
 
     world = MPI.COMM_WORLD
@@ -114,15 +113,12 @@ def run_job(name: str, argv: list[str]) -> int:
         return _refuse(world, exc)
     except MPI.Exception as exc:
         if not is_rank_failure(exc):
-            _abort(world, label)
+            abort_launch(label, exc)
         ps.failed = True  # a rank died outside ps.run (creating tables, restoring)
         rank_lost(ps.topology, exc)  # revokes and names the dead rank
         leave(EXIT_RANK_LOST)
-    except MpipsError as exc:  # a named problem (bad file, bad key...): one line is enough
-        print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        world.Abort(1)  # the other ranks may be waiting on this one: never leave them hanging
-    except Exception:
-        _abort(world, label)
+    except Exception as exc:  # an MpipsError (bad file, bad key...) is one line
+        abort_launch(label, exc)  # the other ranks may be waiting on this one
     return 0
 
 
@@ -131,14 +127,6 @@ def _refuse(world, exc: UsageError) -> int:
     if world.Get_rank() == 0:
         print(f"[mpips rank 0/{world.Get_size()}] error: {exc}", file=sys.stderr, flush=True)
     return EXIT_USAGE
-
-
-def _abort(world, label: str) -> None:
-    """Print the traceback, one labelled line at a time, and abort the launch."""
-    for line in traceback.format_exc().rstrip().splitlines():
-        print(f"{label} {line}", file=sys.stderr)
-    sys.stderr.flush()
-    world.Abort(1)
 
 
 def _warmup(_args) -> int:

@@ -17,12 +17,13 @@ import contextlib
 import functools
 import os
 import sys
+import traceback
 from typing import NoReturn
 
 from mpi4py import MPI
 
 from ..launch import startup
-from ..errors import EXIT_RANK_LOST, RankLost
+from ..errors import EXIT_RANK_LOST, MpipsError, RankLost
 from ..core.partition import Layout
 
 __all__ = ["EXIT_RANK_LOST", "RankLost", "carried_on_past_a_failure", "failure_classes",
@@ -102,6 +103,21 @@ def leave(code: int) -> NoReturn:
     sys.stderr.flush()
     startup.report_exit(code)
     os._exit(code)
+
+
+def abort_launch(label: str, exc: BaseException) -> NoReturn:
+    """An error on this rank alone, which the other ranks may be waiting on (a reply, a
+    collective): print it, each line labelled (``label``, e.g. "[mpips rank 2/4]"), as one
+    line for an MpipsError (a named problem) or as the traceback otherwise, and abort the
+    whole launch (MPI_Abort) so that no rank is left hanging."""
+    if isinstance(exc, MpipsError):
+        print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    else:
+        for line in "".join(traceback.format_exception(exc)).rstrip().splitlines():
+            print(f"{label} {line}", file=sys.stderr)
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(1)
+    raise SystemExit(1)  # not reached: MPI_Abort ends the process
 
 
 def lost_during_init(label: str, exc: BaseException) -> NoReturn:

@@ -182,7 +182,11 @@ class Replicator:
             if _arrived(request):
                 if not buf.any():  # ended without a message: the replica holder died
                     raise MPI.Exception(MPI.ERR_PROC_FAILED)
-                parse_ack(buf, self._acked[server_index] + 1)
+                try:
+                    parse_ack(buf, self._acked[server_index] + 1)
+                except MessageError as exc:
+                    raise ReplicaStreamError(f"server {self.me}: replica acks from server "
+                                             f"{server_index}: {exc}") from None
                 self._acked[server_index] += 1
                 self._post_ack_recv(server_index)
         for server_index, (request, buf) in list(self._batch_recvs.items()):
@@ -353,6 +357,9 @@ class Replicator:
                     raise
                 self.graveyard.append(entry)
                 entry = None
+            except MessageError as exc:  # as in progress(): the copy can no longer be trusted
+                raise ReplicaStreamError(f"server {self.me}: replica batches from the dead "
+                                         f"server {source}: {exc}") from None
 
     def close(self) -> None:
         """Done serving: tell every living server (FIN), and keep applying their batches

@@ -8,8 +8,8 @@ import numpy as np
 from mpi4py import MPI
 
 from ..launch import startup
-from ..errors import LayoutError, TableError
-from ..mpi.fault import carried_on_past_a_failure, is_rank_failure, rank_lost
+from ..errors import LayoutError, RankLost, TableError
+from ..mpi.fault import abort_launch, carried_on_past_a_failure, is_rank_failure, rank_lost
 from ..core.hosting import Hosting
 from ..core.partition import KEY_SPACE, ranks_lost_before, servers_after_loss
 from ..ckpt.checkpoint import restore as restore_checkpoint
@@ -246,8 +246,16 @@ class PS:
     def __enter__(self) -> "PS":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Close (collective) when the block ended normally, or on RankLost (which every
+        survivor raises) or SystemExit. Any other error left this rank alone: the others may
+        be waiting on it in a reply or a collective, so closing collectively would hang the
+        launch; the error is printed (one line for an MpipsError) and the launch aborted."""
+        if exc_type is None or isinstance(exc, (RankLost, SystemExit)) or self.failed:
+            self.close()
+            return
+        world = MPI.COMM_WORLD
+        abort_launch(f"[mpips rank {world.Get_rank()}/{world.Get_size()}]", exc)
 
 
 def _same_on_every_rank(comm: MPI.Intracomm, value: int) -> bool:

@@ -249,3 +249,14 @@ def test_a_server_killed_in_the_first_second_after_a_resume_loses_no_restored_ro
                                                  ["COUNTS", "1", "100", "100"]], context
     print(f"{outcomes.count(0)} of {len(outcomes)} carried on; the rest left with exit 76 and "
           f"resumed")
+
+
+def test_a_broken_replica_stream_ends_the_launch_with_one_line_naming_it():
+    """A server whose replica batches arrive misnumbered (tests/mpi/programs/broken_replica.py:
+    a bug, not a death) must not apply them nor serve on with a copy it cannot trust, and
+    must not hang the launch: it names the stream in one line and the launch is aborted."""
+    proc = launch(3, ["tests/mpi/programs/broken_replica.py"], timeout=120)
+    assert proc.returncode not in (0, EXIT_RANK_LOST), proc.stderr
+    assert ("[mpips rank 2/3] error: ReplicaStreamError: server 1: replica batches from "
+            "server 0: batch 8 from server 0 where 1 was next") in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "PUSHED" not in proc.stdout

@@ -104,26 +104,39 @@ def processes_with(needle: str) -> list[str]:
     return found
 
 
-def remove_stale_mpi_files(min_age: float = 5.0) -> int:
+MPI_LAUNCHERS = frozenset({"prterun", "prted", "mpirun", "mpiexec", "orterun", "orted",
+                           "mpiexec.hydra", "hydra_pmi_proxy"})
+"""Process names (``/proc/PID/comm``) of the launchers and daemons of both MPI wheels."""
+
+
+def remove_stale_mpi_files(min_age: float = 5.0, tmp: Path = Path("/tmp")) -> int:
     """Delete what killed launches leave behind and no live process uses: Open MPI's session
-    directories /tmp/ompi.<pid> whose mpirun is gone, and /dev/shm segments of Open MPI
-    (sm_segment.*) and MPICH (mpich_shm_*) that no process maps and that are older than
-    ``min_age`` seconds (a starting launch creates its segment just before mapping it).
-    Returns how many were removed."""
+    directories ``ompi.<pid>`` under ``tmp`` whose mpirun is gone; the job directories of
+    Open MPI 5 (``ompi.<host>.<uid>/jf.<n>/<job>``, which a SIGKILLed prterun never removes)
+    while no MPI launcher runs at all; and /dev/shm segments of Open MPI (sm_segment.*) and
+    MPICH (mpich_shm_*) that no process maps. Only what is older than ``min_age`` seconds (a
+    starting launch creates its files just before using them). Returns how many were
+    removed."""
     import shutil
 
     removed = 0
-    for path in Path("/tmp").glob("ompi.*"):
+    now = time.time()
+    for path in tmp.glob("ompi.*"):
         pid = path.name.split(".", 1)[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
+    if not _mpi_launcher_running():
+        for job in tmp.glob("ompi.*.*/jf.*/*"):
+            with contextlib.suppress(OSError):
+                if now - job.stat().st_mtime > min_age:
+                    shutil.rmtree(job, ignore_errors=True)
+                    removed += 1
     mapped = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         with contextlib.suppress(OSError):
             mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
                           if "/dev/shm/" in line)
-    now = time.time()
     for pattern in ("sm_segment.*", "mpich_shm_*"):
         for path in Path("/dev/shm").glob(pattern):
             with contextlib.suppress(OSError):
@@ -131,3 +144,12 @@ def remove_stale_mpi_files(min_age: float = 5.0) -> int:
                     path.unlink()
                     removed += 1
     return removed
+
+
+def _mpi_launcher_running() -> bool:
+    """Whether any process of this machine is an MPI launcher or daemon (MPI_LAUNCHERS)."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() in MPI_LAUNCHERS:
+                return True
+    return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 from mpi4py import MPI
 
 from ..core.partition import Layout
@@ -33,8 +34,7 @@ class Topology:
                                     key=self.rank + (0 if self.is_server else self.size))
         self.ranks_on_node = node.Get_size()
         self.node_place = node.Get_rank()
-        cpus = sorted(os.sched_getaffinity(0))
-        self.node_bound = any(other != cpus for other in node.allgather(cpus))
+        self.node_bound = _cpu_sets_differ(node)
         node.Free()
         self.server_index = self.layout.server_index(self.rank)
         self.worker_index = self.layout.worker_index(self.rank)
@@ -64,3 +64,20 @@ class Topology:
             if comm is not None and comm != MPI.COMM_NULL:
                 comm.Free()
             setattr(self, name, None)
+
+
+CPU_SET_WORDS = 16
+"""uint64 words of a CPU set as the kernel's sched_getaffinity allows (CPU_SETSIZE 1024)."""
+
+
+def _cpu_sets_differ(node: MPI.Intracomm) -> bool:
+    """Whether the ranks of ``node`` have different CPU sets: one buffer Allreduce (no
+    pickling) of each set and its complement with bitwise AND, so the sets are all alike
+    exactly when every bit is set in one of the two results. Collective over ``node``."""
+    bits = np.zeros(CPU_SET_WORDS * 64, np.uint8)
+    bits[[c for c in os.sched_getaffinity(0) if c < bits.size]] = 1
+    mask = np.packbits(bits).view(np.uint64)
+    both = np.concatenate([mask, ~mask])
+    agreed = np.empty_like(both)
+    node.Allreduce(both, agreed, op=MPI.BAND)
+    return not bool(np.all(agreed[:CPU_SET_WORDS] | agreed[CPU_SET_WORDS:] == ~np.uint64(0)))

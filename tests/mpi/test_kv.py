@@ -125,3 +125,9 @@ def test_impossible_layout_exits_nonzero_on_every_rank(ranks, servers, words):
         assert line is not None, f"rank {rank} said nothing\n{proc.stderr}"
         for word in words:
             assert word in line
+
+
+def test_every_rank_of_a_node_learns_whether_their_cpu_sets_differ():
+    proc = run_mpi(2, [f"{PROGRAMS}/cpu_sets.py"], timeout=60)
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("SETS "))
+    assert lines == ["SETS 0 False True", "SETS 1 False True"], proc.stdout + proc.stderr

@@ -28,8 +28,8 @@ from mpi4py import MPI
 from ..core.hosting import Hosting
 from ..errors import SegmentLost
 from ..mpi.fault import failed_ranks, is_rank_failure, note_carried_on
-from ..mpi.transport import Tags, wait_all
-from ..wire.message import Status, encode_reply
+from ..mpi.transport import wait_all
+from ..wire.message import Status
 from .requests import Pending, Requests
 
 DEATH_NOTICE_SECONDS = 10.0
@@ -43,16 +43,17 @@ class ServerFailover:
     that found their server dead. It reads the operations in flight from ``requests`` and
     posts a lost part again through ``post``, the worker's part-posting function
     (KVWorker._post: ``post(pending, op, spec, segment, keys, vals, out, seq=, verdict=)``,
-    returning the request id)."""
+    returning the request id); a resent push is vouched for at once through ``vouch``
+    (Poster.verdict: ``vouch(pending, dest, request_id, status)``)."""
 
-    def __init__(self, topology, tags: Tags, requests: Requests, post, hosting: Hosting):
+    def __init__(self, topology, requests: Requests, post, vouch, hosting: Hosting):
         if not hosting.replicas:
             raise ValueError("a server failover needs a hosting with replicas")
         self.topology = topology
         self.comm = topology.data
-        self.tags = tags
         self.requests = requests
         self.post = post
+        self.vouch = vouch
         self.hosting = hosting  # who serves each segment now
         self.graveyard: list = []  # requests to dead servers: never freed (mpips.mpi.fault.leave)
         self.unposted: list = []  # errors of posts to servers that died
@@ -87,10 +88,6 @@ class ServerFailover:
         """Fail over for every post that found its server dead."""
         while self.unposted:
             self._fail_over(self.unposted.pop())
-
-    def _dest(self, segment: int) -> int:
-        """Rank of the server that serves ``segment`` now."""
-        return self.topology.layout.server_rank(self.hosting.host(segment))
 
     def _dead_ranks(self) -> set[int]:
         return {self.topology.layout.server_rank(s) for s in self.hosting.dead}
@@ -144,9 +141,7 @@ class ServerFailover:
         for part in lost:
             request_id = self.post(pending, part.op, part.spec, part.segment, part.keys,
                                    part.vals, part.out, seq=part.seq, verdict=part.verdict)
-            if part.verdict:  # checked when first sent
-                verdict = encode_reply(request_id, Status.OK)
-                dest = self._dest(part.segment)
-                pending.keep.append(verdict)
-                pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
+            if part.verdict:  # checked when first sent; the post recorded its new host last
+                dest, _ = pending.verdicts[-1]
+                self.vouch(pending, dest, request_id, Status.OK)
         return len(lost)

@@ -60,7 +60,8 @@ class KVWorker:
         self.closed = False
         hosting = Hosting(topology.num_servers, replicas)  # who serves each segment
         self._fixed_hosting = hosting  # without replicas no segment ever moves
-        self.failover = (ServerFailover(topology, self.tags, self.requests, self._post, hosting)
+        self.failover = (ServerFailover(topology, self.requests, self._post,
+                                        lambda *verdict: self.poster.verdict(*verdict), hosting)
                          if hosting.replicas else None)  # resends after a dead server
         self.poster = Poster(self.comm, self.tags, self.requests, self.traffic,
                              self.failover.post_failed if self.failover else None)

@@ -89,12 +89,16 @@ class Poster:
     def verdicts(self, pending: Pending, status: Status) -> None:
         """Send every server awaiting a verdict on ``pending`` (a push) ``status``."""
         for dest, request_id in pending.verdicts:
-            verdict = encode_reply(request_id, status)
-            pending.keep.append(verdict)
-            try:
-                pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
-            except MPI.Exception as exc:
-                self._failed(exc)
+            self.verdict(pending, dest, request_id, status)
+
+    def verdict(self, pending: Pending, dest: int, request_id: int, status: Status) -> None:
+        """Send rank ``dest`` the verdict ``status`` on its part ``request_id`` of ``pending``."""
+        verdict = encode_reply(request_id, status)
+        pending.keep.append(verdict)
+        try:
+            pending.add(self.comm.Isend(verdict, dest, self.tags.verdict(request_id)), dest)
+        except MPI.Exception as exc:
+            self._failed(exc)
 
     def clock(self, dest: int, clock: int) -> None:
         """Tell server rank ``dest`` that this worker finished clock ``clock``; the send stays

@@ -75,13 +75,11 @@ def run_job(name: str, argv: list[str]) -> int:
     launches), during ``mpips.init`` and the job's set-up included, the process exits with
     EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both without
     MPI_Finalize (mpips.mpi.fault.leave); any other error aborts the launch."""
-    module = load_job(name)
+    module, MPI = _load_and_start_mpi(name)
     try:
         args, refused = _job_parser(name, module).parse_args(argv), None
     except UsageError as exc:
         args, refused = None, exc
-    from mpi4py import MPI
-
     from ..errors import LayoutError, TableError
     from ..mpi.fault import abort_launch, is_rank_failure, leave, lost_during_init, rank_lost
     from ..session.ps import init
@@ -120,6 +118,23 @@ def run_job(name: str, argv: list[str]) -> int:
     except Exception as exc:  # an MpipsError (bad file, bad key...) is one line
         abort_launch(label, exc)  # the other ranks may be waiting on this one
     return 0
+
+
+def _load_and_start_mpi(name: str):
+    """Load job ``name`` (before MPI_Init unless it imports mpips or mpi4py) and initialize
+    MPI (importing mpi4py's MPI): (job module, MPI). A failed MPI_Init, wherever the imports
+    ran it, is reported and left on through mpips.launch.startup.init_failed instead of an
+    abort. Collective over COMM_WORLD."""
+    variable, value = startup.INITIAL_ERRHANDLER
+    os.environ.setdefault(variable, value)
+    try:
+        module = load_job(name)
+        from mpi4py import MPI
+    except RuntimeError as exc:  # mpi4py: "MPI_Init_thread() failed [error code: N]"
+        if "mpi4py.MPI" in sys.modules or "MPI_Init" not in str(exc):
+            raise  # not MPI_Init's failure: the job's own error
+        startup.init_failed(exc)
+    return module, MPI
 
 
 def _refuse(world, exc: UsageError) -> int:

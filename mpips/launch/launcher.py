@@ -148,6 +148,11 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
     try:
         code = run_command(command, env=env, timeout=timeout, tick=tick,
                            own_tree=True).returncode
+        verdict = tick.watch.killed_in_startup() if code and tick.watch and \
+            not lost_a_rank(code) else None
+        if verdict is not None:
+            print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
+            code = verdict.code
     except LaunchTimeout as exc:
         print(f"mpips launch: {exc}", file=sys.stderr, flush=True)
         code = TIMEOUT_RETURNCODE

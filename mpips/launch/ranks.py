@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import EXIT_RANK_LOST
-from .startup import EXIT, HELD, READY
+from .startup import EXIT, HELD, INIT_FAILED, READY
 
 #: Seconds a launch gets to end by itself after a rank died during its start-up.
 SETTLE = 3.0
@@ -174,6 +174,24 @@ class StartupWatch:
             if pid.isdigit():
                 stages.setdefault(int(pid), set()).add(stage)
         return stages
+
+    def killed_in_startup(self) -> Verdict | None:
+        """After the launch ended by itself with an error: a Verdict EXIT_RANK_LOST if a rank
+        vanished during its start-up (no ``ready``, no ``exit-*`` marker: killed) while
+        another one's MPI_Init failed (``init-failed``: Open MPI fails the MPI_Init of every
+        rank waiting on a peer killed in it), else None. Without a failed MPI_Init next to it,
+        a rank without markers may have been taken down by mpiexec after another rank's own
+        error, which is that error's launch, not a lost rank's."""
+        self.stages = self._markers()
+        failed = [pid for pid, stages in self.stages.items() if INIT_FAILED in stages]
+        silent = sorted(pid for pid in set(self.seen) | set(self.stages)
+                        if not self.stages.get(pid, set()) & {READY, INIT_FAILED}
+                        and self._exit_code(self.stages.get(pid, set())) is None)
+        if not failed or not silent:
+            return None
+        return Verdict(EXIT_RANK_LOST, f"rank process {silent[0]} died during its start-up and "
+                                       f"the MPI_Init of {len(failed)} other rank(s) failed for "
+                                       f"it; ending the launch as a lost rank")
 
     def holding(self) -> bool:
         """Whether a stop signal may be passed to the ranks now without killing one: every

@@ -16,9 +16,15 @@ the job load (pure module: standard library only, cheap to import).
   turns it off.
 * **Start-up progress is visible.** With MPIPS_STARTUP_DIR set (``mpips launch`` and
   slurm/train.sbatch set it), the rank creates empty files ``<host>-<pid>.<stage>`` there:
-  ``held`` (stop signals held: a signal no longer kills it), ``ready`` (``mpips.init`` done
-  on this rank) and ``exit-<code>`` (it leaves normally). A launcher that sees a rank vanish
-  before ``ready`` without an ``exit-*`` file knows it died during start-up (mpips.launch.ranks).
+  ``held`` (stop signals held: a signal no longer kills it), ``init-failed`` (MPI_Init
+  returned an error: :func:`init_failed`), ``ready`` (``mpips.init`` done on this rank) and
+  ``exit-<code>`` (it leaves normally). A launcher that sees a rank vanish before ``ready``
+  without an ``exit-*`` file knows it died during start-up (mpips.launch.ranks).
+* **MPI_Init reports its failure.** Open MPI aborts a process whose MPI_Init fails (a peer
+  killed during the exchange of MPI_Init leaves the others "unreachable"), and an abort leaves
+  no marker: the launcher could not tell the killed rank from the ones it took down.
+  :data:`INITIAL_ERRHANDLER` makes MPI_Init return its error instead (an MPI-4 initial error
+  handler; MPICH ignores the variable), and the rank leaves through :func:`init_failed`.
 """
 from __future__ import annotations
 
@@ -26,12 +32,18 @@ import os
 import signal
 import socket
 import sys
+from typing import NoReturn
 
 from ..errors import EXIT_STOPPED
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 STARTUP_DIR_VARIABLE = "MPIPS_STARTUP_DIR"
-HELD, READY, EXIT = "held", "ready", "exit"
+HELD, READY, EXIT, INIT_FAILED = "held", "ready", "exit", "init-failed"
+#: Open MPI's MCA setting (set in a rank's environment before MPI_Init unless the user set it)
+#: that makes a failed MPI_Init return its error rather than abort the process.
+INITIAL_ERRHANDLER = ("OMPI_MCA_mpi_initial_errhandler", "mpi_errors_return")
+#: Exit code of a rank whose MPI_Init failed.
+EXIT_INIT_FAILED = 1
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
 
 _held: list[int] = []  # stop signals that arrived while held, in order
@@ -114,6 +126,20 @@ def job_done() -> None:
         signal.signal(sig, signal.SIG_IGN)
     _owner = signal.SIG_IGN
     _held.clear()
+
+
+def init_failed(exc: BaseException) -> NoReturn:
+    """MPI_Init failed on this rank (``from mpi4py import MPI`` raised ``exc``): say so in one
+    line, report ``init-failed`` and leave with EXIT_INIT_FAILED (no MPI call is possible)."""
+    host = socket.gethostname().split(".")[0]
+    print(f"mpips run: error: MPI_Init failed on {host} (pid {os.getpid()}): {exc} (a rank of "
+          f"the launch died during its start-up, or the ranks' transports cannot reach each "
+          f"other: see MPI's message above); leaving with exit code {EXIT_INIT_FAILED}",
+          file=sys.stderr, flush=True)
+    report(INIT_FAILED)
+    report_exit(EXIT_INIT_FAILED)
+    sys.stdout.flush()
+    os._exit(EXIT_INIT_FAILED)
 
 
 def die_with_parent() -> None:

@@ -22,6 +22,7 @@ from mpips.errors import EXIT_RANK_LOST, EXIT_STOPPED
 from mpips.launch.launcher import lost_a_rank
 from mpips.cli.sweep import last_json
 from tests.helpers import drills
+from tests.helpers.launch import launch as mpips_launch
 from tests.helpers.launch import run_mpi
 from tests.helpers.live_launch import LiveLaunch, processes_with
 
@@ -64,6 +65,22 @@ def test_ranks_that_lose_a_rank_in_mpips_init_leave_with_76_on_their_own(ulfm):
         return
     assert proc.returncode == EXIT_RANK_LOST, proc.stderr[-3000:]
     assert "lost a rank during mpips.init" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.openmpi
+def test_an_mpi_init_failing_on_every_rank_is_one_line_each_and_not_a_lost_rank():
+    """Open MPI, ranks that cannot reach each other (only the ``self`` transport): every
+    rank's MPI_Init fails. Each rank says so in one line and leaves with 1, instead of an abort
+    (which leaves no marker, so that a rank killed in MPI_Init could not be told from the
+    others: the launcher relaunches only for a rank that left silently among failed ones);
+    the launch ends with 1, not as a lost rank, and is not relaunched."""
+    proc = mpips_launch(3, ["-m", "mpips", "run", DEATH, "--servers", "1"], relaunch=1,
+                        env={"OMPI_MCA_btl": "self"}, timeout=120)
+    said = [line for line in proc.stderr.splitlines() if "MPI_Init failed on" in line]
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert len(said) == 3 and all("leaving with exit code 1" in line for line in said), said
+    assert "relaunching" not in proc.stderr and "Traceback" not in proc.stderr, \
+        proc.stderr[-3000:]
 
 
 def _phase(pid: int, markers: Path) -> str:

@@ -119,6 +119,45 @@ def test_a_rank_that_left_on_its_own_is_given_time_and_its_code(launch, tmp_path
     assert watch.poll().code == 2
 
 
+def test_a_rank_killed_in_mpi_init_is_told_from_the_ranks_whose_mpi_init_failed_for_it(
+        launch, tmp_path):
+    """Open MPI fails the MPI_Init of the ranks waiting on a peer killed in it, and the launch
+    ends by itself (before the settle time) with their exit code: the killed rank is the one
+    that left no marker."""
+    watch, _ = watch_of(launch, tmp_path, held=True)
+    assert watch.poll() is None
+    victim, *others = launch.ranks
+    launch.kill_rank(victim)
+    for pid in others:
+        mark(tmp_path, pid, "init-failed")
+        mark(tmp_path, pid, "exit-1")
+        launch.kill_rank(pid)
+    verdict = watch.killed_in_startup()
+    assert verdict.code == EXIT_RANK_LOST and f"process {victim} " in verdict.message
+
+
+def test_an_mpi_init_failing_everywhere_is_not_a_lost_rank(launch, tmp_path):
+    """A transport that cannot connect fails every rank's MPI_Init: its exit code stands."""
+    watch, _ = watch_of(launch, tmp_path, held=True)
+    watch.poll()
+    for pid in launch.ranks:
+        mark(tmp_path, pid, "init-failed")
+        mark(tmp_path, pid, "exit-1")
+        launch.kill_rank(pid)
+    assert watch.killed_in_startup() is None
+
+
+def test_ranks_taken_down_after_another_rank_s_error_are_not_a_lost_rank(launch, tmp_path):
+    """Without a failed MPI_Init, ranks without markers may have been killed by mpiexec after
+    one rank's own error (exit-2): that error is the launch's."""
+    watch, _ = watch_of(launch, tmp_path, held=True)
+    watch.poll()
+    mark(tmp_path, launch.ranks[0], "exit-2")
+    for pid in launch.ranks:
+        launch.kill_rank(pid)
+    assert watch.killed_in_startup() is None
+
+
 def test_ranks_past_mpips_init_are_the_job_s_business(launch, tmp_path):
     watch, clock = watch_of(launch, tmp_path, held=True)
     mark(tmp_path, launch.ranks[2], "ready")

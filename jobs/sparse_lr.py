@@ -7,7 +7,7 @@ Every rank loads (or generates, same seed) the data and cuts the same shuffled t
 split; worker i trains on block i of the shuffled train rows. Each step every worker pulls
 the weights of the keys its minibatch touches (table "w", sparse uint64 keys or dense
 0..n_features-1) and the intercept (table "bias"), computes the gradient of the mean logloss,
-pushes it (the servers apply the update rule: sgd or adagrad), waits, and ends the step with
+pushes it (the servers apply the update rule: sgd, adagrad or ftrl), waits, and ends the step with
 ``kv.clock()``. With --checkpoint-dir the tables are saved every --checkpoint-every epochs
 and, at the next step boundary, on SIGUSR1/SIGTERM (then the job stops); --resume continues
 from the newest valid checkpoint, on any number of servers, and a BSP run so resumed ends
@@ -51,7 +51,8 @@ BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
 OPTION_BOUNDS = (("--features", 1, True), ("--nnz", 1, True), ("--seed", 0, True),
                  ("--epochs", 1, True), ("--batch-size", 1, True), ("--lr", 0.0, False),
-                 ("--l2", 0.0, True), ("--compute-ms", 0.0, True))
+                 ("--l2", 0.0, True), ("--l1", 0.0, True), ("--beta", 0.0, True),
+                 ("--compute-ms", 0.0, True))
 """Lower bounds of the numeric options (lr_runtime.out_of_bounds)."""
 
 
@@ -78,11 +79,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256,
                         help="rows per worker per step (default 256)")
-    parser.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1)")
-    parser.add_argument("--rule", choices=("sgd", "adagrad"), default="adagrad",
-                        help="update rule the servers apply (default adagrad)")
+    parser.add_argument("--lr", type=float, default=0.1,
+                        help="learning rate (default 0.1; ftrl: its alpha)")
+    parser.add_argument("--rule", choices=("sgd", "adagrad", "ftrl"), default="adagrad",
+                        help="update rule the servers apply (default adagrad; ftrl: "
+                             "FTRL-proximal, whose L1 keeps most weights exactly 0)")
     parser.add_argument("--l2", type=float, default=0.0,
-                        help="L2 penalty l2/2*|w|^2 on the weights a minibatch touches")
+                        help="L2 penalty l2/2*|w|^2 on the weights a minibatch touches (ftrl: "
+                             "the rule's own l2)")
+    parser.add_argument("--l1", type=float, default=None,
+                        help="ftrl: L1 penalty; a weight stays exactly 0 while the sum of its "
+                             "gradients is within it (default 1.0)")
+    parser.add_argument("--beta", type=float, default=None,
+                        help="ftrl: beta of the per-coordinate rate alpha / (beta + "
+                             "sqrt(sum of g^2)) (default 1.0)")
     parser.add_argument("--table", choices=("sparse", "dense"), default="sparse",
                         help="sparse uint64 keys, or a dense table of n_features keys")
     parser.add_argument("--placement", choices=("hash", "range"), default="hash",
@@ -150,6 +160,9 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
     if args.table == "dense" and args.placement != "hash":
         problems.append("--placement is for --table sparse (dense tables keep key ranges)")
+    if args.rule != "ftrl":
+        problems += [f"--{name} is an option of --rule ftrl (got --rule {args.rule})"
+                     for name in ("l1", "beta") if getattr(args, name) is not None]
     if (args.consistency == "ssp") != (args.staleness is not None):
         problems.append("--staleness goes with --consistency ssp, and ssp needs --staleness")
     elif args.staleness is not None and args.staleness < 0:
@@ -165,6 +178,20 @@ def _check_arguments(args, num_workers: int) -> None:
                         f"{num_workers - 1})")
     if problems:
         raise UsageError("; ".join(problems))
+
+
+def rule_params(args) -> dict:
+    """The update rule's parameters from the options: ``lr`` (sgd, adagrad), or ftrl's
+    ``alpha`` (--lr), ``beta``, ``l1`` and ``l2`` (its own L2 instead of the gradient's)."""
+    if args.rule != "ftrl":
+        return {"lr": args.lr}
+    return {"alpha": args.lr, "beta": 1.0 if args.beta is None else args.beta,
+            "l1": 1.0 if args.l1 is None else args.l1, "l2": args.l2}
+
+
+def gradient_l2(args) -> float:
+    """The L2 penalty the workers add to their gradients (ftrl applies its own on the server)."""
+    return 0.0 if args.rule == "ftrl" else args.l2
 
 
 def consistency_of(args) -> str:
@@ -210,7 +237,7 @@ def _load_checked(ps, args) -> tuple[SparseDataset, SparseDataset]:
 def _check_dense_fits(n_features: int, args, num_servers: int) -> None:
     """UsageError when this server's slice of the dense weight table (values and the
     rule's state, twice with replicas) needs more bytes than this node's memory."""
-    arrays = 1 + len(make_rule(args.rule, lr=args.lr).state_names)
+    arrays = 1 + len(make_rule(args.rule, **rule_params(args)).state_names)
     need = -(-n_features // num_servers) * 4 * arrays * (1 + getattr(args, "replicas", 0))
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if need > memory:
@@ -221,7 +248,7 @@ def _check_dense_fits(n_features: int, args, num_servers: int) -> None:
 
 def create_tables(ps, args, n_features: int) -> Tables:
     """The weight and intercept tables. Collective over the launch."""
-    rule = {"rule": args.rule, "lr": args.lr, "consistency": consistency_of(args),
+    rule = {"rule": args.rule, **rule_params(args), "consistency": consistency_of(args),
             "codec": args.codec}
     if args.table == "dense":
         weights = ps.dense_table("w", size=n_features, **rule)
@@ -266,7 +293,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         loss0 = start.loss_so_far(kv.worker_rank) if epoch == start.epoch else 0.0
         epoch_began = time.perf_counter()
         loss_sum, rows, stopped = run_epoch(kv, tables, shard.take(order), steps, first, loss0,
-                                            args.l2, slow, saver, curve, epoch)
+                                            gradient_l2(args), slow, saver, curve, epoch)
         samples += rows
         if stopped is not None:
             break
@@ -296,7 +323,8 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
                   servers_lost=len(kv.hosting.dead),
                   # the slowest worker's time: fast workers that finish early do not count
                   samples_per_s=float(runs[:, 3].sum() / max(runs[:, 2].max(), 1e-9)),
-                  rule=args.rule, table=args.table, lr=args.lr, batch_size=args.batch_size,
+                  rule=args.rule, rule_params=rule_params(args), table=args.table, lr=args.lr,
+                  batch_size=args.batch_size,
                   consistency=consistency_of(args), straggler=args.straggler,
                   straggler_mode=args.straggler_mode if args.straggler else None,
                   wait_seconds=[round(w, 4) for w in runs[:, 0]],
@@ -382,6 +410,8 @@ def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
         "test_auc": metrics.auc(test.labels, p) if both_classes else None,
         "baseline_accuracy": metrics.majority_baseline(test.labels, train.labels),
         "n_train": train.n_rows, "n_test": test.n_rows, "model_keys": int(model_keys.size),
+        # the share of the model's weights (keys trained) that are exactly 0 (ftrl's L1)
+        "zero_weights": float(np.mean(weights == 0)) if weights.size else 0.0,
         "model_sha256": digest.hexdigest(),
     }
 

@@ -31,6 +31,24 @@ def apply_adagrad(values, accum, rows, grads, lr, eps):
     values[r] -= np.float32(lr) * g / (np.sqrt(accum[r]) + np.float32(eps))
 
 
+def apply_ftrl(values, z, n, rows, grads, alpha, beta, l1, l2):
+    """One coordinate at a time in float32, as written in McMahan et al. (2013), Algorithm 1."""
+    f = np.float32
+    for i, r in enumerate(rows):
+        if r < 0:
+            continue
+        for c in range(values.shape[1]):
+            g, w = f(grads[i, c]), f(values[r, c])
+            sigma = (np.sqrt(f(n[r, c] + g * g)) - np.sqrt(f(n[r, c]))) / f(alpha)
+            z[r, c] = f(z[r, c] + f(g - f(sigma * w)))
+            n[r, c] = f(n[r, c] + g * g)
+            if abs(z[r, c]) <= f(l1):
+                values[r, c] = f(0)
+            else:
+                values[r, c] = -(z[r, c] - np.sign(z[r, c]) * f(l1)) / (
+                    (f(beta) + np.sqrt(n[r, c])) / f(alpha) + f(l2))
+
+
 def first_nonfinite(flat):
     idx = np.flatnonzero(~np.isfinite(flat))
     return int(idx[0]) if idx.size else -1

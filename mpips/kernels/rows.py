@@ -63,6 +63,32 @@ def apply_adagrad(values, accum, rows, grads, lr, eps):
 
 
 @_jit
+def apply_ftrl(values, z, n, rows, grads, alpha, beta, l1, l2):
+    """FTRL-proximal (McMahan et al., KDD 2013), per coordinate, for rows[i] >= 0:
+    sigma = (sqrt(n + g*g) - sqrt(n)) / alpha; z += g - sigma * w; n += g*g;
+    w = 0 where |z| <= l1, else -(z - sign(z) * l1) / ((beta + sqrt(n)) / alpha + l2)."""
+    width = values.shape[1]
+    zero = np.float32(0.0)
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            for c in range(width):
+                g = grads[i, c]
+                n_old = n[r, c]
+                n_new = n_old + g * g
+                root = np.sqrt(n_new)
+                sigma = (root - np.sqrt(n_old)) / alpha
+                zz = z[r, c] + (g - sigma * values[r, c])
+                z[r, c] = zz
+                n[r, c] = n_new
+                if abs(zz) <= l1:
+                    values[r, c] = zero
+                else:
+                    shrunk = zz - l1 if zz > zero else zz + l1
+                    values[r, c] = -shrunk / ((beta + root) / alpha + l2)
+
+
+@_jit
 def scatter_rows(src, dst, rows):
     """dst[rows[i]] = src[i] for rows[i] >= 0 (the inverse of gather_rows)."""
     width = src.shape[1]

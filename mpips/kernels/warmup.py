@@ -22,6 +22,7 @@ def warm_all() -> list[str]:
     rows.apply_sum(v, r, g)
     rows.apply_sgd(v, r, g, np.float32(0.1))
     rows.apply_adagrad(v, v.copy(), r, g, np.float32(0.1), np.float32(1e-8))
+    rows.apply_ftrl(v, v.copy(), v.copy(), r, g, *(np.float32(p) for p in (0.1, 1, 1, 1)))
     rows.scatter_rows(g, v, r)
     rows.first_nonfinite(g.reshape(-1))
     keys.count_bad_keys(k, np.uint64(0), np.uint64(9), np.uint64(0), False)
@@ -29,4 +30,4 @@ def warm_all() -> list[str]:
     rows.count_nonfinite(g.reshape(-1))
     fletcher.fletcher32(np.zeros(8, np.uint8))
     return warm_codec() + warm_store() + ["fletcher32", "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "offset_rows", "gather_rows",
-            "apply_sum", "apply_sgd", "apply_adagrad", "scatter_rows", "first_nonfinite"]
+            "apply_sum", "apply_sgd", "apply_adagrad", "apply_ftrl", "scatter_rows", "first_nonfinite"]

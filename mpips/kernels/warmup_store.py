@@ -37,6 +37,9 @@ def warm_store() -> list[str]:
         rows.apply_sgd(values, found, grads, f32(0.1))
         if state:
             rows.apply_adagrad(values, data[:, 1:], found, grads, f32(0.1), f32(1e-8))
+    data = np.zeros((4, 3), f32)  # FTRL's rows: values, z, n (strided views)
+    rows.apply_ftrl(data[:, :1], data[:, 1:2], data[:, 2:], found, np.ones((3, 1), f32),
+                    *(f32(p) for p in (0.1, 1, 1, 1)))
     hx.find_rows(slots, mask, keys, found)
     hx.insert_missing(slots, mask, keys, np.full(3, -1, np.int64), 0)
     bigger = np.empty(16, hx.SLOT)

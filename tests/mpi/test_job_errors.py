@@ -53,6 +53,12 @@ CASES = {
                                  "--straggler 9:2: there is no worker 9 (this launch has 2: "
                                  "0..1)"),
     "l2-negative": ([*SYNTHETIC, "--l2", "-5"], "--l2 must be >= 0.0, got -5.0"),
+    "ftrl-l1-negative": ([*SYNTHETIC, "--rule", "ftrl", "--l1", "-1"],
+                         "--l1 must be >= 0.0, got -1.0"),
+    "ftrl-beta-nan": ([*SYNTHETIC, "--rule", "ftrl", "--beta", "nan"],
+                      "--beta must be >= 0.0, got nan"),
+    "l1-without-ftrl": ([*SYNTHETIC, "--l1", "0.5"],
+                        "--l1 is an option of --rule ftrl (got --rule adagrad)"),
 }
 
 

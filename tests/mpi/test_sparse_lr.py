@@ -62,6 +62,31 @@ def test_w8a_two_servers_three_workers_matches_scikit_learn(tmp_path):
     check_outputs(tmp_path, got)
 
 
+#: FTRL on w8a (issue 19, done-when 1): the mean gradient of a 256-row minibatch is small, so
+#: the rate needs a small beta and a large alpha, and l1 is on the scale of its sums.
+FTRL = ["--rule", "ftrl", "--lr", "3", "--beta", "0.01", "--l1", "0.5"]
+
+
+@pytest.mark.long
+def test_ftrl_on_w8a_keeps_most_weights_at_zero_near_adagrad_s_accuracy_and_is_bitwise_bsp():
+    """2 servers, 4 workers, BSP, 5 epochs: FTRL-proximal's test accuracy is within 0.3 points
+    of AdaGrad's while at least 70 % of the weights are exactly 0; two runs end with the same
+    model, bit for bit."""
+    def run(*options):
+        return final_metrics(run_mpi(6, [JOB, "--servers", "2", "--data", str(w8a_path()),
+                                         "--seed", "0", "--quiet", *options], timeout=240))
+
+    adagrad, ftrl, again = run("--rule", "adagrad"), run(*FTRL), run(*FTRL)
+    print(f"accuracy adagrad {adagrad['test_accuracy']:.4f}, ftrl {ftrl['test_accuracy']:.4f}; "
+          f"zero weights adagrad {adagrad['zero_weights']:.3f}, ftrl {ftrl['zero_weights']:.3f}")
+    assert (ftrl["servers"], ftrl["workers"], ftrl["model_keys"]) == (2, 4, 300)
+    assert ftrl["rule_params"] == {"alpha": 3.0, "beta": 0.01, "l1": 0.5, "l2": 0.0}
+    assert ftrl["test_accuracy"] >= adagrad["test_accuracy"] - 0.003
+    assert ftrl["zero_weights"] >= 0.70 and adagrad["zero_weights"] < 0.05
+    assert ftrl["test_accuracy"] > ftrl["baseline_accuracy"]
+    assert again["model_sha256"] == ftrl["model_sha256"]
+
+
 def w8a_run(tmp_path, *options):
     return final_metrics(run_mpi(5, [JOB, "--servers", "2", "--data", str(w8a_path()), "--seed", "0",
                                      "--epochs", "20", "--lr", "0.3", "--quiet", *options],

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mpips.errors import TableError
-from mpips.core.rules import (RULES, AdaGradRule, SGDRule, SumRule, UpdateRule, make_rule,
-                            register_rule)
+from mpips.core.rules import (RULES, AdaGradRule, FTRLRule, SGDRule, SumRule, UpdateRule,
+                              make_rule, register_rule)
 from mpips.core.partition import KEY_SPACE, RangePartition
 from mpips.core.spec import TableSpec
 from tests.helpers.data import REPO_ROOT
@@ -29,10 +29,11 @@ def clean_registry():
 
 def test_builtin_rules_are_registered():
     assert RULES["sum"] is SumRule and RULES["sgd"] is SGDRule and RULES["adagrad"] is AdaGradRule
+    assert RULES["ftrl"] is FTRLRule
 
 
 def test_unknown_rule_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown update rule 'adam'; known: adagrad, sgd, sum"):
+    with pytest.raises(ValueError, match=r"unknown update rule 'adam'; known: adagrad, ftrl, sgd, sum"):
         make_rule("adam")
 
 
@@ -50,10 +51,26 @@ def test_bad_adagrad_eps(eps):
 
 
 @pytest.mark.parametrize("rule, params", [("sum", {"lr": 0.1}), ("sgd", {"momentum": 0.9}),
-                                          ("sgd", {"lr": None}), ("sgd", {"lr": "fast"})])
+                                          ("sgd", {"lr": None}), ("sgd", {"lr": "fast"}),
+                                          ("sgd", {"lr": True})])
 def test_bad_rule_parameters_raise_value_error(rule, params):
-    with pytest.raises(ValueError, match=f"'{rule}'|could not convert"):
+    with pytest.raises(ValueError, match=f"'{rule}'"):
         make_rule(rule, **params)
+
+
+@pytest.mark.parametrize("option, value, what", [
+    ("alpha", 0, "a positive number"), ("alpha", "fast", "a positive number"),
+    ("beta", -1, "a number >= 0"), ("l1", math.nan, "a number >= 0"),
+    ("l2", math.inf, "a number >= 0"), ("l1", None, "a number >= 0")])
+def test_bad_ftrl_options_name_the_option(option, value, what):
+    with pytest.raises(ValueError, match=f"update rule 'ftrl': {option} must be {what}, got"):
+        make_rule("ftrl", **{option: value})
+
+
+def test_a_table_with_a_bad_ftrl_option_is_refused_naming_table_and_option():
+    with pytest.raises(TableError, match=r"^table 'w': update rule 'ftrl': l1 must be a number "
+                                         r">= 0, got -0\.5$"):
+        spec(rule="ftrl", rule_params={"l1": -0.5})
 
 
 def test_make_rule_parameters_and_describe():
@@ -61,6 +78,9 @@ def test_make_rule_parameters_and_describe():
     assert make_rule("sgd", lr=0.5).describe() == {"rule": "sgd", "lr": 0.5}
     assert make_rule("adagrad", lr=2, eps=1e-6).describe() == {"rule": "adagrad", "lr": 2.0,
                                                                "eps": 1e-6}
+    assert make_rule("ftrl", alpha=0.5, l1=2).describe() == {
+        "rule": "ftrl", "alpha": 0.5, "beta": 1.0, "l1": 2.0, "l2": 1.0}
+    assert make_rule("ftrl").state_names == ("z", "n")
     assert make_rule("sgd").lr == 0.1  # defaults
     assert make_rule("sgd") is not make_rule("sgd")  # a fresh object each time
 
@@ -161,7 +181,8 @@ def test_adagrad_rule():
 
 
 @pytest.mark.parametrize("name, params", [("sum", {}), ("sgd", {"lr": 0.3}),
-                                          ("adagrad", {"lr": 0.3, "eps": 1e-6})])
+                                          ("adagrad", {"lr": 0.3, "eps": 1e-6}),
+                                          ("ftrl", {"alpha": 0.3, "l1": 0.5})])
 def test_apply_run_equals_apply_on_consecutive_rows(name, params):
     rng = np.random.default_rng(5)
     values = rng.standard_normal((50, 4)).astype(np.float32)

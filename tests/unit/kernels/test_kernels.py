@@ -353,3 +353,35 @@ def test_mix_keys_matches_the_reference():
     P.mix_keys(RANDOM_KEYS, out)
     assert np.array_equal(out, ref.mix_keys(RANDOM_KEYS))
     assert np.unique(out).size == RANDOM_KEYS.size
+
+
+@UNIQUE_ROWS
+@WIDTH
+def test_apply_ftrl_is_the_float32_reference_bit_for_bit(rows, width):
+    values, rows, grads = table_and_grads(rows, width)
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal(values.shape).astype(np.float32)
+    n = np.abs(rng.standard_normal(values.shape)).astype(np.float32)
+    params = [np.float32(p) for p in (0.1, 1.0, 0.5, 0.2)]
+    want = values.copy(), z.copy(), n.copy()
+    untouched = np.setdiff1d(np.arange(N_ROWS), rows)
+    before = values[untouched].copy()
+    R.apply_ftrl(values, z, n, rows, grads, *params)
+    ref.apply_ftrl(*want, rows, grads, *params)
+    for got, expected in zip((values, z, n), want):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(values[untouched], before)
+
+
+def test_apply_ftrl_by_hand_keeps_small_z_at_exactly_zero():
+    """alpha 1, beta 0, l1 1, l2 0, from w = z = n = 0: a gradient of 0.5 gives
+    z = 0.5 <= l1 (w stays 0); a gradient of 3 gives z = 3, n = 9,
+    w = -(3 - 1) / (sqrt(9) / 1) = -2/3."""
+    values, z, n = (np.zeros((2, 1), np.float32) for _ in range(3))
+    grads = np.array([[0.5], [3.0]], np.float32)
+    f = np.float32
+    R.apply_ftrl(values, z, n, np.array([0, 1]), grads, f(1), f(0), f(1), f(0))
+    np.testing.assert_array_equal(z, [[0.5], [3.0]])
+    np.testing.assert_array_equal(n, [[0.25], [9.0]])
+    assert values[0, 0] == 0.0 and np.signbit(values[0, 0]) == np.False_
+    np.testing.assert_allclose(values[1], [-2 / 3], rtol=1e-6)

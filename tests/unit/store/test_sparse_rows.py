@@ -338,3 +338,42 @@ def test_snapshot_and_load_round_trip_a_slice():
     other = SparseSlice(sparse_spec(), 0)
     other.load(saved_keys, values, state)
     assert_same(slice_rows(other), slice_rows(table))
+
+
+def test_an_ftrl_slice_keeps_the_reference_weights_and_state_and_rolls_back_exactly():
+    """FTRL has no store kernel: the slice finds the rows, then the rule updates the strided
+    views of its row array (values, z, n side by side); bit for bit the float32 reference
+    (mpips.kernels.reference.apply_ftrl) on a dict of rows, a rolled-back push included."""
+    from mpips.kernels import reference
+
+    rng = np.random.default_rng(4)
+    params = {"alpha": 0.2, "beta": 1.0, "l1": 0.3, "l2": 0.1}
+    table = SparseSlice(sparse_spec(rule="ftrl", rule_params=params, init=0.0), 0)
+    model: dict[int, np.ndarray] = {}  # key -> [w, z, n] rows of width 2
+    pool = rng.integers(0, 2**64, 300, np.uint64, endpoint=False)
+    for step in range(60):
+        keys = random_keys(rng, pool, int(rng.integers(1, 80)))
+        grads = rng.standard_normal((keys.size, 2)).astype(F)
+        if step % 7 == 3:  # an undoable push, rolled back: nothing changes
+            before = stored_ftrl(table)
+            table.begin_undoable_push(keys.size)
+            table.push_chunk(keys, grads, None)
+            table.roll_back_push()
+            assert stored_ftrl(table).keys() == before.keys()
+            for k, rows in before.items():
+                np.testing.assert_array_equal(stored_ftrl(table)[k], rows)
+            continue
+        table.push_chunk(keys, grads, None)
+        for key, g in zip(keys.tolist(), grads):
+            w, z, n = model.setdefault(key, np.zeros((3, 1, 2), F))
+            reference.apply_ftrl(w, z, n, np.array([0]), g[None, :], *params.values())
+    got = stored_ftrl(table)
+    assert got.keys() == model.keys()
+    for key, rows in model.items():
+        np.testing.assert_array_equal(got[key], rows)
+    assert any((rows[0] == 0).any() for rows in model.values())  # l1 kept some weights at 0
+
+
+def stored_ftrl(table: SparseSlice) -> dict:
+    keys, rows = table.store.items()
+    return {int(k): table.store.data[r].reshape(3, 1, 2).copy() for k, r in zip(keys, rows)}

@@ -32,7 +32,7 @@ def apply_chunks(log, rule, values, state, chunks, width):
 CHUNKS = [("run", 0, 10), ("rows", [12, -1, 15, 40]), ("run", 41, 9), ("rows", [])]
 
 
-@pytest.mark.parametrize("rule_name", ["sum", "sgd", "adagrad"])
+@pytest.mark.parametrize("rule_name", ["sum", "sgd", "adagrad", "ftrl"])
 @pytest.mark.parametrize("width", [1, 3])
 def test_rollback_restores_every_bit(rule_name, width):
     rule = make_rule(rule_name)

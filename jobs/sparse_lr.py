@@ -38,6 +38,8 @@ from mpips.mpi.agree import everywhere
 from mpips.ml.dataset import SparseDataset
 from mpips.errors import MpipsError, UsageError
 from mpips.wire.filters import make_filter
+from mpips.core.admission import parse_admit
+from mpips.core.eviction import parse_eviction
 from mpips.core.rules import make_rule
 from mpips.jobs.lr_position import Position
 from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
@@ -98,6 +100,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--placement", choices=("hash", "range"), default="hash",
                         help="sparse table: spread the keys over the servers by a hash of "
                              "the key (default), or give each server a contiguous key range")
+    parser.add_argument("--admit", default="", metavar="count:K|prob:P",
+                        help="sparse table: give a feature its row only at its K-th push, or "
+                             "with probability P at each push (mpips.core.admission; default: "
+                             "at its first)")
+    parser.add_argument("--evict", default="", metavar="unseen:STEPS",
+                        help="sparse table: drop weights not pushed in STEPS steps "
+                             "(mpips.core.eviction)")
+    parser.add_argument("--capacity", type=int, default=0, metavar="N",
+                        help="sparse table: keep at most N weights per server, the least "
+                             "recently pushed go first (default 0: no bound)")
     parser.add_argument("--consistency", choices=("bsp", "ssp", "async"), default="bsp",
                         help="consistency model of the tables (default bsp)")
     parser.add_argument("--staleness", type=int, default=None, metavar="TAU",
@@ -142,6 +154,11 @@ def main(ps, args) -> dict | None:
                f"{resumed['step']} steps done)")
     result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args, start,
                                                   signal))
+    if ps.is_server and (args.admit or args.evict or args.capacity):
+        stats = ps.table_stats()[tables.weights.name]
+        ps.log(f"table {tables.weights.name!r}: {stats['rows']:,} rows, {stats['admitted']:,} "
+               f"keys admitted, {stats['deferred']:,} pushes of keys not admitted yet, "
+               f"{stats['evicted']:,} rows evicted")
     if result is not None:
         result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
         report(result, args)
@@ -158,6 +175,18 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
+    if (args.evict or args.capacity) and getattr(args, "replicas", 0):
+        problems.append("--evict and --capacity do not work with --replicas yet (a replica "
+                        "keeps its host's row numbers, which eviction changes)")
+    if args.table == "dense" and (args.admit or args.evict or args.capacity):
+        problems.append("--admit, --evict and --capacity are for --table sparse (a dense "
+                        "table has every row)")
+    else:
+        try:
+            parse_admit(args.admit)
+            parse_eviction(args.evict, args.capacity)
+        except ValueError as exc:
+            problems.append(f"--{exc}")
     if args.table == "dense" and args.placement != "hash":
         problems.append("--placement is for --table sparse (dense tables keep key ranges)")
     if args.rule != "ftrl":
@@ -253,7 +282,8 @@ def create_tables(ps, args, n_features: int) -> Tables:
     if args.table == "dense":
         weights = ps.dense_table("w", size=n_features, **rule)
     else:
-        weights = ps.sparse_table("w", placement=args.placement, **rule)
+        weights = ps.sparse_table("w", placement=args.placement, admit=args.admit,
+                                  evict=args.evict, capacity=args.capacity, **rule)
     return Tables(weights, ps.dense_table("bias", size=1, **rule))
 
 

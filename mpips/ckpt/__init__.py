@@ -36,7 +36,7 @@ from ..errors import (CheckpointError, CheckpointExistsError, CheckpointWarning,
 from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardInfo, ShardRange, SliceData,
                      TableMeta, shard_name, step_dir_name)
 from .manifest import Manifest, load_manifest
-from .reader import TableRows, export_npz, read_clocks, read_table
+from .reader import TableRows, export_npz, read_admission, read_clocks, read_table
 from .verify import LEVELS, VerifyReport, verify
 from .writer import (commit, prepare_checkpoint_dir, prepare_root, save_checkpoint, split_table,
                      write_shard)
@@ -50,7 +50,7 @@ __all__ = [
     "NotACheckpointError", "NotHDF5Error", "TruncatedShardError", "UnknownTableError",
     "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "ShardInfo", "ShardRange", "SliceData",
     "TableMeta", "shard_name", "step_dir_name", "Manifest", "load_manifest",
-    "TableRows", "export_npz", "read_clocks", "read_table", "LEVELS", "VerifyReport", "verify",
+    "TableRows", "export_npz", "read_admission", "read_clocks", "read_table", "LEVELS", "VerifyReport", "verify",
     "commit", "prepare_checkpoint_dir", "prepare_root", "save_checkpoint", "split_table",
     "write_shard",
 ]

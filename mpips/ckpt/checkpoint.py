@@ -134,7 +134,9 @@ def _slice_data(table) -> "ckpt.SliceData":
     spec = table.spec
     if spec.kind == "sparse":
         keys, values, state = table.snapshot()
-        return ckpt.SliceData.from_spec(spec, table.key_range, values, keys=keys, state=state)
+        sketch = table.admission.counts.copy() if table.admission is not None else None
+        return ckpt.SliceData.from_spec(spec, table.key_range, values, keys=keys, state=state,
+                                        admission=sketch)
     return ckpt.SliceData.from_spec(spec, table.key_range, table.values, state=table.state)
 
 
@@ -296,6 +298,13 @@ def _read_slice(table, path: str) -> None:
     else:
         rows = ckpt.read_table(path, spec.name, table.key_range, placement=spec.placement)
         table.load(rows.keys, rows.values, rows.state)
+        if table.admission is not None:  # the counts of keys not admitted yet go on
+            sketches = ckpt.read_admission(path, spec.name, table.key_range, spec.placement)
+            try:
+                table.admission.load(sketches)
+            except ValueError as exc:
+                raise ckpt.InconsistentCheckpointError(Path(path), f"table {spec.name!r}: "
+                                                                   f"{exc}") from None
 
 
 def _reset_slice(table) -> None:
@@ -309,6 +318,8 @@ def _reset_slice(table) -> None:
     else:
         table.load(np.empty(0, np.uint64), np.empty((0, width), np.float32),
                    {name: np.empty((0, width), np.float32) for name in table.rule.state_names})
+        if table.admission is not None:
+            table.admission.load([])
 
 
 class SaveSignal:

@@ -112,7 +112,8 @@ class SliceData:
     ``values`` float32 (n, width); dense: rows are keys ``key_range.begin + i`` (n equals
     the range size, ``keys`` None); sparse: ``keys`` uint64 (n,), sorted, unique, each key's
     position (mpips.core.partition.positions) inside ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
-    (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock.
+    (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock; ``admission`` the
+    slice's admission sketch (uint32 2-D, mpips.core.admission), if its table has one.
     """
 
     meta: TableMeta
@@ -121,11 +122,13 @@ class SliceData:
     keys: np.ndarray | None = None
     state: dict = field(default_factory=dict)
     clocks: np.ndarray | None = None
+    admission: np.ndarray | None = None
 
     @classmethod
     def from_spec(cls, spec: TableSpec, key_range: KeyRange, values, *, keys=None, state=None,
-                  clocks=None) -> "SliceData":
-        return cls(TableMeta.from_spec(spec), key_range, values, keys, dict(state or {}), clocks)
+                  clocks=None, admission=None) -> "SliceData":
+        return cls(TableMeta.from_spec(spec), key_range, values, keys, dict(state or {}), clocks,
+                   admission)
 
     @property
     def name(self) -> str:
@@ -154,6 +157,10 @@ class SliceData:
             _check_rows(array, f"state {name!r}", n, meta.width, bad)
         if self.clocks is not None and (self.clocks.dtype != np.int64 or self.clocks.ndim != 1):
             raise bad(f"clocks must be a 1-D int64 array, got {self.clocks.dtype} {self.clocks.shape}")
+        if self.admission is not None and (self.admission.dtype != np.uint32
+                                           or self.admission.ndim != 2 or meta.kind != "sparse"):
+            raise bad(f"an admission sketch is a 2-D uint32 array of a sparse table, got "
+                      f"{self.admission.dtype} {self.admission.shape} ({meta.kind})")
         make_rule(meta.rule, **meta.rule_params)
 
 

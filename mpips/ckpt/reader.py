@@ -157,6 +157,34 @@ def read_clocks(checkpoint_dir, name: str) -> dict[int, np.ndarray]:
     return clocks
 
 
+def read_admission(checkpoint_dir, name: str, key_range: KeyRange,
+                   placement: str | None = None) -> list[np.ndarray]:
+    """The admission sketches (mpips.core.admission) that the shards holding keys of
+    ``key_range`` (positions under ``placement``, as in read_table) of sparse table ``name``
+    saved, checksums checked; [] when they saved none. One shard: its own sketch; several (a
+    restore on other servers): the caller merges them."""
+    manifest: Manifest = load_manifest(checkpoint_dir)
+    meta = manifest.table(name)
+    if placement is not None and placement != meta.placement:
+        key_range = KeyRange(0, meta.size)  # shards cut by another placement: any of them
+    sketches = []
+    for shard in manifest.shards_for(name, key_range):
+        path = manifest.directory / shard.file
+        with open_shard(manifest, shard) as f:
+            group = check_table(f, path, meta, shard.ranges[name])
+            dset = group.get("admission")
+            if dset is None:
+                continue
+            if dset.ndim != 2 or dset.dtype != np.uint32:
+                raise InconsistentCheckpointError(path, f"table {name!r}: dataset admission is "
+                                                        f"{dset.shape} {dset.dtype}, expected a "
+                                                        f"2-D uint32 sketch")
+            counts = np.empty(dset.shape, np.uint32)
+            read_rows(path, f"table {name!r} admission", dset, 0, dset.shape[0], out=counts)
+            sketches.append(counts)
+    return sketches
+
+
 def export_npz(checkpoint_dir, table: str, path, key_range: KeyRange | None = None) -> Path:
     """Write table ``table`` (or one key range of it) to ``path`` as .npz with arrays
     ``keys`` (uint64), ``values`` (float32 (n, width)), ``state_<name>`` for each optimizer

@@ -7,7 +7,8 @@ Root attributes: ``format`` = "mpips-checkpoint", ``format_version``, ``step``,
 (decimal strings: 2**64 does not fit uint64), ``width``, ``rows``, ``rule``, ``rule_params``
 and ``state_names`` (JSON), ``init``, ``table_id``, and datasets ``keys`` (uint64 (rows,),
 sparse only: dense row i is key ``key_begin + i``), ``values`` (float32 (rows, width)),
-``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock).
+``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock) and
+``admission`` (uint32 (depth, width): the slice's admission sketch, mpips.core.admission).
 Every dataset is chunked (whole rows, ~4 MiB) with fletcher32 checksums, optionally
 shuffle+gzip or lzf; uncompressed ones are written chunk by chunk by mpips.ckpt.chunkio (same
 bytes as HDF5's filter, faster). Files use the HDF5 1.8 format (checksummed superblock and
@@ -84,6 +85,8 @@ def _write_table(group, data: SliceData, options: WriteOptions) -> None:
         _create(state, name, data.state[name], options)
     if data.clocks is not None:
         _create(group, "clocks", data.clocks, options)
+    if data.admission is not None:
+        _create(group, "admission", data.admission, options)
 
 
 def _create(group, name: str, data: np.ndarray, options: WriteOptions):

@@ -11,6 +11,8 @@ import numpy as np
 from ..wire.codec import Codec, codec_from_text
 from .consistency import Consistency, as_consistency
 from ..errors import TableError
+from .admission import AdmitPolicy, parse_admit
+from .eviction import EvictPolicy, parse_eviction
 from .rules import make_rule
 from ..kernels.placement import split_by_owner
 from .partition import KEY_SPACE, RangePartition
@@ -33,7 +35,10 @@ class TableSpec:
     (mpips.wire.codec text such as "keycache,zeros,fp16"; "" sends raw keys and values). A dense
     table with ``one_sided`` is pulled from the servers' RMA windows (mpips.mpi.onesided).
     ``placement`` (PLACEMENTS) says how keys map to servers: "" picks "hash" for sparse
-    tables and "range" for dense ones."""
+    tables and "range" for dense ones. A sparse table with ``admit`` ("count:K" or "prob:P",
+    mpips.core.admission) gives a key its row only at its K-th push, or with probability P at
+    each push. ``evict`` ("unseen:STEPS") and ``capacity`` (rows per server slice) make its
+    servers drop rows (mpips.core.eviction)."""
 
     name: str
     kind: str
@@ -48,6 +53,9 @@ class TableSpec:
     codec: str = ""
     one_sided: bool = False
     placement: str = ""
+    admit: str = ""
+    evict: str = ""
+    capacity: int = 0
 
     def __post_init__(self):
         if not self.name or not isinstance(self.name, str):
@@ -72,6 +80,20 @@ class TableSpec:
         if self.placement not in PLACEMENTS or (self.kind == "dense" and self.placement != "range"):
             raise TableError(f"table {self.name!r}: placement must be one of {PLACEMENTS} "
                              f"(dense tables: 'range'), got {self.placement!r}")
+        try:
+            policy = parse_admit(self.admit)
+        except ValueError as exc:
+            raise TableError(f"table {self.name!r}: {exc}") from None
+        if policy is not None and self.kind != "sparse":
+            raise TableError(f"table {self.name!r}: admit is for sparse tables (a dense table "
+                             f"has a row for every key)")
+        try:
+            eviction = parse_eviction(self.evict, self.capacity)
+        except ValueError as exc:
+            raise TableError(f"table {self.name!r}: {exc}") from None
+        if eviction is not None and self.kind != "sparse":
+            raise TableError(f"table {self.name!r}: evict and capacity are for sparse tables "
+                             f"(a dense table keeps a row for every key)")
         if self.one_sided not in (True, False) or (self.one_sided and self.kind != "dense"):
             raise TableError(f"table {self.name!r}: one_sided=True is for dense tables "
                              f"(workers read their rows straight from the servers' windows)")
@@ -105,6 +127,16 @@ class TableSpec:
         return [(segment, order[ends[segment] - counts[segment]:ends[segment]])
                 for segment in range(count) if counts[segment]]
 
+    @functools.cached_property
+    def admission(self) -> AdmitPolicy | None:
+        """The table's admission policy (None: every pushed key gets a row at once)."""
+        return parse_admit(self.admit)
+
+    @functools.cached_property
+    def eviction(self) -> EvictPolicy | None:
+        """The table's eviction policy (None: rows stay until the table goes)."""
+        return parse_eviction(self.evict, self.capacity)
+
     def make_codec(self) -> Codec | None:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""
         return codec_from_text(self.codec)
@@ -126,5 +158,6 @@ class TableSpec:
         """A 31-bit checksum of everything that must match across ranks."""
         text = repr((self.name, self.kind, self.table_id, self.num_segments, self.size,
                      self.width, self.rule, sorted(self.rule_params.items()), float(self.init),
-                     self.consistency, self.codec, bool(self.one_sided), self.placement))
+                     self.consistency, self.codec, bool(self.one_sided), self.placement,
+                     self.admit, self.evict, self.capacity))
         return zlib.crc32(text.encode()) & 0x7FFFFFFF

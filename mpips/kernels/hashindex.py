@@ -223,29 +223,58 @@ def rehash(old, new, mask):
             new[s].row = old[j].row
 
 
+@numba.njit(inline="always", nogil=True)
+def _remove(slots, mask, key):
+    """Remove ``key`` from the index, shifting later entries of its probe run back so every
+    key stays reachable (no tombstones); returns whether it was there."""
+    s = _probe(slots, mask, key)
+    if slots[s].row < 0:
+        return False
+    j = s
+    while True:
+        j = (j + _ONE) & mask
+        if slots[j].row < 0:
+            break
+        home = mix64(slots[j].key) & mask
+        # entry j may move to the hole s unless its home lies cyclically in (s, j]
+        if (s < j and (home <= s or home > j)) or (s > j and home <= s and home > j):
+            slots[s].key = slots[j].key
+            slots[s].row = slots[j].row
+            s = j
+    slots[s].row = -1
+    return True
+
+
 @_jit
 def remove_keys(slots, mask, keys):
-    """Remove ``keys`` from the index (absent ones are skipped), shifting later entries of
-    each probe run back so every key stays reachable; returns how many were removed."""
+    """Remove ``keys`` from the index (absent ones are skipped); returns how many were
+    removed."""
     removed = 0
     for i in range(keys.size):
-        s = _probe(slots, mask, keys[i])
-        if slots[s].row < 0:
-            continue
-        removed += 1
-        j = s
-        while True:
-            j = (j + _ONE) & mask
-            if slots[j].row < 0:
-                break
-            home = mix64(slots[j].key) & mask
-            # entry j may move to the hole s unless its home lies cyclically in (s, j]
-            if (s < j and (home <= s or home > j)) or (s > j and home <= s and home > j):
-                slots[s].key = slots[j].key
-                slots[s].row = slots[j].row
-                s = j
-        slots[s].row = -1
+        if _remove(slots, mask, keys[i]):
+            removed += 1
     return removed
+
+
+@_jit
+def evict_rows(slots, mask, data, row_keys, stamps, victims, size):
+    """Remove the rows ``victims`` (unique, sorted in decreasing order, each < ``size``; the
+    key of row r is row_keys[r]): each one's key leaves the index and the last row takes its
+    place (data, row_keys, stamps and its index slot follow it), so rows stay 0..size-1.
+    Returns the new size."""
+    width = data.shape[1]
+    for i in range(victims.size):
+        r = victims[i]
+        _remove(slots, mask, row_keys[r])
+        last = size - 1
+        if r != last:
+            for c in range(width):
+                data[r, c] = data[last, c]
+            row_keys[r] = row_keys[last]
+            stamps[r] = stamps[last]
+            slots[_probe(slots, mask, row_keys[r])].row = r
+        size -= 1
+    return size
 
 
 @_jit

@@ -5,7 +5,7 @@ ranks race on the cache files.
 """
 import numpy as np
 
-from . import fletcher, keys, rows
+from . import fletcher, keys, rows, sketch
 from .warmup_codec import warm_codec
 from .warmup_store import warm_store
 
@@ -29,5 +29,13 @@ def warm_all() -> list[str]:
     keys.matches_run(k, k, 0)
     rows.count_nonfinite(g.reshape(-1))
     fletcher.fletcher32(np.zeros(8, np.uint8))
-    return warm_codec() + warm_store() + ["fletcher32", "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "offset_rows", "gather_rows",
+    counts = np.zeros((2, 8), np.uint32)
+    changed, old = np.empty(8, np.int64), np.empty(8, np.uint32)
+    n = sketch.count_and_admit(counts, k, np.full(4, -1, np.int64), sketch.COUNT, np.uint32(2),
+                               np.uint64(0), np.empty(4, np.bool_), changed, old)
+    sketch.restore_cells(counts, changed, old, n)
+    sketch.estimates(counts, k, np.empty(4, np.uint32))
+    sketch.add_saturating(counts, counts.copy())
+    return warm_codec() + warm_store() + ["fletcher32", "count_and_admit", "restore_cells", "estimates", "add_saturating",
+            "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "offset_rows", "gather_rows",
             "apply_sum", "apply_sgd", "apply_adagrad", "apply_ftrl", "scatter_rows", "first_nonfinite"]

@@ -92,10 +92,19 @@ def _check_arguments(n_rows, n_features, nnz_per_row, informative_fraction, sign
 
 
 def _draw_feature_ids(rng, n_rows, n_features, nnz_per_row, zipf_exponent) -> np.ndarray:
-    """(n_rows, nnz_per_row) int64 feature ids, each row sorted, with power-law frequencies.
+    """(n_rows, nnz_per_row) int64 feature ids, each row sorted, with power-law frequencies
+    (:func:`_draw_ranks`, ranks scattered over the ids by a random permutation)."""
+    ranks = _draw_ranks(rng, n_rows, n_features, nnz_per_row, zipf_exponent)
+    ids = rng.permutation(n_features)[ranks]
+    ids.sort(axis=1)
+    return ids
 
-    Frequency ranks come from the inverse CDF of the continuous density x ** -zipf_exponent
-    on [1, n_features + 1), floored: P(rank r) is about (r + 1.5) ** -zipf_exponent, drawn in
+
+def _draw_ranks(rng, n_rows, n_features, nnz_per_row, zipf_exponent) -> np.ndarray:
+    """(n_rows, nnz_per_row) int64 frequency ranks in [0, n_features), 0 the most frequent.
+
+    Ranks come from the inverse CDF of the continuous density x ** -zipf_exponent on
+    [1, n_features + 1), floored: P(rank r) is about (r + 1.5) ** -zipf_exponent, drawn in
     O(1) per entry (a search in the discrete CDF is several times slower).
     """
     uniform = rng.random((n_rows, nnz_per_row))
@@ -105,10 +114,7 @@ def _draw_feature_ids(rng, n_rows, n_features, nnz_per_row, zipf_exponent) -> np
     else:
         power = 1.0 - zipf_exponent
         x = (1.0 + uniform * (top ** power - 1.0)) ** (1.0 / power)
-    ranks = np.clip(x.astype(np.int64) - 1, 0, n_features - 1)
-    ids = rng.permutation(n_features)[ranks]
-    ids.sort(axis=1)
-    return ids
+    return np.clip(x.astype(np.int64) - 1, 0, n_features - 1)
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -139,3 +145,64 @@ def mix_keys(keys: np.ndarray, bits: int = 64) -> np.ndarray:
         x = (x * np.uint64(0x94D049BB133111EB)) & mask
         x = x ^ (x >> big)
     return x
+
+
+ONE_OFF_BASE = 1 << 48
+"""One-off feature ids of a drifting stream start here (above every window id)."""
+
+
+def make_drifting_stream(n_rows: int, n_active: int = 20_000, nnz_per_row: int = 20,
+                         drift: float = 4.0, one_off: float = 0.2, seed: int = 0, *,
+                         zipf_exponent: float = 1.1, informative_fraction: float = 0.3,
+                         signal: float = 4.0, block: int = 500) -> SparseDataset:
+    """Rows in time order whose features drift, as a click log's do. The features alive at
+    row t are a window of ``n_active`` consecutive ids that slides ``drift`` window widths
+    over the stream (new ids appear at its top, old ones leave at its bottom; the window
+    moves every ``block`` rows). Every feature has a fixed popularity, a function of its id,
+    and row t draws ``(1 - one_off) * nnz_per_row`` features among the alive ones,
+    Zipf(``zipf_exponent``) by popularity rank; the rest of its features are ids seen in no
+    other row (one-off ids from ONE_OFF_BASE up: the bulk of a real log's distinct features).
+    Labels come from a planted logistic model whose weight for feature ``f`` is a fixed
+    function of ``f`` (``informative_fraction`` of the window ids nonzero, one-off ids 0),
+    scaled so that the logit has standard deviation ``signal``, and centred. Seeded; values
+    are 1.0."""
+    if n_rows < 1 or n_active < 1 or nnz_per_row < 1 or drift < 0 or not 0 <= one_off < 1 \
+            or block < 1:
+        raise ValueError(f"need n_rows, n_active, nnz_per_row, block >= 1, drift >= 0 and "
+                         f"0 <= one_off < 1; got {n_rows}, {n_active}, {nnz_per_row}, {block}, "
+                         f"{drift}, {one_off}")
+    rng = np.random.default_rng(seed)
+    in_window = max(1, int(round(nnz_per_row * (1.0 - one_off))))
+    ranks = _draw_ranks(rng, n_rows, n_active, in_window, zipf_exponent)  # 0: most popular
+    window = np.empty_like(ranks)
+    alive = np.arange(n_active, dtype=np.int64)
+    for lo in range(0, n_rows, block):
+        offset = int(lo * drift * n_active / n_rows)
+        ids = alive + offset
+        by_popularity = ids[np.argsort(mix_keys(ids.astype(np.uint64)), kind="stable")]
+        window[lo:lo + block] = by_popularity[ranks[lo:lo + block]]
+    n_off = nnz_per_row - in_window
+    off = ONE_OFF_BASE + np.arange(n_rows * n_off, dtype=np.int64).reshape(n_rows, n_off)
+    ids = np.sort(np.concatenate([window, off], axis=1), axis=1)
+    first = np.ones(ids.shape, bool)
+    first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    weights = _planted_weights(ids, informative_fraction)
+    logits = np.where(first, weights, 0.0).sum(axis=1)
+    spread = logits.std()
+    logits *= signal / spread if spread > 0 else 0.0
+    labels = rng.random(n_rows) < _sigmoid(logits - logits.mean())
+    indptr = np.zeros(n_rows + 1, np.int64)
+    np.cumsum(first.sum(axis=1), out=indptr[1:])
+    return SparseDataset(indptr, ids[first].astype(np.uint64),
+                         np.ones(int(indptr[-1]), np.float32), labels, ONE_OFF_BASE * 2)
+
+
+def _planted_weights(ids: np.ndarray, informative_fraction: float) -> np.ndarray:
+    """The planted weight of every feature id (a fixed function of the id): a share
+    ``informative_fraction`` of window ids get a weight uniform in [-sqrt(3), sqrt(3)] (unit
+    variance), the others and every one-off id 0."""
+    mixed = mix_keys(ids.astype(np.uint64))
+    u = (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    v = ((mixed & np.uint64(0x7FF)).astype(np.float64) + 0.5) / 2048.0
+    weights = np.where(u < informative_fraction, (2.0 * v - 1.0) * np.sqrt(3.0), 0.0)
+    return np.where(ids >= ONE_OFF_BASE, 0.0, weights)

@@ -13,6 +13,11 @@ A push is applied while its worker still checks it: until the worker's verdict s
 slice logs the rows it changes (mpips.store.undo), and a withdrawn or failed push is rolled back,
 so a push is applied all or nothing.
 
+Sparse slices settle between requests (mpips.store.slices.SparseSlice.settle), when the
+loop has applied everything the last request released: after a clock message they record
+their size and drop the rows their eviction policy says (mpips.core.eviction); tables with a
+capacity also after every other request.
+
 With replicas (mpips.server.replication) a server serves every segment it hosts (its own, and those
 of dead servers it took over), answers a push once the segment's replica holder has its rows,
 and applies the batches other servers send it while it waits.
@@ -61,6 +66,7 @@ class KVServer:
         self._vals = np.empty(0, FLOAT)
         self.board = board  # mpips.mpi.onesided.ClockBoard: clocks for one-sided readers
         self._published = {t.table_id: 0 for t in tables if t.one_sided}
+        self._capped = any(t.capacity for t in tables)  # settle after every request
         self.live_workers = set(range(topology.num_workers))  # not yet DONE
         self.scheduler = ClockScheduler(topology.num_workers)
         self.segments = Segments(topology.server_index, home,
@@ -118,6 +124,9 @@ class KVServer:
                 remaining.discard(source)
             self._guarded(lambda: self.run_items(self._admit(parsed, source)))
             self._publish_clocks()
+            clocked = parsed.op is Op.CLOCK
+            if remaining and (clocked or self._capped):
+                self.segments.settle(self.scheduler.min_clock, clocked=clocked)
         self.channel.flush()
         if self.survivors is not None:
             self.survivors.close()

@@ -122,6 +122,7 @@ class Replicator:
         if replicas:
             touched = np.concatenate(keys) if keys else np.empty(0, np.uint64)
             at = np.concatenate(rows) if rows else table.rows_of(touched)
+            touched, at = _stored(touched, at)
             packed = table.packed_at(at)
             for replica in replicas:
                 self._send(replica, Kind.ROWS, segment, table, touched, at=at, packed=packed)
@@ -141,10 +142,12 @@ class Replicator:
         if the slice gave them): send its rows, so the replica holders forget the stashed
         copy (no wait: until they arrive they still hold the push)."""
         replicas = self.hosting.replicas_of(item.segment)
-        at = (table.rows_of(item.keys) if rows is None else rows.copy()) if replicas else None
-        packed = table.packed_at(at) if replicas else None
+        if not replicas:
+            return
+        keys, at = _stored(item.keys, table.rows_of(item.keys) if rows is None else rows.copy())
+        packed = table.packed_at(at)
         for replica in replicas:
-            self._send(replica, Kind.ROWS, item.segment, table, item.keys,
+            self._send(replica, Kind.ROWS, item.segment, table, keys,
                        entry=(item.worker, item.seq), at=at, packed=packed)
 
     def _serve_batches(self) -> None:
@@ -393,3 +396,12 @@ def _arrived(request: MPI.Request) -> bool:
     if done:
         raise_failed([status])
     return done
+
+
+def _stored(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The keys of a push that have rows, and those rows: a table with admission leaves the
+    keys it did not admit without one (row -1), and a replica holder has nothing to copy."""
+    if rows.size and int(rows.min()) < 0:
+        keep = rows >= 0
+        return keys[keep], rows[keep]
+    return keys, rows

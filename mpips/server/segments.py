@@ -35,6 +35,14 @@ class Segments:
                                f"{self.server_index} (it serves "
                                f"{sorted(self.hosted)})") from None
 
+    def settle(self, clock_of: Callable[[int], int], *, clocked: bool) -> int:
+        """Between requests: let the sparse slices drop the rows their table's eviction
+        policy says (mpips.core.eviction) and record their size, ``clock_of(table_id)`` giving
+        the table's clock; after a request that was not a clock message (``clocked`` False)
+        only the slices with a capacity. Returns how many rows were dropped."""
+        return sum(s.settle(clock_of(s.spec.table_id)) for s in self.slices()
+                   if s.spec.kind == "sparse" and (clocked or s.spec.capacity))
+
     def slices(self) -> list[Slice]:
         """Every slice of every segment this server serves."""
         return [s for slices in self.hosted.values() for s in slices]

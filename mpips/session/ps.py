@@ -113,22 +113,34 @@ class PS:
 
     def sparse_table(self, name: str, *, width: int = 1, rule: str = "sum",
                      init: float = 0.0, consistency: str = "async", codec: str = "",
-                     placement: str = "hash", **rule_params) -> TableSpec:
+                     placement: str = "hash", admit: str = "", evict: str = "",
+                     capacity: int = 0, **rule_params) -> TableSpec:
         """Create a sparse table keyed by any uint64. Collective over the launch.
         ``placement``: "hash" (default) spreads any keys evenly over the servers by a
-        bijective mix of the key; "range" gives each server a contiguous key range."""
+        bijective mix of the key; "range" gives each server a contiguous key range.
+        ``admit``: "count:K" gives a key its row at its K-th push, "prob:P" with probability
+        P at each push (until then its pushes are only counted and it pulls as ``init``;
+        mpips.core.admission); "" (default) at its first. ``evict="unseen:STEPS"`` drops the
+        rows not pushed in STEPS clocks, ``capacity=N`` keeps at most N rows per server
+        (least recently pushed go first; mpips.core.eviction); not with replicas yet."""
         return self._add_table(name, "sparse", KEY_SPACE, width, rule, init, consistency,
-                               codec, rule_params, placement=placement)
+                               codec, rule_params, placement=placement, admit=admit,
+                               evict=evict, capacity=capacity)
 
     def _add_table(self, name, kind, size, width, rule, init, consistency, codec,
-                   rule_params, one_sided=False, placement="") -> TableSpec:
+                   rule_params, one_sided=False, placement="", admit="", evict="",
+                   capacity=0) -> TableSpec:
         if self._worker is not None or self.server is not None:
             raise TableError(f"table {name!r}: tables must be created before run()")
         if name in self.tables:
             raise TableError(f"a table named {name!r} exists already")
         spec = TableSpec(name, kind, len(self.tables), self.hosting.num_segments, int(size),
                          int(width), rule, dict(rule_params), float(init), str(consistency),
-                         str(codec), bool(one_sided), str(placement))
+                         str(codec), bool(one_sided), str(placement), admit, evict, capacity)
+        if spec.eviction is not None and self.replicas:
+            raise TableError(f"table {name!r}: evict and capacity do not work with replicas "
+                             f"yet (a replica keeps its host's row numbers, which eviction "
+                             f"changes); use replicas=0")
         self._check_same_everywhere(spec)
         server = self.topology.server_index
         for v in range(self.hosting.per_server):  # collective for dense tables (windows)
@@ -195,6 +207,33 @@ class PS:
     def memory_bytes(self) -> int:
         """Bytes this rank's slices take for their keys, rows and index (0 on workers)."""
         return sum(s.memory_bytes() for s in self._all_slices()) if self.is_server else 0
+
+    def table_stats(self) -> dict[str, dict[str, int]]:
+        """Per table, what this rank's slices hold and decided (zeros on workers; local, not
+        collective): ``rows`` stored, and for sparse tables with admission
+        (mpips.core.admission) ``admitted`` (keys given a row) and ``deferred`` (pushes of
+        keys left without one), and ``evicted`` (rows dropped, mpips.core.eviction)."""
+        stats = {name: {"rows": 0, "admitted": 0, "deferred": 0, "evicted": 0}
+                 for name in self.tables}
+        for table in self._all_slices() if self.is_server else ():
+            entry = stats[table.spec.name]
+            entry["rows"] += int(table.num_stored)
+            admission = getattr(table, "admission", None)
+            if admission is not None:
+                entry["admitted"] += admission.admitted
+                entry["deferred"] += admission.deferred
+            entry["evicted"] += getattr(table, "evicted", 0)
+        return stats
+
+    def size_history(self, name: str) -> np.ndarray:
+        """(clock, rows) of sparse table ``name`` on this server, one row per table clock its
+        slices saw (int64 (n, 2); empty on workers and for dense tables). Local."""
+        by_clock: dict[int, int] = {}
+        for table in self._all_slices() if self.is_server else ():
+            if table.spec.name == name:
+                for clock, rows in getattr(table, "sizes", ()):
+                    by_clock[clock] = by_clock.get(clock, 0) + rows
+        return np.array(sorted(by_clock.items()), np.int64).reshape(-1, 2)
 
     def restore(self, root) -> dict | None:
         """Load the newest valid checkpoint under ``root`` into the tables (any number of

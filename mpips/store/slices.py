@@ -21,6 +21,7 @@ from ..kernels import rows as row_kernels
 from ..errors import MessageError
 from ..wire.message import check_key_chunk
 from ..mpi.onesided import allocate
+from ..core.admission import Admission
 from .request_cache import RequestCache
 from .sparse_rows import SparseRows
 from ..core.spec import TableSpec
@@ -71,6 +72,11 @@ class Slice:
 
     def finish_push(self) -> None:
         """The current push is over (kept or rolled back)."""
+
+    def settle(self, clock: int) -> int:
+        """Between requests, at table clock ``clock``: drop rows by the table's eviction
+        policy; returns how many (dense slices keep every row)."""
+        return 0
 
     def abandon_pending(self) -> None:
         """Forget what a push that will not finish (its worker died) left half done."""
@@ -185,6 +191,17 @@ class SparseSlice(Slice):
     def __init__(self, spec: TableSpec, server_index: int):
         super().__init__(spec, server_index)
         self.store = SparseRows(spec.width, len(self.rule.state_names), spec.init, spec.name)
+        policy = spec.admission
+        self.admission = Admission(policy) if policy is not None else None
+        self.eviction = spec.eviction
+        self.now = 0  # the table's clock as of the last settle (stamps pushed rows)
+        self.evicted = 0  # rows dropped by eviction since the slice was made
+        self._stamp_loaded = False  # rows loaded: stamp them at the next settle
+        self._scanned_at = 0  # the clock of the last scan for unseen rows
+        self.sizes: list[tuple[int, int]] = []  # (table clock, rows) at each settle's new clock
+        self._recorded = -1
+        if self.eviction is not None:
+            self.store.track_ages()
         self.cache = RequestCache()
         self._lent: tuple[np.ndarray, np.ndarray] | None = None  # receive_buffer's loan
         self._inserted: list[np.ndarray] = []  # keys the current undoable push inserted
@@ -227,9 +244,13 @@ class SparseSlice(Slice):
                     store.apply_at(rows, grads, kernel)
                 else:
                     self.rule.apply(self.values, self.state, rows, grads)
+            if self.eviction is not None:
+                store.touch(rows, self.now)
             return rows
         rows, lent = self._rows_for(source, keys)
-        if self.undo.active or kernel is None:
+        if self.admission is not None:
+            self._push_admitting(keys, grads, rows)
+        elif self.undo.active or kernel is None or self.eviction is not None:
             inserted = store.find_or_insert(keys, rows)
             if self.undo.active and inserted.size:
                 self._inserted.append(inserted)
@@ -240,21 +261,85 @@ class SparseSlice(Slice):
                 self.rule.apply(self.values, self.state, rows, grads)
         else:
             store.push(keys, grads, rows, kernel)
+        if self.eviction is not None:
+            store.touch(rows, self.now)
         self._keep(source, keys, rows, lent)
         return rows
+
+    def _push_admitting(self, keys, grads, rows) -> None:
+        """A push to a table with admission: keys not stored are counted, the admitted ones
+        get their rows, and the rule updates the rows that exist (rows[i] -1: not admitted)."""
+        store = self.store
+        if store.find(keys, rows):
+            admit = self.admission.admit(keys, rows)
+            if admit.any():
+                new = np.flatnonzero(admit)
+                fresh = np.empty(new.size, np.int64)
+                inserted = store.find_or_insert(keys[new], fresh)
+                rows[new] = fresh
+                if self.undo.active and inserted.size:
+                    self._inserted.append(inserted)
+        self.undo.save(self.values, self.state, None, rows, keys.size)
+        kernel = self.rule.kernel
+        if kernel is None:
+            self.rule.apply(self.values, self.state, rows, grads)
+        else:
+            stored = rows >= 0
+            if stored.all():
+                store.apply_at(rows, grads, kernel)
+            elif stored.any():
+                store.apply_at(rows[stored], grads[stored], kernel)
+
+    def settle(self, clock: int) -> int:
+        """Between requests (nothing of a push in flight): the table's clock is ``clock``;
+        drop the rows the eviction policy says (mpips.core.eviction), and record the number
+        of rows at each new clock in ``sizes``. Returns how many rows were dropped."""
+        evicted = self._evict(clock) if self.eviction is not None else 0
+        if clock != self._recorded:
+            self._recorded = clock
+            self.sizes.append((clock, self.store.size))
+        return evicted
+
+    def _evict(self, clock: int) -> int:
+        store, policy = self.store, self.eviction
+        self.now = clock
+        if self._stamp_loaded:  # rows from a checkpoint count as pushed now
+            store.stamp_all(clock)
+            self._stamp_loaded = False
+        evicted = 0
+        if policy.steps is not None and clock != self._scanned_at:
+            self._scanned_at = clock
+            evicted += store.evict(store.unseen_since(clock - policy.steps))
+        if policy.capacity is not None and store.size > policy.capacity:
+            evicted += store.evict(store.least_recent(store.size - policy.capacity))
+        if evicted:
+            self.cache.forget()  # rows moved (the generation changed): free the entries too
+            self.evicted += evicted
+        return evicted
+
+    def begin_undoable_push(self, num_keys: int) -> None:
+        super().begin_undoable_push(num_keys)
+        if self.admission is not None:
+            self.admission.begin_undoable()
 
     def keep_push(self) -> None:
         super().keep_push()
         self._inserted.clear()
+        if self.admission is not None:
+            self.admission.keep()
 
     def roll_back_push(self) -> None:
         super().roll_back_push()
         if self._inserted:
             self.store.remove_newest(np.concatenate(self._inserted))
             self._inserted.clear()
+        if self.admission is not None:
+            self.admission.roll_back()
 
     def abandon_pending(self) -> None:
         self._inserted.clear()
+        if self.admission is not None:
+            self.admission.keep()
 
     # -- pulls ------------------------------------------------------------------------------
     def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
@@ -359,6 +444,7 @@ class SparseSlice(Slice):
             if self.rule.state_names else values
         self.store.load(keys, packed)
         self.cache.forget()
+        self._stamp_loaded = self.eviction is not None
 
     def free(self) -> None:
         """Nothing collective to release; present so every slice frees alike."""

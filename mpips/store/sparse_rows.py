@@ -37,6 +37,16 @@ class SparseRows:
         self.size = 0
         self.generation = 0  # bumped whenever rows are removed or replaced
         self.inserts = 0  # bumped whenever keys are inserted
+        # With ages (track_ages: tables that evict), the key of every row and the clock it
+        # was last pushed at; None otherwise (they cost 16 bytes per row).
+        self.row_keys: np.ndarray | None = None
+        self.stamps: np.ndarray | None = None
+
+    def track_ages(self) -> None:
+        """Keep each row's key and last-push clock from now on (the slice must be empty)."""
+        assert self.size == 0, "track_ages on a slice that holds rows"
+        self.row_keys = np.empty(self.data.shape[0], np.uint64)
+        self.stamps = np.zeros(self.data.shape[0], np.int64)
 
     @property
     def mask(self) -> np.uint64:
@@ -77,6 +87,9 @@ class SparseRows:
             bigger = np.empty((rows, self.data.shape[1]), np.float32)
             bigger[:self.size] = self.data[:self.size]
             self.data = bigger
+            if self.row_keys is not None:
+                self.row_keys = _grown(self.row_keys, rows, self.size)
+                self.stamps = _grown(self.stamps, rows, self.size)
 
     def find(self, keys: np.ndarray, rows: np.ndarray) -> int:
         """rows[i] = the row of keys[i] or -1; returns how many are absent."""
@@ -94,7 +107,10 @@ class SparseRows:
         self.size = hx.insert_missing(self.slots, self.mask, keys, rows, self.size)
         self._init_rows(start, self.size)
         self.inserts += 1
-        return keys[new]
+        inserted = keys[new]
+        if self.row_keys is not None:
+            self.row_keys[start:self.size] = inserted
+        return inserted
 
     def _init_rows(self, start: int, stop: int) -> None:
         self.data[start:stop, :self.width] = self.init
@@ -103,7 +119,9 @@ class SparseRows:
     # -- pushes and pulls ---------------------------------------------------------------------
     def push(self, keys: np.ndarray, grads: np.ndarray, rows: np.ndarray, kernel) -> int:
         """Apply a push with a built-in rule (``kernel`` = (code, p0, p1) of
-        mpips.core.rules); rows[i] gets the row of keys[i]. Returns how many keys were new."""
+        mpips.core.rules); rows[i] gets the row of keys[i]. Returns how many keys were new.
+        Not with track_ages (its kernel inserts without recording keys): find_or_insert."""
+        assert self.row_keys is None, "push() of a slice that tracks ages"
         self.reserve(keys.size)
         before = self.size
         code, p0, p1 = kernel
@@ -127,6 +145,36 @@ class SparseRows:
         """out[i] = values of row rows[i] (``init`` where rows[i] < 0)."""
         hx.gather_at_rows(self.data, rows, self.init, out)
 
+    # -- ages and eviction (with track_ages) ---------------------------------------------------
+    def touch(self, rows: np.ndarray, clock: int) -> None:
+        """Rows ``rows`` (-1: skipped) were pushed at ``clock``."""
+        self.stamps[rows[rows >= 0] if rows.size and rows.min() < 0 else rows] = clock
+
+    def stamp_all(self, clock: int) -> None:
+        """Every stored row counts as pushed at ``clock`` (rows loaded from a checkpoint)."""
+        self.stamps[:self.size] = clock
+
+    def unseen_since(self, clock: int) -> np.ndarray:
+        """The rows last pushed before ``clock``."""
+        return np.flatnonzero(self.stamps[:self.size] < clock)
+
+    def least_recent(self, count: int) -> np.ndarray:
+        """``count`` rows with the oldest last-push clocks (ties: any of them)."""
+        if count >= self.size:
+            return np.arange(self.size)
+        return np.argpartition(self.stamps[:self.size], count)[:count]
+
+    def evict(self, rows: np.ndarray) -> int:
+        """Remove the rows ``rows`` (unique) and their keys; the rows left are renumbered
+        (``generation`` changes). Returns how many were removed."""
+        if not rows.size:
+            return 0
+        victims = np.sort(np.asarray(rows, np.int64))[::-1].copy()
+        self.size = hx.evict_rows(self.slots, self.mask, self.data, self.row_keys,
+                                  self.stamps, victims, self.size)
+        self.generation += 1
+        return int(victims.size)
+
     # -- removing, listing, replacing ---------------------------------------------------------
     def remove_newest(self, keys: np.ndarray) -> None:
         """Forget ``keys``, which must be the keys of the newest rows (inserted last, as by a
@@ -149,6 +197,9 @@ class SparseRows:
         self.slots = _empty_slots(MIN_SLOTS)
         self.data = np.empty((max(MIN_SLOTS // 2, keys.size), self.data.shape[1]), np.float32)
         self.size = 0
+        if self.row_keys is not None:
+            self.row_keys = np.empty(self.data.shape[0], np.uint64)
+            self.stamps = np.zeros(self.data.shape[0], np.int64)
         self.generation += 1
         self.put(keys, packed)
 
@@ -193,6 +244,12 @@ class SparseRows:
         if self.find(keys, rows):
             raise KeyError(f"table {self.name!r}: read of a key that is not stored")
         return self.data[rows]
+
+
+def _grown(array: np.ndarray, n: int, used: int) -> np.ndarray:
+    bigger = np.empty(n, array.dtype)
+    bigger[:used] = array[:used]
+    return bigger
 
 
 def _empty_slots(n: int) -> np.ndarray:

@@ -57,6 +57,15 @@ CASES = {
                          "--l1 must be >= 0.0, got -1.0"),
     "ftrl-beta-nan": ([*SYNTHETIC, "--rule", "ftrl", "--beta", "nan"],
                       "--beta must be >= 0.0, got nan"),
+    "admit-bad": ([*SYNTHETIC, "--admit", "count:0"],
+                  "--admit must be 'count:K' (an integer K >= 1) or 'prob:P' (0 < P <= 1), got "
+                  "'count:0'"),
+    "admit-dense": ([*SYNTHETIC, "--table", "dense", "--admit", "count:2"],
+                    "--admit, --evict and --capacity are for --table sparse"),
+    "evict-bad": ([*SYNTHETIC, "--evict", "unseen:0"],
+                  "--evict must be 'unseen:STEPS' (an integer STEPS >= 1), got 'unseen:0'"),
+    "capacity-negative": ([*SYNTHETIC, "--capacity", "-2"],
+                          "--capacity must be an integer >= 1 (rows per server), got -2"),
     "l1-without-ftrl": ([*SYNTHETIC, "--l1", "0.5"],
                         "--l1 is an option of --rule ftrl (got --rule adagrad)"),
 }

@@ -21,7 +21,7 @@ from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExi
                         MissingShardError, NewerFormatError, NotHDF5Error, SliceData,
                         TruncatedShardError, UnknownTableError, commit, export_npz,
                         list_checkpoints, load_manifest, newest_valid, prepare_checkpoint_dir,
-                        prune, read_clocks, read_table, save_checkpoint, verify, write_shard,
+                        prune, read_admission, read_clocks, read_table, save_checkpoint, verify, write_shard,
                         TableMeta)
 from mpips.core.partition import KeyRange, RangePartition, positions
 from tests.helpers.data import REPO_ROOT, unavailable
@@ -180,6 +180,38 @@ def test_compression_round_trip(tmp_path, compression):
     verify(path).check()
     for whole in TABLES:
         assert_rows_equal([read_table(path, whole.meta.name)], whole)
+
+
+def test_admission_sketches_are_saved_checked_and_read_by_key_range(tmp_path):
+    """A sparse slice's admission sketch travels in its shard (fletcher32-checked like every
+    dataset); reading a key range gives the sketches of the shards that hold it: one when the
+    layout is the same, both of two for the whole range."""
+    slices = slices_by_server(TABLES, 2)
+    sketches = [np.full((4, 64), server + 1, np.uint32) for server in range(2)]
+    for server, row in enumerate(slices):
+        sparse = next(s for s in row if s.meta.name == "w")
+        sparse.admission = sketches[server]
+    path = save_checkpoint(tmp_path, 5, slices)
+    assert verify(path).check().ok
+    halves = RangePartition(2**64, 2).ranges()
+    for server, half in enumerate(halves):
+        got = read_admission(path, "w", half)
+        assert len(got) == 1 and np.array_equal(got[0], sketches[server])
+    assert [int(a[0, 0]) for a in read_admission(path, "w", KeyRange(0, 2**64))] == [1, 2]
+    assert read_admission(path, "w", halves[0], placement="range") != []  # another placement
+    assert read_admission(path, "emb", KeyRange(0, 500)) == []  # saved none
+    flip_bit_in_chunk(path / "shard-00001-of-00002.h5", "tables/w/admission")
+    with pytest.raises(ChecksumError, match="admission"):
+        read_admission(path, "w", halves[1])
+
+
+def test_an_admission_sketch_of_a_dense_table_or_another_dtype_is_refused(tmp_path):
+    slices = slices_by_server(TABLES, 1)
+    dense = next(s for s in slices[0] if s.meta.kind == "dense")
+    dense.admission = np.zeros((4, 8), np.uint32)
+    with pytest.raises(InvalidSliceError, match="admission sketch is a 2-D uint32 array of a "
+                                                "sparse table"):
+        save_checkpoint(tmp_path, 1, slices)
 
 
 def test_clocks_and_export(tmp_path):

@@ -302,6 +302,9 @@ CHANGES = {
     "consistency": {"consistency": "ssp:2"},
     "codec": {"codec": "keycache"},
     "one_sided": {"one_sided": True},
+    "admit": {"kind": "sparse", "size": KEY_SPACE, "admit": "count:2"},
+    "evict": {"kind": "sparse", "size": KEY_SPACE, "evict": "unseen:3"},
+    "capacity": {"kind": "sparse", "size": KEY_SPACE, "capacity": 9},
 }
 
 
@@ -314,7 +317,8 @@ def test_fingerprint_covers_every_field():
     # A new TableSpec field must be added to fingerprint() and to CHANGES above.
     assert {f.name for f in dataclasses.fields(TableSpec)} == {
         "name", "kind", "table_id", "num_segments", "size", "width", "rule", "rule_params",
-        "init", "consistency", "codec", "one_sided", "placement"}
+        "init", "consistency", "codec", "one_sided", "placement", "admit", "evict",
+        "capacity"}
 
 
 def test_fingerprint_changes_with_placement():
@@ -329,3 +333,12 @@ def test_placement_is_checked():
         spec(placement="hash")  # dense tables keep ranges
     with pytest.raises(TableError, match="placement must be one of"):
         spec(kind="sparse", size=KEY_SPACE, placement="mixed")
+
+
+def test_fingerprint_changes_with_admission():
+    sparse = dict(kind="sparse", size=KEY_SPACE)
+    assert spec(**sparse, admit="count:2").fingerprint() != spec(**sparse).fingerprint()
+    assert spec(**sparse, admit="count:2").fingerprint() != \
+        spec(**sparse, admit="count:3").fingerprint()
+    assert spec(**sparse, evict="unseen:2").fingerprint() != spec(**sparse).fingerprint()
+    assert spec(**sparse, capacity=5).fingerprint() != spec(**sparse, capacity=6).fingerprint()

@@ -377,3 +377,40 @@ def test_an_ftrl_slice_keeps_the_reference_weights_and_state_and_rolls_back_exac
 def stored_ftrl(table: SparseSlice) -> dict:
     keys, rows = table.store.items()
     return {int(k): table.store.data[r].reshape(3, 1, 2).copy() for k, r in zip(keys, rows)}
+
+
+def test_with_admission_a_key_gets_its_row_at_its_kth_push_and_pulls_init_until_then():
+    """admit="count:2", SGD lr 1: the first push of a key only counts it (its gradient is
+    dropped, a pull reads init); the second gives it its row and applies that push."""
+    table = SparseSlice(sparse_spec(rule="sgd", rule_params={"lr": 1.0}, admit="count:2",
+                                    width=1), 0)
+    keys, ones = np.array([4, 9], np.uint64), np.ones((2, 1), F)
+
+    def pull(k):
+        return table.read_chunk(k, None, lambda shape: np.empty(shape, F))[0].ravel().tolist()
+
+    rows = table.push_chunk(keys.copy(), ones, None)
+    assert rows.tolist() == [-1, -1] and table.num_stored == 0 and pull(keys) == [0.25, 0.25]
+    both = np.array([4, 9, 11], np.uint64)
+    rows = table.push_chunk(both, np.full((3, 1), 2.0, F), None)
+    assert (rows[:2] >= 0).all() and rows[2] == -1 and table.num_stored == 2
+    assert pull(both) == [0.25 - 2, 0.25 - 2, 0.25]
+    assert (table.admission.admitted, table.admission.deferred) == (2, 3)
+
+
+def test_a_rolled_back_push_with_admission_leaves_rows_and_counts_as_they_were():
+    table = SparseSlice(sparse_spec(admit="count:2"), 0)
+    keys = np.arange(10, 30, dtype=np.uint64)
+    grads = np.ones((keys.size, 2), F)
+    table.push_chunk(keys[:10].copy(), grads[:10], None)  # counted once: no rows yet
+    counts, rows_before = table.admission.counts.copy(), slice_rows(table)
+    table.begin_undoable_push(keys.size)
+    table.push_chunk(keys.copy(), grads, None)  # admits keys[:10], counts keys[10:]
+    assert table.num_stored == 10
+    table.roll_back_push()
+    assert table.num_stored == 0 and slice_rows(table) == rows_before
+    assert np.array_equal(table.admission.counts, counts)
+    table.begin_undoable_push(keys.size)
+    table.push_chunk(keys.copy(), grads, None)
+    table.keep_push()
+    assert table.num_stored == 10

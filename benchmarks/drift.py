@@ -103,9 +103,10 @@ def plot(results: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, r in results.items():
-        curve = r["rows_over_clocks"]
+        curve = [(c, n) for c, n in r["rows_over_clocks"] if n > 0]  # a log scale
         ax.plot([c for c, _ in curve], [n for _, n in curve],
                 label=f"{name} (AUC {r['test_auc']:.4f})")
+    ax.set_yscale("log")
     ax.set_xlabel("step (table clock)")
     ax.set_ylabel("rows of the weight table (all servers)")
     ax.set_title("drifting stream: admission and eviction")

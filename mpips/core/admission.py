@@ -24,6 +24,10 @@ from ..kernels import sketch as K
 SKETCH_DEPTH = 4
 SKETCH_WIDTH = 1 << 20
 SKETCH_SHAPE = (SKETCH_DEPTH, SKETCH_WIDTH)
+HALVE_EVERY = SKETCH_WIDTH // 4
+"""Counted pushes (of keys without a row) of a slice between two halvings of its sketch: at
+most a quarter of a row's counters are then nonzero, so a key never pushed before reads as
+pushed at least once (all its cells nonzero) less than 0.4 % of the time."""
 
 _POLICY = re.compile(r"^(count|prob):(.+)$")
 
@@ -64,10 +68,12 @@ class Admission:
     """The admission sketch of one sparse slice and what it decided: ``admitted`` (keys given
     a row) and ``deferred`` (pushes of keys left without one) since the slice was made."""
 
-    def __init__(self, policy: AdmitPolicy, shape: tuple[int, int] = SKETCH_SHAPE):
+    def __init__(self, policy: AdmitPolicy, shape: tuple[int, int] = SKETCH_SHAPE,
+                 halve_every: int = HALVE_EVERY):
         self.policy = policy
         self.counts = np.zeros(shape, np.uint32)  # pages untouched until counted
         self.admitted = self.deferred = 0
+        self.halve_every, self.counted, self.halvings = halve_every, 0, 0
         self._kind = K.COUNT if policy.kind == "count" else K.PROB
         self._threshold = np.uint32(policy.value if policy.kind == "count" else 0)
         chance = min(policy.value, 1.0) * 2.0**64 if policy.kind == "prob" else 0.0
@@ -86,6 +92,7 @@ class Admission:
         deferred = int(np.count_nonzero(rows < 0)) - admitted
         self.admitted += admitted
         self.deferred += deferred
+        self.counted += admitted + deferred
         if self._undo is not None:
             self._undo.append((changed, old, n, admitted, deferred))
         return admit
@@ -103,7 +110,18 @@ class Admission:
             K.restore_cells(self.counts, changed, old, n)
             self.admitted -= admitted
             self.deferred -= deferred
+            self.counted -= admitted + deferred
         self._undo = None
+
+    def age(self) -> bool:
+        """Between requests (no push being logged): halve every counter once HALVE_EVERY
+        pushes were counted since the last halving; returns whether it did."""
+        if self.counted < self.halve_every or self._undo is not None:
+            return False
+        np.right_shift(self.counts, 1, out=self.counts)
+        self.counted = 0
+        self.halvings += 1
+        return True
 
     def estimates(self, keys: np.ndarray) -> np.ndarray:
         """How often each key was pushed without a row, as the sketch estimates it."""

@@ -292,9 +292,12 @@ class SparseSlice(Slice):
 
     def settle(self, clock: int) -> int:
         """Between requests (nothing of a push in flight): the table's clock is ``clock``;
-        drop the rows the eviction policy says (mpips.core.eviction), and record the number
-        of rows at each new clock in ``sizes``. Returns how many rows were dropped."""
+        drop the rows the eviction policy says (mpips.core.eviction), age the admission
+        sketch (mpips.core.admission), and record the number of rows at each new clock in
+        ``sizes``. Returns how many rows were dropped."""
         evicted = self._evict(clock) if self.eviction is not None else 0
+        if self.admission is not None:
+            self.admission.age()
         if clock != self._recorded:
             self._recorded = clock
             self.sizes.append((clock, self.store.size))

@@ -109,3 +109,22 @@ def test_loading_sums_saved_sketches_saturating_and_refuses_other_shapes():
     assert (merged.counts == 2**32 - 1).all()
     with pytest.raises(ValueError, match=r"an admission sketch of \(2, 8\) uint32, expected"):
         merged.load([np.zeros((2, 8), np.uint32)])
+
+
+def test_the_sketch_halves_after_so_many_counted_pushes_so_that_it_never_fills_up():
+    """Every counter halves once halve_every pushes were counted (TinyLFU's reset): a key
+    pushed once long ago reads 0 again, one pushed often keeps a count; not while a push is
+    being logged (a roll-back must find the cells as it left them)."""
+    admission = Admission(parse_admit("count:3"), shape=(4, 1 << 10), halve_every=100)
+    hot, old = np.array([42], np.uint64), np.array([7], np.uint64)
+    admission.admit(old, absent(1))
+    for _ in range(2):
+        admission.admit(hot, absent(1))
+    admission.admit(np.arange(1000, 1097, dtype=np.uint64), absent(97))
+    assert admission.counted == 100
+    admission.begin_undoable()
+    assert not admission.age()  # a push is being logged
+    admission.keep()
+    assert admission.age() and admission.halvings == 1 and admission.counted == 0
+    assert list(admission.estimates(np.concatenate([old, hot]))) == [0, 1]
+    assert not admission.age()

@@ -7,7 +7,7 @@ third push applies -1); everything is checkpointed. --phase restore: restore on 
 many servers this launch has and push every worker's keys once more: the keys counted twice
 before the save get their rows at this third push (-1), the hot ones move to -2. A resumed
 model admits as the uninterrupted one would. Worker 0 prints ``RESULT <json>`` with the
-pulled weights; every server prints ``STATS <json>`` (ps.table_stats).
+pulled weights as runs of equal values; every server prints ``STATS <json>`` (ps.table_stats).
 """
 import argparse
 import json
@@ -21,6 +21,18 @@ def keys_of(worker: int) -> np.ndarray:
 
 
 HOT = np.arange(0, 50, dtype=np.uint64)  # worker 0's first 50 keys
+
+
+def runs(values: np.ndarray) -> list:
+    """[[value, how many in a row], ...]: a short line (long lines of different ranks can
+    interleave in MPICH's output)."""
+    out = []
+    for v in values.tolist():
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        else:
+            out.append([v, 1])
+    return out
 
 
 def main():
@@ -52,7 +64,7 @@ def main():
                 kv.wait(kv.push(table, mine, ones))
                 kv.clock()
             every = np.concatenate([keys_of(w) for w in range(kv.num_workers)])
-            return {"before": before.tolist(), "after": kv.wait(kv.pull(table, every)).tolist()}
+            return {"before": runs(before), "after": runs(kv.wait(kv.pull(table, every)))}
 
         result = ps.run(work)
         if ps.is_server:

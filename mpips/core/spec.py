@@ -99,7 +99,9 @@ class TableSpec:
                              f"(workers read their rows straight from the servers' windows)")
         try:
             object.__setattr__(self, "consistency", str(as_consistency(self.consistency)))
-            codec_from_text(self.codec)
+            codec = codec_from_text(self.codec)
+            # read on every pull (mpips.wire.zero_rows): decided here, off the request path
+            object.__setattr__(self, "_drops_zero_rows", codec is not None and codec.drop_zeros)
         except ValueError as exc:
             raise TableError(f"table {self.name!r}: {exc}") from None
 
@@ -136,6 +138,12 @@ class TableSpec:
     def eviction(self) -> EvictPolicy | None:
         """The table's eviction policy (None: rows stay until the table goes)."""
         return parse_eviction(self.evict, self.capacity)
+
+    @property
+    def zero_rows_dropped(self) -> bool:
+        """Whether replies to pulls leave out all-zero rows (the codec's ``zeros`` word;
+        mpips.wire.zero_rows)."""
+        return self._drops_zero_rows
 
     def make_codec(self) -> Codec | None:
         """A fresh Codec for pushes to this table (None: raw keys and values)."""

@@ -63,6 +63,10 @@ class WorkerChannel:
             buf = np.empty(need, FLOAT)
         return buf[:need].reshape(shape)
 
+    def recycle(self, buf: np.ndarray) -> None:
+        """Return a buffer from ``out_buffer`` that was not sent (its rows went out encoded)."""
+        self._free.append(buf.reshape(-1))
+
     def send_values(self, out: np.ndarray, dest: int, tag: int, reusable: bool = True) -> None:
         """Isend ``out``; ``reusable`` buffers (from ``out_buffer``) return to the free list
         once sent; views of a table never do. Every send completes before the next answer

@@ -36,6 +36,7 @@ from ..mpi.fault import ulfm_launch
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, wait_all
 from ..store.slices import FLOAT, Slice
+from ..wire import zero_rows
 from ..wire.message import HEADER_WORDS, Header, Op, Status, parse_header
 from .channel import WorkerChannel
 from .replication import Replicator
@@ -282,7 +283,8 @@ class KVServer:
                 except MessageError as exc:
                     error = f"table {name!r}, request {hdr.request_id}: {exc}"
             if hdr.op is not Op.PUSH:  # every announced chunk is answered, even after an error
-                self.channel.send_values(np.full_like(vals, np.nan), source, tag, reusable=False)
+                self._send_pulled(np.full_like(vals, np.nan), False, source, tag,
+                                  self.tables[hdr.table_id])
         status = Status.BAD_REQUEST if error else Status.OK
         if verdict is not None:
             status, error = self._settle_push(table, verdict, error)
@@ -332,8 +334,20 @@ class KVServer:
             rows = table.push_chunk(keys, vals, prev, origin)
             rows = None if rows is None else rows.copy()  # the pull may reuse its buffer
         data, reusable = table.read_chunk(keys, prev, self.channel.out_buffer, origin)
-        self.channel.send_values(data, source, tag, reusable=reusable)
+        self._send_pulled(data, reusable, source, tag, table.spec)
         return rows
+
+    def _send_pulled(self, data: np.ndarray, reusable: bool, dest: int, tag: int,
+                     spec: TableSpec) -> None:
+        """Answer a pull chunk with its rows: raw float32, or without its all-zero rows for
+        a table whose codec drops zeros (mpips.wire.zero_rows)."""
+        if spec.zero_rows_dropped:
+            encoded = zero_rows.encode(data)
+            if reusable:
+                self.channel.recycle(data)
+            self.channel.send_values(encoded, dest, tag, reusable=False)
+        else:
+            self.channel.send_values(data, dest, tag, reusable=reusable)
 
     def _buffers(self, hdr: Header) -> tuple[np.ndarray, np.ndarray]:
         n = min(hdr.chunk_keys, hdr.num_keys)

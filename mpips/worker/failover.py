@@ -136,6 +136,7 @@ class ServerFailover:
         self.graveyard += [r for r, d in zip(pending.requests, pending.dests) if d in dead_ranks]
         pending.requests, pending.dests = [r for r, _ in alive], [d for _, d in alive]
         pending.replies = [r for r in pending.replies if r[0] not in dead_ranks]
+        pending.expand = [e for e in pending.expand if e[0] not in dead_ranks]
         lost = [p for p in pending.parts if p.dest in dead_ranks]
         pending.parts = [p for p in pending.parts if p.dest not in dead_ranks]
         for part in lost:

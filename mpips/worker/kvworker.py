@@ -32,6 +32,7 @@ from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
+from ..wire import zero_rows
 from ..wire.message import Op, Status, chunk_keys_for, encode_header
 from .coded import CodedPushes
 from .failover import ServerFailover
@@ -214,6 +215,9 @@ class KVWorker:
                 if pending.keys is not None:
                     check_keys(pending.keys, pending.spec)  # the precise error, if the keys
                 raise MessageError("; ".join(errors))
+            for _, reply_rows, rows, table in pending.expand:  # replies without zero rows
+                self.traffic.count_pulled(table, rows.size, zero_rows.decode_into(reply_rows,
+                                                                                  rows))
         except MpipsError as exc:
             self.requests.finish(ts, error=exc)
             return

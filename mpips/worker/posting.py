@@ -14,6 +14,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..mpi.transport import TAG_REQUEST, Tags
+from ..wire import zero_rows
 from ..wire.message import REPLY_WORDS, Op, Status, chunk_keys_for, encode_header, encode_reply, \
     parse_reply
 from .requests import Part, Pending, Requests
@@ -56,8 +57,13 @@ class Poster:
                 pending.add(self.comm.Isend(keys[lo:hi], dest, tag), dest)
                 if vals is not None:
                     pending.add(self.comm.Isend(vals[lo:hi], dest, tag), dest)
-                if out is not None:
+                if out is not None and spec.zero_rows_dropped:  # mpips.wire.zero_rows
+                    reply_rows = np.zeros(zero_rows.max_bytes(hi - lo, spec.width), np.uint8)
+                    pending.expand.append((dest, reply_rows, out[lo:hi], spec.name))
+                    pending.add(self.comm.Irecv(reply_rows, dest, tag), dest)
+                elif out is not None:
                     pending.add(self.comm.Irecv(out[lo:hi], dest, tag), dest)
+                    self.traffic.count_pulled(spec.name, out[lo:hi].size, out[lo:hi].nbytes)
             pending.add(self.comm.Irecv(reply, dest, tag), dest)
         except MPI.Exception as exc:
             self._failed(exc)  # the server died: posted again after failing over

@@ -32,6 +32,7 @@ class Pending:
     dests: list = field(default_factory=list)  # rank of each of ``requests``
     parts: list = field(default_factory=list)  # Part, as posted
     scatter: list = field(default_factory=list)  # (result, index array, pulled rows) to copy back
+    expand: list = field(default_factory=list)  # (server rank, reply buffer, rows, table) to decode
 
     def add(self, request, dest: int) -> None:
         self.requests.append(request)

@@ -227,7 +227,8 @@ class PS:
 
     def size_history(self, name: str) -> np.ndarray:
         """(clock, rows) of sparse table ``name`` on this server, one row per table clock its
-        slices saw (int64 (n, 2); empty on workers and for dense tables). Local."""
+        slices saw, the newest mpips.store.slices.SIZE_HISTORY of them (int64 (n, 2); empty on
+        workers and for dense tables). Local."""
         by_clock: dict[int, int] = {}
         for table in self._all_slices() if self.is_server else ():
             if table.spec.name == name:

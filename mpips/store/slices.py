@@ -13,6 +13,8 @@ they are sent and by the server before any row changes.
 """
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 from mpi4py import MPI
 
@@ -28,6 +30,8 @@ from ..core.spec import TableSpec
 from .undo import UndoLog
 
 FLOAT = np.float32
+SIZE_HISTORY = 100_000
+"""Clocks of row counts a sparse slice remembers (SparseSlice.sizes, PS.size_history)."""
 
 
 class Slice:
@@ -198,7 +202,9 @@ class SparseSlice(Slice):
         self.evicted = 0  # rows dropped by eviction since the slice was made
         self._stamp_loaded = False  # rows loaded: stamp them at the next settle
         self._scanned_at = 0  # the clock of the last scan for unseen rows
-        self.sizes: list[tuple[int, int]] = []  # (table clock, rows) at each settle's new clock
+        # (table clock, rows) at each settle's new clock, the newest SIZE_HISTORY of them (a
+        # job that runs for months must not grow a list per clock)
+        self.sizes: deque[tuple[int, int]] = deque(maxlen=SIZE_HISTORY)
         self._recorded = -1
         if self.eviction is not None:
             self.store.track_ages()

@@ -122,3 +122,17 @@ def test_an_undoable_push_is_rolled_back_exactly_in_a_table_that_evicts():
     push(t, [1, 2, 3])
     t.roll_back_push()
     assert pull(t, [1, 2, 3]) == before and t.num_stored == 2
+
+
+def test_the_size_history_keeps_the_newest_clocks_only(monkeypatch):
+    """A job that runs for months settles millions of clocks: the slice remembers a bounded
+    number of (clock, rows) pairs, the newest."""
+    from mpips.store import slices
+
+    monkeypatch.setattr(slices, "SIZE_HISTORY", 5)
+    t = table(evict="unseen:100")
+    for clock in range(12):
+        push(t, [clock])
+        t.settle(clock)
+    assert [c for c, _ in t.sizes] == [7, 8, 9, 10, 11]
+    assert [n for _, n in t.sizes] == [8, 9, 10, 11, 12]

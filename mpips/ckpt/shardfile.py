@@ -8,7 +8,8 @@ Root attributes: ``format`` = "mpips-checkpoint", ``format_version``, ``step``,
 and ``state_names`` (JSON), ``init``, ``table_id``, and datasets ``keys`` (uint64 (rows,),
 sparse only: dense row i is key ``key_begin + i``), ``values`` (float32 (rows, width)),
 ``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock) and
-``admission`` (uint32 (depth, width): the slice's admission sketch, mpips.core.admission).
+``admission`` (uint32 (depth, width): the slice's admission sketch, mpips.core.admission;
+compressed, lzf unless the options say gzip, since most of its counters are zero).
 Every dataset is chunked (whole rows, ~4 MiB) with fletcher32 checksums, optionally
 shuffle+gzip or lzf; uncompressed ones are written chunk by chunk by mpips.ckpt.chunkio (same
 bytes as HDF5's filter, faster). Files use the HDF5 1.8 format (checksummed superblock and
@@ -16,6 +17,7 @@ object headers), readable by h5py and Debian's h5dump/h5ls.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -85,8 +87,9 @@ def _write_table(group, data: SliceData, options: WriteOptions) -> None:
         _create(state, name, data.state[name], options)
     if data.clocks is not None:
         _create(group, "clocks", data.clocks, options)
-    if data.admission is not None:
-        _create(group, "admission", data.admission, options)
+    if data.admission is not None:  # 16 MiB of counters, mostly zero: compressed always
+        _create(group, "admission", data.admission,
+                dataclasses.replace(options, compression=options.compression or "lzf"))
 
 
 def _create(group, name: str, data: np.ndarray, options: WriteOptions):

@@ -193,6 +193,8 @@ def test_admission_sketches_are_saved_checked_and_read_by_key_range(tmp_path):
         sparse.admission = sketches[server]
     path = save_checkpoint(tmp_path, 5, slices)
     assert verify(path).check().ok
+    with h5py.File(path / "shard-00000-of-00002.h5", "r") as f:  # mostly zeros: compressed
+        assert f["tables/w/admission"].compression == "lzf" and f["tables/w/admission"].fletcher32
     halves = RangePartition(2**64, 2).ranges()
     for server, half in enumerate(halves):
         got = read_admission(path, "w", half)

@@ -23,9 +23,8 @@ import time
 import numpy as np
 from mpi4py import MPI
 
-from mpips.core.admission import parse_admit
-from mpips.core.eviction import parse_eviction
 from mpips.errors import UsageError
+from mpips.jobs.lr_runtime import add_row_policy_arguments, row_policy_problems
 from mpips.ml import lr, metrics
 from mpips.ml.synthetic import make_drifting_stream
 
@@ -50,12 +49,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=250,
                         help="rows per worker per step (default 250)")
     parser.add_argument("--lr", type=float, default=0.3, help="AdaGrad rate (default 0.3)")
-    parser.add_argument("--admit", default="", metavar="count:K|prob:P",
-                        help="feature admission of the weight table (mpips.core.admission)")
-    parser.add_argument("--evict", default="", metavar="unseen:STEPS",
-                        help="drop weights not pushed in STEPS steps (mpips.core.eviction)")
-    parser.add_argument("--capacity", type=int, default=0, metavar="N",
-                        help="keep at most N weights per server (0: no bound)")
+    add_row_policy_arguments(parser)
     parser.add_argument("--report-every", type=int, default=20, metavar="CLOCKS",
                         help="table size in the result every CLOCKS clocks (default 20)")
 
@@ -95,16 +89,7 @@ def _check(args) -> None:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if not 0 <= args.one_off < 1 or args.drift < 0 or not args.lr > 0:
         problems.append("--one-off must be in [0, 1), --drift >= 0 and --lr > 0")
-    for text, parse in ((args.admit, lambda: parse_admit(args.admit)),
-                        (args.evict or args.capacity, lambda: parse_eviction(args.evict,
-                                                                             args.capacity))):
-        try:
-            parse()
-        except ValueError as exc:
-            problems.append(f"--{exc}")
-    if (args.evict or args.capacity) and getattr(args, "replicas", 0):
-        problems.append("--evict and --capacity do not work with --replicas yet (a replica "
-                        "keeps its host's row numbers, which eviction changes)")
+    problems += row_policy_problems(args)
     if problems:
         raise UsageError("; ".join(problems))
 

@@ -12,6 +12,8 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips import ckpt
+from mpips.core.admission import parse_admit
+from mpips.core.eviction import parse_eviction
 from mpips.mpi.agree import on_root
 from mpips.ckpt.checkpoint import SaveSignal
 from mpips.errors import TableError, UsageError
@@ -60,6 +62,37 @@ def out_of_bounds(args, bounds) -> list[str]:
         if value is not None and not (math.isfinite(value)
                                       and (value >= low if inclusive else value > low)):
             problems.append(f"{option} must be {'>=' if inclusive else '>'} {low}, got {value}")
+    return problems
+
+
+def add_row_policy_arguments(parser) -> None:
+    """--admit, --evict and --capacity: which keys of the sparse weight table get rows and
+    which rows go (mpips.core.admission, mpips.core.eviction)."""
+    parser.add_argument("--admit", default="", metavar="count:K|prob:P",
+                        help="sparse table: give a feature its row only at its K-th push, or "
+                             "with probability P at each push (mpips.core.admission; default: "
+                             "at its first)")
+    parser.add_argument("--evict", default="", metavar="unseen:STEPS",
+                        help="sparse table: drop weights not pushed in STEPS steps "
+                             "(mpips.core.eviction)")
+    parser.add_argument("--capacity", type=int, default=0, metavar="N",
+                        help="sparse table: keep at most N weights per server, the least "
+                             "recently pushed go first (default 0: no bound)")
+
+
+def row_policy_problems(args) -> list[str]:
+    """The problems of --admit, --evict and --capacity (add_row_policy_arguments), as the
+    one-line texts of a UsageError."""
+    problems = []
+    for parse in (lambda: parse_admit(args.admit),
+                  lambda: parse_eviction(args.evict, args.capacity)):
+        try:
+            parse()
+        except ValueError as exc:
+            problems.append(f"--{exc}")
+    if (args.evict or args.capacity) and getattr(args, "replicas", 0):
+        problems.append("--evict and --capacity do not work with --replicas yet (a replica "
+                        "keeps its host's row numbers, which eviction changes)")
     return problems
 
 

@@ -38,14 +38,13 @@ from mpips.mpi.agree import everywhere
 from mpips.ml.dataset import SparseDataset
 from mpips.errors import MpipsError, UsageError
 from mpips.wire.filters import make_filter
-from mpips.core.admission import parse_admit
-from mpips.core.eviction import parse_eviction
 from mpips.core.rules import make_rule
 from mpips.jobs.lr_position import Position
 from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
-                                   add_checkpoint_arguments, checkpoint_problems,
-                                   gather_floats, open_checkpoints, out_of_bounds, parse_filter,
-                                   parse_straggler, traffic_summary)
+                                   add_checkpoint_arguments, add_row_policy_arguments,
+                                   checkpoint_problems, gather_floats, open_checkpoints,
+                                   out_of_bounds, parse_filter, parse_straggler,
+                                   row_policy_problems, traffic_summary)
 from mpips.ml.libsvm import read_libsvm
 from mpips.ml.synthetic import make_sparse_classification
 
@@ -100,16 +99,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--placement", choices=("hash", "range"), default="hash",
                         help="sparse table: spread the keys over the servers by a hash of "
                              "the key (default), or give each server a contiguous key range")
-    parser.add_argument("--admit", default="", metavar="count:K|prob:P",
-                        help="sparse table: give a feature its row only at its K-th push, or "
-                             "with probability P at each push (mpips.core.admission; default: "
-                             "at its first)")
-    parser.add_argument("--evict", default="", metavar="unseen:STEPS",
-                        help="sparse table: drop weights not pushed in STEPS steps "
-                             "(mpips.core.eviction)")
-    parser.add_argument("--capacity", type=int, default=0, metavar="N",
-                        help="sparse table: keep at most N weights per server, the least "
-                             "recently pushed go first (default 0: no bound)")
+    add_row_policy_arguments(parser)
     parser.add_argument("--consistency", choices=("bsp", "ssp", "async"), default="bsp",
                         help="consistency model of the tables (default bsp)")
     parser.add_argument("--staleness", type=int, default=None, metavar="TAU",
@@ -175,18 +165,11 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
-    if (args.evict or args.capacity) and getattr(args, "replicas", 0):
-        problems.append("--evict and --capacity do not work with --replicas yet (a replica "
-                        "keeps its host's row numbers, which eviction changes)")
     if args.table == "dense" and (args.admit or args.evict or args.capacity):
         problems.append("--admit, --evict and --capacity are for --table sparse (a dense "
                         "table has every row)")
     else:
-        try:
-            parse_admit(args.admit)
-            parse_eviction(args.evict, args.capacity)
-        except ValueError as exc:
-            problems.append(f"--{exc}")
+        problems += row_policy_problems(args)
     if args.table == "dense" and args.placement != "hash":
         problems.append("--placement is for --table sparse (dense tables keep key ranges)")
     if args.rule != "ftrl":

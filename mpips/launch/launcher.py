@@ -41,7 +41,7 @@ from ..errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError, LaunchTimeout
 from .mpiexec import in_allocation, mpiexec_command
 from .processes import StopRequests, Terminated, run_command
 from .ranks import StartupWatch
-from .startup import STARTUP_DIR_VARIABLE
+from .startup import STARTUP_DIR_VARIABLE, aborts
 
 #: Return code of :func:`launch` when the launch ran past its timeout (as timeout(1)).
 TIMEOUT_RETURNCODE = 124
@@ -148,6 +148,9 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
     try:
         code = run_command(command, env=env, timeout=timeout, tick=tick,
                            own_tree=True).returncode
+        if code:
+            for line in aborts(env[STARTUP_DIR_VARIABLE]):
+                print(f"mpips launch: aborted by {line}", file=sys.stderr, flush=True)
         verdict = tick.watch.killed_in_startup() if code and tick.watch and \
             not lost_a_rank(code) else None
         if verdict is not None:

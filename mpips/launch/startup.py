@@ -25,6 +25,10 @@ the job load (pure module: standard library only, cheap to import).
   no marker: the launcher could not tell the killed rank from the ones it took down.
   :data:`INITIAL_ERRHANDLER` makes MPI_Init return its error instead (an MPI-4 initial error
   handler; MPICH ignores the variable), and the rank leaves through :func:`init_failed`.
+* **An abort's reason survives the abort.** MPI_Abort may kill the ranks before the launcher
+  forwarded what the aborting rank printed just before (MPICH's Hydra lost the line in about
+  1 of 12 launches here), so the rank also leaves the line in ``aborts/<host>-<pid>`` under
+  MPIPS_STARTUP_DIR (:func:`report_abort`), and ``mpips launch`` repeats it (:func:`aborts`).
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ from ..errors import EXIT_STOPPED
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 STARTUP_DIR_VARIABLE = "MPIPS_STARTUP_DIR"
 HELD, READY, EXIT, INIT_FAILED = "held", "ready", "exit", "init-failed"
+#: Subdirectory of MPIPS_STARTUP_DIR for the lines of ranks that abort the launch (not a
+#: marker: its name starts with no host).
+ABORTS = "aborts"
 #: Open MPI's MCA setting (set in a rank's environment before MPI_Init unless the user set it)
 #: that makes a failed MPI_Init return its error rather than abort the process.
 INITIAL_ERRHANDLER = ("OMPI_MCA_mpi_initial_errhandler", "mpi_errors_return")
@@ -195,3 +202,36 @@ def report_exit(code) -> None:
         return
     number = code if isinstance(code, int) else (0 if code is None else 1)
     report(f"{EXIT}-{number}")
+
+
+def report_abort(line: str) -> None:
+    """Leave ``line`` (why this rank aborts the launch) in $MPIPS_STARTUP_DIR/aborts/ for the
+    launcher to repeat, whether or not this process speaks the marker protocol; errors are
+    ignored."""
+    directory = os.environ.get(STARTUP_DIR_VARIABLE)
+    if not directory:
+        return
+    try:
+        os.makedirs(os.path.join(directory, ABORTS), exist_ok=True)
+        with open(os.path.join(directory, ABORTS, marker_name("abort")), "w") as f:
+            f.write(line)
+    except OSError:
+        pass
+
+
+def aborts(directory: str) -> list[str]:
+    """The lines ranks left with :func:`report_abort` under ``directory``, oldest first."""
+    where = os.path.join(directory, ABORTS)
+    try:
+        names = os.listdir(where)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            path = os.path.join(where, name)
+            with open(path, errors="replace") as f:
+                found.append((os.path.getmtime(path), f.read().strip()))
+        except OSError:
+            continue
+    return [line for _, line in sorted(found) if line]

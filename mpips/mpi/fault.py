@@ -109,13 +109,15 @@ def abort_launch(label: str, exc: BaseException) -> NoReturn:
     """An error on this rank alone, which the other ranks may be waiting on (a reply, a
     collective): print it, each line labelled (``label``, e.g. "[mpips rank 2/4]"), as one
     line for an MpipsError (a named problem) or as the traceback otherwise, and abort the
-    whole launch (MPI_Abort) so that no rank is left hanging."""
+    whole launch (MPI_Abort) so that no rank is left hanging. The line (a traceback's last
+    one) is also left for ``mpips launch`` to repeat (mpips.launch.startup.report_abort)."""
     if isinstance(exc, MpipsError):
-        print(f"{label} error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        lines = [f"{label} error: {type(exc).__name__}: {exc}"]
     else:
-        for line in "".join(traceback.format_exception(exc)).rstrip().splitlines():
-            print(f"{label} {line}", file=sys.stderr)
-    sys.stderr.flush()
+        lines = [f"{label} {line}"
+                 for line in "".join(traceback.format_exception(exc)).rstrip().splitlines()]
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    startup.report_abort(lines[-1])  # for the launcher: MPI_Abort may outrun the output
     MPI.COMM_WORLD.Abort(1)
     raise SystemExit(1)  # not reached: MPI_Abort ends the process
 

@@ -125,6 +125,28 @@ def test_markers_report_the_stages_of_a_rank(tmp_path):
     assert all(p.name.split(".")[0].endswith(f"-{pid}") for p in tmp_path.iterdir())
 
 
+def test_the_line_of_an_aborting_rank_is_left_for_the_launcher_and_judges_no_start_up(tmp_path):
+    """MPI_Abort may outrun the forwarding of what the rank printed: the line is kept in
+    aborts/, which the start-up watch (mpips.launch.ranks) does not take for a marker."""
+    from mpips.launch import startup
+    from mpips.launch.ranks import StartupWatch
+
+    for line in ("[mpips rank 2/3] error: ReplicaStreamError: batch 8", "[mpips rank 0/3] x"):
+        proc = python("""
+            import sys
+            from mpips.launch import startup
+            startup.report_abort(sys.argv[1])
+        """, line, env={"MPIPS_STARTUP_DIR": str(tmp_path)})
+        assert proc.returncode == 0, proc.stderr
+        time.sleep(0.01)  # distinct modification times: the launcher repeats them in order
+    assert startup.aborts(str(tmp_path)) == ["[mpips rank 2/3] error: ReplicaStreamError: "
+                                             "batch 8", "[mpips rank 0/3] x"]
+    assert StartupWatch(os.getpid(), ["x"], str(tmp_path))._markers() == {}
+    assert startup.aborts(str(tmp_path / "missing")) == []
+    assert python("from mpips.launch import startup; startup.report_abort('x')",
+                  env={"MPIPS_STARTUP_DIR": ""}).returncode == 0
+
+
 def test_a_rank_dies_with_its_parent(tmp_path):
     """The parent starts a child that asked for PR_SET_PDEATHSIG, then is SIGKILLed: the
     child goes too, at once (it used to run on, re-parented to PID 1)."""

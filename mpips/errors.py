@@ -136,6 +136,12 @@ class InconsistentCheckpointError(CheckpointError):
     """Manifest and shard disagree (step, server, table attributes, key ranges, shapes)."""
 
 
+class BrokenChainError(CheckpointError):
+    """An incremental checkpoint whose chain cannot be followed: a checkpoint it builds on
+    (its parent, its parent's parent... down to the full one) is missing, invalid, or not the
+    one it was written against."""
+
+
 class CheckpointExistsError(CheckpointError):
     """Refused: the step directory already holds a checkpoint (never clobbered)."""
 

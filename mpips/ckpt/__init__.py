@@ -23,34 +23,43 @@ Restore on S' servers::
     rng = RangePartition(meta.size, S_new).range_of(i)
     keys, values, state = read_table(info.path, "w", rng)
 
+Incremental checkpoints (mpips.ckpt.chain): slices with ``removed`` set hold only the rows
+changed since a parent checkpoint beside them, ``save_checkpoint(..., parent=P)`` /
+``commit(..., parent=dir)`` record it, and every reader (read_table, verify, export_npz)
+follows the chain down to its full checkpoint; ``read_changes`` gives the rows changed since
+a step of the chain.
+
 Every shard carries a random shard id that its manifest records, so a shard of another save
 (same name, same size) fails even the quick checks; ``read_table`` verifies the fletcher32
 checksum of every chunk it reads.
 """
 from .catalog import (CheckpointInfo, committed, inspect_checkpoint, list_checkpoints,
                       new_run_id, newest_valid, prune, remove_checkpoint, set_aside)
-from ..errors import (CheckpointError, CheckpointExistsError, CheckpointWarning, ChecksumError,
+from .chain import chain_of, manifest_digest
+from ..errors import (BrokenChainError, CheckpointError, CheckpointExistsError, CheckpointWarning, ChecksumError,
                      ForeignFileError, IncompleteCheckpointError, InconsistentCheckpointError,
                      InvalidSliceError, ManifestError, MissingShardError, NewerFormatError,
                      NotACheckpointError, NotHDF5Error, TruncatedShardError, UnknownTableError)
-from .layout import (FORMAT_NAME, FORMAT_VERSION, MANIFEST, ShardInfo, ShardRange, SliceData,
+from .layout import (FORMAT_NAME, FORMAT_VERSION, FULL_VERSION, MANIFEST, ShardInfo, ShardRange, SliceData,
                      TableMeta, shard_name, step_dir_name)
 from .manifest import Manifest, load_manifest
-from .reader import TableRows, export_npz, read_admission, read_clocks, read_table
+from .reader import (TableRows, export_npz, read_admission, read_changes, read_clocks,
+                     read_table)
 from .verify import LEVELS, VerifyReport, verify
 from .writer import (commit, prepare_checkpoint_dir, prepare_root, save_checkpoint, split_table,
                      write_shard)
 
 __all__ = [
     "CheckpointInfo", "committed", "inspect_checkpoint", "list_checkpoints", "new_run_id",
-    "newest_valid", "prune", "remove_checkpoint", "set_aside",
-    "CheckpointError", "CheckpointExistsError", "CheckpointWarning", "ChecksumError",
+    "newest_valid", "prune", "remove_checkpoint", "set_aside", "chain_of", "manifest_digest",
+    "BrokenChainError", "CheckpointError", "CheckpointExistsError", "CheckpointWarning", "ChecksumError",
     "ForeignFileError", "IncompleteCheckpointError", "InconsistentCheckpointError",
     "InvalidSliceError", "ManifestError", "MissingShardError", "NewerFormatError",
     "NotACheckpointError", "NotHDF5Error", "TruncatedShardError", "UnknownTableError",
-    "FORMAT_NAME", "FORMAT_VERSION", "MANIFEST", "ShardInfo", "ShardRange", "SliceData",
+    "FORMAT_NAME", "FORMAT_VERSION", "FULL_VERSION", "MANIFEST", "ShardInfo", "ShardRange", "SliceData",
     "TableMeta", "shard_name", "step_dir_name", "Manifest", "load_manifest",
-    "TableRows", "export_npz", "read_admission", "read_clocks", "read_table", "LEVELS", "VerifyReport", "verify",
+    "TableRows", "export_npz", "read_admission", "read_changes", "read_clocks", "read_table",
+    "LEVELS", "VerifyReport", "verify",
     "commit", "prepare_checkpoint_dir", "prepare_root", "save_checkpoint", "split_table",
     "write_shard",
 ]

@@ -6,7 +6,8 @@ set aside, user files) is ignored.
 
 A *run* is one chain of checkpoints: a job started afresh takes a new run id (``new_run_id``)
 and a resumed one carries on the id of the checkpoint it resumed from; every manifest
-records it. ``prune`` deletes only checkpoints of the run it is given.
+records it. ``prune`` deletes only checkpoints of the run it is given, and never one that an
+incremental checkpoint it keeps builds on (mpips.ckpt.chain).
 """
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ class CheckpointInfo:
     created: float | None = None
     job: dict = field(default_factory=dict)
     run: str | None = None
+    parent: int | None = None  # an incremental checkpoint's parent step
+    base: int | None = None  # the step of the full checkpoint of its chain (its own if full)
+    depth: int = 0  # how many incremental checkpoints its chain holds (0: full)
+    chain: tuple = ()  # the steps of its chain, the full checkpoint first, when it could be read
+
+    @property
+    def kind(self) -> str:
+        """"full", or "delta of step P" for an incremental checkpoint."""
+        return "full" if self.parent is None else f"delta of step {self.parent}"
 
 
 def step_dirs(root) -> list[tuple[int, Path]]:
@@ -73,7 +83,9 @@ def inspect_checkpoint(path, level: str = "quick") -> CheckpointInfo:
         return CheckpointInfo(path, step, False, reason, error, nbytes=nbytes)
     return CheckpointInfo(path, step, error is None, reason, error, manifest.num_servers,
                           dict(manifest.tables), manifest.total_bytes, manifest.created,
-                          dict(manifest.job), manifest.run)
+                          dict(manifest.job), manifest.run,
+                          manifest.parent["step"] if manifest.parent else None, manifest.base,
+                          manifest.depth, tuple(m.step for m in report.chain))
 
 
 def list_checkpoints(root, level: str = "quick") -> list[CheckpointInfo]:
@@ -107,25 +119,30 @@ def newest_valid(root, warn=None, level: str = "sha256") -> CheckpointInfo | Non
 def prune(root, keep_last: int = 1, level: str = "sha256", run: str | None = None
           ) -> list[Path]:
     """Delete the valid checkpoints of run ``run`` older than its ``keep_last`` newest valid
-    ones (those are verified at ``level`` first). Checkpoints of other runs (a run id other
-    than ``run``; with ``run=None``, any run id) and incomplete or invalid directories are
-    never touched. Each removal is atomic (``remove_checkpoint``), and the ``.pruned-*``
+    ones (those are verified at ``level`` first), except those that a checkpoint left in
+    place builds on (an incremental checkpoint's chain). Checkpoints of other runs (a run id
+    other than ``run``; with ``run=None``, any run id) and incomplete or invalid directories
+    are never touched. Each removal is atomic (``remove_checkpoint``), and the ``.pruned-*``
     leftovers of a prune that was killed mid-delete go too (they are no checkpoint any
     more; otherwise each would keep a whole checkpoint's bytes forever). Returns the
     checkpoint paths removed."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
-    kept, removed = 0, []
-    for _, path in step_dirs(root):
+    kept, removed, candidates, needed = 0, [], [], set()
+    for step, path in step_dirs(root):
         info = inspect_checkpoint(path, "quick")
-        if not info.valid or info.run != run:
+        if not info.valid:
             continue
-        if kept < keep_last:  # kept only if it passes ``level`` too
-            if level == "quick" or inspect_checkpoint(path, level).valid:
-                kept += 1
+        if info.run == run and kept >= keep_last:
+            candidates.append((step, path))
             continue
-        remove_checkpoint(path)
-        removed.append(path)
+        if info.run == run and (level == "quick" or inspect_checkpoint(path, level).valid):
+            kept += 1  # kept only if it passes ``level`` too (and spared if it does not)
+        needed.update(info.chain[:-1])  # what every checkpoint that stays builds on stays
+    for step, path in candidates:
+        if step not in needed:
+            remove_checkpoint(path)
+            removed.append(path)
     for tomb in Path(root).glob(".pruned-step-*"):
         if tomb.is_dir() and not tomb.is_symlink():
             shutil.rmtree(tomb, ignore_errors=True)

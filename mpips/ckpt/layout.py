@@ -21,9 +21,13 @@ from ..core.spec import KINDS, PLACEMENTS, TableSpec
 from ..errors import InvalidSliceError, ManifestError
 
 FORMAT_NAME = "mpips-checkpoint"
-FORMAT_VERSION = 2
-"""Bumped when a reader of the previous version could misread a new checkpoint (2: sparse
-tables placed by hashed position, whose shards' key ranges are ranges of positions)."""
+FORMAT_VERSION = 3
+"""The newest format this code reads and writes; bumped when a reader of the previous version
+could misread a new checkpoint (2: sparse tables placed by hashed position, whose shards' key
+ranges are ranges of positions; 3: incremental checkpoints, which hold only changed rows)."""
+FULL_VERSION = 2
+"""The version a full checkpoint is written with: it is readable by every mpips that reads
+format 2, while an incremental one (FORMAT_VERSION) is refused by those, as it must be."""
 MANIFEST = "MANIFEST.json"
 STEP_DIR_RE = re.compile(r"^step-(\d{12})$")
 SHARD_RE = re.compile(r"^shard-(\d{5})-of-(\d{5})\.h5$")
@@ -114,6 +118,11 @@ class SliceData:
     position (mpips.core.partition.positions) inside ``key_range``. ``state`` maps the rule's state names (e.g. AdaGrad "accum") to float32
     (n, width) arrays; ``clocks`` is an optional int64 1-D vector clock; ``admission`` the
     slice's admission sketch (uint32 2-D, mpips.core.admission), if its table has one.
+
+    A *delta* slice (an incremental checkpoint: ``removed`` is not None) holds only the rows
+    changed since the checkpoint it builds on, with their ``keys`` whatever the kind (a
+    dense table's changed keys, sorted), and ``removed``: the uint64 keys dropped since then
+    (sorted, unique, placed in ``key_range``; always empty for a dense table).
     """
 
     meta: TableMeta
@@ -123,12 +132,18 @@ class SliceData:
     state: dict = field(default_factory=dict)
     clocks: np.ndarray | None = None
     admission: np.ndarray | None = None
+    removed: np.ndarray | None = None
 
     @classmethod
     def from_spec(cls, spec: TableSpec, key_range: KeyRange, values, *, keys=None, state=None,
-                  clocks=None, admission=None) -> "SliceData":
+                  clocks=None, admission=None, removed=None) -> "SliceData":
         return cls(TableMeta.from_spec(spec), key_range, values, keys, dict(state or {}), clocks,
-                   admission)
+                   admission, removed)
+
+    @property
+    def delta(self) -> bool:
+        """Whether this slice holds only changed rows (an incremental checkpoint's)."""
+        return self.removed is not None
 
     @property
     def name(self) -> str:
@@ -147,9 +162,16 @@ class SliceData:
             raise bad(f"key range {self.key_range} exceeds the table size {meta.size}")
         _check_rows(self.values, "values", None, meta.width, bad)
         n = self.rows
-        if meta.kind == "dense" and (self.keys is not None or n != self.key_range.size):
+        if self.delta:
+            _check_keys(self.keys, n, self.key_range, meta.hashed, bad, "changed keys")
+            _check_keys(self.removed, self.removed.shape[0] if isinstance(
+                self.removed, np.ndarray) else 0, self.key_range, meta.hashed, bad,
+                "removed keys")
+            if meta.kind == "dense" and self.removed.size:
+                raise bad("a dense table removes no keys")
+        elif meta.kind == "dense" and (self.keys is not None or n != self.key_range.size):
             raise bad(f"a dense slice has no keys and {self.key_range.size} rows, got {n}")
-        if meta.kind == "sparse":
+        if meta.kind == "sparse" and not self.delta:
             _check_keys(self.keys, n, self.key_range, meta.hashed, bad)
         if set(self.state) != set(meta.state_names):
             raise bad(f"state arrays {sorted(self.state)} != rule state {list(meta.state_names)}")
@@ -171,14 +193,14 @@ def _check_rows(array, what, n, width, bad) -> None:
         raise bad(f"{what} has shape {array.shape}, expected ({n if n is not None else 'n'}, {width})")
 
 
-def _check_keys(keys, n, key_range: KeyRange, hashed: bool, bad) -> None:
+def _check_keys(keys, n, key_range: KeyRange, hashed: bool, bad, what="sparse keys") -> None:
     if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64 or keys.shape != (n,):
-        raise bad(f"sparse keys must be a uint64 array of shape ({n},)")
+        raise bad(f"{what} must be a uint64 array of shape ({n},)")
     if n and not (keys[1:] > keys[:-1]).all():
-        raise bad("sparse keys must be sorted and unique")
+        raise bad(f"{what} must be sorted and unique")
     if n and not keys_inside(keys, key_range, hashed):
-        what = "hashed positions" if hashed else "keys"
-        raise bad(f"sparse {what} leave the key range {key_range}")
+        where = "hashed positions" if hashed else "keys"
+        raise bad(f"{what}: {where} leave the key range {key_range}")
 
 
 def keys_inside(keys: np.ndarray, key_range: KeyRange, hashed: bool) -> bool:
@@ -197,16 +219,24 @@ class ShardRange:
 
     key_range: KeyRange
     rows: int
+    removed: int | None = None
+    """Keys an incremental checkpoint removes in this range (None: a full checkpoint's)."""
 
     def to_json(self) -> dict:
-        return {"begin": str(self.key_range.begin), "end": str(self.key_range.end), "rows": self.rows}
+        out = {"begin": str(self.key_range.begin), "end": str(self.key_range.end),
+               "rows": self.rows}
+        if self.removed is not None:
+            out["removed"] = self.removed
+        return out
 
     @classmethod
     def from_json(cls, obj: dict, what: str, where) -> "ShardRange":
         try:
             begin = big_int(obj["begin"], f"{what} begin", where)
             end = big_int(obj["end"], f"{what} end", where)
-            return cls(KeyRange(begin, end), int(obj["rows"]))
+            removed = obj.get("removed")
+            return cls(KeyRange(begin, end), int(obj["rows"]),
+                       None if removed is None else int(removed))
         except (KeyError, TypeError, ValueError) as exc:
             raise ManifestError(where, f"{what}: bad key range ({exc})") from None
 

@@ -4,6 +4,8 @@ A restore on S' servers calls ``read_table(dir, name, RangePartition(size, S').r
 on each new server i; the rows of that range are gathered from every shard that overlaps it,
 whatever the number of servers that wrote the checkpoint. Every shard opened is checked
 against the manifest first, and every chunk read is verified against its fletcher32 checksum.
+An incremental checkpoint reads as the model it saved: its chain's full checkpoint with every
+delta applied in order (mpips.ckpt.chain), each read for the same key range.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import KeyRangeError
+from ..errors import BrokenChainError, KeyRangeError
 from ..core.partition import KEY_SPACE, KeyRange, positions
 from .chunkio import read_rows, reading
 from .durable import tmp_name
 from ..errors import InconsistentCheckpointError
+from .chain import apply_dense, apply_sparse, chain_of
 from .layout import TableMeta, keys_inside
 from .manifest import Manifest, load_manifest
 from .shardfile import check_table
@@ -54,20 +57,69 @@ def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
     if key_range.end > meta.size:
         raise KeyRangeError(f"key range {key_range} exceeds table {name!r} of size {meta.size}")
     placement = meta.placement if placement is None else placement
+    chain = chain_of(manifest)
     with contextlib.ExitStack() as stack:
-        parts = []
-        # shards cut by another placement may hold keys of any range
-        wanted = key_range if placement == meta.placement else KeyRange(0, meta.size)
-        for shard in manifest.shards_for(name, wanted):
-            if check_sha256_first:
-                check_sha256(manifest, shard)
-            f = stack.enter_context(open_shard(manifest, shard))
-            path = manifest.directory / shard.file
-            parts.append((path, shard.ranges[name].key_range,
-                          check_table(f, path, meta, shard.ranges[name])))
+        parts = _open_parts(stack, chain[0], meta, key_range, placement, check_sha256_first)
         if meta.kind == "dense":
-            return _read_dense(meta, key_range, parts, out_values, out_state, dense_keys)
-        return _read_sparse(meta, key_range, parts, placement == "hash")
+            rows = _read_dense(meta, key_range, parts, out_values, out_state, dense_keys)
+        else:
+            rows = _read_sparse(meta, key_range, parts, placement == "hash")
+    for delta in chain[1:]:
+        changed, removed = _read_delta(delta, meta, key_range, placement, check_sha256_first)
+        if meta.kind == "dense":
+            apply_dense(key_range.begin, rows.values, rows.state, *changed)
+        else:
+            rows = TableRows(*apply_sparse(*rows, *changed, removed))
+    return rows
+
+
+def _open_parts(stack, manifest: Manifest, meta: TableMeta, key_range: KeyRange,
+                placement: str, check_sha256_first: bool) -> list:
+    """(path, shard key range, checked table group) of every shard of ``manifest`` that may
+    hold keys of ``key_range`` (positions under ``placement``), opened in ``stack``."""
+    parts = []
+    # shards cut by another placement may hold keys of any range
+    wanted = key_range if placement == meta.placement else KeyRange(0, meta.size)
+    for shard in manifest.shards_for(meta.name, wanted):
+        if check_sha256_first:
+            check_sha256(manifest, shard)
+        f = stack.enter_context(open_shard(manifest, shard))
+        path = manifest.directory / shard.file
+        parts.append((path, shard.ranges[meta.name].key_range,
+                      check_table(f, path, meta, shard.ranges[meta.name])))
+    return parts
+
+
+def _read_delta(manifest: Manifest, meta: TableMeta, key_range: KeyRange, placement: str,
+                check_sha256_first: bool = False) -> tuple[TableRows, np.ndarray]:
+    """The rows an incremental checkpoint changed in ``key_range`` (keys sorted) and the keys
+    it removed there (sorted)."""
+    hashed = placement == "hash"
+    with contextlib.ExitStack() as stack:
+        parts = _open_parts(stack, manifest, meta, key_range, placement, check_sha256_first)
+        changed = _read_sparse(meta, key_range, parts, hashed)
+        removed = []
+        for path, shard_range, group in parts:
+            keys = np.empty(group["removed"].shape, np.uint64)
+            read_rows(path, f"table {meta.name!r} removed", group["removed"], 0, keys.size,
+                      out=keys)
+            if keys.size and (not bool((keys[1:] > keys[:-1]).all())
+                              or not keys_inside(keys, shard_range, meta.hashed)):
+                raise InconsistentCheckpointError(path, f"table {meta.name!r}: removed keys "
+                                                        f"are not sorted/unique inside "
+                                                        f"{shard_range}")
+            removed.append(keys[_placed_in(keys, key_range, hashed)])
+    removed = np.sort(np.concatenate(removed)) if removed else np.empty(0, np.uint64)
+    return changed, removed
+
+
+def _placed_in(keys: np.ndarray, key_range: KeyRange, hashed: bool) -> np.ndarray:
+    """Which of ``keys`` have their position (hashed or not) in ``key_range``."""
+    pos = positions(keys, True) if hashed else keys
+    take = pos >= np.uint64(key_range.begin)
+    if key_range.end < KEY_SPACE:
+        take &= pos < np.uint64(key_range.end)
+    return take
 
 
 def _dense_out(meta: TableMeta, n: int, out, what: str) -> np.ndarray:
@@ -185,18 +237,54 @@ def read_admission(checkpoint_dir, name: str, key_range: KeyRange,
     return sketches
 
 
-def export_npz(checkpoint_dir, table: str, path, key_range: KeyRange | None = None) -> Path:
+def read_changes(checkpoint_dir, name: str, since: int, key_range: KeyRange | None = None
+                 ) -> tuple[TableRows, np.ndarray]:
+    """What changed in table ``name`` between the checkpoint of step ``since`` and the one at
+    ``checkpoint_dir``, which must have ``since`` in its chain (BrokenChainError otherwise):
+    the rows of every key a later delta of the chain changed, as they are at
+    ``checkpoint_dir`` (keys sorted), and the keys removed since (sorted; absent at the end)."""
+    manifest = load_manifest(checkpoint_dir)
+    meta = manifest.table(name)
+    chain = chain_of(manifest)
+    steps = [m.step for m in chain]
+    if since not in steps:
+        raise BrokenChainError(manifest.directory, f"step {since} is not in its chain (steps "
+                                                   f"{', '.join(map(str, steps))}): the rows "
+                                                   f"changed since then are not recorded")
+    key_range = KeyRange(0, meta.size) if key_range is None else key_range
+    now = read_table(checkpoint_dir, name, key_range)
+    changed, removed = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)]
+    for delta in chain[steps.index(since) + 1:]:
+        rows, gone = _read_delta(delta, meta, key_range, meta.placement)
+        changed.append(rows.keys)
+        removed.append(gone)
+    take = np.isin(now.keys, np.concatenate(changed))
+    gone = np.setdiff1d(np.concatenate(removed), now.keys)
+    return TableRows(now.keys[take], now.values[take],
+                     {n: a[take] for n, a in now.state.items()}), gone
+
+
+def export_npz(checkpoint_dir, table: str, path, key_range: KeyRange | None = None, *,
+               since: int | None = None) -> Path:
     """Write table ``table`` (or one key range of it) to ``path`` as .npz with arrays
     ``keys`` (uint64), ``values`` (float32 (n, width)), ``state_<name>`` for each optimizer
-    state, and ``meta`` (a JSON string: step, table metadata). Written atomically."""
+    state, and ``meta`` (a JSON string: step, table metadata). With ``since`` (a step in the
+    checkpoint's chain, read_changes), only the rows changed since then, and ``removed``: the
+    keys removed since then. Written atomically."""
     manifest = load_manifest(checkpoint_dir)
     meta = manifest.table(table)
     key_range = KeyRange(0, meta.size) if key_range is None else key_range
-    rows = read_table(checkpoint_dir, table, key_range)
+    extra = {}
+    if since is None:
+        rows = read_table(checkpoint_dir, table, key_range)
+    else:
+        rows, removed = read_changes(checkpoint_dir, table, since, key_range)
+        extra = {"removed": removed}
     info = {"step": manifest.step, "table": table, **meta.to_json(),
-            "key_range": [str(key_range.begin), str(key_range.end)]}
+            "key_range": [str(key_range.begin), str(key_range.end)], "since": since}
     arrays = {"keys": rows.keys, "values": rows.values,
-              **{f"state_{n}": a for n, a in rows.state.items()}, "meta": np.array(json.dumps(info))}
+              **{f"state_{n}": a for n, a in rows.state.items()}, **extra,
+              "meta": np.array(json.dumps(info))}
     path = Path(path)
     tmp = tmp_name(path)
     try:

@@ -10,6 +10,9 @@ sparse only: dense row i is key ``key_begin + i``), ``values`` (float32 (rows, w
 ``state/<name>`` (float32 (rows, width)) and optionally ``clocks`` (int64, a vector clock) and
 ``admission`` (uint32 (depth, width): the slice's admission sketch, mpips.core.admission;
 compressed, lzf unless the options say gzip, since most of its counters are zero).
+A shard of an incremental checkpoint (``format_version`` 3) holds only the rows changed since
+the checkpoint it builds on: ``keys`` for every kind of table, a ``removed`` attribute (how
+many keys it removes) and a ``removed`` dataset (uint64: those keys).
 Every dataset is chunked (whole rows, ~4 MiB) with fletcher32 checksums, optionally
 shuffle+gzip or lzf; uncompressed ones are written chunk by chunk by mpips.ckpt.chunkio (same
 bytes as HDF5's filter, faster). Files use the HDF5 1.8 format (checksummed superblock and
@@ -30,7 +33,7 @@ from .chunkio import write_chunks
 from .durable import crash_point
 from ..errors import (ForeignFileError, InconsistentCheckpointError,
                      NewerFormatError, NotHDF5Error, TruncatedShardError)
-from .layout import FORMAT_NAME, FORMAT_VERSION, ShardInfo, SliceData, TableMeta
+from .layout import FORMAT_NAME, FORMAT_VERSION, FULL_VERSION, ShardInfo, SliceData, TableMeta
 
 LIBVER = ("v108", "v108")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -58,8 +61,9 @@ def write_hdf5(path: Path, server_index: int, num_servers: int, step: int,
     from .. import __version__
 
     now = time.time()
+    version = FORMAT_VERSION if any(data.delta for data in tables) else FULL_VERSION
     with h5py.File(path, "x", libver=LIBVER) as f:
-        f.attrs.update({"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+        f.attrs.update({"format": FORMAT_NAME, "format_version": version,
                         "step": int(step), "server_index": int(server_index),
                         "num_servers": int(num_servers), "created": now,
                         "created_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
@@ -81,6 +85,9 @@ def _write_table(group, data: SliceData, options: WriteOptions) -> None:
                         "table_id": meta.table_id, "placement": meta.placement})
     if data.keys is not None:
         _create(group, "keys", data.keys, options)
+    if data.delta:
+        group.attrs["removed"] = int(data.removed.size)
+        _create(group, "removed", data.removed, options)
     _create(group, "values", data.values, options)
     state = group.create_group("state")
     for name in meta.state_names:
@@ -170,14 +177,14 @@ def check_table(f: h5py.File, path: Path, meta: TableMeta, expect) -> h5py.Group
     a = group.attrs
     got = (a.get("kind"), a.get("size"), _int(a, "width"), a.get("rule"), _json(a, "rule_params"),
            _float(a, "init"), _int(a, "table_id"), _json(a, "state_names"), a.get("key_begin"),
-           a.get("key_end"), _int(a, "rows"), a.get("placement", "range"))
+           a.get("key_end"), _int(a, "rows"), a.get("placement", "range"), _int(a, "removed"))
     want = (meta.kind, str(meta.size), meta.width, meta.rule, meta.rule_params, meta.init,
             meta.table_id, list(meta.state_names), str(expect.key_range.begin),
-            str(expect.key_range.end), expect.rows, meta.placement)
+            str(expect.key_range.end), expect.rows, meta.placement, expect.removed)
     if got != want:
         diff = [f"{n}={g!r} (manifest {w!r})" for n, g, w in zip(_ATTRS, got, want) if g != w]
         raise InconsistentCheckpointError(path, f"table {meta.name!r}: {', '.join(diff)}")
-    for name, (shape, dtype) in expected_datasets(meta, expect.rows).items():
+    for name, (shape, dtype) in expected_datasets(meta, expect.rows, expect.removed).items():
         dset = group.get(name)
         if not isinstance(dset, h5py.Dataset) or dset.shape != shape or dset.dtype != dtype:
             found = (dset.shape, str(dset.dtype)) if isinstance(dset, h5py.Dataset) else "missing"
@@ -187,7 +194,7 @@ def check_table(f: h5py.File, path: Path, meta: TableMeta, expect) -> h5py.Group
 
 
 _ATTRS = ("kind", "size", "width", "rule", "rule_params", "init", "table_id", "state_names",
-          "key_begin", "key_end", "rows", "placement")
+          "key_begin", "key_end", "rows", "placement", "removed")
 
 
 def _int(attrs, name):
@@ -207,11 +214,14 @@ def _json(attrs, name):
         return attrs.get(name)
 
 
-def expected_datasets(meta: TableMeta, rows: int) -> dict:
-    """Dataset path (inside the table group) → (shape, dtype) a shard must hold."""
+def expected_datasets(meta: TableMeta, rows: int, removed: int | None = None) -> dict:
+    """Dataset path (inside the table group) → (shape, dtype) a shard must hold (``removed``:
+    an incremental checkpoint's count of removed keys, None for a full one)."""
     out = {"values": ((rows, meta.width), np.dtype(np.float32))}
-    if meta.kind == "sparse":
+    if meta.kind == "sparse" or removed is not None:
         out["keys"] = ((rows,), np.dtype(np.uint64))
+    if removed is not None:
+        out["removed"] = ((removed,), np.dtype(np.uint64))
     for name in meta.state_names:
         out[f"state/{name}"] = ((rows, meta.width), np.dtype(np.float32))
     return out

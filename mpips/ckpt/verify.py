@@ -9,6 +9,10 @@ Three levels, each including the previous one:
 - ``full``: plus every dataset read completely, so HDF5 checks every chunk's fletcher32
   checksum (and sparse keys are checked sorted and inside the shard's key range); this names
   the damaged dataset when the sha256 only says "the file changed".
+
+An incremental checkpoint is valid only with its chain (mpips.ckpt.chain): each checkpoint it
+builds on, down to the full one, is verified at the same level, and a failure there is a
+BrokenChainError of this one naming the checkpoint and the problem.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ import h5py
 import numpy as np
 
 from .durable import sha256_file
-from ..errors import (ChecksumError, CheckpointError, InconsistentCheckpointError,
-                     MissingShardError, TruncatedShardError)
+from ..errors import (BrokenChainError, ChecksumError, CheckpointError,
+                     InconsistentCheckpointError, MissingShardError, TruncatedShardError)
+from .chain import chain_of
 from .layout import ShardInfo, keys_inside
 from .manifest import Manifest, load_manifest
 from .chunkio import read_rows
@@ -37,6 +42,7 @@ class VerifyReport:
     directory: Path
     level: str
     manifest: Manifest | None = None
+    chain: list = field(default_factory=list)  # Manifests, the full checkpoint first
     errors: list = field(default_factory=list)
     checked: list = field(default_factory=list)
     bytes_read: int = 0
@@ -59,14 +65,43 @@ def verify(checkpoint_dir, level: str = "full") -> VerifyReport:
     shard, more in ``full`` mode); ``verify(d).check()`` raises the first of them."""
     if level not in LEVELS:
         raise ValueError(f"verify level must be one of {LEVELS}, got {level!r}")
-    report = VerifyReport(Path(checkpoint_dir), level)
+    report = _verify_alone(Path(checkpoint_dir), level)
+    if report.manifest is not None and report.manifest.parent is not None:
+        _verify_chain(report, level)
+    elif report.manifest is not None:
+        report.chain = [report.manifest]
+    return report
+
+
+def _verify_chain(report: VerifyReport, level: str) -> None:
+    """The checkpoints an incremental one builds on, each verified at ``level``."""
     try:
-        report.manifest = load_manifest(report.directory)
+        report.chain = chain_of(report.manifest)
+    except CheckpointError as exc:
+        report.errors.append(exc)
+        return
+    for ancestor in report.chain[:-1]:
+        below = _verify_alone(ancestor.directory, level)
+        report.bytes_read += below.bytes_read
+        report.checked.append(f"chain: {ancestor.directory.name} "
+                              f"{'ok' if below.ok else 'FAILED'}")
+        if not below.ok:
+            first = below.errors[0]
+            report.errors.append(BrokenChainError(report.directory, f"it builds on "
+                                                  f"{ancestor.directory.name}, which fails: "
+                                                  f"{type(first).__name__}: {first}"))
+
+
+def _verify_alone(directory: Path, level: str) -> VerifyReport:
+    """One checkpoint's own manifest and shards, not its chain."""
+    report = VerifyReport(directory, level)
+    try:
+        report.manifest = load_manifest(directory)
     except CheckpointError as exc:
         report.errors.append(exc)
         return report
-    report.checked.append(f"{report.directory.name}/MANIFEST.json: step "
-                          f"{report.manifest.step}, {report.manifest.num_servers} shard(s)")
+    report.checked.append(f"{directory.name}/MANIFEST.json: step {report.manifest.step}, "
+                          f"{report.manifest.num_servers} shard(s)")
     for shard in report.manifest.shards:
         try:
             _verify_shard(report, shard)
@@ -141,7 +176,7 @@ def _read_group(path: Path, table: str, group: h5py.Group, shard: ShardInfo) -> 
     total = 0
     for name, dset in datasets:
         check = _KeyCheck(path, table, shard.ranges[table].key_range,
-                          shard.tables[table].hashed) if name == "keys" else None
+                          shard.tables[table].hashed) if name in ("keys", "removed") else None
         n = dset.shape[0] if dset.ndim else 1
         total += read_rows(path, f"table {table!r} dataset {name}", dset, 0, n, on_block=check)
     return total

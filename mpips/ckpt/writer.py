@@ -21,11 +21,12 @@ import numpy as np
 from ..core.partition import KEY_SPACE, KeyRange, RangePartition, positions
 from .durable import (crash_point, fsync_and_hash, fsync_path, is_tmp_name, publish, tmp_name,
                       write_bytes_durably)
-from ..errors import (CheckpointError, CheckpointExistsError, InconsistentCheckpointError,
-                     InvalidSliceError, MissingShardError)
+from ..errors import (BrokenChainError, CheckpointError, CheckpointExistsError,
+                     InconsistentCheckpointError, InvalidSliceError, MissingShardError)
+from .chain import chain_of, parent_entry
 from .layout import (MANIFEST, SHARD_RE, ShardInfo, ShardRange, SliceData, TableMeta,
                      shard_name, step_dir_name)
-from .manifest import check_shards, manifest_bytes
+from .manifest import check_shards, load_manifest, manifest_bytes
 from .shardfile import CHUNK_BYTES, WriteOptions, write_hdf5
 
 
@@ -89,6 +90,9 @@ def write_shard(directory, server_index: int, num_servers: int, step: int,
     names = [data.name for data in tables]
     if len(set(names)) != len(names):
         raise InvalidSliceError(directory, f"table names repeat: {names}")
+    if len({data.delta for data in tables}) > 1:
+        raise InvalidSliceError(directory, "a shard holds either changed rows of every table "
+                                           "(incremental) or every row of every table")
     for data in tables:
         data.validate()
     _refuse_if_committed(directory)
@@ -109,18 +113,22 @@ def write_shard(directory, server_index: int, num_servers: int, step: int,
             tmp.unlink()
     return ShardInfo(final.name, server_index, num_servers, int(step), nbytes, digest,
                      {d.name: d.meta for d in tables},
-                     {d.name: ShardRange(d.key_range, d.rows) for d in tables}, shard_id)
+                     {d.name: ShardRange(d.key_range, d.rows, d.removed.size if d.delta
+                                         else None) for d in tables}, shard_id)
 
 
 def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: dict | None = None,
-           *, run: str | None = None) -> Path:
+           *, run: str | None = None, parent=None) -> Path:
     """Make the checkpoint valid by writing MANIFEST.json last (durably, never clobbering).
 
     Checks first that the shards are servers 0..S-1 of ``step`` with the same tables, whose
     key ranges tile each table, and whose files exist with the recorded sizes
     (InconsistentCheckpointError / MissingShardError). ``job_meta``: free-form JSON dict.
     ``run``: the id of the run whose chain of checkpoints this one continues (``prune``
-    deletes only checkpoints of the run it is given)."""
+    deletes only checkpoints of the run it is given). ``parent``: for an incremental
+    checkpoint (shards of changed rows), the directory of the checkpoint it builds on, which
+    must lie beside it, be older, hold the same tables and have a chain that holds
+    (BrokenChainError otherwise)."""
     directory = Path(checkpoint_dir)
     infos = sorted(shard_infos, key=lambda s: s.server_index)
     if not infos:
@@ -130,7 +138,14 @@ def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: di
         if (info.step, info.num_servers, info.tables) != (step, first.num_servers, first.tables):
             raise InconsistentCheckpointError(directory, f"{info.file}: step/servers/tables "
                                               f"differ from {first.file} or from step {step}")
-    check_shards(directory, first.num_servers, first.tables, infos, InconsistentCheckpointError)
+    delta = any(r.removed is not None for r in first.ranges.values())
+    entry = None if parent is None else _parent_entry(directory, step, Path(parent), first.tables)
+    if delta != (entry is not None):
+        raise InconsistentCheckpointError(directory, "shards of changed rows need the parent "
+                                          "they change" if delta else "a parent was given for "
+                                          "shards that hold every row")
+    check_shards(directory, first.num_servers, first.tables, infos, InconsistentCheckpointError,
+                 delta)
     for info in infos:
         path = directory / info.file
         if not path.is_file():
@@ -138,7 +153,8 @@ def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: di
         if path.stat().st_size != info.nbytes:
             raise InconsistentCheckpointError(path, f"{path.stat().st_size} bytes, written as "
                                                     f"{info.nbytes}")
-    data = manifest_bytes(step, first.num_servers, infos, dict(job_meta or {}), directory, run)
+    data = manifest_bytes(step, first.num_servers, infos, dict(job_meta or {}), directory, run,
+                          entry)
     _refuse_if_committed(directory)
     crash_point("manifest-start")
     try:
@@ -151,11 +167,30 @@ def commit(checkpoint_dir, step: int, shard_infos: list[ShardInfo], job_meta: di
     return directory
 
 
+def _parent_entry(directory: Path, step: int, parent: Path, tables: dict) -> dict:
+    """The manifest's ``parent`` entry of a delta at ``directory`` written on ``parent``."""
+    if parent.parent.resolve() != directory.parent.resolve():
+        raise BrokenChainError(directory, f"the parent {parent} must lie beside it, under "
+                                          f"{directory.parent}")
+    try:
+        manifest = load_manifest(parent)
+        chain_of(manifest)
+    except CheckpointError as exc:
+        raise BrokenChainError(directory, f"cannot build on {parent}: {exc}") from None
+    if manifest.step >= step or manifest.tables != tables:
+        raise BrokenChainError(directory, f"cannot build on {parent}: " + (
+            f"step {manifest.step} is not older than {step}" if manifest.step >= step
+            else "it defines the tables otherwise"))
+    return parent_entry(manifest)
+
+
 def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
                     job_meta: dict | None = None, *, compression: str | None = None,
-                    chunk_bytes: int = CHUNK_BYTES, run: str | None = None) -> Path:
+                    chunk_bytes: int = CHUNK_BYTES, run: str | None = None,
+                    parent: int | None = None) -> Path:
     """The whole save in one process: prepare, one shard per entry of ``slices_by_server``
-    (server order), commit (``run`` as there). Returns the checkpoint directory."""
+    (server order), commit (``run`` as there; ``parent``: the step, under ``root``, of the
+    checkpoint that delta slices change). Returns the checkpoint directory."""
     if not slices_by_server:
         raise InvalidSliceError(root, "a checkpoint needs at least one server's slices")
     directory = prepare_checkpoint_dir(root, step)
@@ -163,7 +198,8 @@ def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
     infos = [write_shard(directory, i, num_servers, step, slices, compression=compression,
                          chunk_bytes=chunk_bytes)
              for i, slices in enumerate(slices_by_server)]
-    return commit(directory, step, infos, job_meta, run=run)
+    return commit(directory, step, infos, job_meta, run=run,
+                  parent=None if parent is None else Path(root) / step_dir_name(parent))
 
 
 def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=None,

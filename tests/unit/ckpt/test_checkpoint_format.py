@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from mpips.ckpt import catalog, chunkio
-from mpips.ckpt import (FORMAT_VERSION, MANIFEST, CheckpointError, CheckpointExistsError,
+from mpips.ckpt import (FORMAT_VERSION, FULL_VERSION, MANIFEST, CheckpointError, CheckpointExistsError,
                         CheckpointWarning, ChecksumError, ForeignFileError, IncompleteCheckpointError,
                         InconsistentCheckpointError, InvalidSliceError, ManifestError,
                         MissingShardError, NewerFormatError, NotHDF5Error, SliceData,
@@ -72,7 +72,7 @@ def test_round_trip_and_manifest(tmp_path):
     for whole in TABLES:
         assert_rows_equal([read_table(path, whole.meta.name)], whole)
     manifest = json.loads((path / MANIFEST).read_text())
-    assert (manifest["format"], manifest["version"], manifest["step"]) == ("mpips-checkpoint", FORMAT_VERSION, 3)
+    assert (manifest["format"], manifest["version"], manifest["step"]) == ("mpips-checkpoint", FULL_VERSION, 3)
     assert manifest["tables"]["w"]["size"] == str(2**64) and manifest["job"] == {"step": 3}
     assert manifest["tables"]["emb"]["state_names"] == ["accum"]
     assert manifest["shards"][1]["ranges"]["w"]["end"] == str(2**64)
@@ -85,7 +85,7 @@ def test_round_trip_and_manifest(tmp_path):
 def test_shard_attributes_are_self_describing(tmp_path):
     path = save(tmp_path, 4, 2, TABLES)
     with h5py.File(path / "shard-00001-of-00002.h5", "r") as f:
-        assert f.attrs["format"] == "mpips-checkpoint" and f.attrs["format_version"] == FORMAT_VERSION
+        assert f.attrs["format"] == "mpips-checkpoint" and f.attrs["format_version"] == FULL_VERSION
         assert (f.attrs["step"], f.attrs["server_index"], f.attrs["num_servers"]) == (4, 1, 2)
         w = f["tables/w"]
         assert (w.attrs["kind"], w.attrs["key_end"], w.attrs["rule"]) == ("sparse", str(2**64), "adagrad")

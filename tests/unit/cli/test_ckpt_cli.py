@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from mpips.ckpt import FORMAT_VERSION
+from mpips.ckpt import FULL_VERSION
 from tests.helpers.ckpt import ckpt_cli, file_hashes, flip_bit_in_chunk, make_tables, save
 
 TABLES = make_tables(seed=3)
@@ -42,7 +42,7 @@ def test_inspect_shows_tables_ranges_rules_and_shapes(root):
     proc = ckpt_cli("inspect", root / "step-000000000001")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert f"step 1, format version {FORMAT_VERSION}, 2 server(s)" in out and 'job: {"step": 1}' in out
+    assert f"step 1, format version {FULL_VERSION}, 2 server(s)" in out and 'job: {"step": 1}' in out
     assert "table 'emb': dense, size 1000, width 2, rule adagrad {\"lr\": 0.05}" in out
     assert "shard-00001-of-00002.h5: keys [500, 1000), 500 rows" in out
     assert "state/accum (500, 2) float32" in out and "fletcher32" in out

@@ -10,11 +10,20 @@ the answer of every server, and nothing is reported saved that was not committed
 ``restore`` (collective over the launch, before ``PS.run``) loads the newest checkpoint that
 verifies into the tables on any number of servers, re-partitioning key ranges.
 
+**Incremental saves.** From the first checkpoint a server's slices take part in (saved or
+restored), they track the rows that change (mpips.store.slices). A save asked with
+``incremental`` writes only those rows and the keys removed, as a delta of that checkpoint
+(mpips.ckpt.chain), when every server tracked its changes against the same checkpoint and it
+is still there, under the same root; otherwise (the first save of a launch, a server that took
+over a dead one's rows, a parent that is gone) it writes a full checkpoint, and server 0 logs
+why. Tracking restarts at every commit; a save that fails changes nothing.
+
 Control messages here are small JSON texts in uint8 buffers: no pickling.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -99,35 +108,112 @@ class SaveCoordinator:
     def _attempt(self, group, order: dict, *, retry: bool) -> str | None:
         count = self.segments.num_segments
         step, root = int(order["step"]), order["root"]
-        directory, error = on_root(group, lambda: _prepare(root, step, order, retry))
+        sinces = gather_texts(group, json.dumps(self._since()))
+        plan, error = on_root(group, lambda: _prepare(root, step, order, retry, sinces))
         if error is not None:
             return f"checkpoint not saved: {error}"
-        if directory is None:  # committed by the attempt a server's death interrupted
+        if plan["directory"] is None:  # committed by the attempt a server's death interrupted
+            self._track(None)  # which rows it held is not known here: the next save is full
             return None
+        directory, parent = plan["directory"], plan["parent"]
+        write = _delta_data if parent else _slice_data
         try:
             info = json.dumps([ckpt.write_shard(directory, segment, count, step,
-                                                [_slice_data(s) for s in tables]).to_json()
+                                                [write(s) for s in tables]).to_json()
                                for segment, tables in sorted(self.segments.hosted.items())])
         except (MpipsError, OSError) as exc:
             info = f"server {self.topology.server_index}: {type(exc).__name__}: {exc}"
         infos = gather_texts(group, info)
         tables = {spec.name: ckpt.TableMeta.from_spec(spec) for spec in self.tables}
-        warning, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
-                                                        tables))
-        if warning and group.Get_rank() == 0:
-            self.topology.log(f"warning: {warning}")
-        return None if error is None else f"checkpoint not committed: {error}"
+        outcome, error = on_root(group, lambda: _commit(directory, step, count, infos, order,
+                                                        tables, parent))
+        if error is not None:
+            return f"checkpoint not committed: {error}"
+        if group.Get_rank() == 0:
+            if plan["why_full"]:
+                self.topology.log(f"checkpoint step {step}: full, not incremental: "
+                                  f"{plan['why_full']}")
+            if outcome["warning"]:
+                self.topology.log(f"warning: {outcome['warning']}")
+        self._track(outcome["since"])
+        return None
+
+    def _since(self) -> dict | None:
+        """The checkpoint every slice this server serves tracks its changes against, or None
+        (one does not track, or they differ)."""
+        sinces = [s.since for tables in self.segments.hosted.values() for s in tables]
+        if not sinces or any(since is None or since != sinces[0] for since in sinces):
+            return None
+        return sinces[0]
+
+    def _track(self, since: dict | None) -> None:
+        """A save was committed: the slices served track their changes against it."""
+        for tables in self.segments.hosted.values():
+            for table in tables:
+                table.track_changes(since)
 
 
-def _prepare(root, step: int, order: dict, retry: bool) -> str | None:
-    """Server 0: the directory to write checkpoint ``step`` into, or None when ``retry``
-    finds it committed already by this run (a server died after the commit, before the
-    save's end)."""
+def _prepare(root, step: int, order: dict, retry: bool, sinces: list[str]) -> dict:
+    """Server 0: the plan of the save: "directory" to write checkpoint ``step`` into (None
+    when ``retry`` finds it committed already by this run: a server died after the commit,
+    before the save's end), "parent" (the checkpoint a delta builds on, None: a full save)
+    and "why_full" (why a save asked to be incremental is not). ``sinces``: each server's
+    JSON of the checkpoint its slices track changes against."""
     if retry:
         info = ckpt.inspect_checkpoint(Path(root) / ckpt.step_dir_name(step), "quick")
         if info.valid and info.run == order.get("run"):
-            return None
-    return str(ckpt.prepare_checkpoint_dir(root, step))
+            return {"directory": None}
+    directory = str(ckpt.prepare_checkpoint_dir(root, step))
+    parent, why = None, None
+    if order.get("incremental"):
+        parent, why = _parent_for(root, step, [json.loads(text) for text in sinces])
+    return {"directory": directory, "parent": parent, "why_full": why}
+
+
+def _parent_for(root, step: int, sinces: list) -> tuple[str | None, str | None]:
+    """(the directory of the checkpoint a delta of step ``step`` can build on, None) or
+    (None, why there is none)."""
+    if all(since is None for since in sinces):
+        return None, "no checkpoint was saved or restored by these servers yet"
+    missing = [i for i, since in enumerate(sinces) if since is None]
+    if missing:
+        return None, (f"server {missing[0]} serves rows whose changes it did not track (it "
+                      f"took over a server that died)")
+    if any(since != sinces[0] for since in sinces):
+        return None, "the servers tracked changes against different checkpoints"
+    since = sinces[0]
+    path = Path(root) / ckpt.step_dir_name(int(since["step"]))
+    if os.path.realpath(root) != since["root"]:
+        return None, f"the last checkpoint, step {since['step']}, is under {since['root']}"
+    if int(since["step"]) >= step:
+        return None, f"the last checkpoint, step {since['step']}, is not older than {step}"
+    try:
+        same = ckpt.manifest_digest(path) == since["digest"]
+    except OSError:
+        same = False
+    if not same:
+        return None, f"the last checkpoint, {path}, is gone or was replaced"
+    info = ckpt.inspect_checkpoint(path, "quick")
+    if not info.valid:
+        return None, f"the last checkpoint does not verify: {info.reason}"
+    return str(path), None
+
+
+def tracked_since(root, path) -> dict:
+    """What slices track their changes against after checkpoint ``path`` under ``root`` was
+    saved or restored (Slice.track_changes)."""
+    return {"step": int(ckpt.load_manifest(path).step), "digest": ckpt.manifest_digest(path),
+            "root": os.path.realpath(root)}
+
+
+def _delta_data(table) -> "ckpt.SliceData":
+    """The rows of ``table`` changed since its last checkpoint, and the keys it removed."""
+    spec = table.spec
+    keys, values, state, removed = table.changes()
+    sketch = table.admission.counts.copy() if getattr(table, "admission", None) is not None \
+        else None
+    return ckpt.SliceData.from_spec(spec, table.key_range, values, keys=keys, state=state,
+                                    admission=sketch, removed=removed)
 
 
 def _slice_data(table) -> "ckpt.SliceData":
@@ -141,10 +227,11 @@ def _slice_data(table) -> "ckpt.SliceData":
 
 
 def _commit(directory: str, step: int, count: int, infos: list[str], order: dict,
-            tables: dict) -> str | None:
-    """Server 0: commit if every shard was written, then prune (only the checkpoints of the
-    order's run). Raises MpipsError/OSError naming what failed (``on_root`` passes it on);
-    returns a warning when the checkpoint stands but pruning older ones failed."""
+            tables: dict, parent: str | None) -> dict:
+    """Server 0: commit if every shard was written (a delta of ``parent`` if given), then
+    prune (only the checkpoints of the order's run). Raises MpipsError/OSError naming what
+    failed (``on_root`` passes it on); returns "since" (what the slices track changes against
+    now) and "warning" (when the checkpoint stands but pruning older ones failed)."""
     failed = [t for t in infos if not t.startswith("[")]
     if failed:
         raise ckpt.CheckpointError(directory, "; ".join(failed))
@@ -155,21 +242,23 @@ def _commit(directory: str, step: int, count: int, infos: list[str], order: dict
     except (KeyError, ValueError, TypeError) as exc:
         raise ckpt.InconsistentCheckpointError(directory, f"bad shard description ({exc!r})"
                                                ) from None
-    ckpt.commit(directory, step, shards, order.get("job") or {}, run=order.get("run"))
+    ckpt.commit(directory, step, shards, order.get("job") or {}, run=order.get("run"),
+                parent=parent)
+    since, warning = tracked_since(order["root"], directory), None
     if order.get("keep"):
         try:
             ckpt.prune(order["root"], keep_last=int(order["keep"]), level="quick",
                        run=order.get("run"))
         except (MpipsError, OSError) as exc:
-            return f"checkpoint {directory} saved, but pruning older ones failed: {exc}"
-    return None
+            warning = f"checkpoint {directory} saved, but pruning older ones failed: {exc}"
+    return {"since": since, "warning": warning}
 
 
 def save_order(root, step: int, job: dict | None, keep: int | None,
-               run: str | None = None) -> np.ndarray:
+               run: str | None = None, incremental: bool = False) -> np.ndarray:
     """The SAVE request's payload (``KVWorker.save_checkpoint`` sends it to every server)."""
     return encode_text({"root": str(root), "step": int(step), "job": job or {}, "keep": keep,
-                        "run": run})
+                        "run": run, "incremental": bool(incremental)})
 
 
 def restore(ps, root, *, log=None) -> dict | None:
@@ -201,6 +290,8 @@ def restore(ps, root, *, log=None) -> dict | None:
         tried, below = True, found["step"]
         problem = first_error(comm, _load_slices(ps, found["path"]) if ps.is_server else None)
         if problem is None:
+            for table in ps._all_slices():  # the next save may be a delta of this one
+                table.track_changes(found["since"])
             return {**found["job"], "checkpoint_step": found["step"],
                     "checkpoint_path": found["path"], "checkpoint_run": found["run"]}
         kind, text = json.loads(problem)
@@ -224,7 +315,8 @@ def _newest_below(root, below: int | None, warn) -> dict | None:
             continue
         info = ckpt.inspect_checkpoint(path, "quick")
         if info.valid:
-            return {"path": str(path), "step": info.step, "job": info.job, "run": info.run}
+            return {"path": str(path), "step": info.step, "job": info.job, "run": info.run,
+                    "since": tracked_since(root, path)}
         _skip(path, info.reason, warn, set_aside=(path / ckpt.MANIFEST).exists()
               and not isinstance(info.error, ckpt.NewerFormatError))
     return None

@@ -257,12 +257,13 @@ def remove_keys(slots, mask, keys):
 
 
 @_jit
-def evict_rows(slots, mask, data, row_keys, stamps, victims, size):
+def evict_rows(slots, mask, data, row_keys, stamps, changed, victims, size):
     """Remove the rows ``victims`` (unique, sorted in decreasing order, each < ``size``; the
     key of row r is row_keys[r]): each one's key leaves the index and the last row takes its
-    place (data, row_keys, stamps and its index slot follow it), so rows stay 0..size-1.
-    Returns the new size."""
+    place (data, row_keys, stamps, its changed flag when ``changed`` is not empty, and its
+    index slot follow it), so rows stay 0..size-1. Returns the new size."""
     width = data.shape[1]
+    flags = changed.size > 0
     for i in range(victims.size):
         r = victims[i]
         _remove(slots, mask, row_keys[r])
@@ -272,9 +273,27 @@ def evict_rows(slots, mask, data, row_keys, stamps, victims, size):
                 data[r, c] = data[last, c]
             row_keys[r] = row_keys[last]
             stamps[r] = stamps[last]
+            if flags:
+                changed[r] = changed[last]
             slots[_probe(slots, mask, row_keys[r])].row = r
+        if flags:
+            changed[last] = 0
         size -= 1
     return size
+
+
+@_jit
+def collect_flagged(slots, flags, keys, rows):
+    """Every stored (key, row) whose flags[row] is set, in slot order, into ``keys`` and
+    ``rows`` (each at least as long as the flags set); returns how many."""
+    n = 0
+    for j in range(slots.size):
+        r = slots[j].row
+        if r >= 0 and flags[r]:
+            keys[n] = slots[j].key
+            rows[n] = r
+            n += 1
+    return n
 
 
 @_jit

@@ -89,6 +89,15 @@ def apply_ftrl(values, z, n, rows, grads, alpha, beta, l1, l2):
 
 
 @_jit
+def mark_rows(flags, rows):
+    """flags[rows[i]] = 1 for rows[i] >= 0 (rows that a push changed)."""
+    for i in range(rows.size):
+        r = rows[i]
+        if r >= 0:
+            flags[r] = 1
+
+
+@_jit
 def scatter_rows(src, dst, rows):
     """dst[rows[i]] = src[i] for rows[i] >= 0 (the inverse of gather_rows)."""
     width = src.shape[1]

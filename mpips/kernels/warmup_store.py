@@ -48,12 +48,15 @@ def warm_store() -> list[str]:
     warm_copies()
     hx.remove_keys(slots, mask, keys[:1])
     hx.evict_rows(slots, mask, np.zeros((4, 1), f32), keys.copy(), np.zeros(3, np.int64),
-                  np.array([1], np.int64), 2)
+                  np.zeros(4, np.uint8), np.array([1], np.int64), 2)
+    hx.collect_flagged(slots, np.ones(4, np.uint8), np.empty(4, np.uint64),
+                       np.empty(4, np.int64))
+    rows.mark_rows(np.zeros(4, np.uint8), found)
     hx.run_start(found)
     return ["mix_keys", "count_bad_placed", "first_bad_placed", "split_by_owner", "push_rows",
             "pull_rows", "apply_at_rows", "gather_at_rows", "find_rows", "insert_missing",
             "rehash", "collect", "insert_at", "scatter_at_rows", "remove_keys", "evict_rows",
-            "run_start"]
+            "collect_flagged", "mark_rows", "run_start"]
 
 
 def warm_copies() -> None:

@@ -10,6 +10,11 @@ A push is all or nothing: a push the worker checks while it travels (``begin_und
 mpips.wire.message) logs the rows each chunk changes (mpips.store.undo) and the keys it inserts, until
 ``keep_push``; ``roll_back_push`` restores them. Other pushes are checked by the worker before
 they are sent and by the server before any row changes.
+
+From a slice's first checkpoint (saved or restored) on, it tracks the rows pushes change and
+the keys it evicts (``track_changes``), so that the next checkpoint may hold only those
+(``changes``: an incremental checkpoint, mpips.ckpt.checkpoint); ``since`` names the
+checkpoint they are changes against.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ class Slice:
         self.key_range = spec.partition.range_of(server_index) if server_index >= 0 else None
         self._rows = np.empty(0, np.int64)
         self.undo = UndoLog(spec.width, self.rule.state_names)
+        self.since: dict | None = None  # the checkpoint changes are tracked against, if any
 
     def rows_buffer(self, n: int) -> np.ndarray:
         if self._rows.size < n:
@@ -82,6 +88,16 @@ class Slice:
         policy; returns how many (dense slices keep every row)."""
         return 0
 
+    def track_changes(self, since: dict | None) -> None:
+        """Track changes from now on against checkpoint ``since`` (None: stop caring which),
+        forgetting those tracked before (that checkpoint holds them)."""
+        raise NotImplementedError
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        """(keys sorted, values, state, removed keys sorted) of the rows changed and the keys
+        removed since ``track_changes``: copies, for an incremental checkpoint."""
+        raise NotImplementedError
+
     def abandon_pending(self) -> None:
         """Forget what a push that will not finish (its worker died) left half done."""
 
@@ -115,6 +131,7 @@ class DenseSlice(Slice):
         self.values.fill(spec.init)
         self.state = {name: np.zeros((n, spec.width), FLOAT) for name in self.rule.state_names}
         self.begin = self.key_range.begin if self.key_range else 0
+        self.changed: np.ndarray | None = None  # uint8 per row once changes are tracked
 
     def _locate(self, keys, prev):
         """(first row, None) for consecutive keys, else (None, rows); validates first."""
@@ -133,8 +150,12 @@ class DenseSlice(Slice):
         self.undo.save(self.values, self.state, first, rows, keys.size)
         if rows is None:
             self.rule.apply_run(self.values, self.state, first, grads)
+            if self.changed is not None:
+                self.changed[first:first + keys.size] = 1
         else:
             self.rule.apply(self.values, self.state, rows, grads)
+            if self.changed is not None:
+                row_kernels.mark_rows(self.changed, rows)
 
     def read_chunk(self, keys, prev, out_buffer, source=None) -> tuple[np.ndarray, bool]:
         """Validate one chunk of a pull; returns (values to send, whether that array is a
@@ -166,6 +187,21 @@ class DenseSlice(Slice):
         self.values[rows] = packed[:, :width]
         for i, name in enumerate(self.rule.state_names, start=1):
             self.state[name][rows] = packed[:, i * width:(i + 1) * width]
+        if self.changed is not None:
+            self.changed[rows] = 1
+
+    def track_changes(self, since: dict | None) -> None:
+        if self.changed is None:
+            self.changed = np.zeros(self.values.shape[0], np.uint8)
+        else:
+            self.changed.fill(0)
+        self.since = since
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        rows = np.flatnonzero(self.changed)
+        keys = np.uint64(self.begin) + rows.astype(np.uint64)
+        return (keys, self.values[rows], {n: a[rows] for n, a in self.state.items()},
+                np.empty(0, np.uint64))
 
     def stored(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, rows) of every row: the whole range."""
@@ -252,6 +288,7 @@ class SparseSlice(Slice):
                     self.rule.apply(self.values, self.state, rows, grads)
             if self.eviction is not None:
                 store.touch(rows, self.now)
+            store.mark(rows)
             return rows
         rows, lent = self._rows_for(source, keys)
         if self.admission is not None:
@@ -269,6 +306,7 @@ class SparseSlice(Slice):
             store.push(keys, grads, rows, kernel)
         if self.eviction is not None:
             store.touch(rows, self.now)
+        store.mark(rows)
         self._keep(source, keys, rows, lent)
         return rows
 
@@ -447,8 +485,21 @@ class SparseSlice(Slice):
                  for i, name in enumerate(self.rule.state_names)}
         return keys, np.ascontiguousarray(packed[:, :width]), state
 
+    def track_changes(self, since: dict | None) -> None:
+        self.store.track_changes()
+        self.since = since
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray, dict, np.ndarray]:
+        keys, rows, removed = self.store.changes()
+        packed = self.store.packed_at(rows)
+        width = self.spec.width
+        state = {name: np.ascontiguousarray(packed[:, width * (i + 1):width * (i + 2)])
+                 for i, name in enumerate(self.rule.state_names)}
+        return keys, np.ascontiguousarray(packed[:, :width]), state, removed
+
     def load(self, keys: np.ndarray, values: np.ndarray, state: dict[str, np.ndarray]) -> None:
-        """Replace everything by ``keys`` (unique, placed here) and their values and state."""
+        """Replace everything by ``keys`` (unique, placed here) and their values and state
+        (changes tracked start afresh: nothing changed since what was loaded)."""
         packed = np.concatenate([values] + [state[n] for n in self.rule.state_names], axis=1) \
             if self.rule.state_names else values
         self.store.load(keys, packed)

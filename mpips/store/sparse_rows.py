@@ -10,6 +10,10 @@ double when full, so inserting costs O(new keys) amortized and rows never move: 
 stays valid until ``generation`` changes (keys removed, or everything replaced by ``load``),
 which is what lets a cached key list keep its rows (mpips.store.request_cache).
 
+With changes tracked (``track_changes``: from a slice's first checkpoint on), a flag per row
+says whether a push changed it since, and the keys evicted since are kept, which is what an
+incremental checkpoint writes (``changes``); the flags move with the rows.
+
 Keys are unchecked here (the server validates them first, mpips.wire.message): unique uint64.
 """
 from __future__ import annotations
@@ -18,10 +22,12 @@ import numpy as np
 
 from ..errors import TableError
 from ..kernels import hashindex as hx
+from ..kernels import rows as row_kernels
 
 MAX_LOAD = 0.75
 """Largest share of index slots in use; past it the index doubles."""
 MIN_SLOTS = 1 << 10
+_NO_FLAGS = np.zeros(0, np.uint8)  # evict_rows' changed flags when changes are not tracked
 MAX_ROWS = (1 << 31) - 1
 """Rows one slice can hold (rows are int32 in the index)."""
 
@@ -41,12 +47,43 @@ class SparseRows:
         # was last pushed at; None otherwise (they cost 16 bytes per row).
         self.row_keys: np.ndarray | None = None
         self.stamps: np.ndarray | None = None
+        # With changes tracked, a uint8 flag per row (set: changed since the last save) and
+        # the keys evicted since; None otherwise.
+        self.changed: np.ndarray | None = None
+        self.evicted_keys: list[np.ndarray] = []
 
     def track_ages(self) -> None:
         """Keep each row's key and last-push clock from now on (the slice must be empty)."""
         assert self.size == 0, "track_ages on a slice that holds rows"
         self.row_keys = np.empty(self.data.shape[0], np.uint64)
         self.stamps = np.zeros(self.data.shape[0], np.int64)
+
+    def track_changes(self) -> None:
+        """From now on, flag the rows pushes change and keep the keys evicted; forgets what
+        was flagged and kept before (a checkpoint holds it now)."""
+        if self.changed is None or self.changed.size != self.data.shape[0]:
+            self.changed = np.zeros(self.data.shape[0], np.uint8)
+        else:
+            self.changed.fill(0)
+        self.evicted_keys = []
+
+    def mark(self, rows: np.ndarray) -> None:
+        """Rows ``rows`` (-1: skipped) changed."""
+        if self.changed is not None:
+            row_kernels.mark_rows(self.changed, rows)
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys sorted, their rows, keys evicted sorted) of the rows changed and the keys
+        removed since ``track_changes``. A key evicted and stored again is in both."""
+        count = int(np.count_nonzero(self.changed[:self.size]))
+        keys = np.empty(count, np.uint64)
+        rows = np.empty(count, np.int64)
+        n = hx.collect_flagged(self.slots, self.changed, keys, rows)
+        assert n == count, (n, count)
+        order = np.argsort(keys, kind="stable")
+        evicted = np.unique(np.concatenate(self.evicted_keys)) if self.evicted_keys else \
+            np.empty(0, np.uint64)
+        return keys[order], rows[order], evicted
 
     @property
     def mask(self) -> np.uint64:
@@ -90,6 +127,10 @@ class SparseRows:
             if self.row_keys is not None:
                 self.row_keys = _grown(self.row_keys, rows, self.size)
                 self.stamps = _grown(self.stamps, rows, self.size)
+            if self.changed is not None:
+                changed = np.zeros(rows, np.uint8)
+                changed[:self.size] = self.changed[:self.size]
+                self.changed = changed
 
     def find(self, keys: np.ndarray, rows: np.ndarray) -> int:
         """rows[i] = the row of keys[i] or -1; returns how many are absent."""
@@ -170,8 +211,11 @@ class SparseRows:
         if not rows.size:
             return 0
         victims = np.sort(np.asarray(rows, np.int64))[::-1].copy()
+        if self.changed is not None:
+            self.evicted_keys.append(self.row_keys[victims])
         self.size = hx.evict_rows(self.slots, self.mask, self.data, self.row_keys,
-                                  self.stamps, victims, self.size)
+                                  self.stamps, _NO_FLAGS if self.changed is None
+                                  else self.changed, victims, self.size)
         self.generation += 1
         return int(victims.size)
 
@@ -180,6 +224,8 @@ class SparseRows:
         """Forget ``keys``, which must be the keys of the newest rows (inserted last, as by a
         push being rolled back): their rows are freed from the end."""
         removed = hx.remove_keys(self.slots, self.mask, keys)
+        if self.changed is not None:  # the freed rows: new ones when used again
+            self.changed[self.size - removed:self.size] = 0
         self.size -= removed
         self.generation += 1
 
@@ -200,8 +246,13 @@ class SparseRows:
         if self.row_keys is not None:
             self.row_keys = np.empty(self.data.shape[0], np.uint64)
             self.stamps = np.zeros(self.data.shape[0], np.int64)
+        if self.changed is not None:  # nothing changed since what was loaded
+            self.changed = np.zeros(self.data.shape[0], np.uint8)
+            self.evicted_keys = []
         self.generation += 1
         self.put(keys, packed)
+        if self.changed is not None:
+            self.changed.fill(0)
 
     def put(self, keys: np.ndarray, packed: np.ndarray) -> None:
         """Set the rows of ``keys`` (inserted if absent) to ``packed``."""
@@ -237,6 +288,7 @@ class SparseRows:
             self.size += count
             self.inserts += 1
         hx.scatter_at_rows(self.data, rows, packed)
+        self.mark(rows)
 
     def read(self, keys: np.ndarray) -> np.ndarray:
         """The rows (``data`` layout) of ``keys``, which must all be stored."""

@@ -131,15 +131,18 @@ class KVWorker:
         return self.clock_value
 
     def save_checkpoint(self, root, step: int, job: dict | None = None,
-                        keep: int | None = None, run: str | None = None) -> None:
+                        keep: int | None = None, run: str | None = None,
+                        incremental: bool = False) -> None:
         """Checkpoint every table under ``root`` as step ``step`` (mpips.ckpt.checkpoint), with
         ``job`` (JSON) in the manifest, keeping the ``keep`` newest checkpoints of run
-        ``run`` (an id the manifest records; pruning never touches another run's).
-        Collective over the workers, at a step boundary (after ``clock()``); raises
-        CheckpointError when the servers could not write or commit it (nothing valid is
-        ever overwritten)."""
+        ``run`` (an id the manifest records; pruning never touches another run's, nor a
+        checkpoint that a kept one builds on). ``incremental``: write only the rows changed
+        since the last checkpoint these servers saved or restored, when they can (else a full
+        one, and server 0 logs why). Collective over the workers, at a step boundary (after
+        ``clock()``); raises CheckpointError when the servers could not write or commit it
+        (nothing valid is ever overwritten)."""
         self.wait_all()
-        order = save_order(root, step, job, keep, run)
+        order = save_order(root, step, job, keep, run, incremental)
         pending = Pending()
         for server in self.hosting.living:  # each writes the segments it serves
             self._post_message(pending, Op.SAVE, 0, order,

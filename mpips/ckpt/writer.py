@@ -203,24 +203,32 @@ def save_checkpoint(root, step: int, slices_by_server: list[list[SliceData]],
 
 
 def split_table(meta: TableMeta, num_servers: int, values: np.ndarray, *, keys=None,
-                state=None, clocks=None) -> list[SliceData]:
+                state=None, clocks=None, removed=None) -> list[SliceData]:
     """Cut a whole table (dense: all rows; sparse: sorted unique keys) into the slices the
     servers of RangePartition(size, num_servers) hold, by position (a sparse table's
-    placement: mpips.core.partition.positions). Views, except for hashed sparse tables."""
+    placement: mpips.core.partition.positions). Views, except for hashed sparse tables.
+    With ``removed`` (sorted unique keys), the rows are an incremental checkpoint's changed
+    rows (``keys`` given, whatever the kind) and the removed keys are cut alike."""
     state = dict(state or {})
     ranges = RangePartition(meta.size, num_servers).ranges()
-    if meta.kind == "sparse" and meta.hashed:
-        pos = positions(keys, True)
-        takes = [(pos >= np.uint64(r.begin)) & ((pos < np.uint64(r.end)) if r.end < KEY_SPACE
-                                                 else True) for r in ranges]
-    else:
-        if meta.kind == "dense":
-            cuts = [r.begin for r in ranges] + [meta.size]
-        else:
-            bounds = np.array([r.begin for r in ranges[1:]], dtype=np.uint64)
-            cuts = [0, *np.searchsorted(keys, bounds).tolist(), len(keys)]
-        takes = [slice(cuts[i], cuts[i + 1]) for i in range(num_servers)]
+    takes = _cuts(meta, ranges, keys)
+    gone = [None] * num_servers if removed is None else \
+        [removed[take] for take in _cuts(meta, ranges, removed)]
     return [SliceData(meta, KeyRange(r.begin, r.end), values[take],
                       None if keys is None else keys[take],
-                      {n: a[take] for n, a in state.items()}, clocks)
-            for r, take in zip(ranges, takes)]
+                      {n: a[take] for n, a in state.items()}, clocks, None, out)
+            for r, take, out in zip(ranges, takes, gone)]
+
+
+def _cuts(meta: TableMeta, ranges, keys) -> list:
+    """Per range, what of ``keys`` (sorted; None: a dense table's rows) lies in it."""
+    if keys is None:
+        cuts = [r.begin for r in ranges] + [meta.size]
+        return [slice(cuts[i], cuts[i + 1]) for i in range(len(ranges))]
+    if meta.hashed:
+        pos = positions(keys, True)
+        return [(pos >= np.uint64(r.begin)) & ((pos < np.uint64(r.end)) if r.end < KEY_SPACE
+                                                else True) for r in ranges]
+    bounds = np.array([r.begin for r in ranges[1:]], dtype=np.uint64)
+    cuts = [0, *np.searchsorted(keys, bounds).tolist(), len(keys)]
+    return [slice(cuts[i], cuts[i + 1]) for i in range(len(ranges))]

@@ -4,6 +4,10 @@
     mpips ckpt inspect ROOT/step-000000000100
     mpips ckpt verify ROOT/step-000000000100   # exit 0 ok, 1 with the problems on stderr
     mpips ckpt export ROOT/step-000000000100 w w.npz
+    mpips ckpt export ROOT/step-000000000100 w changes.npz --since 90   # rows changed since
+
+An incremental checkpoint (a delta) is listed with the step it builds on and its chain's full
+checkpoint, verified with its whole chain, and read (exported) as the model it saved.
 
 A path that is no checkpoint at all (missing, a file, a checkpoint root) is a one-line
 error with exit code 2.
@@ -37,19 +41,22 @@ def _ls(args) -> int:
     if not Path(args.root).is_dir():
         raise UsageError(f"{args.root}: no such directory")
     infos = list_checkpoints(args.root, level=args.level)
-    print(f"{'STEP':>12}  {'SERVERS':>7}  {'SIZE':>10}  {'TABLES':<24}  STATUS")
+    print(f"{'STEP':>12}  {'SERVERS':>7}  {'SIZE':>10}  {'TABLES':<24}  {'KIND':<24}  STATUS")
     for info in infos:
         servers = "-" if info.num_servers is None else str(info.num_servers)
         tables = ",".join(sorted(info.tables)) or "-"
         status = "valid" if info.valid else f"INVALID ({info.reason})"
-        print(f"{info.step:>12}  {servers:>7}  {_size(info.nbytes):>10}  {tables:<24}  {status}")
+        kind = "-" if info.num_servers is None else info.kind if info.parent is None else \
+            f"delta of {info.parent}, base {info.base}"
+        print(f"{info.step:>12}  {servers:>7}  {_size(info.nbytes):>10}  {tables:<24}  "
+              f"{kind:<24}  {status}")
     if not infos:
         print(f"(no step-* directories under {args.root})")
     return 0
 
 
 def _inspect(args) -> int:
-    from ..ckpt import load_manifest
+    from ..ckpt import chain_of, load_manifest
     from ..ckpt.verify import open_shard
 
     manifest = load_manifest(args.dir)
@@ -58,6 +65,13 @@ def _inspect(args) -> int:
           f"{manifest.version}, {manifest.num_servers} server(s), {_size(manifest.total_bytes)}, "
           f"created {created}")
     print(f"  run: {manifest.run or '-'}; job: {json.dumps(manifest.job, sort_keys=True)}")
+    if manifest.delta:
+        chain = " <- ".join(str(m.step) for m in chain_of(manifest))
+        print(f"  incremental: the rows changed since step {manifest.parent['step']} "
+              f"(depth {manifest.depth} of the chain {chain}; full checkpoint: step "
+              f"{manifest.base})")
+    else:
+        print("  full: every row")
     for name, meta in sorted(manifest.tables.items()):
         print(f"table {name!r}: {meta.kind}, size {meta.size}, width {meta.width}, rule "
               f"{meta.rule} {json.dumps(meta.rule_params)}, init {meta.init}, id {meta.table_id}, "
@@ -70,8 +84,9 @@ def _inspect(args) -> int:
                 shapes = []
                 group.visititems(lambda n, o: shapes.append(_describe(n, o)) if hasattr(o, "shape")
                                  else None)
-            print(f"  {shard.file}: {what} {rng.key_range}, {rng.rows} rows; "
-                  f"{'; '.join(shapes)}")
+            rows = f"{rng.rows} rows" if rng.removed is None else \
+                f"{rng.rows} rows changed, {rng.removed} keys removed"
+            print(f"  {shard.file}: {what} {rng.key_range}, {rows}; {'; '.join(shapes)}")
     return 0
 
 
@@ -106,8 +121,17 @@ def _export(args) -> int:
 
     meta = load_manifest(args.dir).table(args.table)
     end = meta.size if args.end is None else args.end
-    path = export_npz(args.dir, args.table, args.out, KeyRange(args.begin, end))
-    print(f"wrote {path}: table {args.table!r} keys [{args.begin}, {end})")
+    path = export_npz(args.dir, args.table, args.out, KeyRange(args.begin, end),
+                      since=args.since)
+    if args.since is None:
+        print(f"wrote {path}: table {args.table!r} keys [{args.begin}, {end})")
+    else:
+        import numpy as np
+
+        with np.load(path) as data:
+            rows, removed = data["keys"].size, data["removed"].size
+        print(f"wrote {path}: table {args.table!r} keys [{args.begin}, {end}) changed since "
+              f"step {args.since}: {rows} rows, {removed} keys removed")
     return 0
 
 
@@ -147,11 +171,15 @@ def add_ckpt_parser(subparsers) -> argparse.ArgumentParser:
     ver.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
     ver.set_defaults(handler=_guarded(_verify))
     exp = sub.add_parser("export", help="write one table (keys, values, state) to an .npz file",
-                         description="Export TABLE as OUT.npz: keys, values, state_<name>, meta.")
+                         description="Export TABLE as OUT.npz: keys, values, state_<name>, meta "
+                                     "(with --since: only changed rows, and removed).")
     exp.add_argument("dir", metavar="DIR", help="a checkpoint directory (ROOT/step-N)")
     exp.add_argument("table", metavar="TABLE", help="table name")
     exp.add_argument("out", metavar="OUT.npz", help="output file (replaced atomically)")
     exp.add_argument("--begin", type=int, default=0, help="first key to export (default 0)")
     exp.add_argument("--end", type=int, default=None, help="key past the last one (default: size)")
+    exp.add_argument("--since", type=int, default=None, metavar="STEP",
+                     help="only the rows changed since checkpoint STEP of DIR's chain of "
+                          "incremental checkpoints (and, as 'removed', the keys removed since)")
     exp.set_defaults(handler=_guarded(_export))
     return ckpt

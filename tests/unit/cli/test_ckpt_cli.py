@@ -27,8 +27,8 @@ def test_ls_shows_valid_and_invalid_with_reasons(root):
     proc = ckpt_cli("ls", root, "--level", "sha256")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["STEP", "SERVERS", "SIZE", "TABLES", "STATUS"]
-    assert lines[1].split()[:2] == ["1", "2"] and lines[1].rstrip().endswith("valid")
+    assert lines[0].split() == ["STEP", "SERVERS", "SIZE", "TABLES", "KIND", "STATUS"]
+    assert lines[1].split()[:2] == ["1", "2"] and lines[1].split()[-2:] == ["full", "valid"]
     assert "bias,emb,few,w" in lines[1]
     assert lines[2].split()[:2] == ["3", "-"] and "IncompleteCheckpointError" in lines[2]
     assert lines[3].split()[:2] == ["2", "3"] and "INVALID (ChecksumError" in lines[3]

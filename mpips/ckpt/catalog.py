@@ -66,11 +66,11 @@ def step_dirs(root) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
-def inspect_checkpoint(path, level: str = "quick") -> CheckpointInfo:
-    """CheckpointInfo of one directory after ``verify(path, level)``."""
+def inspect_checkpoint(path, level: str = "quick", memo: dict | None = None) -> CheckpointInfo:
+    """CheckpointInfo of one directory after ``verify(path, level, memo)``."""
     path = Path(path)
     match = STEP_DIR_RE.match(path.name)
-    report = verify(path, level)
+    report = verify(path, level, memo)
     manifest = report.manifest
     step = manifest.step if manifest else int(match.group(1)) if match else -1
     error = report.errors[0] if report.errors else None
@@ -92,7 +92,8 @@ def list_checkpoints(root, level: str = "quick") -> list[CheckpointInfo]:
     """Every step directory under ``root``: the valid ones newest first, then the invalid or
     incomplete ones (newest first) with the reason. ``level`` as in verify (quick by default:
     metadata only)."""
-    infos = [inspect_checkpoint(path, level) for _, path in step_dirs(root)]
+    memo: dict = {}  # each checkpoint of a chain checked once
+    infos = [inspect_checkpoint(path, level, memo) for _, path in step_dirs(root)]
     return [i for i in infos if i.valid] + [i for i in infos if not i.valid]
 
 
@@ -107,9 +108,9 @@ def newest_valid(root, warn=None, level: str = "sha256") -> CheckpointInfo | Non
 
     ``level="quick"`` skips hashing whole checkpoints and relies on the fletcher32 checks
     that ``read_table`` does on every chunk it restores (errors then surface at restore)."""
-    warn = warn or _warn
+    warn, memo = warn or _warn, {}
     for _, path in step_dirs(root):
-        info = inspect_checkpoint(path, level)
+        info = inspect_checkpoint(path, level, memo)
         if info.valid:
             return info
         warn(f"skipping checkpoint {path}: {info.reason}")
@@ -128,15 +129,16 @@ def prune(root, keep_last: int = 1, level: str = "sha256", run: str | None = Non
     checkpoint paths removed."""
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
-    kept, removed, candidates, needed = 0, [], [], set()
+    kept, removed, candidates, needed, memo = 0, [], [], set(), {}
     for step, path in step_dirs(root):
-        info = inspect_checkpoint(path, "quick")
+        info = inspect_checkpoint(path, "quick", memo)
         if not info.valid:
             continue
         if info.run == run and kept >= keep_last:
             candidates.append((step, path))
             continue
-        if info.run == run and (level == "quick" or inspect_checkpoint(path, level).valid):
+        if info.run == run and (level == "quick"
+                                or inspect_checkpoint(path, level, memo).valid):
             kept += 1  # kept only if it passes ``level`` too (and spared if it does not)
         needed.update(info.chain[:-1])  # what every checkpoint that stays builds on stays
     for step, path in candidates:

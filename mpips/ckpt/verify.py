@@ -58,22 +58,24 @@ class VerifyReport:
         return self
 
 
-def verify(checkpoint_dir, level: str = "full") -> VerifyReport:
+def verify(checkpoint_dir, level: str = "full", memo: dict | None = None) -> VerifyReport:
     """Check the checkpoint in ``checkpoint_dir`` at ``level`` (quick/sha256/full).
 
     Never raises for a bad checkpoint: the problems are in ``report.errors`` (one per damaged
-    shard, more in ``full`` mode); ``verify(d).check()`` raises the first of them."""
+    shard, more in ``full`` mode); ``verify(d).check()`` raises the first of them. ``memo``
+    (a dict kept by the caller across calls) remembers each directory's own checks, so
+    that checking many checkpoints of one chain checks each of them once."""
     if level not in LEVELS:
         raise ValueError(f"verify level must be one of {LEVELS}, got {level!r}")
-    report = _verify_alone(Path(checkpoint_dir), level)
+    report = _verify_alone(Path(checkpoint_dir), level, memo)
     if report.manifest is not None and report.manifest.parent is not None:
-        _verify_chain(report, level)
+        _verify_chain(report, level, memo)
     elif report.manifest is not None:
         report.chain = [report.manifest]
     return report
 
 
-def _verify_chain(report: VerifyReport, level: str) -> None:
+def _verify_chain(report: VerifyReport, level: str, memo: dict | None) -> None:
     """The checkpoints an incremental one builds on, each verified at ``level``."""
     try:
         report.chain = chain_of(report.manifest)
@@ -81,7 +83,7 @@ def _verify_chain(report: VerifyReport, level: str) -> None:
         report.errors.append(exc)
         return
     for ancestor in report.chain[:-1]:
-        below = _verify_alone(ancestor.directory, level)
+        below = _verify_alone(ancestor.directory, level, memo)
         report.bytes_read += below.bytes_read
         report.checked.append(f"chain: {ancestor.directory.name} "
                               f"{'ok' if below.ok else 'FAILED'}")
@@ -92,8 +94,13 @@ def _verify_chain(report: VerifyReport, level: str) -> None:
                                                   f"{type(first).__name__}: {first}"))
 
 
-def _verify_alone(directory: Path, level: str) -> VerifyReport:
-    """One checkpoint's own manifest and shards, not its chain."""
+def _verify_alone(directory: Path, level: str, memo: dict | None = None) -> VerifyReport:
+    """One checkpoint's own manifest and shards, not its chain (from ``memo`` if there)."""
+    key = (str(directory.resolve()), level)
+    if memo is not None and key in memo:
+        done = memo[key]
+        return VerifyReport(directory, level, done.manifest, [], list(done.errors),
+                            list(done.checked), done.bytes_read)
     report = VerifyReport(directory, level)
     try:
         report.manifest = load_manifest(directory)
@@ -107,6 +114,9 @@ def _verify_alone(directory: Path, level: str) -> VerifyReport:
             _verify_shard(report, shard)
         except CheckpointError as exc:
             report.errors.append(exc)
+    if memo is not None:  # a copy: the caller may add the chain's errors to ``report``
+        memo[key] = VerifyReport(directory, level, report.manifest, [], list(report.errors),
+                                 list(report.checked), report.bytes_read)
     return report
 
 

@@ -149,3 +149,39 @@ def test_recovery_with_replicas_times_a_server_and_a_worker_that_the_job_survive
     summaries = {(r["system"], r["path"]) for r in rows if r.get("summary")}
     assert {("mpips", "live-server"), ("mpips", "live"), ("bare-mpi", "live")} <= summaries
     assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_incremental_reports_full_and_delta_saves_next_to_floors_and_restores_bitwise(tmp_path):
+    """2 servers save a full checkpoint and 5 deltas of 1 % changes; 3 servers restore the
+    chain: the model pulled is bitwise the saved one, and every delta holds fewer bytes."""
+    out = tmp_path / "incremental.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/incremental.py", "--rows", "200000",
+                           "--servers", "2", "--restore-servers", "3", "--timeout", "240",
+                           "--dir", str(tmp_path), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
+                                              "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    ops = [(r["system"], r.get("op")) for r in rows]
+    assert ops.count(("mpips", "full-save")) == 2 and ops.count(("mpips", "delta-save")) == 5
+    assert ops.count(("floor", "write")) == 7 and ops.count(("floor", "read")) == 2
+    assert {("mpips", "restore-full"), ("mpips", "restore-chain")} <= set(ops)
+    saves = [r for r in rows if r["system"] == "mpips" and r["op"].endswith("-save")]
+    full = [r for r in saves if r["op"] == "full-save"]
+    deltas = [r for r in saves if r["op"] == "delta-save"]
+    assert [r["step"] for r in deltas] == [2, 3, 4, 5, 6]
+    assert [r["depth"] for r in deltas] == [1, 2, 3, 4, 5] and all(r["delta"] for r in deltas)
+    for r in deltas:  # exactly the changed rows are written: 1 % of the table
+        assert r["changed_rows"] == r["rows_written"] == 2000
+        assert 0 < r["bytes"] < min(f["bytes"] for f in full) and r["seconds"] > 0
+    assert full[0]["rows_written"] == 200000 and full[1]["rows_written"] == 200000 + 5 * 200
+    assert all(r["seconds"] > 0 and r["bytes"] > 0 for r in rows if r["system"] == "floor")
+    chain = next(r for r in rows if r["op"] == "restore-chain")
+    assert chain["step"] == 6 and chain["files"] == 6 * 3 and chain["restore_servers"] == 3
+    summary = rows[-1]
+    assert summary["system"] == "summary" and summary["bitwise_equal"] is True
+    assert summary["digest"] == summary["digest_restored"] and summary["keys_pulled"] == 201000
+    assert summary["bytes_ratio"] > 1 and summary["time_ratio"] > 0
+    assert isinstance(summary["goal_bytes_20x"], bool) and isinstance(summary["goal_time_10x"], bool)
+    assert len(out.read_text().splitlines()) == len(rows)

@@ -167,11 +167,11 @@ def phase_of(lines: list[str]) -> str:
     return stack[0] if stack else "MPI wait" if in_save else "no save"
 
 
-def launch(trial: Trial, root: Path, traces: Path) -> Trial:
+def launch(trial: Trial, root: Path, traces: Path, incremental: bool = False) -> Trial:
     prefix = traces / f"c{trial.chain}-t{trial.index:02d}"
     argv = [PROGRAM, "--root", str(root), "--servers", str(trial.servers), "--saves",
             str(trial.saves), "--keep", str(KEEP), "--victim", trial.victim, "--trace",
-            str(prefix), "--trace-ranks", "all"]
+            str(prefix), "--trace-ranks", "all"] + (["--incremental"] if incremental else [])
     if trial.kill_at is not None:
         argv += ["--kill-at", str(trial.kill_at)]
     if trial.delay is not None:
@@ -221,6 +221,7 @@ class Chain:
 
     root: Path
     traces: Path
+    incremental: bool = False  # every launch saves with --incremental
     newest: int = 0
     newest_servers: int | None = None
     digests: tuple | None = None
@@ -294,7 +295,8 @@ def calibrate(chain: Chain, chain_index: int) -> dict:
     """A complete launch from an empty root saving steps 1..2*SAVES; the last SAVES saves
     (each one prunes, as in a trial) give the number of protocol events per server and how
     long three saves take."""
-    trial = launch(Trial(chain_index, 0, 2, "none", saves=2 * SAVES), chain.root, chain.traces)
+    trial = launch(Trial(chain_index, 0, 2, "none", saves=2 * SAVES), chain.root, chain.traces,
+                   chain.incremental)
     check_after(chain, trial)
     assert trial.newest == 2 * SAVES
     events, window, points = {}, 0.0, {}
@@ -308,7 +310,8 @@ def calibrate(chain: Chain, chain_index: int) -> dict:
         stamps = stamps[first:]
         labels = {s[4] for s in stamps}
         for needed in ("hook:shard-synced", "call:os.fsync", "call:publish") + (
-                ("hook:manifest-start", "hook:committed", "call:prune", "call:os.rename")
+                ("hook:manifest-start", "hook:committed", "call:prune")
+                + (() if chain.incremental else ("call:os.rename",))  # a chain is kept whole
                 if role == "server0" else ()):
             assert needed in labels, f"{role} never reached {needed}: {sorted(labels)}"
         events[role] = len(stamps)
@@ -350,14 +353,15 @@ def plan_chain(chain_index: int, calibration: dict, rng: random.Random, count: i
     return plan
 
 
-def run_chain(chain_index: int, base: Path, count: int) -> list[Trial]:
-    chain = Chain(base / f"root{chain_index}", base / f"traces{chain_index}")
+def run_chain(chain_index: int, base: Path, count: int, incremental: bool = False
+              ) -> list[Trial]:
+    chain = Chain(base / f"root{chain_index}", base / f"traces{chain_index}", incremental)
     chain.traces.mkdir(parents=True)
     calibration = calibrate(chain, chain_index)
     trials = plan_chain(chain_index, calibration, random.Random(SEED + chain_index), count)
     for trial in trials:
         trial.restored_from = chain.newest_servers
-        launch(trial, chain.root, chain.traces)
+        launch(trial, chain.root, chain.traces, incremental)
         start = time.perf_counter()
         check_after(chain, trial)
         trial.check_seconds = time.perf_counter() - start
@@ -366,7 +370,7 @@ def run_chain(chain_index: int, base: Path, count: int) -> list[Trial]:
     # A last, clean launch restores on yet another server count and saves on.
     final = Trial(chain_index, count + 1, 1 if chain_index == 0 else 3, "none",
                   restored_from=chain.newest_servers)
-    check_after(chain, launch(final, chain.root, chain.traces))
+    check_after(chain, launch(final, chain.root, chain.traces, incremental))
     assert final.newest == final.restored + SAVES
     check_cli(chain)
     return trials + [final]
@@ -403,12 +407,24 @@ def summary(trials: list[Trial]) -> str:
 
 
 @pytest.mark.slow
-def test_sigkill_of_a_rank_mid_checkpoint_always_leaves_the_newest_valid_one(tmp_path):
+@pytest.mark.parametrize("incremental", [False, True], ids=["full", "incremental"])
+def test_sigkill_of_a_rank_mid_checkpoint_always_leaves_the_newest_valid_one(tmp_path,
+                                                                              incremental):
+    """``incremental`` (issue 19): every save after a chain's first is a delta of the one
+    before (a launch's first save builds on the checkpoint it restored), so the kills land in
+    delta saves, restores follow chains of dozens of deltas onto other server counts, and
+    pruning (--keep 2) must keep every checkpoint the newest builds on."""
     counts = [TRIALS // CHAINS + (c < TRIALS % CHAINS) for c in range(CHAINS)]
     with ThreadPoolExecutor(CHAINS) as pool:
-        futures = [pool.submit(run_chain, c, tmp_path, counts[c]) for c in range(CHAINS)]
+        futures = [pool.submit(run_chain, c, tmp_path, counts[c], incremental)
+                   for c in range(CHAINS)]
         launches = [t for f in futures for t in f.result()]
     print(summary(launches))
+    if incremental:  # the newest checkpoint of each root is a delta on a chain from step 1
+        for c in range(CHAINS):
+            newest = ckpt.list_checkpoints(tmp_path / f"root{c}")[0]
+            assert newest.valid and newest.parent is not None and newest.chain[0] == 1, newest
+            print(f"root {c}: step {newest.step} is a delta at depth {newest.depth}")
     trials = [t for t in launches if t.victim != "none"]
     assert len(trials) == TRIALS
     died = [t for t in trials if t.killed]

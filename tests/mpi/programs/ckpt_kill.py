@@ -4,7 +4,8 @@ SIGKILLs itself somewhere inside the checkpoint write protocol.
 Every launch restores the newest valid checkpoint under --root (none on the first launch:
 step 0), then for steps s+1 .. s+--saves pushes deterministic AdaGrad gradients (a known
 function of the step, see ``dense_grads``/``sparse_push``), ends the step and saves a
-checkpoint of that step (keeping --keep). The victim (--victim server0|server1|...|worker0)
+checkpoint of that step (keeping --keep; with --incremental, a delta of the checkpoint
+before: one chain from the first, full, save on). The victim (--victim server0|server1|...|worker0)
 dies by SIGKILL either
 
 - at protocol event number --kill-at (counted from the first save of this launch): an event
@@ -181,6 +182,9 @@ def main():
                    help="copies of each key range (a ULFM launch survives the victim server)")
     p.add_argument("--saves", type=int, default=3, help="checkpoints this launch writes")
     p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--incremental", action="store_true",
+                   help="save incrementally: each save a delta of the checkpoint before (the "
+                        "servers write a full one when there is none)")
     p.add_argument("--victim", default="none", help="server<i>, worker0 or none")
     p.add_argument("--kill-at", type=int, default=None)
     p.add_argument("--kill-delay", type=float, default=None)
@@ -215,7 +219,8 @@ def main():
                 if ROLE == a.victim:
                     TRACE.arm_delay(a.kill_delay)
                 t0 = time.perf_counter()
-                kv.save_checkpoint(a.root, step, {"step": step}, keep=a.keep)
+                kv.save_checkpoint(a.root, step, {"step": step}, keep=a.keep,
+                                   incremental=a.incremental)
                 TRACE.in_save = False
                 TRACE.line(f"SAVED {step} {time.perf_counter() - t0:.4f}")
             return first

@@ -161,6 +161,8 @@ class Checkpointer:
         self.steps_run = 0
         self.last_save = time.monotonic()
         self.stopping: str | None = None  # why the job stops after its next save
+        # deltas in the chain of the last checkpoint (None: none saved or restored yet)
+        self.deltas: int | None = getattr(args, "checkpoint_depth", None)
 
     def poll(self) -> str | None:
         """At a step boundary: "stop" (a signal, or --stop-after-steps: save and stop),
@@ -197,8 +199,13 @@ class Checkpointer:
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.worker_comm.Get_size(), "steps_per_epoch": self.steps,
                "seed": self.args.seed}
+        full_every = getattr(self.args, "full_every", 0)
+        incremental = bool(full_every) and self.deltas is not None and \
+            self.deltas + 1 < full_every
         kv.save_checkpoint(self.args.checkpoint_dir, step_id, job, keep=self.args.keep,
-                           run=getattr(self.args, "checkpoint_run", None))
+                           run=getattr(self.args, "checkpoint_run", None),
+                           incremental=incremental)
+        self.deltas = self.deltas + 1 if incremental else 0
         self.last_save = time.monotonic()
         if kv.worker_comm.Get_rank() != 0:
             return step_id
@@ -232,6 +239,7 @@ def open_checkpoints(ps, args) -> tuple[dict | None, str | None]:
     except TableError as exc:  # raised on every rank alike
         raise UsageError(f"--resume: {exc}") from None
     if resumed is not None:
+        args.checkpoint_depth = resumed["checkpoint_depth"]
         return resumed, resumed["checkpoint_run"]
     run, _ = on_root(ps.comm, ckpt.new_run_id)
     return None, run
@@ -257,7 +265,8 @@ def _claim_root(root, resume: bool, overwrite: bool) -> int:
 
 
 CHECKPOINT_BOUNDS = (("--checkpoint-every", 0, True), ("--checkpoint-seconds", 0.0, True),
-                     ("--keep", 1, True), ("--stop-after-steps", 1, True))
+                     ("--keep", 1, True), ("--stop-after-steps", 1, True),
+                     ("--full-every", 0, True))
 """Lower bounds of the checkpoint options (for out_of_bounds)."""
 
 
@@ -273,8 +282,8 @@ def checkpoint_problems(args) -> list[str]:
 
 
 def add_checkpoint_arguments(parser) -> None:
-    """--checkpoint-dir, --checkpoint-every, --checkpoint-seconds, --keep, --resume,
-    --overwrite, --stop-after-steps."""
+    """--checkpoint-dir, --checkpoint-every, --checkpoint-seconds, --full-every, --keep,
+    --resume, --overwrite, --stop-after-steps."""
     parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
                         help="save checkpoints here (HDF5 shards + manifest, mpips.ckpt)")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
@@ -282,6 +291,12 @@ def add_checkpoint_arguments(parser) -> None:
     parser.add_argument("--checkpoint-seconds", type=float, default=0.0, metavar="S",
                         help="also save at the first step boundary S seconds after the last "
                              "save (default 0: off)")
+    parser.add_argument("--full-every", type=int, default=0, metavar="N",
+                        help="save incrementally: each checkpoint holds only the rows changed "
+                             "since the one before, except every N-th, which is full (a "
+                             "restore then reads at most N-1 deltas; --keep never deletes a "
+                             "checkpoint that a kept one builds on). Default 0: every "
+                             "checkpoint full")
     parser.add_argument("--keep", type=int, default=2,
                         help="keep the K newest checkpoints of this run (default 2; "
                              "checkpoints of other runs are never deleted)")

@@ -263,8 +263,9 @@ def save_order(root, step: int, job: dict | None, keep: int | None,
 
 def restore(ps, root, *, log=None) -> dict | None:
     """Load the newest checkpoint under ``root`` that verifies into ``ps``'s tables; returns
-    its job dict plus "checkpoint_step", "checkpoint_path" and "checkpoint_run" (its run id,
-    or None) on every rank, or None when there is none. Collective over the launch, before
+    its job dict plus "checkpoint_step", "checkpoint_path", "checkpoint_run" (its run id,
+    or None) and "checkpoint_depth" (how many deltas its chain holds: 0 for a full one) on
+    every rank, or None when there is none. Collective over the launch, before
     ``PS.run``.
 
     No row is served before every shard read was verified: the shard is the one the manifest
@@ -293,7 +294,8 @@ def restore(ps, root, *, log=None) -> dict | None:
             for table in ps._all_slices():  # the next save may be a delta of this one
                 table.track_changes(found["since"])
             return {**found["job"], "checkpoint_step": found["step"],
-                    "checkpoint_path": found["path"], "checkpoint_run": found["run"]}
+                    "checkpoint_path": found["path"], "checkpoint_run": found["run"],
+                    "checkpoint_depth": found["depth"]}
         kind, text = json.loads(problem)
         if kind == "tables":
             raise TableError(text)
@@ -316,7 +318,7 @@ def _newest_below(root, below: int | None, warn) -> dict | None:
         info = ckpt.inspect_checkpoint(path, "quick")
         if info.valid:
             return {"path": str(path), "step": info.step, "job": info.job, "run": info.run,
-                    "since": tracked_since(root, path)}
+                    "depth": info.depth, "since": tracked_since(root, path)}
         _skip(path, info.reason, warn, set_aside=(path / ckpt.MANIFEST).exists()
               and not isinstance(info.error, ckpt.NewerFormatError))
     return None

@@ -92,6 +92,30 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_ends_as_if_uninterrupted(t
     assert sorted(runs(root)) == [13, 26, 39] and ckpt.verify(bad).ok  # 26 saved anew
 
 
+def test_full_every_saves_deltas_between_full_checkpoints_and_resumes_as_if_uninterrupted(
+        tmp_path):
+    """--full-every 3 (issue 19): of the epoch-end checkpoints, every third is full and the
+    others hold only the rows changed since the one before; a resume from a delta (its base
+    plus its deltas, on another server count) ends with the uninterrupted run's model."""
+    whole = final_metrics(run_mpi(RANKS, [*JOB, "--epochs", "5"], timeout=180))
+    root = tmp_path / "D"
+    sparse_lr(root, "--epochs", "2", "--full-every", "3", "--keep", "1")
+    infos = ckpt.list_checkpoints(root)
+    assert [(i.step, i.parent) for i in infos] == [(26, 13), (13, None)]  # kept: 26's chain
+    proc = run_mpi(RANKS + 1, [*JOB, "--servers", "3", "--checkpoint-dir", str(root),
+                               "--epochs", "5", "--full-every", "3", "--keep", "1",
+                               "--resume"], timeout=180)
+    resumed = final_metrics(proc)
+    assert resumed["resumed_from_step"] == 26
+    assert resumed["model_sha256"] == whole["model_sha256"]
+    infos = ckpt.list_checkpoints(root)
+    # 26 was the 2nd save of its chain: 39 is a delta, 52 full, 65 a delta of 52
+    assert [(i.step, i.parent) for i in infos] == [(65, 52), (52, None)], infos
+    bad = run_mpi(RANKS, [*JOB, "--checkpoint-dir", str(tmp_path / "E"), "--full-every", "-1"],
+                  timeout=60)
+    assert bad.returncode == 2 and "--full-every must be >= 0, got -1" in bad.stderr
+
+
 PROGRAM = "tests/mpi/programs/ckpt_remap.py"
 DENSE, WIDTH = 5000, 2  # the tables of ckpt_remap.py
 

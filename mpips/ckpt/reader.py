@@ -64,13 +64,23 @@ def read_table(checkpoint_dir, name: str, key_range: KeyRange | None = None, *,
             rows = _read_dense(meta, key_range, parts, out_values, out_state, dense_keys)
         else:
             rows = _read_sparse(meta, key_range, parts, placement == "hash")
-    for delta in chain[1:]:
-        changed, removed = _read_delta(delta, meta, key_range, placement, check_sha256_first)
-        if meta.kind == "dense":
+    if meta.kind == "dense":
+        for delta in chain[1:]:
+            changed, _ = _read_delta(delta, meta, key_range, placement, check_sha256_first)
             apply_dense(key_range.begin, rows.values, rows.state, *changed)
-        else:
-            rows = TableRows(*apply_sparse(*rows, *changed, removed))
-    return rows
+        return rows
+    if len(chain) == 1:
+        return rows
+    # the deltas composed first (small), then applied to the base rows once
+    width = meta.width
+    changed = (np.empty(0, np.uint64), np.empty((0, width), np.float32),
+               {s: np.empty((0, width), np.float32) for s in meta.state_names})
+    removed = np.empty(0, np.uint64)
+    for delta in chain[1:]:
+        rows_i, removed_i = _read_delta(delta, meta, key_range, placement, check_sha256_first)
+        changed = apply_sparse(*changed, *rows_i, removed_i)
+        removed = np.union1d(removed, removed_i)
+    return TableRows(*apply_sparse(*rows, *changed, removed))
 
 
 def _open_parts(stack, manifest: Manifest, meta: TableMeta, key_range: KeyRange,

@@ -138,12 +138,15 @@ class SaveCoordinator:
         self._track(outcome["since"])
         return None
 
-    def _since(self) -> dict | None:
-        """The checkpoint every slice this server serves tracks its changes against, or None
-        (one does not track, or they differ)."""
+    def _since(self) -> dict | str | None:
+        """The checkpoint every slice this server serves tracks its changes against; None
+        when none tracks any, "mixed" when some do not (taken over from a server that died)
+        or they track against different checkpoints."""
         sinces = [s.since for tables in self.segments.hosted.values() for s in tables]
-        if not sinces or any(since is None or since != sinces[0] for since in sinces):
+        if all(since is None for since in sinces):
             return None
+        if any(since != sinces[0] for since in sinces):
+            return "mixed"
         return sinces[0]
 
     def _track(self, since: dict | None) -> None:
@@ -158,7 +161,7 @@ def _prepare(root, step: int, order: dict, retry: bool, sinces: list[str]) -> di
     when ``retry`` finds it committed already by this run: a server died after the commit,
     before the save's end), "parent" (the checkpoint a delta builds on, None: a full save)
     and "why_full" (why a save asked to be incremental is not). ``sinces``: each server's
-    JSON of the checkpoint its slices track changes against."""
+    JSON of the checkpoint its slices track changes against (SaveCoordinator._since)."""
     if retry:
         info = ckpt.inspect_checkpoint(Path(root) / ckpt.step_dir_name(step), "quick")
         if info.valid and info.run == order.get("run"):
@@ -175,7 +178,7 @@ def _parent_for(root, step: int, sinces: list) -> tuple[str | None, str | None]:
     (None, why there is none)."""
     if all(since is None for since in sinces):
         return None, "no checkpoint was saved or restored by these servers yet"
-    missing = [i for i, since in enumerate(sinces) if since is None]
+    missing = [i for i, since in enumerate(sinces) if since is None or since == "mixed"]
     if missing:
         return None, (f"server {missing[0]} serves rows whose changes it did not track (it "
                       f"took over a server that died)")

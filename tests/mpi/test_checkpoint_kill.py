@@ -469,3 +469,37 @@ def test_a_server_killed_mid_save_is_survived_with_replicas(tmp_path, ulfm, kill
     for step in (1, 2, 3):
         check_contents(root / ckpt.step_dir_name(step), step)
         assert ckpt.verify(root / ckpt.step_dir_name(step), level="full").ok
+
+
+def test_after_a_server_died_with_replicas_the_next_incremental_save_is_full(tmp_path, ulfm):
+    """Issue 19: incremental saves with replicas. Server 1 dies inside the delta save of step
+    2; the survivor that took over its segments did not track their changes, so that save is
+    written full (server 0 says why), and the next one is a delta again. Every checkpoint holds
+    its step's tables bit for bit. Without ULFM the launch ends as a lost rank and the newest
+    valid checkpoint (a chain) is right."""
+    root, trace = tmp_path / "ck", tmp_path / "trace"
+    argv = [PROGRAM, "--root", str(root), "--servers", "3", "--replicas", "1", "--saves", "4",
+            "--victim", "server1", "--kill-at", "100", "--trace", str(trace), "--incremental",
+            "--keep", "4"]
+    proc = run_mpi(4, argv, timeout=LAUNCH_TIMEOUT, ft=ulfm)
+    killed = [line.split() for line in Path(f"{trace}-rank2.log").read_text().splitlines()
+              if line.startswith("KILL ")]
+    assert killed and killed[0][2] == "1", f"server 1 did not die inside a save: {killed}"
+    if not ulfm:
+        assert proc.returncode != 0
+        newest = ckpt.newest_valid(root)
+        if newest is not None:
+            check_contents(newest.path, newest.step)
+        return
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "full, not incremental: server" in proc.stderr and "took over a server that died" \
+        in proc.stderr, proc.stderr[-3000:]
+    parents = {}
+    for step in (1, 2, 3, 4):
+        path = root / ckpt.step_dir_name(step)
+        check_contents(path, step)
+        assert ckpt.verify(path, level="full").ok
+        parents[step] = ckpt.load_manifest(path).parent
+    assert parents[1] is None and parents[4] is not None and parents[4]["step"] == 3
+    assert any(parents[s] is None for s in (2, 3)), parents  # the save after the death
+

@@ -45,11 +45,13 @@ from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
                                    checkpoint_problems, gather_floats, open_checkpoints,
                                    out_of_bounds, parse_filter, parse_straggler,
                                    row_policy_problems, traffic_summary)
-from mpips.ml.libsvm import read_libsvm
+from mpips.ml.libsvm import read_libsvm, read_libsvm_pair
 from mpips.ml.synthetic import make_sparse_classification
 
 BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
+DEFAULT_TEST_FRACTION = 0.2
+"""Share of the rows held out as the test set without --test-data."""
 OPTION_BOUNDS = (("--features", 1, True), ("--nnz", 1, True), ("--seed", 0, True),
                  ("--epochs", 1, True), ("--batch-size", 1, True), ("--lr", 0.0, False),
                  ("--l2", 0.0, True), ("--l1", 0.0, True), ("--beta", 0.0, True),
@@ -75,8 +77,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hashed-keys", action="store_true",
                         help="synthetic: spread feature ids over all of uint64 (sparse table)")
     parser.add_argument("--seed", type=int, default=0, help="data, split and shuffle seed")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="fraction of rows held out for the test metrics (default 0.2)")
+    parser.add_argument("--test-data", metavar="PATH", default=None,
+                        help="LIBSVM file of the test rows (with --data: train on all of it, "
+                             "report the test metrics on exactly these rows, e.g. a9a and "
+                             "a9a.t; features the training rows lack pull as 0)")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="fraction of rows held out for the test metrics (default 0.2; "
+                             "not with --test-data)")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=256,
                         help="rows per worker per step (default 256)")
@@ -161,7 +168,12 @@ def _check_arguments(args, num_workers: int) -> None:
     problems = out_of_bounds(args, OPTION_BOUNDS) + checkpoint_problems(args)
     if args.data is None and not args.synthetic >= 1:
         problems.append(f"--synthetic must be >= 1 row, got {args.synthetic}")
-    if not 0.0 < args.test_fraction < 1.0:
+    if args.test_data is not None and args.data is None:
+        problems.append("--test-data needs --data (the training rows)")
+    if args.test_data is not None and args.test_fraction is not None:
+        problems.append("--test-data gives the test rows, --test-fraction holds some of "
+                        "--data out: give one of them")
+    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
         problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
@@ -211,14 +223,23 @@ def consistency_of(args) -> str:
     return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
 
 
+def held_out(args) -> float:
+    """The share of --data or --synthetic rows held out as the test set."""
+    return DEFAULT_TEST_FRACTION if args.test_fraction is None else args.test_fraction
+
+
 def load_split(args) -> tuple[SparseDataset, SparseDataset]:
     """(train, test): the same seeded, shuffled split on every rank. UsageError for a
     --data path that is missing or a directory, or too little memory for --synthetic."""
     if args.data is not None:
-        if os.path.isdir(args.data):
-            raise UsageError(f"--data {args.data}: a directory, not a LIBSVM file")
-        if not os.path.exists(args.data):
-            raise UsageError(f"--data {args.data}: no such file")
+        for option, path in (("--data", args.data), ("--test-data", args.test_data)):
+            if path is not None and os.path.isdir(path):
+                raise UsageError(f"{option} {path}: a directory, not a LIBSVM file")
+            if path is not None and not os.path.exists(path):
+                raise UsageError(f"{option} {path}: no such file")
+        if args.test_data is not None:  # train on every row of --data, in a seeded order
+            train, test = read_libsvm_pair(args.data, args.test_data)
+            return train.split(0.0, args.seed)[0], test
         data = read_libsvm(args.data)
     else:
         key_space = 2**64 if args.hashed_keys else None
@@ -228,18 +249,21 @@ def load_split(args) -> tuple[SparseDataset, SparseDataset]:
         except MemoryError as exc:
             raise UsageError(f"--synthetic {args.synthetic} --features {args.features}: not "
                              f"enough memory to generate the data ({exc})") from None
-    return data.split(args.test_fraction, args.seed)
+    return data.split(held_out(args), args.seed)
 
 
 def _load_checked(ps, args) -> tuple[SparseDataset, SparseDataset]:
     """load_split, then UsageError unless there are test and training rows, and a dense
     table of the data's features fits a server's memory."""
     train, test = load_split(args)
+    if args.test_data is not None and (test.n_rows < 1 or train.n_rows < 1):
+        empty = f"--data {args.data}" if train.n_rows < 1 else f"--test-data {args.test_data}"
+        raise UsageError(f"{empty}: no rows")
     if test.n_rows < 1 or train.n_rows < 1:
         source = f"--data {args.data}" if args.data is not None else \
             f"--synthetic {args.synthetic}"
         raise UsageError(f"{source}: {train.n_rows + test.n_rows} row(s) are too few to hold "
-                         f"out a test set (--test-fraction {args.test_fraction}) and train on "
+                         f"out a test set (--test-fraction {held_out(args)}) and train on "
                          "the rest")
     if args.table == "dense" and ps.is_server:
         _check_dense_fits(train.n_features, args, ps.num_servers)

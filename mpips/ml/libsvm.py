@@ -3,7 +3,8 @@
 One example per line: ``<label> <index>:<value> <index>:<value> ...`` with indices strictly
 increasing within the line. Labels -1/+1 or 0/1 become 0.0/1.0. ``#`` starts a comment;
 blank lines are skipped (w8a ends with one). Indices are 1-based unless the file uses index
-0 (``zero_based="auto"``) or the caller says otherwise; they come out 0-based.
+0 (``zero_based="auto"``) or the caller says otherwise; they come out 0-based. A data set
+that comes as a training and a test file is read as one (``read_libsvm_pair``).
 
 Parsing is vectorised: Python only splits lines and tokens, NumPy converts and checks all
 numbers at once (w8a, 50k rows and 580k entries, reads in well under a second). Any malformed
@@ -20,7 +21,8 @@ import numpy as np
 from .dataset import SparseDataset
 from ..errors import LibsvmFormatError
 
-__all__ = ["SparseDataset", "read_libsvm", "write_libsvm", "LibsvmFormatError"]
+__all__ = ["SparseDataset", "read_libsvm", "read_libsvm_pair", "write_libsvm",
+           "LibsvmFormatError"]
 
 #: File label value -> stored label.
 LABEL_MAP = {-1.0: 0.0, 0.0: 0.0, 1.0: 1.0}
@@ -63,20 +65,54 @@ def read_libsvm(path, n_features: int | None = None, zero_based="auto") -> Spars
     """
     if zero_based not in ("auto", True, False):
         raise ValueError(f"zero_based must be 'auto', True or False, got {zero_based!r}")
-    path = os.fspath(path)
-    lines = _Lines(path, _read_text(path))
-    labels = _parse_labels(lines)
-    counts = np.fromiter(map(len, lines.tokens), np.int64, len(lines.tokens))
-    indptr = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    row_of_entry = np.repeat(np.arange(counts.size), counts)
-    indices, values = _parse_entries(lines, row_of_entry)
-    ids = _to_feature_ids(lines, indices, row_of_entry, zero_based)
-    _check_increasing(lines, ids, row_of_entry)
-    if n_features is None:
-        n_features = int(ids.max()) + 1 if ids.size else 0
-    _check_below(lines, ids, row_of_entry, n_features)
-    return SparseDataset(indptr, ids.astype(np.uint64), values, labels, n_features)
+    parsed = _Parsed(path)
+    return parsed.dataset(parsed.zero_based() if zero_based == "auto" else zero_based,
+                          n_features)
+
+
+def read_libsvm_pair(train_path, test_path) -> tuple[SparseDataset, SparseDataset]:
+    """(train, test) of a LIBSVM data set that comes as two files (a9a and a9a.t), read alike:
+    0-based exactly when some index of either file is 0, and ``n_features`` the largest id of
+    either + 1 (a test row may name features the training rows never do). Raises
+    LibsvmFormatError (``path:line: what``) for the first malformed line of either file."""
+    train, test = _Parsed(train_path), _Parsed(test_path)
+    zero_based = train.zero_based() or test.zero_based()
+    n_features = max(train.largest(zero_based), test.largest(zero_based)) + 1
+    return train.dataset(zero_based, n_features), test.dataset(zero_based, n_features)
+
+
+class _Parsed:
+    """One LIBSVM file parsed into labels and CSR arrays, feature ids not yet converted."""
+
+    def __init__(self, path):
+        path = os.fspath(path)
+        self.lines = _Lines(path, _read_text(path))
+        self.labels = _parse_labels(self.lines)
+        counts = np.fromiter(map(len, self.lines.tokens), np.int64, len(self.lines.tokens))
+        self.indptr = np.zeros(counts.size + 1, np.int64)
+        np.cumsum(counts, out=self.indptr[1:])
+        self.row_of_entry = np.repeat(np.arange(counts.size), counts)
+        self.indices, self.values = _parse_entries(self.lines, self.row_of_entry)
+
+    def zero_based(self) -> bool:
+        """Whether the file's indices look 0-based (some index is 0)."""
+        return bool(self.indices.size) and not self.indices.all()
+
+    def largest(self, zero_based: bool) -> int:
+        """The largest feature id (-1 without entries)."""
+        if not self.indices.size:
+            return -1
+        return int(self.indices.max()) - (0 if zero_based else 1)
+
+    def dataset(self, zero_based: bool, n_features: int | None) -> SparseDataset:
+        lines, row_of_entry = self.lines, self.row_of_entry
+        ids = _to_feature_ids(lines, self.indices, row_of_entry, zero_based)
+        _check_increasing(lines, ids, row_of_entry)
+        if n_features is None:
+            n_features = int(ids.max()) + 1 if ids.size else 0
+        _check_below(lines, ids, row_of_entry, n_features)
+        return SparseDataset(self.indptr, ids.astype(np.uint64), self.values, self.labels,
+                             n_features)
 
 
 def _read_text(path: str) -> str:

@@ -142,3 +142,22 @@ def test_error_classes_and_bad_arguments(tmp_path):
     assert issubclass(LibsvmFormatError, MpipsError) and issubclass(LibsvmFormatError, ValueError)
     with pytest.raises(ValueError, match="zero_based"):
         read_libsvm(write(tmp_path, "+1 1:1\n"), zero_based="yes")
+
+
+def test_a_train_and_test_pair_is_read_alike(tmp_path):
+    """read_libsvm_pair: one index base and one feature count for both files, whichever
+    holds the index 0 or the largest id."""
+    from mpips.ml.libsvm import read_libsvm_pair
+
+    (tmp_path / "a").write_text("+1 1:1 3:2\n-1 2:1\n")
+    (tmp_path / "a.t").write_text("+1 0:1 7:1\n")  # 0-based after all, and a later feature
+    train, test = read_libsvm_pair(tmp_path / "a", tmp_path / "a.t")
+    assert train.n_features == test.n_features == 8
+    assert train.indices.tolist() == [1, 3, 2] and test.indices.tolist() == [0, 7]
+    (tmp_path / "b.t").write_text("+1 9:1\n")
+    train, test = read_libsvm_pair(tmp_path / "a", tmp_path / "b.t")  # 1-based
+    assert train.indices.tolist() == [0, 2, 1] and test.indices.tolist() == [8]
+    assert train.n_features == 9
+    (tmp_path / "c.t").write_text("+1 2:x\n")
+    with pytest.raises(LibsvmFormatError, match=r"c\.t:1: "):
+        read_libsvm_pair(tmp_path / "a", tmp_path / "c.t")

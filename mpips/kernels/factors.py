@@ -72,27 +72,3 @@ def predict(users, items, user_rows, item_rows, mu, low, high, out):
         for f in range(rank):
             pred += user_rows[u, f] * item_rows[i, f]
         out[n] = min(max(pred, low), high)
-
-
-@_jit
-def normal_rows(keys, width, std, seed, out):
-    """out[k, c] for c < width: approximately Normal(0, std), a fixed function of (keys[k],
-    c, seed): the sum of the four 16-bit uniforms of one SplitMix64 hash, centred and scaled
-    to unit variance (Irwin-Hall; tails end at 3.46 std), so a row costs one hash per value."""
-    scale = std * np.sqrt(3.0) / 65536.0
-    base = _mix(np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(1))
-    mask = np.uint64(0xFFFF)
-    for k in range(keys.size):
-        h = _mix(keys[k] ^ base)
-        for c in range(width):
-            x = _mix(h + np.uint64(c) * np.uint64(0xD1B54A32D192ED03))
-            total = (x & mask) + ((x >> np.uint64(16)) & mask) \
-                + ((x >> np.uint64(32)) & mask) + (x >> np.uint64(48))
-            out[k, c] = (float(total) + 2.0 - 131072.0) * scale
-
-
-@numba.njit(inline="always", nogil=True)
-def _mix(x):
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))

@@ -7,6 +7,7 @@ import numpy as np
 
 from . import fletcher, keys, rows, sketch
 from .warmup_codec import warm_codec
+from .warmup_models import warm_models
 from .warmup_store import warm_store
 
 
@@ -36,6 +37,6 @@ def warm_all() -> list[str]:
     sketch.restore_cells(counts, changed, old, n)
     sketch.estimates(counts, k, np.empty(4, np.uint32))
     sketch.add_saturating(counts, counts.copy())
-    return warm_codec() + warm_store() + ["fletcher32", "count_and_admit", "restore_cells", "estimates", "add_saturating",
+    return warm_codec() + warm_store() + warm_models() + ["fletcher32", "count_and_admit", "restore_cells", "estimates", "add_saturating",
             "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "offset_rows", "gather_rows",
             "apply_sum", "apply_sgd", "apply_adagrad", "apply_ftrl", "scatter_rows", "first_nonfinite"]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..kernels import factors as kernels
+from ..kernels.starting_rows import normal_rows
 from .ratings import RatingSet
 
 
@@ -53,12 +54,11 @@ def minibatch(ratings: RatingSet) -> Minibatch:
 
 def initial_rows(keys: np.ndarray, rank: int, std: float, seed: int) -> np.ndarray:
     """The starting rows of ``keys``: ``rank`` factors of mean 0 and standard deviation
-    ``std`` each (nearly normal: mpips.kernels.factors.normal_rows), a fixed function of (key,
-    column, seed), and a bias of 0. float32 (len(keys), rank + 1)."""
+    ``std`` each (nearly normal), a fixed function of (key,
+    column, seed: mpips.kernels.starting_rows), and a bias of 0. float32 (len(keys), rank + 1)."""
     out = np.zeros((keys.size, rank + 1), np.float32)
     if keys.size and std > 0:
-        kernels.normal_rows(np.ascontiguousarray(keys, np.uint64), rank, float(std),
-                            int(seed), out)
+        normal_rows(np.ascontiguousarray(keys, np.uint64), rank, float(std), int(seed), out)
     return out
 
 

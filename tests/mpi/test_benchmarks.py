@@ -205,3 +205,19 @@ def test_mf_reports_mpips_next_to_surprise_and_the_one_process_kernel(tmp_path):
     assert 0.2 < rows[1]["test_rmse"] < 1.0
     assert isinstance(rows[3]["goal_rate_at_least_surprise"], bool)
     assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_word2vec_reports_mpips_next_to_gensim_and_the_one_process_kernel(tmp_path):
+    """benchmarks/word2vec.py with one seed: one line per system and a summary."""
+    out = tmp_path / "word2vec.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/word2vec.py", "--seeds", "1", "--out",
+                           str(out)], capture_output=True, text=True, timeout=900,
+                          cwd=REPO_ROOT, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["system"] for r in rows] == ["gensim", "mpips", "kernel", "summary"]
+    assert all(r["words_per_s"] > 0 for r in rows[:3])
+    assert rows[0]["vocabulary"] == rows[1]["vocabulary"] == 7978
+    assert 0.2 < rows[0]["spearman"] < 0.6 and 0.2 < rows[1]["spearman"] < 0.6
+    assert isinstance(rows[3]["goal_rate_at_least_gensim"], bool)
+    assert len(out.read_text().splitlines()) == len(rows)

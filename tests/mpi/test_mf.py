@@ -92,3 +92,16 @@ def test_options_that_do_not_go_together_are_refused():
     assert proc.returncode == 2
     assert "--rank must be >= 1, got 0" in proc.stderr
     assert "--rule is for --update server" in proc.stderr
+
+
+@pytest.mark.parametrize("rule, lr", [("sgd", "0.005"), ("adagrad", "0.05")])
+def test_server_side_rules_learn_too(rule, lr):
+    """--update server: workers push summed gradients of small batches, the servers apply
+    sgd or adagrad; SSP with a staleness of 2."""
+    proc = run_mpi(4, [*JOB, "--servers", "2", "--synthetic", "20000", "--rank", "8",
+                       "--epochs", "5", "--update", "server", "--rule", rule, "--lr", lr,
+                       "--batch-size", "64", "--consistency", "ssp", "--staleness", "2",
+                       "--quiet"], timeout=300)
+    got = final_metrics(proc)
+    assert (got["update"], got["rule"], got["consistency"]) == ("server", rule, "ssp:2")
+    assert got["test_rmse"] < got["baseline_rmse"] - 0.05, got

@@ -11,7 +11,6 @@ indices into ``user_rows``/``item_rows`` (float32 (n, rank + 1)), ``ratings`` fl
 same length as the indices, gradient arrays zeroed and shaped like the row arrays.
 """
 import numba
-import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True)
 

@@ -3,7 +3,6 @@ scikit-surprise's SVD on the same split, ratings files with a separate test file
 bit for bit on another server count, and one-line errors for bad input."""
 import tempfile
 
-import numpy as np
 import pytest
 
 from mpips.ml.ratings import make_ratings, write_ratings

@@ -29,14 +29,14 @@ def test_changes_are_the_rows_pushed_and_the_keys_evicted_since_the_last_save(kw
     rng = np.random.default_rng(3)
     t = sparse(**kw)
     t.settle(0)
-    pushed, evicted = set(), set()
+    pushed, evicted, last = set(), set(), None
     for clock in range(1, 30):
         if clock in (5, 17):  # a save: tracking restarts
             t.track_changes({"step": clock})
             pushed, evicted = set(), set()
         keys = np.unique(np.concatenate([rng.zipf(1.5, 60).astype(np.uint64) % np.uint64(400),
                                          rng.integers(1000, 2**64, 10, np.uint64)]))
-        if source is not None and clock % 3 == 0:  # a worker repeating its last chunk
+        if source is not None and last is not None and clock % 3 == 0:  # its last chunk again
             keys = last
         before = stored(t)
         t.push_chunk(keys.copy(), rng.standard_normal((keys.size, 2)).astype(F), None, source)

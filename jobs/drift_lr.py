@@ -24,7 +24,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips.errors import UsageError
-from mpips.jobs.lr_runtime import add_row_policy_arguments, row_policy_problems
+from mpips.jobs.runtime import add_row_policy_arguments, row_policy_problems
 from mpips.ml import lr, metrics
 from mpips.ml.synthetic import make_drifting_stream
 

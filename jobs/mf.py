@@ -22,21 +22,20 @@ surprise) and prints the metrics as one JSON line, the last line of stdout.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from mpi4py import MPI
 
 from mpips.errors import MpipsError, UsageError
-from mpips.jobs.lr_position import Position
-from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, add_checkpoint_arguments,
-                                   checkpoint_problems, gather_floats, open_checkpoints,
-                                   out_of_bounds)
+from mpips.jobs.position import Position
+from mpips.jobs.runtime import (Checkpointer, SaveSignal, add_checkpoint_arguments,
+                                checkpoint_problems, consistency_of, consistency_problems,
+                                gather_floats, open_checkpoints, out_of_bounds, report,
+                                test_split_problems)
 from mpips.ml import factorization as mf
 from mpips.ml.ratings import RatingSet, make_ratings, read_ratings
 from mpips.mpi.agree import everywhere
@@ -46,7 +45,7 @@ OPTION_BOUNDS = (("--synthetic", 1, True), ("--users", 1, True), ("--items", 1, 
                  ("--true-rank", 1, True), ("--noise", 0.0, True), ("--seed", 0, True),
                  ("--rank", 1, True), ("--epochs", 1, True), ("--batch-size", 1, True),
                  ("--lr", 0.0, False), ("--reg", 0.0, True), ("--init-std", 0.0, True))
-"""Lower bounds of the numeric options (lr_runtime.out_of_bounds)."""
+"""Lower bounds of the numeric options (runtime.out_of_bounds)."""
 
 
 class Tables(NamedTuple):
@@ -109,10 +108,9 @@ def main(ps, args) -> dict | None:
     _check_arguments(args)
     train, test = everywhere(ps.comm, lambda: load_split(args),
                              catch=(MpipsError, OSError, MemoryError))
-    consistency = f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
     rule = {"rule": "sum"} if args.update == "local" else {"rule": args.rule or "sgd",
                                                            "lr": args.lr}
-    rule["consistency"] = consistency
+    rule["consistency"] = consistency_of(args)
     tables = Tables(ps.sparse_table("user", width=args.rank + 1, **rule),
                     ps.sparse_table("item", width=args.rank + 1, **rule))
     signal = SaveSignal() if args.checkpoint_dir else None
@@ -125,26 +123,17 @@ def main(ps, args) -> dict | None:
                                                   signal))
     if result is not None:
         result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
-        report(result, args)
+        report(result, args, "train_rmse", "train RMSE", "matrix factorization")
     return result
 
 
 def _check_arguments(args) -> None:
     """UsageError on every rank alike for impossible options (before anything collective)."""
     problems = out_of_bounds(args, OPTION_BOUNDS) + checkpoint_problems(args)
-    if args.test_data is not None and args.data is None:
-        problems.append("--test-data needs --data (the training ratings)")
-    if args.test_data is not None and args.test_fraction is not None:
-        problems.append("--test-data gives the test ratings, --test-fraction holds some of "
-                        "--data out: give one of them")
-    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
-        problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    problems += test_split_problems(args, "ratings")
     if args.rule is not None and args.update != "server":
         problems.append("--rule is for --update server (local updates are per-rating SGD)")
-    if (args.consistency == "ssp") != (args.staleness is not None):
-        problems.append("--staleness goes with --consistency ssp, and ssp needs --staleness")
-    elif args.staleness is not None and args.staleness < 0:
-        problems.append(f"--staleness must be >= 0, got {args.staleness}")
+    problems += consistency_problems(args)
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -220,15 +209,11 @@ def train_and_evaluate(kv, tables: Tables, train: RatingSet, test: RatingSet, ar
                   train_rmse=curve, update=args.update,
                   rule=args.rule or "sgd" if args.update == "server" else "sum",
                   lr=args.lr, reg=args.reg,
-                  batch_size=args.batch_size, consistency=kv_consistency(args),
+                  batch_size=args.batch_size, consistency=consistency_of(args),
                   ratings_per_s=float(runs[:, 1].sum() / max(runs[:, 0].max(), 1e-9)),
                   wait_seconds=[round(w, 4) for w in runs[:, 2]],
                   resumed_from_step=(start.steps_done if start.epoch or start.step else None))
     return result
-
-
-def kv_consistency(args) -> str:
-    return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
 
 
 def run_epoch(kv, tables: Tables, batches: list, first: int, sse: float, mu: float, args,
@@ -301,29 +286,3 @@ def _sum(worker_comm, values) -> np.ndarray:
     total = np.empty_like(mine)
     worker_comm.Allreduce(mine, total, op=MPI.SUM)
     return total
-
-
-def report(result: dict, args) -> None:
-    """Write metrics.json and curve.png under --out (if given); print the JSON line last."""
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        plot_curve(result["train_rmse"], out / "curve.png")
-    print(json.dumps(result), flush=True)
-
-
-def plot_curve(values: list[float], path: Path) -> None:
-    """Train RMSE per epoch as a PNG (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.plot(range(1, len(values) + 1), values, marker="o")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train RMSE")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

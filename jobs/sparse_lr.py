@@ -22,12 +22,10 @@ the last line of stdout.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -39,12 +37,12 @@ from mpips.ml.dataset import SparseDataset
 from mpips.errors import MpipsError, UsageError
 from mpips.wire.filters import make_filter
 from mpips.core.rules import make_rule
-from mpips.jobs.lr_position import Position
-from mpips.jobs.lr_runtime import (Checkpointer, SaveSignal, Straggler,
-                                   add_checkpoint_arguments, add_row_policy_arguments,
-                                   checkpoint_problems, gather_floats, open_checkpoints,
-                                   out_of_bounds, parse_filter, parse_straggler,
-                                   row_policy_problems, traffic_summary)
+from mpips.jobs.position import Position
+from mpips.jobs.runtime import (Checkpointer, SaveSignal, Straggler, add_checkpoint_arguments,
+                                add_row_policy_arguments, checkpoint_problems, consistency_of,
+                                consistency_problems, gather_floats, open_checkpoints,
+                                out_of_bounds, parse_filter, parse_straggler, report,
+                                row_policy_problems, test_split_problems, traffic_summary)
 from mpips.ml.libsvm import read_libsvm, read_libsvm_pair
 from mpips.ml.synthetic import make_sparse_classification
 
@@ -56,7 +54,7 @@ OPTION_BOUNDS = (("--features", 1, True), ("--nnz", 1, True), ("--seed", 0, True
                  ("--epochs", 1, True), ("--batch-size", 1, True), ("--lr", 0.0, False),
                  ("--l2", 0.0, True), ("--l1", 0.0, True), ("--beta", 0.0, True),
                  ("--compute-ms", 0.0, True))
-"""Lower bounds of the numeric options (lr_runtime.out_of_bounds)."""
+"""Lower bounds of the numeric options (runtime.out_of_bounds)."""
 
 
 class Tables(NamedTuple):
@@ -158,7 +156,7 @@ def main(ps, args) -> dict | None:
                f"{stats['evicted']:,} rows evicted")
     if result is not None:
         result.update(servers=ps.num_servers, seconds=time.perf_counter() - started)
-        report(result, args)
+        report(result, args, "train_logloss", "train logloss", "sparse logistic regression")
     return result
 
 
@@ -168,13 +166,7 @@ def _check_arguments(args, num_workers: int) -> None:
     problems = out_of_bounds(args, OPTION_BOUNDS) + checkpoint_problems(args)
     if args.data is None and not args.synthetic >= 1:
         problems.append(f"--synthetic must be >= 1 row, got {args.synthetic}")
-    if args.test_data is not None and args.data is None:
-        problems.append("--test-data needs --data (the training rows)")
-    if args.test_data is not None and args.test_fraction is not None:
-        problems.append("--test-data gives the test rows, --test-fraction holds some of "
-                        "--data out: give one of them")
-    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
-        problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    problems += test_split_problems(args, "rows")
     if args.table == "dense" and args.hashed_keys:
         problems.append("--hashed-keys needs --table sparse (keys span all of uint64)")
     if args.table == "dense" and (args.admit or args.evict or args.capacity):
@@ -187,10 +179,7 @@ def _check_arguments(args, num_workers: int) -> None:
     if args.rule != "ftrl":
         problems += [f"--{name} is an option of --rule ftrl (got --rule {args.rule})"
                      for name in ("l1", "beta") if getattr(args, name) is not None]
-    if (args.consistency == "ssp") != (args.staleness is not None):
-        problems.append("--staleness goes with --consistency ssp, and ssp needs --staleness")
-    elif args.staleness is not None and args.staleness < 0:
-        problems.append(f"--staleness must be >= 0, got {args.staleness}")
+    problems += consistency_problems(args)
     try:
         args.straggler_plan = parse_straggler(args.straggler)
         args.filter_plan = parse_filter(args.push_filter)
@@ -216,11 +205,6 @@ def rule_params(args) -> dict:
 def gradient_l2(args) -> float:
     """The L2 penalty the workers add to their gradients (ftrl applies its own on the server)."""
     return 0.0 if args.rule == "ftrl" else args.l2
-
-
-def consistency_of(args) -> str:
-    """The tables' consistency as mpips.core.consistency text ("bsp", "ssp:4", "async")."""
-    return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
 
 
 def held_out(args) -> float:
@@ -451,36 +435,6 @@ def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
         "zero_weights": float(np.mean(weights == 0)) if weights.size else 0.0,
         "model_sha256": digest.hexdigest(),
     }
-
-
-def report(result: dict, args) -> None:
-    """Write metrics.json and curve.png under --out (if given); print the JSON line last."""
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        plot_curve(result["train_logloss"], out / "curve.png")
-    print(json.dumps(result), flush=True)
-
-
-def plot_curve(losses: list[float], path: Path) -> None:
-    """Train logloss per epoch as a PNG (matplotlib, Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(range(1, len(losses) + 1), losses, marker="o")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train logloss")
-    ax.set_title("sparse logistic regression")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

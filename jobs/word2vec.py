@@ -31,7 +31,7 @@ import numpy as np
 from mpi4py import MPI
 
 from mpips.errors import UsageError
-from mpips.jobs.lr_runtime import gather_floats, out_of_bounds
+from mpips.jobs.runtime import gather_floats, max_over_workers, out_of_bounds
 from mpips.kernels.skipgram import train_batch
 from mpips.ml import corpus as text
 from mpips.ml import embeddings
@@ -41,7 +41,7 @@ OPTION_BOUNDS = (("--dim", 1, True), ("--window", 1, True), ("--min-count", 1, T
                  ("--negative", 0, True), ("--sample", 0.0, True), ("--alpha", 0.0, False),
                  ("--min-alpha", 0.0, True), ("--epochs", 1, True), ("--batch-words", 1, True),
                  ("--seed", 0, True))
-"""Lower bounds of the numeric options (lr_runtime.out_of_bounds)."""
+"""Lower bounds of the numeric options (runtime.out_of_bounds)."""
 
 
 def add_arguments(parser) -> None:
@@ -122,7 +122,8 @@ def train_and_evaluate(kv, tables, sentences: text.Sentences, vocab: text.Vocabu
     comm = kv.worker_comm
     words, starts = text.in_vocabulary(sentences, vocab)
     keep, cum_table = vocab.keep_probabilities(args.sample), vocab.cum_table()
-    steps = kv.collective(lambda c: _max(c, max(1, math.ceil(words.size / args.batch_words))))
+    mine = np.array([max(1, math.ceil(words.size / args.batch_words))], np.int64)
+    steps = int(kv.collective(lambda c: max_over_workers(c, mine))[0])
     began, trained = time.perf_counter(), 0
     for epoch in range(args.epochs):
         epoch_began = time.perf_counter()
@@ -166,12 +167,6 @@ def merged_vocabulary(comm, sentences: text.Sentences, min_count: int) -> text.V
     comm.Allgatherv(keys, [all_keys, sizes, offsets, MPI.UINT64_T])
     comm.Allgatherv(counts, [all_counts, sizes, offsets, MPI.INT64_T])
     return text.Vocabulary.from_counts(all_keys, all_counts, min_count)
-
-
-def _max(worker_comm, value: int) -> int:
-    out = np.empty(1, np.int64)
-    worker_comm.Allreduce(np.array([value], np.int64), out, op=MPI.MAX)
-    return int(out[0])
 
 
 def _batches(starts: np.ndarray, count: int) -> list[tuple[int, int]]:

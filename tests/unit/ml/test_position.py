@@ -1,8 +1,8 @@
-"""Where a resumed sparse_lr job starts (jobs/lr_position.py)."""
+"""Where a resumed sparse_lr job starts (jobs/position.py)."""
 import pytest
 
 from mpips.errors import UsageError
-from mpips.jobs.lr_position import Position
+from mpips.jobs.position import Position
 
 JOB = {"epoch": 3, "step": 0, "curve": [0.6, 0.5, 0.4], "partial_loss": [0.0, 0.0],
        "workers": 2}

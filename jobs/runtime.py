@@ -1,9 +1,10 @@
 """Pieces of the training jobs that are not the model: option parsing and checks for
-stragglers, push filters and numeric bounds, stragglers, the checkpoint directory,
-step-boundary checkpoints and resume, and the collective bookkeeping of results (used by
-jobs/sparse_lr.py)."""
+stragglers, push filters and numeric bounds, the tables' consistency, the checkpoint
+directory, step-boundary checkpoints and resume, the collective bookkeeping of results, and
+the final report (used by jobs/sparse_lr.py, drift_lr.py, mf.py and word2vec.py)."""
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -142,7 +143,67 @@ def gather_floats(worker_comm, values) -> np.ndarray | None:
     return rows
 
 
-def _max(worker_comm, flags: np.ndarray) -> np.ndarray:
+def consistency_of(args) -> str:
+    """The tables' consistency as mpips.core.consistency text ("bsp", "ssp:4", "async") from
+    --consistency and --staleness."""
+    return f"ssp:{args.staleness}" if args.consistency == "ssp" else args.consistency
+
+
+def consistency_problems(args) -> list[str]:
+    """What is wrong with --consistency and --staleness together."""
+    if (args.consistency == "ssp") != (args.staleness is not None):
+        return ["--staleness goes with --consistency ssp, and ssp needs --staleness"]
+    if args.staleness is not None and args.staleness < 0:
+        return [f"--staleness must be >= 0, got {args.staleness}"]
+    return []
+
+
+def test_split_problems(args, what: str) -> list[str]:
+    """What is wrong with --data, --test-data and --test-fraction together (``what``: the
+    job's examples, e.g. "rows" or "ratings")."""
+    problems = []
+    if args.test_data is not None and args.data is None:
+        problems.append(f"--test-data needs --data (the training {what})")
+    if args.test_data is not None and args.test_fraction is not None:
+        problems.append(f"--test-data gives the test {what}, --test-fraction holds some of "
+                        f"--data out: give one of them")
+    if args.test_fraction is not None and not 0.0 < args.test_fraction < 1.0:
+        problems.append(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+    return problems
+
+
+def report(result: dict, args, curve: str, label: str, title: str) -> None:
+    """Write metrics.json and curve.png (``result[curve]`` per epoch, labelled ``label``)
+    under --out if given; print the JSON line last."""
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot_curve(result[curve], out / "curve.png", label, title)
+    print(json.dumps(result), flush=True)
+
+
+def plot_curve(values: list[float], path: Path, label: str, title: str) -> None:
+    """One value per epoch as a PNG (matplotlib, Agg backend: no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(range(1, len(values) + 1), values, marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def max_over_workers(worker_comm, flags: np.ndarray) -> np.ndarray:
     """Elementwise maximum of ``flags`` over the workers (a new array: safe to repeat)."""
     out = np.empty_like(flags)
     worker_comm.Allreduce(flags, out, op=MPI.MAX)
@@ -178,7 +239,7 @@ class Checkpointer:
             time.monotonic() - self.last_save >= every
         signalled = bool(self.signal and self.signal.received)
         flags = np.array([2 * signalled + stop, int(due)], np.int32)
-        flags = self.kv.collective(lambda comm: _max(comm, flags))
+        flags = self.kv.collective(lambda comm: max_over_workers(comm, flags))
         if flags[0]:  # a worker got a signal (2), or --stop-after-steps (1)
             self.stopping = (self.signal.received or "a signal to another worker") \
                 if flags[0] >= 2 else "--stop-after-steps"

@@ -15,6 +15,15 @@ import numba
 _jit = numba.njit(cache=True, nogil=True)
 
 
+@numba.njit(inline="always", nogil=True)
+def _prediction(user_rows, item_rows, u, i, mu, rank):
+    """mu + b_u + b_i + p_u . q_i of rows ``u`` and ``i``."""
+    pred = mu + user_rows[u, rank] + item_rows[i, rank]
+    for f in range(rank):
+        pred += user_rows[u, f] * item_rows[i, f]
+    return pred
+
+
 @_jit
 def squared_error_gradients(users, items, ratings, user_rows, item_rows, mu, reg,
                             user_grads, item_grads):
@@ -24,10 +33,7 @@ def squared_error_gradients(users, items, ratings, user_rows, item_rows, mu, reg
     total = 0.0
     for n in range(ratings.size):
         u, i = users[n], items[n]
-        pred = mu + user_rows[u, rank] + item_rows[i, rank]
-        for f in range(rank):
-            pred += user_rows[u, f] * item_rows[i, f]
-        err = ratings[n] - pred
+        err = ratings[n] - _prediction(user_rows, item_rows, u, i, mu, rank)
         total += err * err
         for f in range(rank):
             pu, qi = user_rows[u, f], item_rows[i, f]
@@ -47,10 +53,7 @@ def sequential_sgd(users, items, ratings, user_rows, item_rows, mu, lr, reg):
     total = 0.0
     for n in range(ratings.size):
         u, i = users[n], items[n]
-        pred = mu + user_rows[u, rank] + item_rows[i, rank]
-        for f in range(rank):
-            pred += user_rows[u, f] * item_rows[i, f]
-        err = ratings[n] - pred
+        err = ratings[n] - _prediction(user_rows, item_rows, u, i, mu, rank)
         total += err * err
         user_rows[u, rank] += lr * (err - reg * user_rows[u, rank])
         item_rows[i, rank] += lr * (err - reg * item_rows[i, rank])
@@ -67,7 +70,4 @@ def predict(users, items, user_rows, item_rows, mu, low, high, out):
     rank = user_rows.shape[1] - 1
     for n in range(users.size):
         u, i = users[n], items[n]
-        pred = mu + user_rows[u, rank] + item_rows[i, rank]
-        for f in range(rank):
-            pred += user_rows[u, f] * item_rows[i, f]
-        out[n] = min(max(pred, low), high)
+        out[n] = min(max(_prediction(user_rows, item_rows, u, i, mu, rank), low), high)

@@ -250,9 +250,7 @@ class SparseRows:
             self.changed = np.zeros(self.data.shape[0], np.uint8)
             self.evicted_keys = []
         self.generation += 1
-        self.put(keys, packed)
-        if self.changed is not None:
-            self.changed.fill(0)
+        self.put(keys, packed)  # inserts flag nothing: changes start afresh
 
     def put(self, keys: np.ndarray, packed: np.ndarray) -> None:
         """Set the rows of ``keys`` (inserted if absent) to ``packed``."""

@@ -12,7 +12,7 @@ from ..errors import LayoutError, RankLost, TableError
 from ..mpi.fault import abort_launch, carried_on_past_a_failure, is_rank_failure, rank_lost
 from ..core.hosting import Hosting
 from ..core.partition import KEY_SPACE, ranks_lost_before, servers_after_loss
-from ..ckpt.checkpoint import restore as restore_checkpoint
+from ..ckpt.restore import restore as restore_checkpoint
 from ..mpi.onesided import ClockBoard, OneSidedReader, rma_mode
 from ..server.kvserver import KVServer
 from ..core.spec import TableSpec
@@ -238,7 +238,7 @@ class PS:
 
     def restore(self, root) -> dict | None:
         """Load the newest valid checkpoint under ``root`` into the tables (any number of
-        servers; see mpips.ckpt.checkpoint.restore). Collective over the launch, before ``run``.
+        servers; see mpips.ckpt.restore). Collective over the launch, before ``run``.
         Returns the checkpoint's job dict plus "checkpoint_step" and "checkpoint_path", or
         None if there is none."""
         if self._worker is not None or self.server is not None:

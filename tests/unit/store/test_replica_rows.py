@@ -89,8 +89,8 @@ def test_rows_of_keys_outside_the_segment_or_unsorted_are_refused(keys):
 
 
 def test_a_restore_that_skipped_every_checkpoint_resets_slices_to_new_tables():
-    """mpips.ckpt.checkpoint._reset_slice: what a skipped (corrupt) checkpoint loaded is gone."""
-    from mpips.ckpt.checkpoint import _reset_slice
+    """mpips.ckpt.restore._reset_slice: what a skipped (corrupt) checkpoint loaded is gone."""
+    from mpips.ckpt.restore import _reset_slice
 
     sparse = SparseSlice(adagrad("sparse"), 0)
     keys = segment_0(range(3, 400))[:5]

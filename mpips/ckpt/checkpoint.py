@@ -11,7 +11,7 @@ the answer of every server, and nothing is reported saved that was not committed
 ``SaveSignal`` turns SIGUSR1/SIGTERM into a request to save at the next step boundary.
 
 **Incremental saves.** From the first checkpoint a server's slices take part in (saved or
-restored), they track the rows that change (mpips.store.slices). A save asked with
+restored), they track the rows that change (mpips.store.slice). A save asked with
 ``incremental`` writes only those rows and the keys removed, as a delta of that checkpoint
 (mpips.ckpt.chain), when every server tracked its changes against the same checkpoint and it
 is still there, under the same root; otherwise (the first save of a launch, a server that took

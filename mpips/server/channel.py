@@ -15,7 +15,7 @@ from mpi4py import MPI
 from ..errors import MessageError
 from ..mpi.fault import is_rank_failure
 from ..mpi.transport import wait_all
-from ..store.slices import FLOAT
+from ..store.slice import FLOAT
 from ..wire.message import Status, encode_reply
 
 OUT_BUFFERS = 4

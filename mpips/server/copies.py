@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import MessageError, SegmentLost
-from ..store.slices import Slice, make_slice
+from ..store.slice import Slice
+from ..store.slices import make_slice
 from ..wire.replica import Kind
 from .whole_pushes import StashedPush
 

@@ -13,7 +13,7 @@ A push is applied while its worker still checks it: until the worker's verdict s
 slice logs the rows it changes (mpips.store.undo), and a withdrawn or failed push is rolled back,
 so a push is applied all or nothing.
 
-Sparse slices settle between requests (mpips.store.slices.SparseSlice.settle), when the
+Sparse slices settle between requests (mpips.store.sparse_slice.SparseSlice.settle), when the
 loop has applied everything the last request released: after a clock message they record
 their size and drop the rows their eviction policy says (mpips.core.eviction); tables with a
 capacity also after every other request.
@@ -35,7 +35,7 @@ from ..errors import ClockError, MessageError
 from ..mpi.fault import ulfm_launch
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, wait_all
-from ..store.slices import FLOAT, Slice
+from ..store.slice import FLOAT, Slice
 from ..wire import zero_rows
 from ..wire.message import HEADER_WORDS, Header, Op, Status, parse_header
 from .channel import WorkerChannel
@@ -324,7 +324,7 @@ class KVServer:
     def _apply_chunk(self, table, hdr, keys, vals, prev, tag, source, again=False,
                      origin=None) -> np.ndarray | None:
         """Apply/answer one chunk (``prev``: the last key of the chunk before); returns the
-        rows a push changed when the slice says (mpips.store.slices). ``again``: the push was
+        rows a push changed when the slice says (mpips.store.slice). ``again``: the push was
         applied before (a resend), so only answer what it pulls. ``origin`` (worker, chunk
         index): the chunk came in a buffer of the slice's request cache."""
         rows = None

@@ -37,7 +37,7 @@ from ..wire.replica import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ac
                            parse_ack, parse_batch)
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REPLICA, TAG_REPLICA_ACK, raise_failed, wait_all, wait_any
-from ..store.slices import FLOAT, Slice
+from ..store.slice import FLOAT, Slice
 from .copies import Copies
 from .segments import Segments
 

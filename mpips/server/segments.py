@@ -1,5 +1,5 @@
 """The segments a server serves (API layer): which key segments (mpips.core.hosting) this
-server answers for, each a slice of every table (mpips.store.slices).
+server answers for, each a slice of every table (mpips.store.slice).
 
 A server starts with its home segments. With replicas it also serves the segments of dead
 servers it took over (mpips.server.replication adds them, and installs ``await_takeover`` so
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import MessageError
-from ..store.slices import Slice
+from ..store.slice import Slice
 
 
 class Segments:

@@ -18,7 +18,7 @@ from ..errors import KeyCacheMiss, MessageError
 from ..kernels.rows import count_nonfinite
 from ..mpi.topology import Topology
 from ..mpi.transport import Tags
-from ..store.slices import FLOAT
+from ..store.slice import FLOAT
 from ..wire.codec import decode
 from ..wire.keycache import KeyCache
 from ..wire.message import Header, Op, Status

@@ -16,7 +16,8 @@ from ..ckpt.restore import restore as restore_checkpoint
 from ..mpi.onesided import ClockBoard, OneSidedReader, rma_mode
 from ..server.kvserver import KVServer
 from ..core.spec import TableSpec
-from ..store.slices import Slice, make_slice
+from ..store.slice import Slice
+from ..store.slices import make_slice
 from ..mpi.topology import Topology
 from ..mpi.transport import PIN_VARIABLE, share_cores, tighten_timer_slack, use_dedicated_cores
 from ..worker.kvworker import KVWorker
@@ -227,7 +228,7 @@ class PS:
 
     def size_history(self, name: str) -> np.ndarray:
         """(clock, rows) of sparse table ``name`` on this server, one row per table clock its
-        slices saw, the newest mpips.store.slices.SIZE_HISTORY of them (int64 (n, 2); empty on
+        slices saw, the newest mpips.store.sparse_slice.SIZE_HISTORY of them (int64 (n, 2); empty on
         workers and for dense tables). Local."""
         by_clock: dict[int, int] = {}
         for table in self._all_slices() if self.is_server else ():

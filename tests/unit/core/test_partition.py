@@ -34,7 +34,7 @@ def test_key_range_length(begin, end):
                                         (0, KEY_SPACE), (1, KEY_SPACE)])
 def test_key_range_truth_is_non_emptiness(begin, end):
     # The range of a sparse table on one or two servers holds >= 2**63 keys, more than
-    # len() can return; ``if key_range:`` (as mpips/store/slices.py writes it) must still work.
+    # len() can return; ``if key_range:`` (as mpips/store/dense_slice.py writes it) must still work.
     assert bool(KeyRange(begin, end)) == (end > begin)
 
 

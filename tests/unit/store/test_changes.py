@@ -1,4 +1,4 @@
-"""Changes tracked for incremental checkpoints (mpips.store.slices ``track_changes``/``changes``,
+"""Changes tracked for incremental checkpoints (mpips.store.slice ``track_changes``/``changes``,
 mpips.store.sparse_rows, kernels hashindex.collect_flagged / evict_rows / rows.mark_rows):
 after any mix of pushes (every push path of a sparse slice), evictions, roll-backs and loads,
 ``changes`` holds exactly the rows pushed since and the keys evicted since, with their current
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from mpips.core.spec import TableSpec
-from mpips.store.slices import DenseSlice, SparseSlice
+from mpips.store.dense_slice import DenseSlice
+from mpips.store.sparse_slice import SparseSlice
 
 F = np.float32
 

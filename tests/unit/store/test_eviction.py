@@ -7,7 +7,7 @@ import pytest
 from mpips.core.eviction import EvictPolicy, parse_eviction
 from mpips.core.spec import TableSpec
 from mpips.errors import TableError
-from mpips.store.slices import SparseSlice
+from mpips.store.sparse_slice import SparseSlice
 from mpips.store.sparse_rows import SparseRows
 
 F = np.float32
@@ -127,9 +127,9 @@ def test_an_undoable_push_is_rolled_back_exactly_in_a_table_that_evicts():
 def test_the_size_history_keeps_the_newest_clocks_only(monkeypatch):
     """A job that runs for months settles millions of clocks: the slice remembers a bounded
     number of (clock, rows) pairs, the newest."""
-    from mpips.store import slices
+    from mpips.store import sparse_slice
 
-    monkeypatch.setattr(slices, "SIZE_HISTORY", 5)
+    monkeypatch.setattr(sparse_slice, "SIZE_HISTORY", 5)
     t = table(evict="unseen:100")
     for clock in range(12):
         push(t, [clock])

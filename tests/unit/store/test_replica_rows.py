@@ -5,7 +5,8 @@ import pytest
 from mpips.errors import MessageError
 from mpips.core.partition import positions
 from mpips.core.spec import TableSpec
-from mpips.store.slices import DenseSlice, SparseSlice
+from mpips.store.dense_slice import DenseSlice
+from mpips.store.sparse_slice import SparseSlice
 
 
 def adagrad(kind, **kw):

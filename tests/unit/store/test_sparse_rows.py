@@ -1,5 +1,5 @@
 """The hash-indexed sparse store (mpips.store.sparse_rows, mpips.kernels.hashindex) and the sparse
-slice on top of it (mpips.store.slices.SparseSlice) against a plain-dict model: random pushes,
+slice on top of it (mpips.store.sparse_slice.SparseSlice) against a plain-dict model: random pushes,
 pulls, inserts, growth, rollbacks and cached key lists, with keys that collide on purpose."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mpips.kernels.placement import mix_keys
 from mpips.core.partition import positions
 from mpips.store.sparse_rows import MIN_SLOTS, SparseRows
 from mpips.core.spec import TableSpec
-from mpips.store.slices import SparseSlice
+from mpips.store.sparse_slice import SparseSlice
 
 MASK = 2**64 - 1
 F = np.float32

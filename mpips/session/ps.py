@@ -19,6 +19,7 @@ from ..core.spec import TableSpec
 from ..store.slice import Slice
 from ..store.slices import make_slice
 from ..mpi.topology import Topology
+from ..mpi.workqueue import WorkQueue
 from ..mpi.transport import PIN_VARIABLE, share_cores, tighten_timer_slack, use_dedicated_cores
 from ..worker.kvworker import KVWorker
 
@@ -69,6 +70,7 @@ class PS:
         self.hosting = Hosting(servers, self.replicas)  # LayoutError for an impossible one
         self.rma_mode = rma_mode(self.topology.data)  # "shared" on one node, else "get"
         self._board: ClockBoard | None = None
+        self._queues: list[WorkQueue] = []
         self.tables: dict[str, TableSpec] = {}
         # per home segment (mpips.core.hosting) of this server, its slice of every table; on a
         # worker, under segment -1 - v, the window placeholders of home segment v of a server
@@ -150,6 +152,16 @@ class PS:
                 make_slice(spec, max(segment, -1), self.comm, self.rma_mode))
         self.tables[name] = spec
         return spec
+
+    def work_queue(self, blocks: int) -> WorkQueue:
+        """A queue of ``blocks`` data blocks that workers claim one-sidedly (dynamic work
+        assignment: mpips.mpi.workqueue, mpips.worker.block_feed), hosted by server 0.
+        Collective over the launch, before ``run``; freed by ``close``."""
+        if self._worker is not None or self.server is not None:
+            raise TableError("work_queue() must come before run()")
+        queue = WorkQueue(self.comm, self.topology.layout.server_rank(0), blocks)
+        self._queues.append(queue)
+        return queue
 
     def _all_slices(self) -> list[Slice]:
         return [s for slices in self._slices.values() for s in slices]
@@ -266,6 +278,8 @@ class PS:
             self._worker.close()
         if self._board is not None:
             self._board.free()
+        for queue in self._queues:
+            queue.free()
         for table_slice in self._all_slices():
             table_slice.free()
         self.topology.free()

@@ -47,6 +47,17 @@ class RatingsFormatError(MpipsError, ValueError):
     """A ratings file has a malformed line; the message starts with ``path:line:``."""
 
 
+class DataFileError(MpipsError, ValueError):
+    """An mpips data file (HDF5 CSR, mpips.ml.csr_file) that cannot be read or trusted: not
+    HDF5, not an mpips data file, a newer format, a missing or inconsistent dataset, bad
+    entries, a checksum failure. The message is ``path: problem``."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class TableError(MpipsError, ValueError):
     """A table was defined inconsistently or used where it does not exist."""
 

@@ -154,6 +154,7 @@ def _warmup(_args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .ckpt import add_ckpt_parser
+    from .data import add_data_parser
     from ..launch.launcher import add_launch_parser
     from .sweep import add_sweep_parser
 
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     warm.set_defaults(handler=_warmup)
     add_launch_parser(sub)
     add_ckpt_parser(sub)
+    add_data_parser(sub)
     add_sweep_parser(sub)
     return parser
 

@@ -104,11 +104,16 @@ class DatasetInfo:
     description: str
 
 
-def open_data(path) -> "DataFile":
+def open_data(path, kind: str | None = None) -> "DataFile":
     """Open and validate data file ``path`` (attributes, datasets, shapes, dtypes). A
     DataFileError ``path: problem`` when it is missing, not HDF5, not an mpips data file,
-    of a newer format, truncated or inconsistent."""
-    return DataFile(path)
+    of a newer format, truncated or inconsistent, or (given ``kind``) of another kind."""
+    data = DataFile(path)
+    if kind is not None and data.kind != kind:
+        data.close()
+        raise DataFileError(data.path, f"holds {data.kind} rows, not {kind} (convert the text "
+                                       f"with 'mpips data convert --kind {kind}')")
+    return data
 
 
 def is_data_file(path) -> bool:
@@ -237,21 +242,22 @@ class DataFile:
                                    _text(dset.attrs.get("description")) or ""))
         return out
 
-    def read_rows(self, lo: int, hi: int):
+    def read_rows(self, lo: int, hi: int, *, words: bool = True):
         """Rows ``lo:hi`` as the kind's in-memory type, read by hyperslab and validated:
         libsvm: SparseDataset; ratings: RatingSet (those users' ratings in file order);
-        corpus: (mpips.ml.corpus.Sentences, {key: word} of the words in those rows)."""
+        corpus: (mpips.ml.corpus.Sentences, {key: word} of the words in those rows; {}
+        with ``words=False``, which reads no word texts)."""
         lo, hi = int(lo), int(hi)
         if not 0 <= lo <= hi <= self.n_rows:
             raise ValueError(f"{self.path}: rows {lo}:{hi} are not within 0:{self.n_rows}")
         indptr = self._read("indptr", lo, hi + 1)
         self._check_indptr(indptr, lo)
         a, b = int(indptr[0]), int(indptr[-1])
-        return _READERS[self.kind](self, indptr - a, a, b, lo, hi)
+        return _READERS[self.kind](self, indptr - a, a, b, lo, hi, words)
 
-    def read_part(self, index: int, count: int):
+    def read_part(self, index: int, count: int, *, words: bool = True):
         """``read_rows`` of block ``index`` of ``count`` (``row_bounds``)."""
-        return self.read_rows(*row_bounds(self.n_rows, index, count))
+        return self.read_rows(*row_bounds(self.n_rows, index, count), words=words)
 
     def read_all(self):
         """Every row (``read_rows(0, n_rows)``)."""
@@ -322,14 +328,16 @@ class DataFile:
         return self._word_keys
 
 
-def _read_libsvm_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int):
+# Per kind: rows lo:hi (entries a:b, ``indptr`` from 0) in memory; ``words``: corpus only.
+
+def _read_libsvm_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int, words: bool):
     indices, values = data._read("indices", a, b), data._read("values", a, b)
     labels = data._read("labels", lo, hi)
     check_libsvm_rows(indptr, indices, values, labels, data.n_features, data._fail, lo)
     return SparseDataset(indptr, indices, values, labels, data.n_features)
 
 
-def _read_ratings_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int):
+def _read_ratings_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int, words: bool):
     items, ratings = data._read("indices", a, b), data._read("values", a, b)
     users = np.repeat(data._read("row_ids", lo, hi), np.diff(indptr))
     positions = data._read("positions", a, b)
@@ -346,9 +354,9 @@ def _read_ratings_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int)
     return RatingSet(users[order], items[order], ratings[order])
 
 
-def _read_corpus_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int):
+def _read_corpus_rows(data: DataFile, indptr, a: int, b: int, lo: int, hi: int, words: bool):
     keys = data._read("indices", a, b)
-    names = data.words(keys)
+    names = data.words(keys) if words else {}
     lengths = np.diff(indptr)
     limit = corpus.MAX_SENTENCE_WORDS
     pieces = (lengths + limit - 1) // limit  # sentences per line; none for a blank line

@@ -115,6 +115,8 @@ def test_corpus_parts_are_read_sentences_parts(tmp_path):
         assert set(f.words().values()) == {"a", "b", "β", "γ", "w", "x\ufffdy", "z", "q",
                                            "last"}
         assert f.words([corpus.word_key("z")]) == {corpus.word_key("z"): "z"}
+        alone, none = f.read_part(1, 2, words=False)
+        assert none == {} and np.array_equal(alone.keys, f.read_part(1, 2)[0].keys)
 
 
 def test_written_corpus_lines_and_zero_rows_of_every_kind(tmp_path):
@@ -193,6 +195,20 @@ def refused(path, read=False) -> str:
 def edit(path, change) -> None:
     with h5py.File(path, "r+") as f:
         change(f)
+
+
+def test_a_file_of_another_kind_is_refused_when_a_kind_is_asked_for(good):
+    with open_data(good, kind="libsvm") as f:
+        assert f.kind == "libsvm"
+    assert refused_kind(good, "ratings") == (f"{good}: holds libsvm rows, not ratings (convert "
+                                             f"the text with 'mpips data convert --kind "
+                                             f"ratings')")
+
+
+def refused_kind(path, kind) -> str:
+    with pytest.raises(DataFileError) as caught:
+        open_data(path, kind=kind)
+    return str(caught.value)
 
 
 def test_missing_text_and_foreign_files_are_refused(tmp_path, good):

@@ -18,6 +18,9 @@ it). --checkpoint-dir, --resume, --full-every and the stop signals work as in sp
 Worker 0 prints one line per epoch, scores the test ratings (predictions clipped to the
 training ratings' range; a user or item never trained contributes nothing but the mean, as in
 surprise) and prints the metrics as one JSON line, the last line of stdout.
+
+--data and --test-data take a ratings text file or the .h5 data file that ``mpips data
+convert --kind ratings`` makes of it: the same ratings in the same order, the same training.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from mpips.jobs.runtime import (Checkpointer, SaveSignal, add_checkpoint_argumen
                                 gather_floats, open_checkpoints, out_of_bounds, report,
                                 test_split_problems)
 from mpips.ml import factorization as mf
+from mpips.ml.csr_file import is_data_file, open_data
 from mpips.ml.ratings import RatingSet, make_ratings, read_ratings
 from mpips.mpi.agree import everywhere
 
@@ -58,12 +62,14 @@ def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--data", metavar="PATH",
                         help="ratings file: 'user item rating [timestamp]' per line, tab- or "
-                             "space-separated (MovieLens layout)")
+                             "space-separated (MovieLens layout), or the .h5 data file "
+                             "'mpips data convert --kind ratings' makes of it")
     source.add_argument("--synthetic", metavar="N", type=int, default=100_000,
                         help="generate N ratings of a planted low-rank model (the default "
                              "source: 100000)")
     parser.add_argument("--test-data", metavar="PATH", default=None,
-                        help="ratings file of the test set (with --data: train on all of it)")
+                        help="ratings file (or .h5 data file) of the test set (with --data: "
+                             "train on all of it)")
     parser.add_argument("--test-fraction", type=float, default=None,
                         help=f"share of the ratings held out for the test metrics (default "
                              f"{DEFAULT_TEST_FRACTION}; not with --test-data)")
@@ -140,7 +146,8 @@ def _check_arguments(args) -> None:
 
 def load_split(args) -> tuple[RatingSet, RatingSet]:
     """(train, test), the same on every rank. UsageError for a missing path or too few
-    ratings; RatingsFormatError (one line, path:line) for a malformed file."""
+    ratings; RatingsFormatError (one line, path:line) for a malformed file, DataFileError
+    (path: problem) for a bad .h5 data file."""
     if args.data is None:
         data = make_ratings(args.synthetic, args.users, args.items, args.true_rank,
                             args.noise, args.seed).data
@@ -150,9 +157,9 @@ def load_split(args) -> tuple[RatingSet, RatingSet]:
                 raise UsageError(f"{option} {path}: " + ("a directory, not a ratings file"
                                                           if os.path.isdir(path)
                                                           else "no such file"))
-        data = read_ratings(args.data)
+        data = load_ratings(args.data)
     if args.test_data is not None:
-        train, test = data.split(0.0, args.seed)[0], read_ratings(args.test_data)
+        train, test = data.split(0.0, args.seed)[0], load_ratings(args.test_data)
     else:
         fraction = DEFAULT_TEST_FRACTION if args.test_fraction is None else args.test_fraction
         train, test = data.split(fraction, args.seed)
@@ -161,6 +168,16 @@ def load_split(args) -> tuple[RatingSet, RatingSet]:
         raise UsageError(f"{source}: {train.n} training and {test.n} test rating(s): too few "
                          f"to train and score")
     return train, test
+
+
+def load_ratings(path) -> RatingSet:
+    """A ratings text file, or a data file made of one by ``mpips data convert --kind
+    ratings``: the same RatingSet (the file's order), so training is the same. DataFileError
+    or RatingsFormatError (one line naming the file) for a bad one."""
+    if not is_data_file(path):
+        return read_ratings(path)
+    with open_data(path, kind="ratings") as data:
+        return data.read_all()
 
 
 def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:

@@ -19,6 +19,9 @@ input vectors on --similarity (Spearman against the file's scores, and the share
 of vocabulary) and --analogies files, writes them in the word2vec text format (--export, what
 gensim's ``KeyedVectors.load_word2vec_format`` reads), and prints the metrics as one JSON line,
 the last line of stdout.
+
+--corpus takes a text file or the .h5 data file ``mpips data convert --kind corpus`` makes of
+it, of which a worker reads only its block of lines (the text's block: the same training).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from mpips.jobs.runtime import gather_floats, max_over_workers, out_of_bounds
 from mpips.kernels.skipgram import train_batch
 from mpips.ml import corpus as text
 from mpips.ml import embeddings
+from mpips.ml.csr_file import is_data_file, open_data
 from mpips.mpi.agree import everywhere
 
 OPTION_BOUNDS = (("--dim", 1, True), ("--window", 1, True), ("--min-count", 1, True),
@@ -48,7 +52,8 @@ def add_arguments(parser) -> None:
     """The job's command-line options (added to ``mpips run word2vec``'s parser)."""
     parser.add_argument("--corpus", metavar="PATH", required=True,
                         help="text file, one sentence or document per line, words separated "
-                             "by whitespace")
+                             "by whitespace, or the .h5 data file 'mpips data convert --kind "
+                             "corpus' makes of it")
     parser.add_argument("--dim", type=int, default=100, help="vector size (default 100)")
     parser.add_argument("--window", type=int, default=5,
                         help="largest distance between a word and its context (default 5)")
@@ -84,7 +89,7 @@ def main(ps, args) -> dict | None:
     if problems:
         raise UsageError("; ".join(problems))
     everywhere(ps.comm, lambda: _check_files(args))
-    sentences = text.read_sentences(args.corpus, ps.worker_rank, ps.num_workers)[0] \
+    sentences = read_part(args.corpus, ps.worker_rank, ps.num_workers) \
         if ps.is_worker else text.Sentences(np.empty(0, np.uint64), np.zeros(1, np.int64))
     vocab = merged_vocabulary(ps.comm, sentences, args.min_count)
     if vocab.size == 0:  # the same vocabulary on every rank: refused alike
@@ -106,6 +111,8 @@ def _check_files(args) -> None:
         if not os.path.isfile(path):
             raise UsageError(f"{option} {path}: " + ("a directory, not a file"
                                                       if os.path.isdir(path) else "no such file"))
+    if is_data_file(args.corpus):  # its attributes and shapes, before any rank reads rows
+        open_data(args.corpus, kind="corpus").close()
     try:  # a malformed line is the user's: one line naming it
         for path in args.similarity:
             embeddings.read_word_pairs(path)
@@ -113,6 +120,23 @@ def _check_files(args) -> None:
             embeddings.read_analogies(path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def read_part(path, index: int, count: int) -> text.Sentences:
+    """Block ``index`` of ``count`` of the corpus's lines, from the text or from its data file
+    (only those rows: the same Sentences)."""
+    if not is_data_file(path):
+        return text.read_sentences(path, index, count)[0]
+    with open_data(path, kind="corpus") as data:
+        return data.read_part(index, count, words=False)[0]
+
+
+def word_names(path, keys: np.ndarray) -> dict:
+    """{key: word} of (at least) ``keys``, from the corpus text or its data file."""
+    if not is_data_file(path):
+        return text.read_sentences(path)[1]
+    with open_data(path, kind="corpus") as data:
+        return data.words(keys)
 
 
 def train_and_evaluate(kv, tables, sentences: text.Sentences, vocab: text.Vocabulary,
@@ -215,7 +239,7 @@ def evaluate(kv, tables, vocab: text.Vocabulary, args) -> dict:
     order = np.argsort(-vocab.counts, kind="stable")
     keys = vocab.keys[order]
     vectors = pulled[order] + text.input_rows(keys, args.dim, args.seed)
-    _, names = text.read_sentences(args.corpus)
+    names = word_names(args.corpus, keys)
     wv = embeddings.WordVectors([names[int(k)] for k in keys], vectors)
     result = {"vocabulary": vocab.size, "similarity": {}, "analogies": {}}
     for path in args.similarity:

@@ -104,3 +104,34 @@ def test_server_side_rules_learn_too(rule, lr):
     got = final_metrics(proc)
     assert (got["update"], got["rule"], got["consistency"]) == ("server", rule, "ssp:2")
     assert got["test_rmse"] < got["baseline_rmse"] - 0.05, got
+
+
+def test_h5_data_files_train_exactly_as_their_text(tmp_path):
+    """--data/--test-data as .h5 data files (mpips data convert --kind ratings) hold the same
+    ratings in the same order: the same split, the same model, the same metrics; a data file
+    of another kind is refused in one line."""
+    from mpips.ml.csr_write import convert
+
+    planted = make_ratings(3_000, 120, 80, 3, 0.3, seed=6).data
+    train, test = planted.split(0.2, 2)
+    paths = {}
+    for name, part in (("u.base", train), ("u.test", test)):
+        write_ratings(part, tmp_path / name)
+        paths[name] = convert(tmp_path / name, tmp_path / f"{name}.h5", "ratings").path
+    common = [*JOB, "--servers", "1", "--rank", "4", "--epochs", "2", "--batch-size", "200",
+              "--quiet"]
+    runs = [final_metrics(run_mpi(3, [*common, "--data", base, "--test-data", test_path],
+                                  timeout=180))
+            for base, test_path in ((tmp_path / "u.base", tmp_path / "u.test"),
+                                    (paths["u.base"], paths["u.test"]))]
+    text, h5 = runs
+    assert h5["model_sha256"] == text["model_sha256"]
+    assert (h5["test_rmse"], h5["train_rmse"], h5["n_train"]) == (text["test_rmse"],
+                                                                  text["train_rmse"],
+                                                                  text["n_train"])
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b\n")
+    wrong = convert(corpus, tmp_path / "c.h5", "corpus").path
+    proc = run_mpi(3, [*JOB, "--servers", "1", "--data", wrong], timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{wrong}: holds corpus rows, not ratings" in proc.stderr

@@ -5,7 +5,7 @@ ranks race on the cache files.
 """
 import numpy as np
 
-from . import fletcher, keys, rows, sketch
+from . import fletcher, keys, libsvm_text, rows, sketch
 from .warmup_codec import warm_codec
 from .warmup_models import warm_models
 from .warmup_store import warm_store
@@ -37,6 +37,14 @@ def warm_all() -> list[str]:
     sketch.restore_cells(counts, changed, old, n)
     sketch.estimates(counts, k, np.empty(4, np.uint32))
     sketch.add_saturating(counts, counts.copy())
-    return warm_codec() + warm_store() + warm_models() + ["fletcher32", "count_and_admit", "restore_cells", "estimates", "add_saturating",
+    text = np.frombuffer(b"+1 1:0.5 3:2 # c\n-1\n", np.uint8).copy()
+    newlines, colons = libsvm_text.count_lines_and_colons(text)
+    libsvm_text.parse_lines(text, 0, 0, 0, np.empty(newlines + 1, np.float32),
+                            np.empty(newlines + 1, np.int64), np.zeros(newlines + 2, np.int64),
+                            np.empty(colons, np.int64), np.empty(colons, np.float32),
+                            libsvm_text.stats_array())
+    libsvm_text.line_end(text, 0)
+    return warm_codec() + warm_store() + warm_models() + [
+            "count_lines_and_colons", "parse_lines", "line_end", "fletcher32", "count_and_admit", "restore_cells", "estimates", "add_saturating",
             "count_bad_keys", "matches_run", "count_nonfinite", "first_bad_key", "offset_rows", "gather_rows",
             "apply_sum", "apply_sgd", "apply_adagrad", "apply_ftrl", "scatter_rows", "first_nonfinite"]

@@ -18,6 +18,8 @@ class Position:
     curve: list = field(default_factory=list)
     partial_loss: list = field(default_factory=list)
     steps_done: int = 0
+    done_blocks: list = field(default_factory=list)
+    """Dynamic work assignment: the blocks of ``epoch`` already trained (``step`` of them)."""
 
     @classmethod
     def from_job(cls, job: dict | None, num_workers: int) -> "Position":
@@ -25,6 +27,9 @@ class Position:
         for a mid-epoch checkpoint of another number of workers."""
         if not job:
             return cls()
+        if "done_blocks" in job:  # dynamic assignment: blocks, not shards, so any workers
+            return cls(int(job["epoch"]), int(job["step"]), list(job["curve"]),
+                       list(job["partial_loss"]), _step_id(job), list(job["done_blocks"]))
         if job.get("workers") != num_workers:
             if int(job["step"]) != 0:
                 raise UsageError(

@@ -246,20 +246,41 @@ class Checkpointer:
             return "stop"
         return "save" if flags[1] else None
 
+    def wanted(self) -> str | None:
+        """What this worker alone asks for at a step boundary: "stop" (it got a signal, or
+        ran --stop-after-steps steps), "save" (worker 0: --checkpoint-seconds elapsed) or
+        None. Local, no collective: dynamic work assignment (jobs/block_epochs.py) raises
+        the answer as a flag of its work queue instead of the collective ``poll``."""
+        if not self.args.checkpoint_dir:
+            return None
+        if self.signal and self.signal.received:
+            self.stopping = self.signal.received
+            return "stop"
+        if self.args.stop_after_steps is not None and \
+                self.steps_run >= self.args.stop_after_steps:
+            self.stopping = "--stop-after-steps"
+            return "stop"
+        every = self.args.checkpoint_seconds
+        due = self.kv.worker_comm.Get_rank() == 0 and every > 0 and \
+            time.monotonic() - self.last_save >= every
+        return "save" if due else None
+
     def due_at_epoch_end(self, epoch: int) -> bool:
         every = self.args.checkpoint_every
         return bool(self.args.checkpoint_dir) and every > 0 and (epoch + 1) % every == 0
 
-    def save(self, epoch: int, step: int, curve: list, loss_sum: float) -> int:
+    def save(self, epoch: int, step: int, curve: list, loss_sum: float,
+             blocks: dict | None = None) -> int:
         """Checkpoint the tables at (epoch, step); every worker's ``loss_sum`` of the
-        unfinished epoch goes into the job dict. Collective over the workers."""
+        unfinished epoch goes into the job dict, and ``blocks`` (dynamic assignment: the
+        blocks done in the epoch) with it. Collective over the workers."""
         kv = self.kv
         losses = kv.collective(lambda comm: gather_floats(comm, [loss_sum]))
         partial = [] if losses is None else [float(x) for x in losses[:, 0]]
         step_id = self.start.step_id(epoch, step, self.steps)
         job = {"epoch": epoch, "step": step, "curve": list(curve), "partial_loss": partial,
                "workers": kv.worker_comm.Get_size(), "steps_per_epoch": self.steps,
-               "seed": self.args.seed}
+               "seed": self.args.seed, **(blocks or {})}
         full_every = getattr(self.args, "full_every", 0)
         incremental = bool(full_every) and self.deltas is not None and \
             self.deltas + 1 < full_every

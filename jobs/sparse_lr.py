@@ -45,6 +45,7 @@ from mpips.jobs.runtime import (Checkpointer, SaveSignal, Straggler, add_checkpo
                                 row_policy_problems, test_split_problems, traffic_summary)
 from mpips.ml.libsvm import read_libsvm, read_libsvm_pair
 from mpips.ml.synthetic import make_sparse_classification
+from mpips.jobs.block_epochs import BlockEpochs, block_bounds, block_count
 
 BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
@@ -117,6 +118,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compute-ms", type=float, default=0.0, metavar="MS",
                         help="simulate MS ms of model compute per step (benchmarks: a model "
                              "heavier than LR); a straggler's is multiplied by its factor")
+    parser.add_argument("--assign", choices=("static", "dynamic"), default="static",
+                        help="static: worker i trains shard i of the rows every epoch "
+                             "(default); dynamic: workers claim blocks of --block-rows rows "
+                             "as they get free, so a slow worker trains fewer (async only; "
+                             "jobs/block_epochs.py)")
+    parser.add_argument("--block-rows", type=int, default=None, metavar="N",
+                        help="dynamic: rows per block (default: --batch-size; a block is "
+                             "trained in steps of --batch-size rows)")
     parser.add_argument("--on-worker-loss", choices=("reassign", "drop"), default="reassign",
                         help="when a worker dies in a ULFM launch (mpips launch --ft): share "
                              "its data among the living from the next epoch on, or drop it "
@@ -141,6 +150,8 @@ def main(ps, args) -> dict | None:
     train, test = everywhere(ps.comm, lambda: _load_checked(ps, args),
                              catch=(MpipsError, OSError, MemoryError))
     tables = create_tables(ps, args, train.n_features)
+    queue = ps.work_queue(block_count(train.n_rows, block_rows(args))) \
+        if args.assign == "dynamic" else None
     signal = SaveSignal() if args.checkpoint_dir else None
     resumed, args.checkpoint_run = open_checkpoints(ps, args)
     start = Position.from_job(resumed, ps.num_workers)
@@ -148,7 +159,7 @@ def main(ps, args) -> dict | None:
         ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "
                f"{resumed['step']} steps done)")
     result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args, start,
-                                                  signal))
+                                                  signal, queue))
     if ps.is_server and (args.admit or args.evict or args.capacity):
         stats = ps.table_stats()[tables.weights.name]
         ps.log(f"table {tables.weights.name!r}: {stats['rows']:,} rows, {stats['admitted']:,} "
@@ -189,6 +200,14 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append(f"--straggler {args.straggler}: there is no worker "
                         f"{args.straggler_plan[0]} (this launch has {num_workers}: 0.."
                         f"{num_workers - 1})")
+    if args.assign == "dynamic" and consistency_of(args) != "async":
+        problems.append(f"--assign dynamic needs --consistency async, not "
+                        f"{args.consistency}: BSP keeps static shards (bitwise reproducible), "
+                        "and under SSP a worker out of blocks stops clocking and the others "
+                        "would wait for it")
+    if args.block_rows is not None and (args.assign != "dynamic" or not args.block_rows >= 1):
+        problems.append(f"--block-rows {args.block_rows}: " + (
+            "needs --assign dynamic" if args.assign != "dynamic" else "must be >= 1"))
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -286,10 +305,18 @@ def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:
     return max(1, math.ceil((n_train // num_workers) / batch_size))
 
 
+def block_rows(args) -> int:
+    """Rows per block of dynamic assignment."""
+    return args.block_rows or args.batch_size
+
+
 def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
-                       signal=None) -> dict | None:
+                       signal=None, queue=None) -> dict | None:
     """A worker's whole job: train for ``args.epochs`` from ``start``, checkpointing as
-    asked, then worker 0 evaluates (or reports where a signal stopped it)."""
+    asked, then worker 0 evaluates (or reports where a signal stopped it). ``queue``: the
+    launch's work queue under --assign dynamic."""
+    if queue is not None:
+        return _train_dynamic(kv, tables, train, test, args, start, signal, queue)
     shard = train.shard(kv.worker_rank, kv.num_workers)
     steps = steps_per_epoch(train.n_rows, kv.num_workers, args.batch_size)
     rng = np.random.default_rng([args.seed, kv.worker_rank])
@@ -327,6 +354,56 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
                   f"samples/s {rate:,.0f}", flush=True)
         if saver.due_at_epoch_end(epoch):
             saver.save(epoch + 1, 0, curve, 0.0)
+    return _finish(kv, tables, train, test, args, start, shard, slow, curve, began, samples,
+                   stopped)
+
+
+def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signal,
+                   queue) -> dict | None:
+    """train_and_evaluate under --assign dynamic: blocks of the train rows (already in the
+    split's shuffled order) claimed from ``queue`` (jobs/block_epochs.py)."""
+    rows = block_rows(args)
+    slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
+    slow.compute = args.compute_ms / 1000.0
+    if args.filter_plan is not None:
+        kv.set_push_filter(tables.weights, make_filter(args.filter_plan[0], **args.filter_plan[1]))
+    saver = Checkpointer(kv, args, queue.blocks, signal, start)
+    curve, began, l2 = list(start.curve), time.perf_counter(), gradient_l2(args)
+
+    def train_block(block: int) -> tuple[float, int]:
+        lo, hi = block_bounds(block, train.n_rows, rows)
+        data, loss = train.take(np.arange(lo, hi)), 0.0
+        for batch in data.batches(max(1, math.ceil(data.n_rows / args.batch_size))):
+            loss += sgd_step(kv, tables, batch, l2) * batch.n_rows
+            kv.clock()
+        return loss, data.n_rows
+
+    def epoch_end(epoch: int, loss_sum: float, epoch_rows: float, stop: bool) -> int | None:
+        loss, _ = kv.collective(lambda comm: _combine_epoch(comm, loss_sum, epoch_rows))
+        curve.append(loss)
+        if kv.worker_comm.Get_rank() == 0 and not args.quiet:
+            print(f"epoch {epoch + 1}/{args.epochs}  train_logloss {loss:.5f}", flush=True)
+        if stop or saver.due_at_epoch_end(epoch):
+            return saver.save(epoch + 1, 0, curve, 0.0)
+        return None
+
+    epochs = BlockEpochs(kv, queue, args.seed, saver, slow, train_block)
+    samples, stopped = epochs.run(args.epochs, start, curve, epoch_end)
+    result = _finish(kv, tables, train, test, args, start,
+                     train.shard(kv.worker_comm.Get_rank(), kv.worker_comm.Get_size()), slow,
+                     curve, began, samples, stopped)
+    if result is not None:
+        # per epoch run here, (min, max) of how often a block was done: [1, 1] = exactly once
+        result.update(assign="dynamic", block_rows=rows, blocks=queue.blocks,
+                      block_done_counts=epochs.done_counts)
+    return result
+
+
+def _finish(kv, tables: Tables, train, test, args, start: Position, shard, slow, curve: list,
+            began: float, samples: int, stopped: int | None) -> dict | None:
+    """After training: gather the workers' timings, traffic and keys (``shard``: this
+    worker's part of the union of trained keys), then the first living worker evaluates
+    and returns the result. Collective over the workers."""
     seconds = time.perf_counter() - began
     runs = kv.collective(lambda comm: gather_floats(
         comm, [kv.wait_seconds, slow.slept, seconds, samples]))
@@ -344,6 +421,8 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
                   servers_lost=len(kv.hosting.dead),
                   # the slowest worker's time: fast workers that finish early do not count
                   samples_per_s=float(runs[:, 3].sum() / max(runs[:, 2].max(), 1e-9)),
+                  samples=int(runs[:, 3].sum()),  # rows trained by this run's living workers
+                  worker_samples=[int(x) for x in runs[:, 3]],
                   rule=args.rule, rule_params=rule_params(args), table=args.table, lr=args.lr,
                   batch_size=args.batch_size,
                   consistency=consistency_of(args), straggler=args.straggler,

@@ -161,3 +161,36 @@ def test_a_train_and_test_pair_is_read_alike(tmp_path):
     (tmp_path / "c.t").write_text("+1 2:x\n")
     with pytest.raises(LibsvmFormatError, match=r"c\.t:1: "):
         read_libsvm_pair(tmp_path / "a", tmp_path / "c.t")
+
+
+def test_odd_spellings_read_as_the_python_reader_reads_them(tmp_path):
+    """Lines the kernel leaves to Python (a label of many digits, an index with '_', Unicode
+    spaces, non-ASCII comments) and values it leaves to float() read as they always did."""
+    from mpips.ml.libsvm_python import read_libsvm_python
+
+    path = tmp_path / "odd.svm"
+    path.write_bytes("1.0000000000000000000000 1_0:1 12:0.1000000000000000000001\n"
+                     "-1\u00a02:1e-40\u20033:7 # caf\u00e9\r\n"
+                     "+1 -0:1 4:1e+38 5:12345678901234567890\n"
+                     "0 3:\uff15 # fullwidth 5\n".encode())
+    data = read_libsvm(path)
+    expected = read_libsvm_python(path)
+    assert rows_of(data) == rows_of(expected) and data.n_features == expected.n_features == 13
+    assert data.values.view(np.uint32).tolist() == expected.values.view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize("bad_line", ["2 1:1", "1:1 2:1", "+1 1:1 5", "+1 3:1:2", "+1 é:1",
+                                      "+1 99999999999999999999:1", "+1 -3:1", "+1 3:1 3:1",
+                                      "+1 3:abc", "+1 3:-inf", "+1 3:1e39", "+1 2:1 \xff"])
+def test_messages_are_the_python_readers(tmp_path, bad_line):
+    from mpips.ml.libsvm_python import read_libsvm_python
+
+    path = tmp_path / "bad.svm"
+    path.write_bytes((GOOD + bad_line + "\n-1 1:1\n").encode("latin-1" if "\xff" in bad_line
+                                                             else "utf-8"))
+    messages = []
+    for reader in (read_libsvm, read_libsvm_python):
+        with pytest.raises(LibsvmFormatError) as info:
+            reader(path)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and messages[0].startswith(f"{path}:4: ")

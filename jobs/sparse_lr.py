@@ -46,6 +46,8 @@ from mpips.jobs.runtime import (Checkpointer, SaveSignal, Straggler, add_checkpo
 from mpips.ml.libsvm import read_libsvm, read_libsvm_pair
 from mpips.ml.synthetic import make_sparse_classification
 from mpips.jobs.block_epochs import BlockEpochs, block_bounds, block_count
+from mpips.jobs import lr_shards
+from mpips.jobs.lr_shards import Shards, sharded
 
 BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
@@ -80,6 +82,12 @@ def add_arguments(parser) -> None:
                         help="LIBSVM file of the test rows (with --data: train on all of it, "
                              "report the test metrics on exactly these rows, e.g. a9a and "
                              "a9a.t; features the training rows lack pull as 0)")
+    parser.add_argument("--read", choices=("whole", "parts"), default="whole",
+                        help="whole: every rank parses the whole LIBSVM text (default); "
+                             "parts: each worker parses only the lines in its byte range and "
+                             "holds out test rows by a seeded hash of the row number. An "
+                             "mpips data file (.h5, 'mpips data convert') is always read by "
+                             "parts")
     parser.add_argument("--test-fraction", type=float, default=None,
                         help="fraction of rows held out for the test metrics (default 0.2; "
                              "not with --test-data)")
@@ -147,11 +155,16 @@ def main(ps, args) -> dict | None:
     data or the checkpoint directory."""
     started = time.perf_counter()
     _check_arguments(args, ps.num_workers)
-    train, test = everywhere(ps.comm, lambda: _load_checked(ps, args),
-                             catch=(MpipsError, OSError, MemoryError))
-    tables = create_tables(ps, args, train.n_features)
-    queue = ps.work_queue(block_count(train.n_rows, block_rows(args))) \
-        if args.assign == "dynamic" else None
+    if sharded(args):  # each worker reads its part of the file (jobs/lr_shards.py)
+        shards, train, test = _load_shards(ps, args), None, None
+        n_features, blocks = shards.n_features, shards.blocks(block_rows(args))
+    else:
+        shards = None
+        train, test = everywhere(ps.comm, lambda: _load_checked(ps, args),
+                                 catch=(MpipsError, OSError, MemoryError))
+        n_features, blocks = train.n_features, block_count(train.n_rows, block_rows(args))
+    tables = create_tables(ps, args, n_features)
+    queue = ps.work_queue(blocks) if args.assign == "dynamic" else None
     signal = SaveSignal() if args.checkpoint_dir else None
     resumed, args.checkpoint_run = open_checkpoints(ps, args)
     start = Position.from_job(resumed, ps.num_workers)
@@ -159,7 +172,7 @@ def main(ps, args) -> dict | None:
         ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "
                f"{resumed['step']} steps done)")
     result = ps.run(lambda kv: train_and_evaluate(kv, tables, train, test, args, start,
-                                                  signal, queue))
+                                                  signal, queue, shards))
     if ps.is_server and (args.admit or args.evict or args.capacity):
         stats = ps.table_stats()[tables.weights.name]
         ps.log(f"table {tables.weights.name!r}: {stats['rows']:,} rows, {stats['admitted']:,} "
@@ -205,6 +218,11 @@ def _check_arguments(args, num_workers: int) -> None:
                         f"{args.consistency}: BSP keeps static shards (bitwise reproducible), "
                         "and under SSP a worker out of blocks stops clocking and the others "
                         "would wait for it")
+    if args.read == "parts" and args.data is None:
+        problems.append("--read parts is for a LIBSVM --data file")
+    if args.assign == "dynamic" and args.read == "parts":
+        problems.append("--assign dynamic hands any block to any worker: give an mpips data "
+                        "file (mpips data convert) or --read whole, not --read parts")
     if args.block_rows is not None and (args.assign != "dynamic" or not args.block_rows >= 1):
         problems.append(f"--block-rows {args.block_rows}: " + (
             "needs --assign dynamic" if args.assign != "dynamic" else "must be >= 1"))
@@ -273,6 +291,18 @@ def _load_checked(ps, args) -> tuple[SparseDataset, SparseDataset]:
     return train, test
 
 
+def _load_shards(ps, args) -> Shards:
+    """lr_shards.load, then UsageError unless there are test and training rows, and a dense
+    table fits a server's memory. Collective over the launch."""
+    shards = lr_shards.load(ps, args, held_out(args))
+    if shards.n_train < 1 or shards.n_test < 1:
+        raise UsageError(f"--data {args.data}: {shards.n_train} training and {shards.n_test} "
+                         "test row(s): too few to train and score")
+    if args.table == "dense" and ps.is_server:
+        _check_dense_fits(shards.n_features, args, ps.num_servers)
+    return shards
+
+
 def _check_dense_fits(n_features: int, args, num_servers: int) -> None:
     """UsageError when this server's slice of the dense weight table (values and the
     rule's state, twice with replicas) needs more bytes than this node's memory."""
@@ -311,14 +341,16 @@ def block_rows(args) -> int:
 
 
 def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
-                       signal=None, queue=None) -> dict | None:
+                       signal=None, queue=None, shards=None) -> dict | None:
     """A worker's whole job: train for ``args.epochs`` from ``start``, checkpointing as
     asked, then worker 0 evaluates (or reports where a signal stopped it). ``queue``: the
-    launch's work queue under --assign dynamic."""
+    launch's work queue under --assign dynamic; ``shards``: this worker's part of the data
+    when it read only that (jobs/lr_shards.py; ``train`` and ``test`` are None then)."""
     if queue is not None:
-        return _train_dynamic(kv, tables, train, test, args, start, signal, queue)
-    shard = train.shard(kv.worker_rank, kv.num_workers)
-    steps = steps_per_epoch(train.n_rows, kv.num_workers, args.batch_size)
+        return _train_dynamic(kv, tables, train, test, args, start, signal, queue, shards)
+    shard = shards.train if shards else train.shard(kv.worker_rank, kv.num_workers)
+    n_train = shards.n_train if shards else train.n_rows
+    steps = steps_per_epoch(n_train, kv.num_workers, args.batch_size)
     rng = np.random.default_rng([args.seed, kv.worker_rank])
     slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
     slow.step = start.epoch * steps + start.step
@@ -331,9 +363,10 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
     for epoch in range(args.epochs):
         if kv.worker_comm.Get_size() != workers and args.on_worker_loss == "reassign":
             workers = kv.worker_comm.Get_size()  # a worker died: the living share its data
-            shard = train.shard(kv.worker_comm.Get_rank(), workers)
+            shard = kv.collective(shards.reshard) if shards else \
+                train.shard(kv.worker_comm.Get_rank(), workers)
             saver.start = saver.start.rebased(epoch, steps)  # ids go on from here
-            steps = saver.steps = steps_per_epoch(train.n_rows, workers, args.batch_size)
+            steps = saver.steps = steps_per_epoch(n_train, workers, args.batch_size)
         order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
         if epoch < start.epoch:
             continue
@@ -355,13 +388,14 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         if saver.due_at_epoch_end(epoch):
             saver.save(epoch + 1, 0, curve, 0.0)
     return _finish(kv, tables, train, test, args, start, shard, slow, curve, began, samples,
-                   stopped)
+                   stopped, shards)
 
 
 def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signal,
-                   queue) -> dict | None:
+                   queue, shards) -> dict | None:
     """train_and_evaluate under --assign dynamic: blocks of the train rows (already in the
-    split's shuffled order) claimed from ``queue`` (jobs/block_epochs.py)."""
+    split's shuffled order), or of the data file's rows (read when claimed), claimed from
+    ``queue`` (jobs/block_epochs.py)."""
     rows = block_rows(args)
     slow = Straggler(args.straggler_plan, args.straggler_mode, kv.worker_rank, kv.num_workers)
     slow.compute = args.compute_ms / 1000.0
@@ -371,8 +405,11 @@ def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signa
     curve, began, l2 = list(start.curve), time.perf_counter(), gradient_l2(args)
 
     def train_block(block: int) -> tuple[float, int]:
-        lo, hi = block_bounds(block, train.n_rows, rows)
-        data, loss = train.take(np.arange(lo, hi)), 0.0
+        if shards:
+            data = shards.block(block, rows)
+        else:
+            data = train.take(np.arange(*block_bounds(block, train.n_rows, rows)))
+        loss = 0.0
         for batch in data.batches(max(1, math.ceil(data.n_rows / args.batch_size))):
             loss += sgd_step(kv, tables, batch, l2) * batch.n_rows
             kv.clock()
@@ -389,9 +426,10 @@ def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signa
 
     epochs = BlockEpochs(kv, queue, args.seed, saver, slow, train_block)
     samples, stopped = epochs.run(args.epochs, start, curve, epoch_end)
-    result = _finish(kv, tables, train, test, args, start,
-                     train.shard(kv.worker_comm.Get_rank(), kv.worker_comm.Get_size()), slow,
-                     curve, began, samples, stopped)
+    mine = shards.train if shards else \
+        train.shard(kv.worker_comm.Get_rank(), kv.worker_comm.Get_size())
+    result = _finish(kv, tables, train, test, args, start, mine, slow, curve, began, samples,
+                     stopped, shards)
     if result is not None:
         # per epoch run here, (min, max) of how often a block was done: [1, 1] = exactly once
         result.update(assign="dynamic", block_rows=rows, blocks=queue.blocks,
@@ -400,10 +438,11 @@ def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signa
 
 
 def _finish(kv, tables: Tables, train, test, args, start: Position, shard, slow, curve: list,
-            began: float, samples: int, stopped: int | None) -> dict | None:
+            began: float, samples: int, stopped: int | None, shards=None) -> dict | None:
     """After training: gather the workers' timings, traffic and keys (``shard``: this
     worker's part of the union of trained keys), then the first living worker evaluates
-    and returns the result. Collective over the workers."""
+    (with ``shards``, every worker scores its own test rows) and returns the result.
+    Collective over the workers."""
     seconds = time.perf_counter() - began
     runs = kv.collective(lambda comm: gather_floats(
         comm, [kv.wait_seconds, slow.slept, seconds, samples]))
@@ -412,10 +451,16 @@ def _finish(kv, tables: Tables, train, test, args, start: Position, shard, slow,
     sent = kv.collective(lambda comm: gather_floats(
         comm, [traffic.get("wire_bytes", 0), traffic.get("push_kv", 0), seen]))
     model_keys = kv.collective(lambda comm: gather_model_keys(comm, shard))
+    scored = kv.collective(lambda comm: gather_scores(comm, kv, tables, shards.test)) \
+        if shards and stopped is None else None
     if kv.worker_comm.Get_rank() != 0:  # the first worker alive reports
         return None
-    result = {"stopped_at_step": stopped} if stopped is not None else \
-        evaluate(kv, tables, model_keys, train, test)
+    if stopped is not None:
+        result = {"stopped_at_step": stopped}
+    elif shards:
+        result = evaluate_scores(kv, tables, model_keys, scored, shards)
+    else:
+        result = evaluate(kv, tables, model_keys, train, test)
     result.update(epochs=args.epochs, workers=kv.num_workers, train_logloss=curve,
                   workers_lost=kv.num_workers - kv.worker_comm.Get_size(),
                   servers_lost=len(kv.hosting.dead),
@@ -494,6 +539,45 @@ def gather_model_keys(worker_comm, shard: SparseDataset) -> np.ndarray | None:
     displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
     worker_comm.Gatherv(mine, [gathered, counts, displacements, MPI.UINT64_T], root=0)
     return np.unique(gathered)
+
+
+def gather_scores(worker_comm, kv, tables: Tables, test: SparseDataset) -> np.ndarray | None:
+    """Score this worker's test rows with the trained model and gather (probability, label)
+    rows of every worker on worker 0 (None elsewhere). Collective over the workers."""
+    keys = np.unique(test.indices)
+    weights = kv.wait(kv.pull(tables.weights, keys)).reshape(-1) if keys.size else \
+        np.empty(0, np.float32)
+    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
+    mine = np.column_stack([lr.predict_dataset(test, keys, weights, bias),
+                            test.labels]).astype(np.float64).reshape(-1)
+    counts = np.empty(worker_comm.Get_size(), np.int64)
+    worker_comm.Allgather(np.array([mine.size], np.int64), counts)
+    if worker_comm.Get_rank() != 0:
+        worker_comm.Gatherv(mine, None, root=0)
+        return None
+    out = np.empty(int(counts.sum()), np.float64)
+    worker_comm.Gatherv(mine, [out, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]),
+                               MPI.DOUBLE], root=0)
+    return out.reshape(-1, 2)
+
+
+def evaluate_scores(kv, tables: Tables, model_keys, scored: np.ndarray, shards) -> dict:
+    """evaluate's metrics from the gathered (probability, label) rows of every worker."""
+    weights = kv.wait(kv.pull(tables.weights, model_keys))
+    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
+    digest = hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes())
+    digest.update(np.float32(bias).tobytes())
+    p, labels = scored[:, 0], scored[:, 1].astype(np.float32)
+    majority = shards.train_positives >= 0.5 * shards.n_train
+    return {
+        "test_logloss": metrics.logloss(labels, p),
+        "test_accuracy": metrics.accuracy(labels, p),
+        "test_auc": metrics.auc(labels, p) if 0 < labels.sum() < labels.size else None,
+        "baseline_accuracy": float(np.mean((labels > 0.5) == majority)),
+        "n_train": shards.n_train, "n_test": shards.n_test, "model_keys": int(model_keys.size),
+        "zero_weights": float(np.mean(weights == 0)) if weights.size else 0.0,
+        "model_sha256": digest.hexdigest(), "data_read": "parts",
+    }
 
 
 def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:

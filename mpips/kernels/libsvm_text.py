@@ -24,7 +24,7 @@ _jit = numba.njit(cache=True, nogil=True)
 _inline = numba.njit(cache=True, nogil=True, inline="always")
 
 #: parse_lines statuses: all lines done; stopped at a line for Python; out of output room
-#: (the arrays were not sized by count_lines_and_colons).
+#: (the arrays were not sized by count_lines_and_colons) or bad arguments.
 DONE, PYTHON, FULL = 0, 1, 2
 #: stats slots: largest file index (-1 without entries), entries with index 0, NaN values.
 LARGEST, ZEROS, SLOW = 0, 1, 2
@@ -190,7 +190,9 @@ def _skip_comment(buf, pos, n):
 def parse_lines(buf, pos, row, entry, labels, line_starts, indptr, indices, values, stats):
     """Parse the lines of ``buf`` from ``pos`` (a line start) into row ``row`` and entry
     ``entry`` on; returns (status, pos, row, entry): DONE at the end of ``buf``, PYTHON at the
-    start of a line left to Python, FULL if an output array has no room (see module doc).
+    start of a line left to Python, FULL if an output array has no room or an argument is
+    negative (see module doc). Every index is checked: no input can make it write or read
+    out of bounds.
 
     buf: uint8 1-D. Outputs, written at [row:] / [entry:]: labels float32 (0/1 for file
     labels -1/0 and 1), line_starts int64 (position in ``buf`` of each row's line), indptr
@@ -199,6 +201,8 @@ def parse_lines(buf, pos, row, entry, labels, line_starts, indptr, indices, valu
     stats int64[3] (LARGEST, ZEROS, SLOW), updated.
     """
     n = buf.size
+    if pos < 0 or row < 0 or entry < 0 or stats.size < 3:
+        return FULL, pos, row, entry
     largest = stats[LARGEST]
     zeros = stats[ZEROS]
     slow = stats[SLOW]
@@ -216,7 +220,7 @@ def parse_lines(buf, pos, row, entry, labels, line_starts, indptr, indices, valu
         if pos >= n or buf[pos] == _NEWLINE:
             pos += 1
             continue
-        if row >= labels.size or row + 1 >= indptr.size:
+        if row >= labels.size or row >= line_starts.size or row + 1 >= indptr.size:
             pos, status = start, FULL
             break
         label, pos, kind = _number(buf, pos, n)

@@ -7,9 +7,11 @@ blank lines are skipped (w8a ends with one). Indices are 1-based unless the file
 that comes as a training and a test file is read as one (``read_libsvm_pair``); an MPI rank
 reads just its byte range of a file (``read_libsvm_part``, mpips.ml.libsvm_part).
 
-Parsing is a numba kernel over the file's bytes (mpips.kernels.libsvm_text, ~200 MB/s, memory
-about the file plus the arrays); the few lines it leaves to Python and every error go through
-mpips.ml.libsvm_python. Values are exactly ``float32(float(text))``. A malformed line raises
+Parsing is a numba kernel over the file's bytes (mpips.kernels.libsvm_text: 150-350 MB/s on
+one core, memory about the file plus the arrays); the few lines it leaves to Python and every
+error go through mpips.ml.libsvm_python. Values are exactly ``float32(float(text))``; those
+the kernel cannot convert exactly (mantissas of 16+ digits, exponents beyond 22) Python does
+(a file of 17-digit ``repr`` floats reads at ~40 MB/s). A malformed line raises
 :class:`mpips.errors.LibsvmFormatError` whose message starts with ``path:line:`` and says
 what is wrong (the first malformed line of the file).
 """

@@ -27,6 +27,7 @@ from ..errors import LibsvmFormatError
 from ..kernels import libsvm_text as kernel
 
 _CHUNK = 1 << 20  # bytes read at a time when looking for a newline or counting lines
+_SLOW_ROWS = 8192  # rows whose values Python converts at a time
 
 
 @dataclass(eq=False)
@@ -184,22 +185,47 @@ class _Parse:
             raise _line_error(self.path, self.offset + pos) from None
 
     def _convert_slow_values(self) -> None:
-        """Replace the NaN values of rows done so far (values the kernel left to Python's
-        float) by parsing their lines in Python; raises for the first malformed one."""
+        """Replace the NaN values of the rows done so far (values the kernel left to Python's
+        float) by their float32(float(text)); raises for the first malformed line. Those
+        lines are printable ASCII with one colon per token (the kernel checked)."""
         values, indptr = self.values[:self.entry], self.indptr[:self.row + 1]
         slow = np.flatnonzero(np.isnan(values))
-        for row in np.unique(np.searchsorted(indptr, slow, side="right") - 1).tolist():
+        rows = np.unique(np.searchsorted(indptr, slow, side="right") - 1)
+        for block in range(0, rows.size, _SLOW_ROWS):  # bounded memory for Python's objects
+            self._convert_rows(rows[block:block + _SLOW_ROWS])
+        self.stats[kernel.SLOW] = 0
+
+    def _convert_rows(self, rows: np.ndarray) -> None:
+        texts = []
+        for row in rows.tolist():
             start = int(self.line_starts[row])
-            end = kernel.line_end(self.buf, start)
+            line = self.buf[start:kernel.line_end(self.buf, start)].tobytes()
+            tokens = line.split(b"#", 1)[0].split()[1:]
+            texts.extend(token.partition(b":")[2] for token in tokens)
+        indptr = self.indptr
+        lengths = indptr[rows + 1] - indptr[rows]
+        at = np.repeat(indptr[rows] - np.cumsum(lengths) + lengths, lengths)
+        at += np.arange(at.size)
+        if len(texts) != at.size:
+            raise AssertionError("libsvm kernel and Python disagree on the entries of a line")
+        try:
+            converted = np.fromiter(map(float, texts), np.float64, len(texts))
+        except ValueError:
+            converted = np.full(1, np.nan)
+        if not (np.abs(converted) <= np.finfo(np.float32).max).all():  # NaN too
+            self._raise_first_bad(rows)
+        self.values[at] = converted
+
+    def _raise_first_bad(self, rows) -> None:
+        """Raise the error of the first of ``rows`` that the Python parser rejects."""
+        for row in rows.tolist():
+            start = int(self.line_starts[row])
+            line = self.buf[start:kernel.line_end(self.buf, start)].tobytes()
             try:
-                parsed = parse_line(self.path, self.buf[start:end].tobytes(), 0)
+                parse_line(self.path, line, 0)
             except LibsvmFormatError:
                 raise _line_error(self.path, self.offset + start) from None
-            lo, hi = indptr[row], indptr[row + 1]
-            if not np.array_equal(parsed.indices, self.indices[lo:hi]):
-                raise AssertionError(f"libsvm kernel and Python disagree on row {row}")
-            values[lo:hi] = parsed.values
-        self.stats[kernel.SLOW] = 0
+        raise AssertionError("a value float() rejects but the Python parser accepts")
 
     def _trimmed(self) -> LibsvmPart:
         rows, entries = self.row, self.entry

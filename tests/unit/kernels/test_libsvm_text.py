@@ -213,3 +213,14 @@ def test_random_valid_texts_match_the_python_parser(seed):
     slow = np.isnan(values)
     assert stats[K.SLOW] == slow.sum()
     assert (values.view(np.uint32) == reference.values.view(np.uint32))[~slow].all()
+
+
+def test_bad_arguments_are_refused_not_followed():
+    buf = np.frombuffer(b"+1 1:1\n", np.uint8).copy()
+    out = (np.empty(2, np.float32), np.empty(2, np.int64), np.zeros(3, np.int64),
+           np.empty(1, np.int64), np.empty(1, np.float32))
+    for pos, row, entry in [(-100, 0, 0), (0, -1, 0), (0, 0, -1)]:
+        assert K.parse_lines(buf, pos, row, entry, *out, K.stats_array())[0] == K.FULL
+    assert K.parse_lines(buf, 0, 0, 0, *out, np.zeros(1, np.int64))[0] == K.FULL
+    assert K.parse_lines(buf, 0, 0, 0, out[0], out[1][:0], *out[2:], K.stats_array())[0] == K.FULL
+    assert K.parse_lines(buf, 100, 0, 0, *out, K.stats_array())[:3] == (K.DONE, 7, 0)

@@ -46,7 +46,8 @@ def random_file(rng) -> bytes:
         if kind < 0.15:
             lines.append(bytes(rng.choice([b"", b"   ", b"# a comment 3:4", b"\t"])))
             continue
-        label = bytes(rng.choice([b"+1", b"-1", b"1", b"0", b"-1.0", b"+1e0", b"1.000000000000000000001"]))
+        label = bytes(rng.choice([b"+1", b"-1", b"1", b"0", b"-1.0", b"+1e0",
+                                  b"1.000000000000000000001"]))
         ids = np.sort(rng.choice(40, int(rng.integers(0, 12)), replace=False))
         entries = []
         for i in ids.tolist():
@@ -71,6 +72,23 @@ def test_parts_concatenated_are_the_whole_file(tmp_path, seed):
     n_lines = path.read_bytes().count(b"\n") + 1
     for count in sorted({1, 2, 3, 5, 7, n_lines, n_lines + 3, 2 * path.stat().st_size + 1}):
         assert_same(read_in_parts(path, count), whole)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_values_left_to_python_in_small_blocks(tmp_path, monkeypatch, seed):
+    """Python converts the kernel's NaN values a block of rows at a time; a bad value in a
+    later block is still the first error."""
+    monkeypatch.setattr("mpips.ml.libsvm_part._SLOW_ROWS", 2)
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "f.svm"
+    path.write_bytes(random_file(rng))
+    assert_same(read_libsvm(path), read_libsvm_python(path))
+    lines = [f"+1 1:{rng.random()!r} 2:0.1234567890123456789" for _ in range(9)]
+    lines[7] = "+1 1:1 2:1_e5"
+    lines[8] = "+1 2:1 1:1"
+    path.write_text("\n".join(lines))
+    with pytest.raises(LibsvmFormatError, match=r":8: value '1_e5' is not a number"):
+        read_libsvm(path)
 
 
 def test_a_line_crossing_a_boundary_belongs_to_the_part_it_starts_in(tmp_path):

@@ -194,3 +194,16 @@ def test_messages_are_the_python_readers(tmp_path, bad_line):
             reader(path)
         messages.append(str(info.value))
     assert messages[0] == messages[1] and messages[0].startswith(f"{path}:4: ")
+
+
+def test_every_value_is_float32_of_pythons_float_bit_for_bit(tmp_path):
+    """Through the whole reader: the kernel's exact values and those it leaves to float()."""
+    from tests.unit.kernels.test_libsvm_text import HAND_PICKED, spellings
+
+    texts = [t for t in HAND_PICKED + spellings(7, 3000)
+             if abs(float(t)) <= float(np.finfo(np.float32).max)]
+    path = tmp_path / "values.svm"
+    path.write_text("".join(f"+1 1:{t}\n" for t in texts))
+    with np.errstate(over="ignore"):
+        expected = np.array([float(t) for t in texts]).astype(np.float32)
+    assert read_libsvm(path).values.view(np.uint32).tolist() == expected.view(np.uint32).tolist()

@@ -31,7 +31,7 @@ def _convert(args) -> int:
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{args.out}: no such directory {folder}")
-    done = convert(args.input, args.out, args.kind, overwrite=True)
+    done = convert(args.input, args.out, args.kind, overwrite=True, shuffle=args.shuffle)
     print(f"wrote {done.path}: {done.kind}, {done.n_rows:,} rows, {done.n_entries:,} entries, "
           f"{done.n_bytes:,} bytes in {done.seconds:.2f} s")
     return 0
@@ -90,6 +90,11 @@ def add_data_parser(subparsers) -> argparse.ArgumentParser:
     conv.add_argument("--kind", choices=("libsvm", "ratings", "corpus"), default="libsvm",
                       help=KIND_HELP)
     conv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    conv.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                      help="libsvm: write the rows in a random order drawn with SEED (for "
+                           "files sorted by label, such as w8a, that jobs read in blocks of "
+                           "consecutive rows: sparse_lr --assign dynamic). Reads the whole "
+                           "text into memory; without it the text is converted in parts")
     conv.set_defaults(handler=_guarded(_convert))
     info = sub.add_parser("info", help="show a data file's kind, rows, entries, features, "
                                        "datasets, chunking and checksums",

@@ -5,7 +5,7 @@ Rows are appended, a block at a time, to resizable chunked datasets of ``OUT.tmp
 which is synced and renamed over OUT when complete (a crash leaves OUT as it was). Each
 writer checks the rows it is handed as a reader would, so it never writes a file that
 ``open_data`` refuses. ``convert`` reads a text file with the project's readers (their
-``path:line: what`` errors pass through); LIBSVM comes in row chunks (``_libsvm_chunks``),
+``path:line: what`` errors pass through); LIBSVM comes in row chunks (``_libsvm_chunks``: one byte-range part of the text in memory at a time),
 corpus lines one at a time; ratings are read whole, since grouping them by user needs them all.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .csr_file import (BLOCK_ROWS, CHUNK_ELEMENTS, ENTRIES, FORMAT, KINDS, ROW_T
                        VERSION, check_libsvm_rows, open_data)
 from .dataset import SparseDataset
 from .libsvm import read_libsvm
+from .libsvm_part import read_libsvm_part
 from .ratings import RatingSet, read_ratings
 
 
@@ -180,15 +181,32 @@ def _add_lines(out: _Writer, block: list[list[str]], names: dict[str, int]) -> N
 
 # ---------------------------------------------------------------------- text sources
 
-def _libsvm_chunks(path, rows: int = BLOCK_ROWS) -> Iterator[SparseDataset]:
-    """A LIBSVM file's rows as consecutive SparseDataset chunks of ``rows`` rows.
+PART_BYTES = 64 << 20
+"""Bytes of LIBSVM text parsed at a time when converting (mpips.ml.libsvm_part)."""
 
-    For now the text is read whole (mpips.ml.libsvm.read_libsvm) and cut; switch to
-    ``read_libsvm_part`` (one part in memory at a time) once it exists. The 0/1-based
-    decision and n_features need the whole file: parts must be read 1-based unless some part
-    has an index 0 (a first pass), and write_dataset_file records n_features after the last
-    chunk."""
+
+def _libsvm_chunks(path, rows: int = BLOCK_ROWS) -> Iterator[SparseDataset]:
+    """A LIBSVM file's rows as consecutive SparseDataset chunks of at most ``rows`` rows, one
+    byte-range part (PART_BYTES) in memory at a time. Two passes: the first finds the index
+    base (0-based when some index is 0) and n_features, which the whole file decides; the
+    second yields the rows."""
+    count = max(1, -(-os.path.getsize(path) // PART_BYTES))
+    zero_based, largest = False, -1
+    for index in range(count):
+        part = read_libsvm_part(path, index, count)
+        zero_based = zero_based or part.has_zero_index
+        largest = max(largest, part.largest_index)
+    n_features = max(largest + (1 if zero_based else 0), 0)
+    for index in range(count):
+        data = read_libsvm_part(path, index, count).dataset(zero_based, n_features, spend=True)
+        for lo in range(0, data.n_rows, rows):
+            yield data.slice_rows(lo, lo + rows)
+
+
+def _shuffled_libsvm_chunks(path, seed: int, rows: int = BLOCK_ROWS) -> Iterator[SparseDataset]:
+    """The rows of a LIBSVM file in a seeded random order (the whole file in memory)."""
     data = read_libsvm(path)
+    data = data.take(np.random.default_rng(seed).permutation(data.n_rows))
     for lo in range(0, data.n_rows, rows):
         yield data.slice_rows(lo, lo + rows)
 
@@ -201,8 +219,9 @@ def _corpus_lines(path) -> Iterator[str]:
             yield from raw.decode("utf-8", errors="replace").splitlines()
 
 
-def _convert_libsvm(src: str, out: str) -> int:
-    return write_dataset_file(out, _libsvm_chunks(src), size_hint=os.path.getsize(src) // 8,
+def _convert_libsvm(src: str, out: str, shuffle: int | None = None) -> int:
+    chunks = _libsvm_chunks(src) if shuffle is None else _shuffled_libsvm_chunks(src, shuffle)
+    return write_dataset_file(out, chunks, size_hint=os.path.getsize(src) // 8,
                               source=os.path.basename(src))
 
 
@@ -232,12 +251,17 @@ class Converted:
     seconds: float
 
 
-def convert(src, out, kind: str = "libsvm", *, overwrite: bool = False) -> Converted:
-    """Convert text file ``src`` of ``kind`` to data file ``out`` (atomically). Raises the
+def convert(src, out, kind: str = "libsvm", *, overwrite: bool = False,
+            shuffle: int | None = None) -> Converted:
+    """Convert text file ``src`` of ``kind`` to data file ``out`` (atomically). ``shuffle``:
+    a seed to write LIBSVM rows in a random order (for files sorted by label, like w8a, that
+    jobs read in blocks of consecutive rows; reads the whole text into memory). Raises the
     text reader's format error for a malformed line, FileNotFoundError for a missing
     ``src``, FileExistsError for an existing ``out`` unless ``overwrite``."""
     if kind not in CONVERTERS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if shuffle is not None and kind != "libsvm":
+        raise ValueError(f"shuffle is for libsvm files, not {kind}")
     src, out = os.fspath(src), os.fspath(out)
     if not os.path.isfile(src):
         raise FileNotFoundError(f"{src}: " + ("a directory, not a file" if os.path.isdir(src)
@@ -245,7 +269,8 @@ def convert(src, out, kind: str = "libsvm", *, overwrite: bool = False) -> Conve
     if os.path.exists(out) and not overwrite:
         raise FileExistsError(f"{out}: exists (pass overwrite to replace it)")
     began = time.perf_counter()
-    n_bytes = CONVERTERS[kind](src, out)
+    n_bytes = _convert_libsvm(src, out, shuffle) if kind == "libsvm" else \
+        CONVERTERS[kind](src, out)
     with open_data(out) as data:
         rows, entries = data.n_rows, data.n_entries
     return Converted(out, kind, rows, entries, n_bytes, time.perf_counter() - began)

@@ -79,6 +79,27 @@ def test_converting_libsvm_text_reads_as_read_libsvm(tmp_path):
         assert same_dataset(f.read_all(), read_libsvm(text))
 
 
+@pytest.mark.parametrize("zero_based", [False, True])
+def test_converting_in_many_parts_and_shuffled_reads_as_read_libsvm(tmp_path, monkeypatch,
+                                                                     zero_based):
+    """The text is converted a byte-range part at a time (here 97 bytes); a 0-based file
+    whose only index 0 is in its last part is still read 0-based; --shuffle permutes rows."""
+    from mpips.ml import csr_write
+
+    monkeypatch.setattr(csr_write, "PART_BYTES", 97)
+    text = tmp_path / "d.svm"
+    write_libsvm(sparse(300, seed=5), text, zero_based=zero_based)
+    if zero_based:  # the only index 0 comes last
+        with open(text, "a") as handle:
+            handle.write("+1 0:1.5\n")
+    want = read_libsvm(text)
+    with open_data(convert(text, tmp_path / "d.h5").path) as f:
+        assert same_dataset(f.read_all(), want)
+    with open_data(convert(text, tmp_path / "s.h5", shuffle=7).path) as f:
+        order = np.random.default_rng(7).permutation(want.n_rows)
+        assert same_dataset(f.read_all(), want.take(order))
+
+
 def test_ratings_round_trip_in_file_order_with_64_bit_ids(tmp_path):
     rng = np.random.default_rng(3)
     users = rng.choice(np.array([0, 7, 2**63, 2**64 - 1, 12, 5], np.uint64), 400)

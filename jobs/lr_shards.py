@@ -33,7 +33,8 @@ def held_out_rows(rows: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Whether each global row number in ``rows`` is a test row: SplitMix64 of the row and the
     seed, as a uniform number in [0, 1), below ``fraction``. Pure, per row: any rank decides
     for its rows alone, and a row's fate does not depend on how the file was cut."""
-    z = np.asarray(rows, np.uint64) * _GOLDEN + np.uint64(seed % 2**64) * _GOLDEN + _GOLDEN
+    offset = np.uint64((seed + 1) * int(_GOLDEN) % 2**64)  # Python ints: no scalar overflow
+    z = np.asarray(rows, np.uint64) * _GOLDEN + offset
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z ^= z >> np.uint64(31)

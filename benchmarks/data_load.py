@@ -40,9 +40,10 @@ def make_text(path: Path, megabytes: float, seed: int) -> int:
     from mpips.ml.synthetic import make_sparse_classification
 
     target, rows, part = megabytes * 1e6, 0, path.with_suffix(".part")
+    chunk_rows = min(CHUNK_ROWS, max(1000, int(megabytes * 1000)))  # ~300 bytes a row
     with open(path, "wb") as out:
         while out.tell() < target:
-            chunk = make_sparse_classification(CHUNK_ROWS, FEATURES, NNZ, seed + rows)
+            chunk = make_sparse_classification(chunk_rows, FEATURES, NNZ, seed + rows)
             write_libsvm(chunk, part)
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, out)

@@ -221,3 +221,20 @@ def test_word2vec_reports_mpips_next_to_gensim_and_the_one_process_kernel(tmp_pa
     assert 0.2 < rows[0]["spearman"] < 0.6 and 0.2 < rows[1]["spearman"] < 0.6
     assert isinstance(rows[3]["goal_rate_at_least_gensim"], bool)
     assert len(out.read_text().splitlines()) == len(rows)
+
+
+def test_data_load_reports_every_mode_next_to_the_raw_read_floor(tmp_path):
+    """A 5 MB text on 2 ranks: the whole parse, byte-range parts and .h5 rows all load every
+    row, each figure next to the floor of reading the bytes."""
+    out = tmp_path / "load.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/data_load.py", "--megabytes", "5",
+                           "--ranks", "2", "--dir", str(tmp_path / "d"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {r["mode"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"whole", "parts", "h5", "floor"}
+    assert rows["whole"]["rows"] == rows["parts"]["rows"] == rows["h5"]["rows"] > 10_000
+    for row in rows.values():
+        assert row["seconds"] > 0 and len(row["peak_mib_per_rank"]) == 2
+        assert row["x_floor"] > 0 and 5e6 <= row["text_bytes"] < 8e6

@@ -78,8 +78,9 @@ class Shards:
 class _Reader:
     """Reads rows of the --data file for one worker (``read_rows(lo, hi)``: file rows)."""
 
-    def __init__(self, args, n_features: int, zero_based: bool = False):
-        self.args, self.n_features, self.zero_based = args, n_features, zero_based
+    def __init__(self, args, fraction: float, n_features: int, zero_based: bool = False):
+        self.args, self.fraction = args, fraction
+        self.n_features, self.zero_based = n_features, zero_based
         self.path = args.data
         self.data = open_data(self.path, "libsvm") if is_data_file(self.path) else None
         self.n_rows = self.data.n_rows if self.data is not None else 0
@@ -94,8 +95,7 @@ class _Reader:
         """(train, test) of rows numbered from ``first_row`` in the file."""
         if not self.holdout:
             return rows, rows.take(np.empty(0, np.int64))
-        test = held_out_rows(first_row + np.arange(rows.n_rows), self.args.test_fraction_,
-                             self.args.seed)
+        test = held_out_rows(first_row + np.arange(rows.n_rows), self.fraction, self.args.seed)
         return rows.take(np.flatnonzero(~test)), rows.take(np.flatnonzero(test))
 
     def train_rows(self, lo: int, hi: int) -> SparseDataset:
@@ -113,7 +113,6 @@ class _Reader:
 def load(ps, args, fraction: float) -> Shards:
     """Read this worker's part of --data (and --test-data). Collective over the launch;
     UsageError on every rank for a missing or malformed file."""
-    args.test_fraction_ = fraction
     comm, worker = ps.comm, ps.worker_rank if ps.is_worker else -1
     files = [args.data] + ([args.test_data] if args.test_data else [])
 
@@ -142,7 +141,7 @@ def load(ps, args, fraction: float) -> Shards:
     zero_based = bool(agreed[0] > 0)
     n_features = int(agreed[1]) + (1 if zero_based else 0)
     n_features = max(n_features, 1)
-    reader = _Reader(args, n_features, zero_based) if worker >= 0 else None
+    reader = _Reader(args, fraction, n_features, zero_based) if worker >= 0 else None
     datasets = everywhere(comm, lambda: [_as_dataset(p, zero_based, n_features)
                                          for p in parts], catch=(MpipsError, OSError))
     empty = SparseDataset(np.zeros(1, np.int64), np.empty(0, np.uint64),

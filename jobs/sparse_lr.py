@@ -4,7 +4,9 @@
     python jobs/sparse_lr.py --servers 2 --synthetic 20000      # under mpiexec -n 4
 
 Every rank loads (or generates, same seed) the data and cuts the same shuffled train/test
-split; worker i trains on block i of the shuffled train rows. Each step every worker pulls
+split; worker i trains on block i of the shuffled train rows. With an mpips data file (.h5) or
+--read parts, worker i reads only part i of the file instead (jobs/lr_shards.py), and with
+--assign dynamic workers claim blocks of rows as they get free (jobs/block_epochs.py). Each step every worker pulls
 the weights of the keys its minibatch touches (table "w", sparse uint64 keys or dense
 0..n_features-1) and the intercept (table "bias"), computes the gradient of the mean logloss,
 pushes it (the servers apply the update rule: sgd, adagrad or ftrl), waits, and ends the step with
@@ -21,7 +23,6 @@ the last line of stdout.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
@@ -31,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from mpi4py import MPI
 
-from mpips.ml import lr, metrics
+from mpips.ml import lr
 from mpips.mpi.agree import everywhere
 from mpips.ml.dataset import SparseDataset
 from mpips.errors import MpipsError, UsageError
@@ -48,8 +49,9 @@ from mpips.ml.synthetic import make_sparse_classification
 from mpips.jobs.block_epochs import BlockEpochs, block_bounds, block_count
 from mpips.jobs import lr_shards
 from mpips.jobs.lr_shards import Shards, sharded
+from mpips.jobs.lr_evaluation import (BIAS_KEY, evaluate, evaluate_scores, gather_model_keys,
+                                      gather_scores)
 
-BIAS_KEY = np.zeros(1, np.uint64)
 DEFAULT_SYNTHETIC_ROWS = 100_000
 DEFAULT_TEST_FRACTION = 0.2
 """Share of the rows held out as the test set without --test-data."""
@@ -524,80 +526,6 @@ def _combine_epoch(worker_comm, loss_sum: float, rows: int) -> tuple[float, floa
     total = np.empty_like(mine)
     worker_comm.Allreduce(mine, total, op=MPI.SUM)
     return float(total[0] / max(total[1], 1.0)), float(total[1])
-
-
-def gather_model_keys(worker_comm, shard: SparseDataset) -> np.ndarray | None:
-    """The sorted union of the keys every worker trained, on worker 0 (None elsewhere).
-    Collective over the workers: Gatherv of uint64 buffers, no pickling."""
-    mine = np.unique(shard.indices).astype(np.uint64)
-    counts = np.empty(worker_comm.Get_size(), np.int64)
-    worker_comm.Allgather(np.array([mine.size], np.int64), counts)
-    if worker_comm.Get_rank() != 0:
-        worker_comm.Gatherv(mine, None, root=0)
-        return None
-    gathered = np.empty(int(counts.sum()), np.uint64)
-    displacements = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    worker_comm.Gatherv(mine, [gathered, counts, displacements, MPI.UINT64_T], root=0)
-    return np.unique(gathered)
-
-
-def gather_scores(worker_comm, kv, tables: Tables, test: SparseDataset) -> np.ndarray | None:
-    """Score this worker's test rows with the trained model and gather (probability, label)
-    rows of every worker on worker 0 (None elsewhere). Collective over the workers."""
-    keys = np.unique(test.indices)
-    weights = kv.wait(kv.pull(tables.weights, keys)).reshape(-1) if keys.size else \
-        np.empty(0, np.float32)
-    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
-    mine = np.column_stack([lr.predict_dataset(test, keys, weights, bias),
-                            test.labels]).astype(np.float64).reshape(-1)
-    counts = np.empty(worker_comm.Get_size(), np.int64)
-    worker_comm.Allgather(np.array([mine.size], np.int64), counts)
-    if worker_comm.Get_rank() != 0:
-        worker_comm.Gatherv(mine, None, root=0)
-        return None
-    out = np.empty(int(counts.sum()), np.float64)
-    worker_comm.Gatherv(mine, [out, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]),
-                               MPI.DOUBLE], root=0)
-    return out.reshape(-1, 2)
-
-
-def evaluate_scores(kv, tables: Tables, model_keys, scored: np.ndarray, shards) -> dict:
-    """evaluate's metrics from the gathered (probability, label) rows of every worker."""
-    weights = kv.wait(kv.pull(tables.weights, model_keys))
-    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
-    digest = hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes())
-    digest.update(np.float32(bias).tobytes())
-    p, labels = scored[:, 0], scored[:, 1].astype(np.float32)
-    majority = shards.train_positives >= 0.5 * shards.n_train
-    return {
-        "test_logloss": metrics.logloss(labels, p),
-        "test_accuracy": metrics.accuracy(labels, p),
-        "test_auc": metrics.auc(labels, p) if 0 < labels.sum() < labels.size else None,
-        "baseline_accuracy": float(np.mean((labels > 0.5) == majority)),
-        "n_train": shards.n_train, "n_test": shards.n_test, "model_keys": int(model_keys.size),
-        "zero_weights": float(np.mean(weights == 0)) if weights.size else 0.0,
-        "model_sha256": digest.hexdigest(), "data_read": "parts",
-    }
-
-
-def evaluate(kv, tables: Tables, model_keys, train, test) -> dict:
-    """Pull the trained model and score it on the test rows."""
-    weights = kv.wait(kv.pull(tables.weights, model_keys))
-    bias = float(kv.wait(kv.pull(tables.bias, BIAS_KEY))[0])
-    p = lr.predict_dataset(test, model_keys, weights, bias)
-    digest = hashlib.sha256(np.ascontiguousarray(weights, np.float32).tobytes())
-    digest.update(np.float32(bias).tobytes())
-    both_classes = 0 < test.labels.sum() < test.n_rows
-    return {
-        "test_logloss": metrics.logloss(test.labels, p),
-        "test_accuracy": metrics.accuracy(test.labels, p),
-        "test_auc": metrics.auc(test.labels, p) if both_classes else None,
-        "baseline_accuracy": metrics.majority_baseline(test.labels, train.labels),
-        "n_train": train.n_rows, "n_test": test.n_rows, "model_keys": int(model_keys.size),
-        # the share of the model's weights (keys trained) that are exactly 0 (ftrl's L1)
-        "zero_weights": float(np.mean(weights == 0)) if weights.size else 0.0,
-        "model_sha256": digest.hexdigest(),
-    }
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ epochs, on 4 workers and 2 servers (6 MPI ranks). One worker is a straggler: --s
 makes worker 0 sleep twice its own work every step (3x slower); with --straggler-mode rotating
 the slow worker changes every step ((0 + step) mod 4). Each consistency model in --configs
 ("bsp", "ssp:TAU", "async", and "dynamic": async with --assign dynamic, workers claiming
-blocks of rows as they get free; default bsp, ssp:1, ssp:4, ssp:16, async) runs --repeats
+blocks of rows as they get free, and "dynamic-ssp:TAU", the same under SSP; default bsp, ssp:1, ssp:4, ssp:16, async) runs --repeats
 times, each run a separate launch:
 
     python -m mpips launch -n 6 --timeout T -- -m mpips run sparse_lr --servers 2 \\
@@ -95,14 +95,14 @@ def parse_configs(text: str) -> list[str]:
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        if item.startswith("ssp:"):
-            tau = item[4:]
+        if item.startswith(("ssp:", "dynamic-ssp:")):
+            tau = item.rpartition(":")[2]
             if not tau.isdigit():
                 raise ValueError(f"--configs: staleness of {item!r} must be an integer >= 0")
-            item = f"ssp:{int(tau)}"
+            item = f"{item.rpartition(':')[0]}:{int(tau)}"
         elif item not in ("bsp", "async", "dynamic"):
             raise ValueError(f"--configs: unknown configuration {item!r} "
-                             "(expected bsp, ssp:TAU, async or dynamic)")
+                             "(expected bsp, ssp:TAU, async, dynamic or dynamic-ssp:TAU)")
         if item not in configs:
             configs.append(item)
     if not configs:
@@ -115,6 +115,9 @@ def consistency_options(config: str) -> list[str]:
         return ["--consistency", "ssp", "--staleness", config[4:]]
     if config == "dynamic":
         return ["--consistency", "async", "--assign", "dynamic"]
+    if config.startswith("dynamic-ssp:"):
+        return ["--consistency", "ssp", "--staleness", config.rpartition(":")[2],
+                "--assign", "dynamic"]
     return ["--consistency", config]
 
 

@@ -12,8 +12,9 @@ second round) and across a resume (a mid-epoch checkpoint records the epoch's do
 the resumed run trains only the others, on any number of workers). Checkpoints: at epoch ends
 (--checkpoint-every), and mid-epoch when a worker asks (a signal, --stop-after-steps,
 --checkpoint-seconds): it raises a flag in the queue, every worker stops claiming after its
-current block, and they save together. Only async tables: under BSP and SSP a worker's clock
-must keep pace with the others', which a worker that ran out of blocks cannot do.
+current block, and they save together. Async and SSP tables: clocks follow the blocks handed
+out, not a worker's own steps (mpips.worker.block_feed), so SSP bounds how many blocks a read
+may miss, whoever trains them. BSP keeps static shards (bitwise reproducible).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def epoch_order(seed: int, epoch: int, blocks: int) -> np.ndarray:
 
 class BlockEpochs:
     """Runs a worker's epochs over claimed blocks. ``train_block(block)`` trains one block
-    (pulls, pushes, waits for the acknowledgements, ``kv.clock()`` after each step) and returns
+    (pulls, pushes, waits for the acknowledgements; never ``kv.clock()``: the feed advances
+    the clocks) and returns
     (loss summed over its rows, rows); ``saver`` is the job's jobs.runtime.Checkpointer,
     ``slow`` its jobs.runtime.Straggler (applied per block)."""
 

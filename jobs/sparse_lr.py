@@ -131,7 +131,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--assign", choices=("static", "dynamic"), default="static",
                         help="static: worker i trains shard i of the rows every epoch "
                              "(default); dynamic: workers claim blocks of --block-rows rows "
-                             "as they get free, so a slow worker trains fewer (async only; "
+                             "as they get free, so a slow worker trains fewer (async or ssp; "
                              "jobs/block_epochs.py)")
     parser.add_argument("--block-rows", type=int, default=None, metavar="N",
                         help="dynamic: rows per block (default: --batch-size; a block is "
@@ -215,11 +215,9 @@ def _check_arguments(args, num_workers: int) -> None:
         problems.append(f"--straggler {args.straggler}: there is no worker "
                         f"{args.straggler_plan[0]} (this launch has {num_workers}: 0.."
                         f"{num_workers - 1})")
-    if args.assign == "dynamic" and consistency_of(args) != "async":
-        problems.append(f"--assign dynamic needs --consistency async, not "
-                        f"{args.consistency}: BSP keeps static shards (bitwise reproducible), "
-                        "and under SSP a worker out of blocks stops clocking and the others "
-                        "would wait for it")
+    if args.assign == "dynamic" and args.consistency == "bsp":
+        problems.append("--assign dynamic needs --consistency async or ssp: BSP keeps static "
+                        "shards (bitwise reproducible)")
     if args.read == "parts" and args.data is None:
         problems.append("--read parts is for a LIBSVM --data file")
     if args.assign == "dynamic" and args.read == "parts":
@@ -413,8 +411,7 @@ def _train_dynamic(kv, tables: Tables, train, test, args, start: Position, signa
             data = train.take(np.arange(*block_bounds(block, train.n_rows, rows)))
         loss = 0.0
         for batch in data.batches(max(1, math.ceil(data.n_rows / args.batch_size))):
-            loss += sgd_step(kv, tables, batch, l2) * batch.n_rows
-            kv.clock()
+            loss += sgd_step(kv, tables, batch, l2) * batch.n_rows  # clocks: BlockFeed's
         return loss, data.n_rows
 
     def epoch_end(epoch: int, loss_sum: float, epoch_rows: float, stop: bool) -> int | None:

@@ -13,6 +13,14 @@ recorded. The unfinished block of a dead worker may have had one push applied (t
 flight when it died, whole or not at all, as for static shards) before the block is trained
 again by another worker.
 
+Clocks follow logical time, not this worker's own steps: ticket ``t`` of a round is trained at
+clock ``base + t // W`` (W workers), and a worker out of tickets moves on to the round's last
+clock, ``base + ceil(blocks left / W)``, which is the next round's base. So under SSP(tau) a
+block waits only for the blocks handed out more than about tau * W tickets before it (the
+bounded delay of the OSDI'14 parameter server's tasks), however many blocks each worker
+trains, and a worker that ran out of blocks never holds the others back. The training code
+must not call ``kv.clock()`` itself.
+
 Every method is collective over the workers unless it says otherwise.
 """
 from __future__ import annotations
@@ -47,6 +55,7 @@ class BlockFeed:
     def __init__(self, kv, queue: WorkQueue):
         self.kv, self.queue = kv, queue
         self.trained = 0  # blocks this worker trained and marked done
+        self.base = kv.clock_value  # the clock the next round starts at (the same everywhere)
 
     def begin_epoch(self, done: np.ndarray | None = None) -> None:
         """Start an epoch with the done counts ``done`` (zeros when None; a resumed
@@ -60,6 +69,8 @@ class BlockFeed:
         done, until the tickets run out or a flag is up. ``poll()``, called before each
         claim, returns the flags this worker raises (0, STOP, SAVE). Collective at its end."""
         left = np.asarray(order)[np.asarray(done)[order] == 0]
+        workers = self.kv.worker_comm.Get_size()
+        end = self.base + -(-left.size // workers)
         mine = 0
         while True:
             mine |= poll()
@@ -69,13 +80,21 @@ class BlockFeed:
             if flags or ticket >= left.size:
                 break
             block = int(left[ticket])
+            self._advance(self.base + ticket // workers)
             train_block(block)
             self.queue.mark_done(block)
             self.trained += 1
+        self._advance(end)  # nothing more from this worker in this round
+        self.base = end
         flags = self.kv.collective(lambda comm: _or_over(comm, mine | self.queue.flags()))
         counts = self.queue.done_counts()
         self._between_rounds(None)
         return RoundEnd(flags, counts)
+
+    def _advance(self, clock: int) -> None:
+        """Finish this worker's clocks up to ``clock`` (KVWorker.clock, once per clock)."""
+        while self.kv.clock_value < clock:
+            self.kv.clock()
 
     def _between_rounds(self, done: np.ndarray | None) -> None:
         """Every worker has read what it needs; the first living worker resets the tickets

@@ -1,7 +1,7 @@
 """sparse_lr --assign dynamic (issue 21): workers claim blocks of rows as they get free.
-A worker slow all the time trains fewer rows, accuracy stays with static shards', and every
-block is trained exactly once per epoch: in a plain run, across a stop and a resume on another
-number of workers, and (ULFM) when a worker dies mid-epoch."""
+A worker slow all the time trains fewer rows (async and SSP), accuracy stays with static
+shards', and every block is trained exactly once per epoch: in a plain run, across a stop and
+a resume on another number of workers, and (ULFM) when a worker dies mid-epoch."""
 import pytest
 
 from mpips.cli.sweep import last_json
@@ -42,10 +42,22 @@ def test_a_stopped_run_resumes_on_other_workers_and_trains_every_block_once(tmp_
     assert stopped["samples"] + resumed["samples"] == 3 * ROWS  # no row twice, none left out
 
 
-def test_bsp_and_ssp_refuse_dynamic_assignment_with_one_line():
+def test_under_ssp_the_slow_worker_holds_nobody_back_and_each_block_is_trained_once():
+    """Clocks follow the blocks handed out (mpips.worker.block_feed), so SSP(1) bounds how
+    many blocks a read misses while the fast workers take the straggler's share."""
+    got = run(6, "--consistency", "ssp", "--staleness", "1", "--assign", "dynamic",
+              "--straggler", "0:3", "--compute-ms", "3")
+    assert got["consistency"] == "ssp:1" and got["block_done_counts"] == [[1, 1]] * 3
+    assert got["samples"] == 3 * ROWS
+    straggler, *fast = got["worker_samples"]
+    assert straggler < min(fast), got["worker_samples"]
+    assert got["test_accuracy"] > 0.75
+
+
+def test_bsp_refuses_dynamic_assignment_with_one_line():
     proc = launch(4, [*JOB[:-3], "--consistency", "bsp", "--assign", "dynamic"])
     assert proc.returncode == 2
-    assert "--assign dynamic needs --consistency async, not bsp" in proc.stderr
+    assert "--assign dynamic needs --consistency async or ssp" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

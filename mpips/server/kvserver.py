@@ -89,7 +89,7 @@ class KVServer:
         self.saves = SaveCoordinator(topology, tables, self.segments, self.channel, self.tags,
                                      guard=self._guarded, survivors=self.survivors,
                                      replicated=self.replication is not None)
-        first, last = min(home), max(home)  # home segments: one contiguous range
+        first, last = (min(home), max(home)) if home else (0, 0)  # one contiguous range
         for spec in tables:  # an empty range (more servers than keys) gets no requests
             begin, end = home[first][spec.table_id].key_range.begin, \
                 home[last][spec.table_id].key_range.end

@@ -19,6 +19,11 @@ def test_each_block_is_trained_once_per_epoch_and_the_slow_worker_trains_fewer()
     assert [sum(col) for col in zip(*got["trained"])] == [40, 40, 40]
 
 
+def test_a_launch_with_a_queue_and_no_table_hands_out_every_block():
+    got = result_of(run_mpi(3, ["tests/mpi/programs/block_queue.py", "--no-table"]))
+    assert got["epochs"] == ONCE and "pushes" not in got
+
+
 def test_a_stop_flag_ends_the_round_early_and_the_next_round_finishes_the_epoch():
     got = result_of(run_mpi(4, ["tests/mpi/programs/block_queue.py", "--stop-at", "3"]))
     assert got["stopped_early"] and got["rounds"][0] == 2

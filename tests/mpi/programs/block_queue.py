@@ -3,7 +3,8 @@ from a one-sided work queue (mpips.mpi.workqueue, mpips.worker.block_feed) and p
 block trained into a dense sum table (key = epoch * blocks + block). Worker ``--slow`` sleeps
 3x as long per block; with ``--kill W`` worker W SIGKILLs itself in the middle of a block
 (after it claimed it, before it marks it done) in epoch 1; with ``--stop-at N`` worker 0
-raises STOP after N blocks of epoch 0 and the round ends early, as a stop signal ends one.
+raises STOP after N blocks of epoch 0 and the round ends early, as a stop signal ends one;
+``--no-table`` makes no table at all (a launch may have a queue and no table).
 The first living worker prints ``RESULT <json>``: per epoch the done counts' min and max,
 the table's pushes per block (min, max), blocks each living worker trained, and the rounds.
 """
@@ -37,8 +38,9 @@ def work(kv, table, queue, args) -> dict | None:
                 sys.stdout.flush()
                 os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(args.ms / 1000 * (3 if me == args.slow else 1))
-            key = np.array([epoch * args.blocks + block], np.uint64)
-            kv.wait(kv.push(table, key, np.ones((1, 1), np.float32)))
+            if table is not None:
+                key = np.array([epoch * args.blocks + block], np.uint64)
+                kv.wait(kv.push(table, key, np.ones((1, 1), np.float32)))
             mine += 1
 
         def poll():
@@ -56,9 +58,10 @@ def work(kv, table, queue, args) -> dict | None:
         trained.append(mine)
         report["epochs"].append([int(done.min()), int(done.max())])
         report["rounds"].append(rounds)
-    counts = kv.wait(kv.pull(table, np.arange(args.epochs * args.blocks, dtype=np.uint64)))
-    counts = counts.reshape(args.epochs, args.blocks)
-    report["pushes"] = [[int(c.min()), int(c.max())] for c in counts]
+    if table is not None:
+        counts = kv.wait(kv.pull(table, np.arange(args.epochs * args.blocks, dtype=np.uint64)))
+        counts = counts.reshape(args.epochs, args.blocks)
+        report["pushes"] = [[int(c.min()), int(c.max())] for c in counts]
     per_worker = kv.collective(lambda comm: comm.gather(trained, root=0))
     if kv.worker_comm.Get_rank() == 0:
         report["trained"] = per_worker
@@ -75,9 +78,10 @@ def main():
     p.add_argument("--kill", type=int, default=-1)
     p.add_argument("--stop-at", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-table", action="store_true", help="a launch with the queue alone")
     args = p.parse_args()
     ps = mpips.init(servers=1)
-    table = ps.dense_table("pushes", args.epochs * args.blocks)
+    table = None if args.no_table else ps.dense_table("pushes", args.epochs * args.blocks)
     queue = ps.work_queue(args.blocks)
     result = ps.run(lambda kv: work(kv, table, queue, args))
     if result is not None:

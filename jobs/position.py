@@ -22,11 +22,19 @@ class Position:
     """Dynamic work assignment: the blocks of ``epoch`` already trained (``step`` of them)."""
 
     @classmethod
-    def from_job(cls, job: dict | None, num_workers: int) -> "Position":
+    def from_job(cls, job: dict | None, num_workers: int,
+                 assign: str = "static") -> "Position":
         """The position a checkpoint's job dict records (the start when None). UsageError
-        for a mid-epoch checkpoint of another number of workers."""
+        for a mid-epoch checkpoint of static shards and another number of workers, or of
+        another ``assign`` (static shards or dynamic blocks, jobs/block_epochs.py)."""
         if not job:
             return cls()
+        taken = job.get("assign", "static")
+        if int(job["step"]) != 0 and taken != assign:
+            raise UsageError(f"--resume: this checkpoint was taken mid-epoch (step "
+                             f"{job['step']}) with --assign {taken}, so --resume needs "
+                             f"--assign {taken}, not {assign}; checkpoints at epoch ends "
+                             "resume under either")
         if "done_blocks" in job:  # dynamic assignment: blocks, not shards, so any workers
             return cls(int(job["epoch"]), int(job["step"]), list(job["curve"]),
                        list(job["partial_loss"]), _step_id(job), list(job["done_blocks"]))

@@ -169,7 +169,7 @@ def main(ps, args) -> dict | None:
     queue = ps.work_queue(blocks) if args.assign == "dynamic" else None
     signal = SaveSignal() if args.checkpoint_dir else None
     resumed, args.checkpoint_run = open_checkpoints(ps, args)
-    start = Position.from_job(resumed, ps.num_workers)
+    start = Position.from_job(resumed, ps.num_workers, args.assign)
     if resumed is not None and ps.rank == 0:
         ps.log(f"resuming from {resumed['checkpoint_path']} ({resumed['epoch']} epochs and "
                f"{resumed['step']} steps done)")

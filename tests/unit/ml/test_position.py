@@ -58,3 +58,16 @@ def test_ids_go_on_when_the_steps_per_epoch_change_mid_run():
     later = start.rebased(5, 12)
     assert later.steps_done == start.step_id(5, 0, 12) == 60
     assert later.step_id(5, 3, 16) == 63 and later.step_id(6, 0, 16) == 76
+
+
+def test_a_mid_epoch_checkpoint_resumes_only_under_its_own_assignment():
+    dynamic = dict(JOB, step=5, assign="dynamic", done_blocks=[0, 3, 4, 7, 9],
+                   partial_loss=[2.5, 640.0])
+    position = Position.from_job(dynamic, 3, "dynamic")  # blocks: any number of workers
+    assert position.done_blocks == [0, 3, 4, 7, 9] and position.step == 5
+    with pytest.raises(UsageError, match="with --assign dynamic, so --resume needs --assign "
+                                         "dynamic, not static"):
+        Position.from_job(dynamic, 3, "static")
+    with pytest.raises(UsageError, match="with --assign static"):
+        Position.from_job(dict(JOB, step=7), 2, "dynamic")
+    assert Position.from_job(JOB, 5, "dynamic").epoch == 3  # an epoch end: either

@@ -21,7 +21,7 @@ DEPS := setup.py pyproject.toml
 help:
 	@echo "make demo        build .venv and run sparse LR on 4 ranks (2 servers) on synthetic data"
 	@echo "make test        all tests on the Open MPI wheel + MPI tests but the slow drills on MPICH"
-	@echo "make test-quick  unit tests + MPI tests but the slow and long ones, Open MPI wheel (~4 min)"
+	@echo "make test-quick  unit tests + MPI tests but the slow and long ones, Open MPI wheel (~5.5 min)"
 	@echo "make test-fast   unit tests only (no MPI launch)"
 	@echo "make bench       benchmarks/kv_throughput.py (appends to benchmarks/results/)"
 	@echo "make venv | venv-mpich | clean"

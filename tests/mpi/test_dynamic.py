@@ -30,6 +30,7 @@ def test_a_slow_worker_trains_fewer_rows_and_each_block_is_trained_once_per_epoc
     assert abs(dynamic["test_accuracy"] - static["test_accuracy"]) <= 0.01
 
 
+@pytest.mark.long
 def test_a_stopped_run_resumes_on_other_workers_and_trains_every_block_once(tmp_path):
     ckpt = ["--assign", "dynamic", "--checkpoint-dir", str(tmp_path / "ck")]
     first = launch(6, [*JOB, *ckpt, "--stop-after-steps", "10"])
@@ -42,6 +43,7 @@ def test_a_stopped_run_resumes_on_other_workers_and_trains_every_block_once(tmp_
     assert stopped["samples"] + resumed["samples"] == 3 * ROWS  # no row twice, none left out
 
 
+@pytest.mark.long
 def test_under_ssp_the_slow_worker_holds_nobody_back_and_each_block_is_trained_once():
     """Clocks follow the blocks handed out (mpips.worker.block_feed), so SSP(1) bounds how
     many blocks a read misses while the fast workers take the straggler's share."""
@@ -61,6 +63,7 @@ def test_bsp_refuses_dynamic_assignment_with_one_line():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.long
 @pytest.mark.openmpi  # ULFM: MPICH ends the launch on a lost rank (tests/mpi/test_fault.py)
 def test_a_worker_killed_mid_epoch_is_survived_and_every_block_still_trained_once():
     proc = launch(6, ["-m", "mpips", "run", "benchmarks/lr_kill.py", "--kill-rank", "1",

@@ -35,6 +35,7 @@ def test_a_data_file_and_text_parts_train_like_the_whole_text(w8a_h5):
     assert parts["n_test"] == h5["n_test"]  # the same rows held out: a hash of the row number
 
 
+@pytest.mark.long
 def test_dynamic_assignment_claims_blocks_of_a_data_file(w8a_h5):
     got = metrics_of("--data", w8a_h5[1], "--consistency", "async", "--assign", "dynamic",
                      "--straggler", "0:3")

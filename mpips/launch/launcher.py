@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -38,7 +39,7 @@ from collections.abc import Mapping, Sequence
 
 from ..core.partition import ranks_lost_before
 from ..errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError, LaunchTimeout
-from .mpiexec import in_allocation, mpiexec_command
+from .mpiexec import in_allocation, launch_settings, mpiexec_command
 from .processes import StopRequests, Terminated, run_command
 from .ranks import StartupWatch
 from .startup import STARTUP_DIR_VARIABLE, aborts
@@ -236,7 +237,10 @@ def add_launch_parser(subparsers) -> argparse.ArgumentParser:
                              "(exit code %d); kill it if it takes longer than S seconds "
                              "(default %g)" % (EXIT_STOPPED, STOP_GRACE))
     parser.add_argument("--dry-run", action="store_true",
-                        help="print the mpiexec command line and exit")
+                        help="print the MPI settings of the launch's environment (MCA "
+                             "parameters and the like, as export lines; those you set "
+                             "yourself marked '# yours') and the mpiexec command line, "
+                             "then exit")
     parser.add_argument("argv", nargs=argparse.REMAINDER,
                         help="python arguments, after '--' (e.g. -- -m mpips run JOB ...)")
     parser.set_defaults(handler=launch_main)
@@ -254,8 +258,9 @@ def launch_main(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.dry_run:
-            command, _ = mpiexec_command(args.nprocs, argv, ft=args.ft)
-            print(" ".join(command))
+            command, env = mpiexec_command(args.nprocs, argv, ft=args.ft)
+            print("\n".join(launch_settings(env, os.environ)))
+            print(shlex.join(command))
             return 0
         if args.relaunch < 0:
             raise LauncherError(f"--relaunch must be 0 or more, got {args.relaunch}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -170,6 +171,22 @@ def build_command(mpiexec: str, implementation: str, nprocs: int, argv: Sequence
         env.setdefault(name, value)
     command = [mpiexec, *flags, "-n", str(nprocs), python or sys.executable, *argv]
     return command, env
+
+
+#: Prefixes of the variables that configure an MPI library, its process manager or its fabric.
+MPI_SETTING_PREFIXES = ("OMPI_", "PRTE_", "PMIX_MCA_", "MPIR_CVAR_", "HYDRA_", "I_MPI_", "UCX_",
+                        "FI_", "NUMBA_NUM_THREADS")
+
+
+def launch_settings(env: Mapping[str, str], base: Mapping[str, str]) -> list[str]:
+    """The MPI settings in a launch's environment ``env`` as ``export NAME=value`` lines,
+    sorted, each one that came from ``base`` (the caller's own environment, which a launch
+    never overrides) marked ``# yours``: what ``mpips launch --dry-run`` shows."""
+    lines = []
+    for name in sorted(n for n in env if n.startswith(MPI_SETTING_PREFIXES)):
+        mine = "  # yours" if base.get(name) == env[name] else ""
+        lines.append(f"export {name}={shlex.quote(env[name])}{mine}")
+    return lines
 
 
 def mpiexec_command(nprocs: int, argv: Sequence[str], *,

@@ -10,7 +10,7 @@ from mpips.errors import EXIT_RANK_LOST
 from mpips.errors import LauncherError
 from mpips.launch.launcher import add_launch_parser, lost_a_rank
 from mpips.launch.mpiexec import (MPICH, OPEN_MPI, UNKNOWN, build_command, find_mpiexec,
-                                  implementation_from_version)
+                                  implementation_from_version, launch_settings)
 from mpips.launch.processes import process_tree
 
 PY = "/venv/bin/python"
@@ -87,6 +87,22 @@ def test_unknown_implementation_gets_only_the_common_environment():
 def test_variables_already_set_are_kept(implementation, name):
     _, env = build(implementation, env={name: "mine"})
     assert env[name] == "mine"
+
+
+def test_the_dry_run_shows_every_mpi_setting_and_marks_the_callers_own():
+    """``mpips launch --dry-run`` (issue 22): the MCA parameters a launch uses, as export
+    lines, those the caller set marked; other variables are left out."""
+    caller = {"PATH": "/usr/bin", "OMPI_MCA_btl_tcp_if_include": "lo", "FI_PROVIDER": "tcp"}
+    _, env = build(OPEN_MPI, env=caller, euid=1000)
+    assert launch_settings(env, caller) == [
+        "export FI_PROVIDER=tcp  # yours",
+        "export NUMBA_NUM_THREADS=1",
+        "export OMPI_MCA_btl='^ofi'",
+        "export OMPI_MCA_btl_tcp_if_include=lo  # yours",
+        "export OMPI_MCA_osc='^ucx'"]
+    _, env = build(MPICH, env={}, euid=1000)
+    assert launch_settings(env, {}) == ["export HYDRA_LAUNCHER=fork",
+                                        "export NUMBA_NUM_THREADS=1"]
 
 
 def test_the_callers_environment_is_not_modified():

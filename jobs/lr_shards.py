@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from mpi4py import MPI
 
-from mpips.ml.csr_file import is_data_file, open_data, row_bounds
+from mpips.ml.csr_file import is_data_file, open_data
+from mpips.ml.csr_format import row_bounds
 from mpips.ml.dataset import SparseDataset
 from mpips.ml.libsvm_part import read_libsvm_part
 from mpips.mpi.agree import everywhere

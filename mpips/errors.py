@@ -48,7 +48,7 @@ class RatingsFormatError(MpipsError, ValueError):
 
 
 class DataFileError(MpipsError, ValueError):
-    """An mpips data file (HDF5 CSR, mpips.ml.csr_file) that cannot be read or trusted: not
+    """An mpips data file (HDF5 CSR, mpips.ml.csr_format) that cannot be read or trusted: not
     HDF5, not an mpips data file, a newer format, a missing or inconsistent dataset, bad
     entries, a checksum failure. The message is ``path: problem``."""
 

@@ -1,4 +1,4 @@
-"""Writing mpips data files (the layout: mpips.ml.csr_file) and converting text files to
+"""Writing mpips data files (the layout: mpips.ml.csr_format) and converting text files to
 them. Pure module (h5py and NumPy, no MPI).
 
 Rows are appended, a block at a time, to resizable chunked datasets of ``OUT.tmp-<pid>``,
@@ -19,8 +19,9 @@ import h5py
 import numpy as np
 
 from . import corpus
-from .csr_file import (BLOCK_ROWS, CHUNK_ELEMENTS, ENTRIES, FORMAT, KINDS, ROW_TEXT, SCHEMA,
-                       VERSION, check_libsvm_rows, open_data)
+from .csr_file import open_data
+from .csr_format import (BLOCK_ROWS, CHUNK_ELEMENTS, ENTRIES, FORMAT, KINDS, ROW_TEXT, SCHEMA,
+                         VERSION, check_libsvm_rows)
 from .dataset import SparseDataset
 from .libsvm import read_libsvm
 from .libsvm_part import read_libsvm_part

@@ -10,7 +10,8 @@ import pytest
 
 from mpips.errors import DataFileError, LibsvmFormatError, MpipsError
 from mpips.ml import corpus
-from mpips.ml.csr_file import KINDS, SCHEMA, VERSION, open_data, row_bounds
+from mpips.ml.csr_file import open_data
+from mpips.ml.csr_format import KINDS, SCHEMA, VERSION, row_bounds
 from mpips.ml.csr_write import (convert, write_corpus_file, write_dataset_file,
                                 write_ratings_file)
 from mpips.ml.dataset import SparseDataset

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpips.jobs import sparse_lr
+from mpips.jobs import lr_training, sparse_lr
 
 
 def add_arguments(parser) -> None:
@@ -73,7 +73,7 @@ def audit_steps(table) -> None:
     """After every step whose pushes were acknowledged, push +1 to ``table`` at this worker's
     key, wait, and print ``AUDIT <worker> <steps acknowledged>``: a log of acknowledged
     pushes to check the checkpoints against."""
-    plain_step, done = sparse_lr.sgd_step, [0]
+    plain_step, done = lr_training.sgd_step, [0]
 
     def audited_step(kv, tables, batch, l2):
         loss = plain_step(kv, tables, batch, l2)
@@ -83,7 +83,7 @@ def audit_steps(table) -> None:
         held = int(kv.wait(kv.pull(table, key))[0])  # what the servers hold now
         print(f"AUDIT {kv.worker_rank} {done[0]} {held}", flush=True)
         return loss
-    sparse_lr.sgd_step = audited_step
+    lr_training.sgd_step = audited_step
 
 
 def main(ps, args):

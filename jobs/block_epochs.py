@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from mpi4py import MPI
 
+from mpips.jobs.runtime import sum_over_workers
 from mpips.worker.block_feed import SAVE, STOP, BlockFeed
 
 
@@ -47,7 +47,7 @@ class BlockEpochs:
     """Runs a worker's epochs over claimed blocks. ``train_block(block)`` trains one block
     (pulls, pushes, waits for the acknowledgements; never ``kv.clock()``: the feed advances
     the clocks) and returns
-    (loss summed over its rows, rows); ``saver`` is the job's jobs.runtime.Checkpointer,
+    (loss summed over its rows, rows); ``saver`` is the job's jobs.checkpointing.Checkpointer,
     ``slow`` its jobs.runtime.Straggler (applied per block)."""
 
     def __init__(self, kv, queue, seed: int, saver, slow,
@@ -115,15 +115,8 @@ class BlockEpochs:
     def _save_mid_epoch(self, epoch: int, done: np.ndarray, curve: list) -> int:
         """Save with the epoch's done blocks and the loss so far (summed on the first
         worker). Collective over the workers."""
-        total = self.kv.collective(lambda comm: _sum(comm, [self.loss_sum, self.rows]))
+        total = self.kv.collective(lambda comm: sum_over_workers(comm,
+                                                                 [self.loss_sum, self.rows]))
         blocks = {"assign": "dynamic", "done_blocks": np.flatnonzero(done).tolist(),
                   "partial_loss": [float(total[0]), float(total[1])]}  # sum, rows
         return self.saver.save(epoch, int(np.count_nonzero(done)), curve, 0.0, blocks=blocks)
-
-
-def _sum(worker_comm, values) -> np.ndarray:
-    """The sums over the workers of ``values``. Collective over the workers."""
-    mine = np.array(values, np.float64)
-    out = np.empty_like(mine)
-    worker_comm.Allreduce(mine, out, op=MPI.SUM)
-    return out

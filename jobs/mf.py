@@ -31,13 +31,13 @@ import time
 from typing import NamedTuple
 
 import numpy as np
-from mpi4py import MPI
 
 from mpips.errors import MpipsError, UsageError
 from mpips.jobs.position import Position
-from mpips.jobs.runtime import (Checkpointer, SaveSignal, add_checkpoint_arguments,
-                                checkpoint_problems, consistency_of, consistency_problems,
-                                gather_floats, open_checkpoints, out_of_bounds, report,
+from mpips.jobs.checkpointing import (Checkpointer, SaveSignal, add_checkpoint_arguments,
+                                      checkpoint_problems, open_checkpoints)
+from mpips.jobs.runtime import (consistency_of, consistency_problems, gather_floats,
+                                out_of_bounds, report, sum_over_workers,
                                 test_split_problems)
 from mpips.ml import factorization as mf
 from mpips.ml.csr_file import is_data_file, open_data
@@ -207,7 +207,7 @@ def train_and_evaluate(kv, tables: Tables, train: RatingSet, test: RatingSet, ar
         ratings_run += ran
         if stopped is not None:
             break
-        total = kv.collective(lambda comm: _sum(comm, [sse, shard.n]))
+        total = kv.collective(lambda comm: sum_over_workers(comm, [sse, shard.n]))
         curve.append(math.sqrt(total[0] / max(total[1], 1.0)))
         if kv.worker_comm.Get_rank() == 0 and not args.quiet:
             rate = total[1] / (time.perf_counter() - epoch_began)
@@ -295,11 +295,3 @@ def evaluate(kv, tables: Tables, train: RatingSet, test: RatingSet, mu: float, a
             "n_train": train.n, "n_test": test.n,
             "users": int(np.unique(train.users).size), "items": int(np.unique(train.items).size),
             "model_sha256": digest.hexdigest()}
-
-
-def _sum(worker_comm, values) -> np.ndarray:
-    """Elementwise sum of ``values`` over the workers (float64). Collective over them."""
-    mine = np.array(values, np.float64)
-    total = np.empty_like(mine)
-    worker_comm.Allreduce(mine, total, op=MPI.SUM)
-    return total

@@ -25,6 +25,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ..kernels import rows as row_kernels
+from ..kernels.keys import offset_rows
 
 CLOCK_DTYPE = np.int64
 NOT_READY = -1
@@ -113,6 +114,23 @@ class OneSidedReader:
             return True
         return all(self.board.read(self.layout.server_rank(s), spec.table_id) >= required
                    for s in servers)
+
+    def pull(self, spec, keys: np.ndarray, out: np.ndarray, hosting, required: int) -> bool:
+        """out = the rows of ``keys`` (checked and sorted by the caller) of a one-sided table;
+        False, reading nothing, when some segment is served away from its home server after a
+        failover (its window is gone with it) or a server has not reached clock count
+        ``required`` (mpips.core.hosting ``hosting``: who serves what now): the caller then
+        pulls two-sided."""
+        runs = spec.split(keys)  # dense: runs of keys (slices), one per segment
+        if any(hosting.host(segment) != hosting.home(segment) for segment, _ in runs):
+            return False
+        if not self.ready(spec, sorted({hosting.home(s) for s, _ in runs}), required):
+            return False
+        for segment, part in runs:
+            rows = np.empty(part.stop - part.start, np.int64)
+            offset_rows(keys[part], np.uint64(spec.partition.range_of(segment).begin), rows)
+            self.read(spec, hosting.home(segment), segment % hosting.per_server, rows, out[part])
+        return True
 
     def read(self, spec, server: int, v: int, rows: np.ndarray, out: np.ndarray) -> None:
         """out[i] = row ``rows[i]`` of server ``server``'s home segment ``v`` (rows int64,

@@ -28,7 +28,6 @@ from ..core.checks import as_keys, as_output, as_values, check_keys, check_push
 from ..core.hosting import Hosting
 from ..core.spec import TableSpec
 from ..errors import CheckpointError, MessageError, MpipsError, TableError
-from ..kernels.keys import offset_rows
 from ..mpi.fault import survive_collective
 from ..mpi.topology import Topology
 from ..mpi.transport import TAG_REQUEST, Tags, completed, wait_all
@@ -345,24 +344,14 @@ class KVWorker:
         return ts
 
     def _pull_one_sided(self, spec: TableSpec, keys, out, callback) -> int | None:
-        """Read the rows from the servers' windows (mpips.mpi.onesided); None when a server has
-        not reached the clock this read needs, or a segment is served away from its home
-        server after a failover (its window is gone with it): the caller pulls two-sided."""
+        """Read the rows from the servers' windows (mpips.mpi.onesided); None when the reader
+        cannot serve this read now (a server behind the clock it needs, a segment away from
+        its home server): the caller pulls two-sided."""
         keys = as_keys(keys, spec)  # fully checked: no server looks at them
         result = as_output(out, keys.size, spec)
-        runs = spec.split(keys)  # dense: runs of keys (slices), one per segment
-        hosting = self.hosting
-        if any(hosting.host(segment) != hosting.home(segment) for segment, _ in runs):
-            return None
         required = spec.model.required_clock(self.clock_value, self._staleness.get(spec.name))
-        homes = sorted({hosting.home(segment) for segment, _ in runs})
-        if not self.rma.ready(spec, homes, required):
+        if not self.rma.pull(spec, keys, result, self.hosting, required):
             return None
-        for segment, part in runs:
-            rows = np.empty(part.stop - part.start, np.int64)
-            offset_rows(keys[part], np.uint64(spec.partition.range_of(segment).begin), rows)
-            self.rma.read(spec, hosting.home(segment), segment % hosting.per_server, rows,
-                          result[part])
         if out is None and spec.width == 1:
             result = result.reshape(-1)
         return self.requests.register(Pending(result=out if out is not None else result,

@@ -15,7 +15,8 @@ of a dead host's copy applies every batch that reached it and serves the segment
 on; every segment whose replica holders changed is sent whole to the new holders, and a
 segment taken over to all of them (survivors may learn of simultaneous deaths one by one or
 at once, so a holder the dead host had just gained may never have got its copy). The copies
-themselves, and why one ignores a dead host's late batches, are mpips.server.copies. Workers
+themselves, and why one ignores a dead host's late batches, are mpips.server.copies; the
+numbered, acknowledged batch streams between servers are mpips.server.replica_stream. Workers
 resend the requests the dead server had not answered (mpips.worker.failover); a resent push
 at or below its segment's watermark was applied already and is answered without applying.
 """
@@ -23,22 +24,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
 from mpi4py import MPI
 
-from ..errors import MessageError, ReplicaStreamError
-from ..mpi.fault import is_rank_failure, note_carried_on
 from ..core.hosting import Hosting
+from ..errors import MessageError
 from ..kernels.warmup_store import warm_copies
-from ..wire.replica import (ACK_WORDS, BATCH_WORDS, Kind, check_marks, encode_ack, encode_batch,
-                           parse_ack, parse_batch)
+from ..mpi.fault import is_rank_failure, note_carried_on
 from ..mpi.topology import Topology
-from ..mpi.transport import TAG_REPLICA, TAG_REPLICA_ACK, raise_failed, wait_all, wait_any
 from ..store.slice import FLOAT, Slice
+from ..wire.replica import Kind, check_marks, encode_batch, parse_batch
 from .copies import Copies
+from .replica_stream import ReplicaStreams
 from .segments import Segments
 
 PROMOTION_WAIT_SECONDS = 10.0
@@ -72,20 +71,14 @@ class Replicator:
         # segment -> each worker's last push applied to it (hosted and copied segments)
         self.marks = {seg: np.full(self.num_workers, -1, np.int64)
                       for seg in (*segments.hosted, *self.copies.slices)}
-        self._sent: dict[int, int] = defaultdict(int)  # server -> batches sent to it
-        self._acked: dict[int, int] = defaultdict(int)
-        self._received: dict[int, int] = defaultdict(int)
-        self._batch_recvs: dict[int, tuple] = {}  # server -> (request, header buffer)
-        self._ack_recvs: dict[int, tuple] = {}
-        self._keep: list = []  # (request, buffer, server) of sends in flight
-        self.graveyard: list = []  # requests with dead peers: never freed (mpips.mpi.fault.leave)
         # load the kernels a failover runs (whole copies, mirrored rows) now: loading them
         # then, from numba's cache, held a takeover up for most of a second
         warm_copies()
-        for server_index in self.hosting.living:
-            if server_index != self.me:
-                self._post_batch_recv(server_index)
-        self._finished: set[int] = set()  # servers that sent FIN (mpips.wire.replica)
+        self.streams = ReplicaStreams(
+            self.comm, self.layout, self.me, [s for s in self.hosting.living if s != self.me],
+            parse=lambda buf: parse_batch(buf, self.hosting.num_segments, self._arrays,
+                                          self.num_workers),
+            parts_of=self._parts_of, apply=self._apply)
         segments.await_takeover = self._await_takeover
 
     def start(self) -> None:
@@ -162,45 +155,17 @@ class Replicator:
     def wait_replicated(self) -> None:
         """Wait until every batch sent has been acknowledged by its (living) receiver, serving
         incoming batches meanwhile; a receiver that dies is replaced (transfers)."""
-        while True:
-            behind = [s for s in self._sent if s not in self.hosting.dead
-                      and self._acked[s] < self._sent[s]]
-            if not behind:
-                return
+        while self.streams.behind(self.hosting.dead):
             self._serve_batches()
 
     def waitables(self) -> list:
         """Receives the serve loop waits on besides the workers' requests."""
-        return [r for r, _ in self._batch_recvs.values()] + \
-            [r for r, _ in self._ack_recvs.values()]
+        return self.streams.waitables()
 
     def progress(self, block: bool = False) -> None:
         """Apply the batches and acks that arrived (with ``block``, wait for one first).
         Raises MPI_ERR_PROC_FAILED when a server died (mpips.server.survivors handles it)."""
-        if block:
-            requests = self.waitables()
-            if requests:
-                wait_any(requests)  # raises if a peer died
-        for server_index, (request, buf) in list(self._ack_recvs.items()):
-            if _arrived(request):
-                if not buf.any():  # ended without a message: the replica holder died
-                    raise MPI.Exception(MPI.ERR_PROC_FAILED)
-                try:
-                    parse_ack(buf, self._acked[server_index] + 1)
-                except MessageError as exc:
-                    raise ReplicaStreamError(f"server {self.me}: replica acks from server "
-                                             f"{server_index}: {exc}") from None
-                self._acked[server_index] += 1
-                self._post_ack_recv(server_index)
-        for server_index, (request, buf) in list(self._batch_recvs.items()):
-            if _arrived(request):
-                try:
-                    self._receive_batch(server_index, buf)
-                except MessageError as exc:
-                    raise ReplicaStreamError(f"server {self.me}: replica batches from server "
-                                             f"{server_index}: {exc}") from None
-                self._post_batch_recv(server_index)
-        self._keep = [k for k in self._keep if not k[0].Test()]  # sends done: let go
+        self.streams.progress(block)
 
     # -- batches --------------------------------------------------------------------------
     def _send(self, dest: int, kind: Kind, segment: int, table: Slice, keys: np.ndarray,
@@ -213,79 +178,53 @@ class Replicator:
         if packed is None:
             packed = table.packed_at(at)
         self._post_batch(dest, encode_batch(kind, segment, table.spec.table_id, keys.size,
-                                            table.arrays, self._sent[dest] + 1, entry),
+                                            table.arrays, self.streams.next_number(dest), entry),
                          [keys, np.ascontiguousarray(at, np.int64),
                           np.ascontiguousarray(packed)] if keys.size else [], segment)
 
     def _send_stash(self, dest: int, item) -> None:
         header = encode_batch(Kind.STASH, item.segment, item.table_id, item.keys.size, 1,
-                              self._sent[dest] + 1, (item.worker, item.seq), item.clock)
+                              self.streams.next_number(dest), (item.worker, item.seq), item.clock)
         self._post_batch(dest, header, [item.keys, np.ascontiguousarray(item.vals)]
                          if item.keys.size else [], item.segment)
 
     def _post_batch(self, dest: int, header, payload: list, segment: int) -> None:
         """Send ``dest`` a batch: its header, the ``payload`` arrays, the segment's marks."""
-        self._sent[dest] += 1
-        rank = self.layout.server_rank(dest)
-        parts = [header] + payload
-        parts.append(self.marks[segment].copy() if segment in self.marks else
-                     np.full(self.num_workers, -1, np.int64))
-        for part in parts:
-            self._keep.append((self.comm.Isend(part, rank, TAG_REPLICA), part, dest))
-        if dest not in self._ack_recvs:
-            self._post_ack_recv(dest)
+        marks = self.marks[segment].copy() if segment in self.marks else \
+            np.full(self.num_workers, -1, np.int64)
+        self.streams.send(dest, header, [*payload, marks])
 
-    def _receive_batch(self, source: int, buf: np.ndarray) -> None:
-        """Receive the rest of a batch whose header arrived, check it, apply it, ack it."""
-        if not buf.any():  # posted zeroed: the receive ended without a message (ULFM
-            raise MPI.Exception(MPI.ERR_PROC_FAILED)  # completes a dead sender's so)
-        workers = self.num_workers
-        batch = parse_batch(buf, self.hosting.num_segments, self._arrays, workers)
-        if batch.number != self._received[source] + 1:
-            raise MessageError(f"batch {batch.number} from server {source} where "
-                               f"{self._received[source] + 1} was next")
-        rank = self.layout.server_rank(source)
-        spec = self.specs[batch.table_id]
-        keys = np.empty(batch.num_keys, np.uint64)
-        at = np.empty(batch.num_keys, np.int64)
-        rows = np.empty((batch.num_keys, spec.width * batch.arrays), FLOAT)
-        marks = np.empty(workers, np.int64)
-        payload = () if not batch.num_keys else (keys, rows) if batch.kind is Kind.STASH \
-            else (keys, at, rows)
-        for part in payload + (marks,):
-            status = MPI.Status()
-            self.comm.Recv(part, rank, TAG_REPLICA, status)
-            if status.Get_count(MPI.BYTE) != part.nbytes:
-                raise MessageError(f"batch {batch.number} from server {source}: a part of "
-                                   f"{status.Get_count(MPI.BYTE)} bytes, not {part.nbytes}")
+    def _payload(self, batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Empty keys, row numbers and rows (STASH: gradients) for ``batch``'s payload."""
+        n, width = batch.num_keys, self.specs[batch.table_id].width * batch.arrays
+        return np.empty(n, np.uint64), np.empty(n, np.int64), np.empty((n, width), FLOAT)
+
+    def _parts_of(self, batch) -> list[np.ndarray]:
+        """The arrays a batch's parts are received into (mpips.wire.replica): with keys, the
+        keys, their rows on the sender (not for STASH) and the rows; then the marks."""
+        keys, at, rows = self._payload(batch)
+        payload = [] if not batch.num_keys else [keys, rows] if batch.kind is Kind.STASH \
+            else [keys, at, rows]
+        return payload + [np.empty(self.num_workers, np.int64)]
+
+    def _apply(self, source: int, batch, parts: list[np.ndarray]) -> None:
+        """Apply a batch from server ``source`` to the copy it is for, and take its marks."""
+        marks = parts[-1]
         check_marks(marks)
-        self._received[source] = batch.number
-        ack = encode_ack(batch.number)
-        self._keep.append((self.comm.Isend(ack, rank, TAG_REPLICA_ACK), ack, source))
-        if batch.kind is Kind.FIN:
-            self._finished.add(source)
-            return
         place = self.hosting.chain(batch.segment).index(source)
         if self.copies.is_stale(batch.segment, place):
             return
         if batch.segment in self.segments.hosted:
             raise MessageError(f"server {source} sent rows of segment {batch.segment}, which "
                                f"this server serves")
+        keys, at, rows = self._payload(batch) if not batch.num_keys else \
+            (parts[0], np.empty(0, np.int64), parts[1]) if batch.kind is Kind.STASH else \
+            parts[:3]
         self.copies.apply(batch, source, place, keys, at, rows)
         fresh = batch.kind is Kind.TRANSFER and batch.table_id == 0  # a new whole copy
         self.marks[batch.segment] = np.maximum(
             np.full_like(marks, -1) if fresh else
             self.marks.get(batch.segment, np.full_like(marks, -1)), marks)
-
-    def _post_batch_recv(self, source: int) -> None:
-        buf = np.zeros(BATCH_WORDS, np.uint64)
-        request = self.comm.Irecv(buf, self.layout.server_rank(source), TAG_REPLICA)
-        self._batch_recvs[source] = (request, buf)
-
-    def _post_ack_recv(self, dest: int) -> None:
-        buf = np.zeros(ACK_WORDS, np.uint64)
-        request = self.comm.Irecv(buf, self.layout.server_rank(dest), TAG_REPLICA_ACK)
-        self._ack_recvs[dest] = (request, buf)
 
     # -- a dead server --------------------------------------------------------------------
     def on_servers_dead(self, dead: set[int]) -> None:
@@ -297,7 +236,7 @@ class Replicator:
         old = self.hosting
         new = old.after_deaths(dead)  # SegmentLost: the job cannot carry on
         for server_index in sorted(dead):
-            self._drain_from(server_index)
+            self.streams.drain(server_index)
         self.hosting = new
         note_carried_on()
         hosted = self.segments.hosted
@@ -341,29 +280,6 @@ class Replicator:
         for entry in sorted(entries, key=lambda e: (e.clock, e.worker, e.seq)):
             self._adopt(entry)
 
-    def _drain_from(self, source: int) -> None:
-        """Apply every batch that fully arrived from the dead server ``source``; its receives
-        and the sends to it are kept, unfreed, in ``graveyard``."""
-        ack = self._ack_recvs.pop(source, None)
-        self.graveyard += [ack] if ack else []
-        self.graveyard += [(r, b) for r, b, d in self._keep if d == source]
-        self._keep = [k for k in self._keep if k[2] != source]
-        entry = self._batch_recvs.pop(source, None)
-        while entry is not None:
-            try:
-                wait_all([entry[0]])  # a batch that arrived whole, or the failure
-                self._receive_batch(source, entry[1])
-                buf = np.zeros(BATCH_WORDS, np.uint64)
-                entry = (self.comm.Irecv(buf, self.layout.server_rank(source), TAG_REPLICA), buf)
-            except MPI.Exception as exc:
-                if not is_rank_failure(exc):
-                    raise
-                self.graveyard.append(entry)
-                entry = None
-            except MessageError as exc:  # as in progress(): the copy can no longer be trusted
-                raise ReplicaStreamError(f"server {self.me}: replica batches from the dead "
-                                         f"server {source}: {exc}") from None
-
     def close(self) -> None:
         """Done serving: tell every living server (FIN), and keep applying their batches
         until each has said FIN too and acknowledged every batch sent to it, so no batch is
@@ -373,29 +289,11 @@ class Replicator:
                 if server_index != self.me:
                     self._post_batch(server_index, encode_batch(
                         Kind.FIN, self.me, 0, 0, self._arrays[0],
-                        self._sent[server_index] + 1), [], self.me)
-            while not set(self.hosting.living) - {self.me} <= self._finished:
+                        self.streams.next_number(server_index)), [], self.me)
+            while not set(self.hosting.living) - {self.me} <= self.streams.finished:
                 self._serve_batches()
             self.wait_replicated()
-        wait_all([r for r, _, _ in self._keep])
-        self._keep.clear()
-        for recvs in (self._batch_recvs, self._ack_recvs):
-            for request, buf in recvs.values():
-                request.Cancel()
-                with contextlib.suppress(MPI.Exception):
-                    request.Wait()
-                self.graveyard.append((request, buf))
-            recvs.clear()
-
-
-def _arrived(request: MPI.Request) -> bool:
-    """Whether a receive completed; raises its error if it completed in error (a receive
-    from a dead server completes so)."""
-    status = MPI.Status()
-    done = request.Test(status)
-    if done:
-        raise_failed([status])
-    return done
+        self.streams.close()
 
 
 def _stored(keys: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,7 +19,7 @@ NOT_ON_A_PLAIN_PATH = ["mpips/worker/failover.py", "mpips/worker/coded.py",
                        "mpips/wire/codec.py", "mpips/wire/keycache.py", "mpips/mpi/fault.py"]
 NOT_ON_A_PLAIN_SERVE = NOT_ON_A_PLAIN_PATH + [
     "mpips/server/survivors.py", "mpips/server/replication.py", "mpips/server/copies.py",
-    "mpips/server/whole_pushes.py", "mpips/wire/replica.py"]
+    "mpips/server/replica_stream.py", "mpips/server/whole_pushes.py", "mpips/wire/replica.py"]
 
 
 @pytest.fixture(scope="module")

@@ -104,6 +104,18 @@ def processes_with(needle: str) -> list[str]:
     return found
 
 
+def lingering(needle: str, grace: float = 10.0) -> list[str]:
+    """``processes_with(needle)`` once none is left, or after ``grace`` seconds: a rank that
+    PR_SET_PDEATHSIG or a launcher's kill just signalled may take a moment to exit, so a look
+    right after its launcher returned can still see it."""
+    deadline = time.monotonic() + grace
+    found = processes_with(needle)
+    while found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found = processes_with(needle)
+    return found
+
+
 MPI_LAUNCHERS = frozenset({"prterun", "prted", "mpirun", "mpiexec", "orterun", "orted",
                            "mpiexec.hydra", "hydra_pmi_proxy"})
 """Process names (``/proc/PID/comm``) of the launchers and daemons of both MPI wheels."""

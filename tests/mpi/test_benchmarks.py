@@ -151,6 +151,7 @@ def test_recovery_with_replicas_times_a_server_and_a_worker_that_the_job_survive
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.long
 def test_incremental_reports_full_and_delta_saves_next_to_floors_and_restores_bitwise(tmp_path):
     """2 servers save a full checkpoint and 5 deltas of 1 % changes; 3 servers restore the
     chain: the model pulled is bitwise the saved one, and every delta holds fewer bytes."""
@@ -188,6 +189,7 @@ def test_incremental_reports_full_and_delta_saves_next_to_floors_and_restores_bi
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.long
 def test_mf_reports_mpips_next_to_surprise_and_the_one_process_kernel(tmp_path):
     """benchmarks/mf.py on a small set: one line per system and a summary (no speed asserted)."""
     out = tmp_path / "mf.jsonl"
@@ -207,6 +209,7 @@ def test_mf_reports_mpips_next_to_surprise_and_the_one_process_kernel(tmp_path):
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.long
 def test_word2vec_reports_mpips_next_to_gensim_and_the_one_process_kernel(tmp_path):
     """benchmarks/word2vec.py with one seed: one line per system and a summary."""
     out = tmp_path / "word2vec.jsonl"
@@ -223,6 +226,7 @@ def test_word2vec_reports_mpips_next_to_gensim_and_the_one_process_kernel(tmp_pa
     assert len(out.read_text().splitlines()) == len(rows)
 
 
+@pytest.mark.long
 def test_data_load_reports_every_mode_next_to_the_raw_read_floor(tmp_path):
     """A 5 MB text on 2 ranks: the whole parse, byte-range parts and .h5 rows all load every
     row, each figure next to the floor of reading the bytes."""

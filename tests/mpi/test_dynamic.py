@@ -18,6 +18,7 @@ def run(ranks: int, *extra: str, **kw) -> dict:
     return last_json(proc.stdout)
 
 
+@pytest.mark.long
 def test_a_slow_worker_trains_fewer_rows_and_each_block_is_trained_once_per_epoch():
     slow = ["--straggler", "0:3", "--compute-ms", "3"]
     static = run(6, *slow)

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from tests.helpers.launch import REPO_ROOT, run_mpi
-from tests.helpers.live_launch import processes_with
+from tests.helpers.live_launch import lingering
 
 HELLO = textwrap.dedent("""
     from mpi4py import MPI
@@ -37,7 +37,7 @@ def test_hung_launch_is_killed_and_fails_with_its_output(tmp_path):
     message = str(info.value)
     assert "killed after 15 s" in message
     assert "started 0" in message and "started 1" in message
-    assert not processes_with(str(script)), "ranks survived the kill"
+    assert not lingering(str(script)), "ranks survived the kill"
 
 
 def test_mpips_launch_command_runs_python_module(tmp_path):

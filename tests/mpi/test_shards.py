@@ -24,6 +24,7 @@ def metrics_of(*extra: str, ranks: int = 5) -> dict:
     return final_metrics(launch(ranks, [*JOB, *extra]))
 
 
+@pytest.mark.long
 def test_a_data_file_and_text_parts_train_like_the_whole_text(w8a_h5):
     whole = metrics_of("--data", str(w8a_path()))
     parts = metrics_of("--data", str(w8a_path()), "--read", "parts")

@@ -24,7 +24,7 @@ from mpips.cli.sweep import last_json
 from tests.helpers import drills
 from tests.helpers.launch import launch as mpips_launch
 from tests.helpers.launch import run_mpi
-from tests.helpers.live_launch import LiveLaunch, processes_with
+from tests.helpers.live_launch import LiveLaunch, lingering
 
 DEATH = "tests/mpi/programs/startup_death.py"
 NEIGHBOURS = "tests/mpi/programs/neighbours_die.py"
@@ -145,7 +145,8 @@ def test_ranks_killed_at_random_moments_of_startup_end_every_launch(tmp_path, ul
         context = f"kill {kill} ({phases[-1]}):\n{launch.err[-3000:]}"
         assert ended, f"did not end within {ENDS_WITHIN} s of the {context}"
         assert code == 0 and last_json(launch.out)["epochs"] == 3, context
-        assert not processes_with(str(ckpt)), processes_with(str(ckpt))
+        left = lingering(str(ckpt))
+        assert not left, left
         print(f"kill {kill}: {phases[-1]}: ended, then the job finished", flush=True)
     print(f"\n{KILLS} start-up kills, by phase: "
           f"{json.dumps({p: phases.count(p) for p in sorted(set(phases))})}")
@@ -164,14 +165,16 @@ def test_two_neighbouring_servers_dying_end_the_launch_and_leave_no_process(ulfm
     with LiveLaunch(5, _neighbours(seed, tmp_path), ft=ulfm) as launch:
         code = launch.finish(timeout=120)
     assert code == EXIT_RANK_LOST, launch.err[-3000:]
-    assert not processes_with(str(tmp_path)), processes_with(str(tmp_path))
+    left = lingering(str(tmp_path))
+    assert not left, left
 
 
 def test_without_mpips_launch_no_rank_outlives_mpiexec(ulfm, tmp_path):
     """The same under a bare mpiexec (as in a batch script): each rank dies with its parent
     (PR_SET_PDEATHSIG), so none is left once mpiexec returned."""
     run_mpi(5, _neighbours(4, tmp_path), timeout=120, ft=ulfm)
-    assert not processes_with(str(tmp_path)), processes_with(str(tmp_path))
+    left = lingering(str(tmp_path))
+    assert not left, left
 
 
 def test_sigterm_to_mpips_launch_checkpoints_says_where_and_exits_75(tmp_path):
@@ -247,4 +250,5 @@ def test_stop_requests_at_random_moments_end_in_a_checkpoint_or_a_clean_stop(tmp
                 assert resumed.finish(timeout=240) == 0, resumed.err[-3000:]
             launch = resumed
         assert last_json(launch.out)["model_sha256"] == expected, context
-        assert not processes_with(str(ckpt)), processes_with(str(ckpt))
+        left = lingering(str(ckpt))
+        assert not left, left

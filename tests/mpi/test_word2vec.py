@@ -4,6 +4,7 @@ tests, the vectors exported for gensim to load, and one-line errors for bad inpu
 import json
 
 import numpy as np
+import pytest
 
 from tests.helpers.launch import run_mpi
 from tests.helpers.results import final_metrics
@@ -17,6 +18,7 @@ def gensim_data(name: str) -> str:
     return datapath(name)
 
 
+@pytest.mark.long
 def test_word2vec_scores_wordsim_like_gensim_and_exports_vectors_gensim_loads(tmp_path):
     """Same hyperparameters as gensim (sg, 100 dims, window 5, min_count 5, 5 negatives, 5
     epochs): the same vocabulary and out-of-vocabulary share, and a Spearman at most 0.03 below

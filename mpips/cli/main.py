@@ -74,7 +74,14 @@ def run_job(name: str, argv: list[str]) -> int:
     directory: raised alike on every rank, printed once by rank 0); when a rank died (ULFM
     launches), during ``mpips.init`` and the job's set-up included, the process exits with
     EXIT_RANK_LOST right away, and one that carried on past a dead rank exits 0, both without
-    MPI_Finalize (mpips.mpi.fault.leave); any other error aborts the launch."""
+    MPI_Finalize (mpips.mpi.fault.leave); any other error aborts the launch. A rank that
+    cannot start here (ULFM asked for outside Open MPI's mpirun) leaves with EXIT_USAGE before
+    MPI_Init, its launch's first rank saying why."""
+    refusal = startup.ulfm_refusal(os.environ)
+    if refusal is not None:
+        if startup.launch_rank(os.environ) in (None, 0):
+            print(f"mpips run: error: {refusal}", file=sys.stderr, flush=True)
+        return EXIT_USAGE
     module, MPI = _load_and_start_mpi(name)
     try:
         args, refused = _job_parser(name, module).parse_args(argv), None

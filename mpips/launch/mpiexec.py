@@ -8,7 +8,8 @@ environment depend on the MPI implementation behind that mpiexec:
 * Open MPI: ``--bind-to none``; ``--oversubscribe`` and ``OMPI_MCA_btl=^ofi`` outside a
   batch allocation (see :func:`open_mpi_options`); ``--with-ft ulfm`` with ``ft=True``;
   ``OMPI_ALLOW_RUN_AS_ROOT(+_CONFIRM)=1`` only when running as root;
-  ``OMPI_MCA_osc=^ucx`` (silences the osc/ucx warning on machines without UCX hardware).
+  ``OMPI_MCA_osc=^ucx`` only where /sys/class/infiniband lists no device (there osc/ucx only
+  prints a warning at MPI_Init; on a fabric it is the one-sided component to use).
 * MPICH (Hydra): ``HYDRA_LAUNCHER=fork`` (safe in containers).
 * Any implementation: ``NUMBA_NUM_THREADS=1`` (one core per rank). Not PYTHONUNBUFFERED:
   unbuffered, print() writes the text and its newline separately and Hydra interleaves
@@ -98,8 +99,20 @@ def in_allocation(env: Mapping[str, str]) -> bool:
     return any(env.get(name) for name in ALLOCATION_VARIABLES)
 
 
-def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                     euid: int) -> tuple[list[str], dict[str, str]]:
+FABRIC_DIR = "/sys/class/infiniband"
+"""Where Linux lists InfiniBand (and RoCE) devices: the hardware Open MPI's osc/ucx is for."""
+
+
+def fabric_devices(directory: str = FABRIC_DIR) -> list[str]:
+    """The InfiniBand devices of this node (sorted names; [] without any)."""
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool, euid: int,
+                     fabric: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """Open MPI flags and environment.
 
     ``--oversubscribe`` is added whenever the launch is not inside a batch allocation: such a
@@ -111,9 +124,12 @@ def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
     Outside an allocation ``OMPI_MCA_btl=^ofi`` too: on one node the shared-memory transport
     carries every message, and probing libfabric's providers costs ~1 s of every MPI_Init
     (1.17 s -> 0.19 s for a 3-rank launch here). Inside an allocation the network may need it.
+
+    ``OMPI_MCA_osc=^ucx`` only when the node has no InfiniBand device (``fabric``, default
+    :func:`fabric_devices`): without one, osc/ucx only warns at MPI_Init.
     """
     flags = ["--bind-to", "none"]
-    extra = {"OMPI_MCA_osc": "^ucx"}
+    extra = {} if (fabric_devices() if fabric is None else fabric) else {"OMPI_MCA_osc": "^ucx"}
     if not in_allocation(env):
         flags.append("--oversubscribe")
         extra["OMPI_MCA_btl"] = "^ofi"
@@ -124,8 +140,8 @@ def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
     return flags, extra
 
 
-def mpich_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                  euid: int) -> tuple[list[str], dict[str, str]]:
+def mpich_options(nprocs: int, env: Mapping[str, str], *, ft: bool, euid: int,
+                  fabric: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """MPICH (Hydra) flags and environment: the fork launcher, no flags."""
     if ft:
         raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM (mpiexec --with-ft "
@@ -133,8 +149,8 @@ def mpich_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
     return [], {"HYDRA_LAUNCHER": "fork"}
 
 
-def generic_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
-                    euid: int) -> tuple[list[str], dict[str, str]]:
+def generic_options(nprocs: int, env: Mapping[str, str], *, ft: bool, euid: int,
+                    fabric: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """No flags for an mpiexec we do not recognise."""
     if ft:
         raise LauncherError("fault tolerance (--ft) needs Open MPI's ULFM; this mpiexec is "
@@ -142,7 +158,8 @@ def generic_options(nprocs: int, env: Mapping[str, str], *, ft: bool,
     return [], {}
 
 
-#: Implementation name -> function(nprocs, env, *, ft, euid) -> (flags, environment to add).
+#: Implementation name -> function(nprocs, env, *, ft, euid, fabric) -> (flags, environment to
+#: add).
 IMPLEMENTATIONS = {OPEN_MPI: open_mpi_options, MPICH: mpich_options, UNKNOWN: generic_options}
 
 #: Environment every launch gets (unless already set).
@@ -151,13 +168,14 @@ COMMON_ENV = {"NUMBA_NUM_THREADS": "1"}
 
 def build_command(mpiexec: str, implementation: str, nprocs: int, argv: Sequence[str], *,
                   ft: bool = False, python: str | None = None,
-                  env: Mapping[str, str] | None = None,
-                  euid: int | None = None) -> tuple[list[str], dict[str, str]]:
+                  env: Mapping[str, str] | None = None, euid: int | None = None,
+                  fabric: Sequence[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The command line and full environment of a launch (pure: runs nothing).
 
     ``argv`` are the interpreter's arguments (``["-m", "mpips", "run", ...]`` or
     ``["script.py", ...]``); ``python`` (default ``sys.executable``) is prepended. ``env``
     (default ``os.environ``) is copied and only gains variables it does not already set.
+    ``fabric``: the node's InfiniBand devices (default: :func:`fabric_devices`).
     """
     if nprocs < 1:
         raise LauncherError(f"need at least 1 process, got -n {nprocs}")
@@ -166,7 +184,7 @@ def build_command(mpiexec: str, implementation: str, nprocs: int, argv: Sequence
                             f"known: {', '.join(IMPLEMENTATIONS)}")
     env = dict(os.environ if env is None else env)
     euid = os.geteuid() if euid is None else euid
-    flags, extra = IMPLEMENTATIONS[implementation](nprocs, env, ft=ft, euid=euid)
+    flags, extra = IMPLEMENTATIONS[implementation](nprocs, env, ft=ft, euid=euid, fabric=fabric)
     for name, value in {**COMMON_ENV, **extra}.items():
         env.setdefault(name, value)
     command = [mpiexec, *flags, "-n", str(nprocs), python or sys.executable, *argv]
@@ -178,14 +196,27 @@ MPI_SETTING_PREFIXES = ("OMPI_", "PRTE_", "PMIX_MCA_", "MPIR_CVAR_", "HYDRA_", "
                         "FI_", "NUMBA_NUM_THREADS")
 
 
+#: Why a launch sets a variable (shown by ``mpips launch --dry-run``).
+SETTING_REASONS = {
+    "OMPI_MCA_osc": f"no InfiniBand device in {FABRIC_DIR}: osc/ucx would only warn",
+    "OMPI_MCA_btl": "outside an allocation: one node, shared memory; no libfabric probe",
+    "OMPI_ALLOW_RUN_AS_ROOT": "running as root",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "running as root",
+    "NUMBA_NUM_THREADS": "one core per rank",
+    "HYDRA_LAUNCHER": "fork: safe in containers",
+}
+
+
 def launch_settings(env: Mapping[str, str], base: Mapping[str, str]) -> list[str]:
     """The MPI settings in a launch's environment ``env`` as ``export NAME=value`` lines,
     sorted, each one that came from ``base`` (the caller's own environment, which a launch
-    never overrides) marked ``# yours``: what ``mpips launch --dry-run`` shows."""
+    never overrides) marked ``# yours``, the ones mpips set with the reason: what ``mpips
+    launch --dry-run`` shows."""
     lines = []
     for name in sorted(n for n in env if n.startswith(MPI_SETTING_PREFIXES)):
-        mine = "  # yours" if base.get(name) == env[name] else ""
-        lines.append(f"export {name}={shlex.quote(env[name])}{mine}")
+        note = "  # yours" if base.get(name) == env[name] else \
+            f"  # mpips: {SETTING_REASONS[name]}" if name in SETTING_REASONS else ""
+        lines.append(f"export {name}={shlex.quote(env[name])}{note}")
     return lines
 
 

@@ -25,6 +25,10 @@ the job load (pure module: standard library only, cheap to import).
   no marker: the launcher could not tell the killed rank from the ones it took down.
   :data:`INITIAL_ERRHANDLER` makes MPI_Init return its error instead (an MPI-4 initial error
   handler; MPICH ignores the variable), and the rank leaves through :func:`init_failed`.
+* **ULFM only under Open MPI's mpirun.** Open MPI supports its fault tolerance
+  (``--with-ft ulfm``, which sets OMPI_MCA_mpi_ft_enable=1) only for ranks its own mpirun
+  started; under srun a failure may hang the job. :func:`ulfm_refusal` names the problem,
+  and ``mpips run`` leaves with EXIT_USAGE before MPI_Init.
 * **An abort's reason survives the abort.** MPI_Abort may kill the ranks before the launcher
   forwarded what the aborting rank printed just before (MPICH's Hydra lost the line in about
   1 of 12 launches here), so the rank also leaves the line in ``aborts/<host>-<pid>`` under
@@ -52,6 +56,9 @@ INITIAL_ERRHANDLER = ("OMPI_MCA_mpi_initial_errhandler", "mpi_errors_return")
 #: Exit code of a rank whose MPI_Init failed.
 EXIT_INIT_FAILED = 1
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
+
+#: Set in the environment of every rank Open MPI's mpirun (PRRTE) starts.
+PRTE_LAUNCHED = "PRTE_LAUNCHED"
 
 _held: list[int] = []  # stop signals that arrived while held, in order
 _owner = None  # the handler that took the stop signals over (SaveSignal), if any
@@ -235,3 +242,28 @@ def aborts(directory: str) -> list[str]:
         except OSError:
             continue
     return [line for _, line in sorted(found) if line]
+
+
+def ulfm_refusal(env) -> str | None:
+    """Why this rank must not start: ULFM fault tolerance asked for (OMPI_MCA_mpi_ft_enable=1)
+    in a rank that Open MPI's mpirun did not start (srun, Hydra, no launcher); None when
+    ULFM is not asked for, or mpirun started the rank."""
+    if env.get("OMPI_MCA_mpi_ft_enable") != "1" or env.get(PRTE_LAUNCHED):
+        return None
+    step = env.get("SLURM_STEP_ID")
+    started = f"srun (SLURM job {env.get('SLURM_JOB_ID', '?')}, step {step})" \
+        if step is not None else "something other than Open MPI's mpirun"
+    return (f"ULFM fault tolerance (OMPI_MCA_mpi_ft_enable=1) needs ranks started by Open "
+            f"MPI's mpirun --with-ft ulfm, and this one was started by {started}: Open MPI "
+            f"supports ULFM under its own mpirun only (elsewhere a failure may hang the "
+            f"job). Launch with mpirun --with-ft ulfm inside the allocation (`mpips launch "
+            f"--ft`, or slurm/train.sbatch with MPIPS_FT=1), or unset OMPI_MCA_mpi_ft_enable")
+
+
+def launch_rank(env) -> int | None:
+    """This rank's place in its launch as the launcher told it (before MPI_Init), or None."""
+    for name in ("SLURM_PROCID", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        value = env.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return None

@@ -28,6 +28,27 @@ def test_train_job_labels_ranks_and_ends_with_the_metrics_line(slurm, python_for
     assert metrics["servers"] == 2 and metrics["workers"] == 2 and metrics["epochs"] == 3
     assert len(metrics["model_sha256"]) == 64 and metrics["resumed_from_step"] is None
     assert (tmp_path / "mpips-ckpt" / f"{name}-{job}").is_dir()  # checkpoints by job id
+    if mpi == "openmpi":  # issue 22: the one-sided choice is said (no fabric on this machine)
+        assert "mpips-sbatch: Open MPI one-sided components: OMPI_MCA_osc=^ucx (no " \
+               "InfiniBand device" in log, log
+
+
+def test_ulfm_under_srun_is_refused_with_one_line_before_mpi_init(slurm, python_for, tmp_path):
+    """Issue 22: Open MPI's ULFM works only under its own mpirun; ranks that srun starts with
+    OMPI_MCA_mpi_ft_enable=1 leave with exit 2 and one line naming the problem, from the first
+    task only, instead of running into a hang at their first failure."""
+    script = tmp_path / "ulfm-srun.sbatch"
+    script.write_text("#!/bin/bash\n"
+                      "export OMPI_MCA_mpi_ft_enable=1\n"
+                      f"srun -n 3 {python_for('openmpi')} -m mpips run sparse_lr --servers 1\n")
+    job = slurm.sbatch(f"--chdir={tmp_path}", "-n", "3", "--output=ulfm-%j.out", str(script),
+                       cwd=tmp_path)
+    [record] = slurm.wait(job, timeout=120)
+    log = read(tmp_path / f"ulfm-{job}.out")
+    said = [line for line in log.splitlines() if "ULFM fault tolerance" in line]
+    assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0", (record, log)
+    assert len(said) == 1 and f"started by srun (SLURM job {job}, step 0)" in said[0], log
+    assert "Traceback" not in log and "mpirun --with-ft ulfm" in said[0]
 
 
 def test_array_sweep_collects_one_row_per_task_and_marks_the_failed_one(slurm, python_for,

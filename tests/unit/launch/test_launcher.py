@@ -10,16 +10,18 @@ from mpips.errors import EXIT_RANK_LOST
 from mpips.errors import LauncherError
 from mpips.launch.launcher import add_launch_parser, lost_a_rank
 from mpips.launch.mpiexec import (MPICH, OPEN_MPI, UNKNOWN, build_command, find_mpiexec,
-                                  implementation_from_version, launch_settings)
+                                  fabric_devices, implementation_from_version,
+                                  launch_settings)
 from mpips.launch.processes import process_tree
 
 PY = "/venv/bin/python"
 
 
 def build(implementation, nprocs=4, argv=("-m", "mpips", "run", "job"), env=None, euid=1000,
-          ft=False):
+          ft=False, fabric=()):
     return build_command("/venv/bin/mpiexec", implementation, nprocs, list(argv), ft=ft,
-                         python=PY, env={"PATH": "/usr/bin"} if env is None else env, euid=euid)
+                         python=PY, env={"PATH": "/usr/bin"} if env is None else env, euid=euid,
+                         fabric=fabric)
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -43,6 +45,17 @@ def test_open_mpi_command_outside_an_allocation():
     assert env["NUMBA_NUM_THREADS"] == "1" and "PYTHONUNBUFFERED" not in env
     assert "OMPI_ALLOW_RUN_AS_ROOT" not in env and "HYDRA_LAUNCHER" not in env
     assert env["PATH"] == "/usr/bin"
+
+
+def test_a_node_with_a_fabric_keeps_open_mpis_one_sided_components(tmp_path):
+    """Issue 22: osc/ucx is what one-sided reads use on InfiniBand; it is left out only where
+    there is no device for it (where it would only warn)."""
+    _, env = build(OPEN_MPI, fabric=["mlx5_0"])
+    assert "OMPI_MCA_osc" not in env
+    (tmp_path / "mlx5_0").mkdir()
+    (tmp_path / "mlx5_1").mkdir()
+    assert fabric_devices(str(tmp_path)) == ["mlx5_0", "mlx5_1"]
+    assert fabric_devices(str(tmp_path / "absent")) == []
 
 
 def test_open_mpi_as_root_is_allowed_only_for_root():
@@ -96,13 +109,16 @@ def test_the_dry_run_shows_every_mpi_setting_and_marks_the_callers_own():
     _, env = build(OPEN_MPI, env=caller, euid=1000)
     assert launch_settings(env, caller) == [
         "export FI_PROVIDER=tcp  # yours",
-        "export NUMBA_NUM_THREADS=1",
-        "export OMPI_MCA_btl='^ofi'",
+        "export NUMBA_NUM_THREADS=1  # mpips: one core per rank",
+        "export OMPI_MCA_btl='^ofi'  # mpips: outside an allocation: one node, shared memory; "
+        "no libfabric probe",
         "export OMPI_MCA_btl_tcp_if_include=lo  # yours",
-        "export OMPI_MCA_osc='^ucx'"]
+        "export OMPI_MCA_osc='^ucx'  # mpips: no InfiniBand device in /sys/class/infiniband: "
+        "osc/ucx would only warn"]
     _, env = build(MPICH, env={}, euid=1000)
-    assert launch_settings(env, {}) == ["export HYDRA_LAUNCHER=fork",
-                                        "export NUMBA_NUM_THREADS=1"]
+    assert launch_settings(env, {}) == ["export HYDRA_LAUNCHER=fork  # mpips: fork: safe in "
+                                        "containers",
+                                        "export NUMBA_NUM_THREADS=1  # mpips: one core per rank"]
 
 
 def test_the_callers_environment_is_not_modified():

@@ -201,3 +201,28 @@ def test_stop_requests_turn_the_first_signal_into_a_request_and_the_second_into_
     """)
     assert proc.stdout.splitlines() == ["requested SIGTERM", "terminated", "restored True"], \
         proc.stderr
+
+
+def test_ulfm_is_refused_outside_open_mpis_mpirun_naming_the_launcher():
+    """Issue 22: Open MPI supports ULFM only under its own mpirun (PRRTE sets PRTE_LAUNCHED)."""
+    from mpips.launch.startup import launch_rank, ulfm_refusal
+
+    assert ulfm_refusal({}) is None
+    assert ulfm_refusal({"OMPI_MCA_mpi_ft_enable": "1", "PRTE_LAUNCHED": "1"}) is None
+    under_srun = ulfm_refusal({"OMPI_MCA_mpi_ft_enable": "1", "SLURM_JOB_ID": "12",
+                               "SLURM_STEP_ID": "0"})
+    assert "started by srun (SLURM job 12, step 0)" in under_srun and "\n" not in under_srun
+    assert "mpirun --with-ft ulfm" in under_srun
+    alone = ulfm_refusal({"OMPI_MCA_mpi_ft_enable": "1"})
+    assert "something other than Open MPI's mpirun" in alone
+    assert launch_rank({"SLURM_PROCID": "3"}) == 3 and launch_rank({"PMI_RANK": "0"}) == 0
+    assert launch_rank({}) is None
+
+
+def test_mpips_run_under_ulfm_without_mpirun_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "mpips", "run", "sparse_lr"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
+                          env={**os.environ, "OMPI_MCA_mpi_ft_enable": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("mpips run: error: ULFM fault tolerance")

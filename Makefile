@@ -16,13 +16,14 @@ STAMP := .installed
 PIP_NOISE := is ignored: it is neither a file nor a directory
 DEPS := setup.py pyproject.toml
 
-.PHONY: help venv venv-mpich demo test test-quick test-fast test-openmpi test-mpich bench clean
+.PHONY: help venv venv-mpich demo test test-quick test-fast test-crossnode test-openmpi test-mpich bench clean
 
 help:
 	@echo "make demo        build .venv and run sparse LR on 4 ranks (2 servers) on synthetic data"
 	@echo "make test        all tests on the Open MPI wheel + MPI tests but the slow drills on MPICH"
-	@echo "make test-quick  unit tests + MPI tests but the slow and long ones, Open MPI wheel (~5.5 min)"
+	@echo "make test-quick  unit tests + MPI tests but the slow and long ones, Open MPI wheel (~4 min)"
 	@echo "make test-fast   unit tests only (no MPI launch)"
+	@echo "make test-crossnode  the parameter server's MPI tests over TCP and Win.Get, both wheels"
 	@echo "make bench       benchmarks/kv_throughput.py (appends to benchmarks/results/)"
 	@echo "make venv | venv-mpich | clean"
 
@@ -52,13 +53,42 @@ demo: venv
 	$(VENV)/bin/mpips launch -n 4 -- -m mpips run sparse_lr --servers 2 --synthetic 100000 --out demo-out \
 		--checkpoint-dir demo-out/checkpoints --keep 1
 
-# Both suites always run; the target fails if either failed.
+# Cross-node tier (issue 22): the parameter server's own MPI tests (push/pull, consistency,
+# one-sided reads, checkpoints, failover) with the transports of a job that spans nodes.
+# Open MPI: TCP between all ranks (no shared-memory BTL) and one-sided windows through
+# osc/rdma (osc/sm only for shared-memory windows, which one_node tests ask for); MPICH: every
+# rank as if on another node (MPIR_CVAR_NOLOCAL) over its OFI netmod's TCP provider. mpips
+# reads the windows with Win.Get (MPIPS_RMA=get), as it does across nodes.
+CROSSNODE_TESTS := $(addprefix tests/mpi/test_,kv.py one_sided.py consistency.py checkpoint.py \
+	checkpoint_runs.py incremental.py server_failover.py fault.py zero_pulls.py block_queue.py \
+	admission.py call_path.py)
+CROSSNODE_OPENMPI := OMPI_MCA_btl=tcp,self OMPI_MCA_osc=sm,rdma OMPI_MCA_osc_sm_priority=0 \
+	MPIPS_RMA=get
+CROSSNODE_MPICH := MPIR_CVAR_NOLOCAL=1 MPIR_CVAR_CH4_NETMOD=ofi FI_PROVIDER=tcp MPIPS_RMA=get
+CROSSNODE_OPENMPI_RUN = env $(CROSSNODE_OPENMPI) $(VENV)/bin/python -m pytest $(PYTEST_FLAGS) \
+	-m "not slow and not one_node" $(CROSSNODE_TESTS)
+CROSSNODE_MPICH_RUN = env $(CROSSNODE_MPICH) $(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) \
+	-m "not slow and not one_node and not openmpi" $(CROSSNODE_TESTS)
+
+# Every suite always runs; the target fails if any failed.
 test: venv venv-mpich
 	@status=0; \
 	echo "== pytest tests (Open MPI wheel, $(VENV))"; \
 	$(VENV)/bin/python -m pytest $(PYTEST_FLAGS) tests || status=1; \
 	echo "== pytest tests/mpi -m 'not slow and not openmpi' (MPICH wheel, $(VENV_MPICH))"; \
 	$(VENV_MPICH)/bin/python -m pytest $(PYTEST_FLAGS) -m "not slow and not openmpi" tests/mpi || status=1; \
+	echo "== cross-node tier, Open MPI wheel: $(CROSSNODE_OPENMPI)"; \
+	$(CROSSNODE_OPENMPI_RUN) || status=1; \
+	echo "== cross-node tier, MPICH wheel: $(CROSSNODE_MPICH)"; \
+	$(CROSSNODE_MPICH_RUN) || status=1; \
+	exit $$status
+
+test-crossnode: venv venv-mpich
+	@status=0; \
+	echo "== cross-node tier, Open MPI wheel: $(CROSSNODE_OPENMPI)"; \
+	$(CROSSNODE_OPENMPI_RUN) || status=1; \
+	echo "== cross-node tier, MPICH wheel: $(CROSSNODE_MPICH)"; \
+	$(CROSSNODE_MPICH_RUN) || status=1; \
 	exit $$status
 
 test-openmpi: venv

@@ -102,6 +102,7 @@ def test_ranks_keep_their_cpus_unless_pinning_is_asked_for(semantics):
     assert cpus["after"] == cpus["before"]
 
 
+@pytest.mark.one_node
 def test_with_mpips_pin_ranks_ranks_that_outnumber_the_cores_share_them_servers_first():
     cpus = result_of(run_mpi(4, [f"{PROGRAMS}/kv_semantics.py", "--servers", "2"], timeout=180,
                              env={"MPIPS_PIN_RANKS": "1"}))["cpus"]

@@ -9,9 +9,13 @@ from tests.helpers.results import result_of
 PROGRAM = "tests/mpi/programs/one_sided.py"
 
 
+ONE_NODE = pytest.mark.one_node  # shared-memory windows: ranks on one node only
+
+
 @pytest.mark.parametrize("servers,mode,consistency", [
-    (1, "shared", "async"), (2, "get", "async"), (3, "shared", "async"), (3, "get", "async"),
-    (2, "shared", "bsp")])
+    pytest.param(1, "shared", "async", marks=ONE_NODE), (2, "get", "async"),
+    pytest.param(3, "shared", "async", marks=ONE_NODE), (3, "get", "async"),
+    pytest.param(2, "shared", "bsp", marks=ONE_NODE), (2, "get", "bsp")])
 def test_one_sided_pulls_equal_two_sided_pulls(servers, mode, consistency):
     got = result_of(run_mpi(servers + 2, [PROGRAM, "--servers", str(servers), "--consistency",
                                           consistency], env={"MPIPS_RMA": mode}, timeout=180))

@@ -225,12 +225,21 @@ class PS:
         """Per table, what this rank's slices hold and decided (zeros on workers; local, not
         collective): ``rows`` stored, and for sparse tables with admission
         (mpips.core.admission) ``admitted`` (keys given a row) and ``deferred`` (pushes of
-        keys left without one), and ``evicted`` (rows dropped, mpips.core.eviction)."""
-        stats = {name: {"rows": 0, "admitted": 0, "deferred": 0, "evicted": 0}
-                 for name in self.tables}
+        keys left without one), ``evicted`` (rows dropped, mpips.core.eviction), ``bytes``,
+        what the rows, optimizer state and index take (``memory_bytes`` per table), and
+        ``copy_rows`` and ``copy_bytes``, the same of the copies this server keeps of other
+        servers' segments (with replicas, once ``run`` has started the server)."""
+        stats = {name: {"rows": 0, "admitted": 0, "deferred": 0, "evicted": 0, "bytes": 0,
+                        "copy_rows": 0, "copy_bytes": 0} for name in self.tables}
+        replication = getattr(self.server, "replication", None)
+        for copy in (s for slices in replication.copies.slices.values() for s in slices
+                     if s is not None) if replication is not None else ():
+            stats[copy.spec.name]["copy_rows"] += int(copy.num_stored)
+            stats[copy.spec.name]["copy_bytes"] += int(copy.memory_bytes())
         for table in self._all_slices() if self.is_server else ():
             entry = stats[table.spec.name]
             entry["rows"] += int(table.num_stored)
+            entry["bytes"] += int(table.memory_bytes())
             admission = getattr(table, "admission", None)
             if admission is not None:
                 entry["admitted"] += admission.admitted

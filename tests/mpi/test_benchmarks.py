@@ -242,3 +242,43 @@ def test_data_load_reports_every_mode_next_to_the_raw_read_floor(tmp_path):
     for row in rows.values():
         assert row["seconds"] > 0 and len(row["peak_mib_per_rank"]) == 2
         assert row["x_floor"] > 0 and 5e6 <= row["text_bytes"] < 8e6
+
+
+def test_capacity_measures_its_constants_checks_the_model_and_works_the_examples(tmp_path):
+    """Timing on 1+1 ranks, scaling launches on 2 and 3 servers with a replica: the model's
+    byte counts match what the servers held and the workers sent, and the worked examples
+    come out of the same constants."""
+    out = tmp_path / "capacity.jsonl"
+    proc = subprocess.run([sys.executable, "benchmarks/capacity.py", "--keys", "60000",
+                           "--draws", "2000", "--steps", "3", "--servers", "2,3",
+                           "--workers", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
+                                              "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    timing = [r for r in rows if r["section"] == "timing"]
+    assert {(r["op"], r["request_keys"]) for r in timing} == {
+        (op, k) for op in ("push", "pull") for k in (16, 256, 4096, 32768)}
+    assert all(r["mpips_p50_us"] > 0 and r["floor_p50_us"] > 0 for r in timing)
+    scaling = {r["servers"]: r for r in rows if r["section"] == "scaling"}
+    assert sorted(scaling) == [2, 3]
+    for servers, row in scaling.items():
+        # every key of every plain table is stored once, spread over the servers
+        assert all(sum(row[f"rows_{rule}"]) == 60000 and len(row[f"rows_{rule}"]) == servers
+                   for rule in ("sum", "adagrad", "ftrl"))
+        assert row["store_bytes_adagrad_replicated"] > row["store_bytes_adagrad"] > 0
+        assert row["checkpoint_bytes"] > 0 and row["save_seconds"] > 0
+    checks = {(r["figure"], r["servers"]): r for r in rows if r["section"] == "check"}
+    # the request and codec layouts predict the bytes on the wire, on both server counts
+    for servers in (2, 3):
+        for codec in ("raw", "varint", "varint,fp16", "varint,fixed8"):
+            assert checks[f"wire_bytes_{codec}", servers]["within"], checks[f"wire_bytes_{codec}",
+                                                                            servers]
+        assert checks["fullest_share", servers]["within"]
+    assert checks["store_bytes", 2]["error"] == 0.0  # the launch the constants come from
+    examples = {r["servers"]: r for r in rows if r["section"] == "model"}
+    assert sorted(examples) == [100, 1000]
+    assert examples[100]["rows_per_server"] == 1e7 and examples[1000]["rows_per_server"] == 1e8
+    assert examples[1000]["gib_per_server"]["adagrad"] > examples[100]["gib_per_server"]["adagrad"]
+    assert len(out.read_text().splitlines()) == len(rows)

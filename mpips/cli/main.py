@@ -110,6 +110,7 @@ def run_job(name: str, argv: list[str]) -> int:
         startup.job_done()
         ps.close()
         if ps.survived_a_failure:  # went on after a dead rank: MPI_Finalize could hang
+            startup.report(startup.SURVIVED)
             leave(0)
     except RankLost:  # mpips.mpi.fault logged who died; leave so that a relaunch can resume
         leave(EXIT_RANK_LOST)

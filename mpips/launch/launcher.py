@@ -7,7 +7,8 @@ mpiexec, flags and environment of mpips.launch.mpiexec.
 A lost rank: when a rank dies (SIGKILL, OOM killer, its node gone), a ULFM launch (``--ft``)
 ends with the survivors' exit code EXIT_RANK_LOST (mpips.mpi.fault); without ULFM, mpiexec kills
 the launch and exits with the signal (Open MPI 128+9, MPICH 9), which :func:`launch` reports
-as EXIT_RANK_LOST too. ``--relaunch N`` then starts the job again on one rank fewer, up to N
+as EXIT_RANK_LOST too. A lost node's daemon makes Open MPI's mpirun end the whole job and
+exit 0: the ranks' markers tell that from a finished job (mpips.launch.ranks.unfinished). ``--relaunch N`` then starts the job again on one rank fewer, up to N
 times, with MPIPS_RANKS_LOST counting the ranks lost so far (``mpips.init`` gives up a server
 per lost rank); a job run with ``--checkpoint-dir ... --resume`` carries on from its newest
 checkpoint. A rank that dies before the job can notice (during its start-up, up to the end
@@ -41,7 +42,7 @@ from ..core.partition import ranks_lost_before
 from ..errors import EXIT_RANK_LOST, EXIT_STOPPED, LauncherError, LaunchTimeout
 from .mpiexec import in_allocation, launch_settings, mpiexec_command
 from .processes import StopRequests, Terminated, run_command
-from .ranks import StartupWatch
+from .ranks import StartupWatch, unfinished
 from .startup import STARTUP_DIR_VARIABLE, aborts
 
 #: Return code of :func:`launch` when the launch ran past its timeout (as timeout(1)).
@@ -154,6 +155,8 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
                 print(f"mpips launch: aborted by {line}", file=sys.stderr, flush=True)
         verdict = tick.watch.killed_in_startup() if code and tick.watch and \
             not lost_a_rank(code) else None
+        if code == 0 and stop.signal is None:
+            verdict = unfinished(env[STARTUP_DIR_VARIABLE])
         if verdict is not None:
             print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
             code = verdict.code

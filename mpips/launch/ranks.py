@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import EXIT_RANK_LOST
-from .startup import EXIT, HELD, INIT_FAILED, READY
+from .startup import EXIT, HELD, INIT_FAILED, READY, SURVIVED
 
 #: Seconds a launch gets to end by itself after a rank died during its start-up.
 SETTLE = 3.0
@@ -89,6 +89,14 @@ def rank_pids(root: int, argv: Sequence[str], depth: int = 4) -> list[int]:
     return found
 
 
+def exit_code(stages: set[str]) -> int | None:
+    """The code of a rank's ``exit-<code>`` marker among its ``stages``; None without one."""
+    for stage in stages:
+        if stage.startswith(EXIT + "-"):
+            return int(stage.split("-", 1)[1])
+    return None
+
+
 class StartupWatch:
     """Follows the local ranks of one launch through their start-up; :meth:`poll` returns a
     :class:`Verdict` when the launch cannot end by itself, else None.
@@ -134,7 +142,7 @@ class StartupWatch:
             stages = self.stages.get(pid, set())
             if READY in stages:
                 continue  # past its start-up: the job's own detection takes over
-            code = self._exit_code(stages)
+            code = exit_code(stages)
             if code is None and now - since >= SETTLE:
                 where = "before mpips run began" if HELD not in stages else \
                     "during its start-up (imports, MPI_Init or mpips.init)"
@@ -150,13 +158,6 @@ class StartupWatch:
             return Verdict(EXIT_RANK_LOST, f"only {len(known)} of the {self.expected} ranks ever "
                                            f"started (one was killed at once); ending the launch "
                                            f"as a lost rank")
-        return None
-
-    @staticmethod
-    def _exit_code(stages: set[str]) -> int | None:
-        for stage in stages:
-            if stage.startswith(EXIT + "-"):
-                return int(stage.split("-", 1)[1])
         return None
 
     def _markers(self) -> dict[int, set[str]]:
@@ -186,7 +187,7 @@ class StartupWatch:
         failed = [pid for pid, stages in self.stages.items() if INIT_FAILED in stages]
         silent = sorted(pid for pid in set(self.seen) | set(self.stages)
                         if not self.stages.get(pid, set()) & {READY, INIT_FAILED}
-                        and self._exit_code(self.stages.get(pid, set())) is None)
+                        and exit_code(self.stages.get(pid, set())) is None)
         if not failed or not silent:
             return None
         return Verdict(EXIT_RANK_LOST, f"rank process {silent[0]} died during its start-up and "
@@ -205,3 +206,35 @@ class StartupWatch:
             if self.stages or now - self.seen.get(pid, now) < HOLD_WITHIN:
                 return False
         return True
+
+
+def unfinished(directory: str) -> Verdict | None:
+    """After mpiexec exited 0: a Verdict EXIT_RANK_LOST when a rank of an ``mpips run``
+    launch finished its start-up (``ready``) but never left normally (no ``exit-*`` marker)
+    and no rank carried on past a dead one (``survived``), else None.
+
+    Open MPI's runtime (PRRTE 3.0, in the 5.0 wheels) ends the whole job when it loses the
+    daemon of another node ("PRTE has lost communication with a remote daemon", also under
+    ULFM), kills the ranks it has left, and mpirun then exits 0: without this look at the
+    markers a lost node would read as a finished job. Every host's markers count that this
+    launcher can see (all of them when MPIPS_STARTUP_DIR is on a shared file system; else this
+    node's, which the teardown killed too)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    stages: dict[str, set[str]] = {}
+    for name in names:
+        rank, dot, stage = name.rpartition(".")
+        if dot and "-" in rank:
+            stages.setdefault(rank, set()).add(stage)
+    if any(SURVIVED in found for found in stages.values()):
+        return None
+    lost = sorted(rank for rank, found in stages.items() if READY in found
+                  and exit_code(found) is None)
+    if not lost:
+        return None
+    shown = ", ".join(lost[:4]) + (f" and {len(lost) - 4} more" if len(lost) > 4 else "")
+    return Verdict(EXIT_RANK_LOST, f"mpiexec exited 0, but {len(lost)} rank(s) never finished "
+                                   f"({shown}, host-pid): the launch was torn down, e.g. after "
+                                   f"losing a node's daemon; ending it as a lost rank")

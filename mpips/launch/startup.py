@@ -17,9 +17,12 @@ the job load (pure module: standard library only, cheap to import).
 * **Start-up progress is visible.** With MPIPS_STARTUP_DIR set (``mpips launch`` and
   slurm/train.sbatch set it), the rank creates empty files ``<host>-<pid>.<stage>`` there:
   ``held`` (stop signals held: a signal no longer kills it), ``init-failed`` (MPI_Init
-  returned an error: :func:`init_failed`), ``ready`` (``mpips.init`` done on this rank) and
-  ``exit-<code>`` (it leaves normally). A launcher that sees a rank vanish before ``ready``
-  without an ``exit-*`` file knows it died during start-up (mpips.launch.ranks).
+  returned an error: :func:`init_failed`), ``ready`` (``mpips.init`` done on this rank),
+  ``survived`` (the job carried on past a dead rank: that rank's missing ``exit-*`` is
+  known) and ``exit-<code>`` (it leaves normally). A launcher that sees a rank vanish before
+  ``ready`` without an ``exit-*`` file knows it died during start-up; one whose mpiexec
+  exits 0 while a ``ready`` rank has no ``exit-*`` file, and no rank ``survived``, knows the
+  launch was torn down (mpips.launch.ranks).
 * **MPI_Init reports its failure.** Open MPI aborts a process whose MPI_Init fails (a peer
   killed during the exchange of MPI_Init leaves the others "unreachable"), and an abort leaves
   no marker: the launcher could not tell the killed rank from the ones it took down.
@@ -46,7 +49,7 @@ from ..errors import EXIT_STOPPED
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 STARTUP_DIR_VARIABLE = "MPIPS_STARTUP_DIR"
-HELD, READY, EXIT, INIT_FAILED = "held", "ready", "exit", "init-failed"
+HELD, READY, EXIT, INIT_FAILED, SURVIVED = "held", "ready", "exit", "init-failed", "survived"
 #: Subdirectory of MPIPS_STARTUP_DIR for the lines of ranks that abort the launch (not a
 #: marker: its name starts with no host).
 ABORTS = "aborts"

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from mpips.errors import EXIT_RANK_LOST
-from mpips.launch.ranks import ALL_STARTED, EXIT_GRACE, SETTLE, StartupWatch, rank_pids
+from mpips.launch.ranks import (ALL_STARTED, EXIT_GRACE, SETTLE, StartupWatch, rank_pids,
+                                unfinished)
 from mpips.launch.startup import marker_name
 
 RANK_ARGV = ["-c", "import time; time.sleep(120)", "rank-of-test_ranks"]
@@ -200,3 +201,35 @@ def test_ranks_of_a_plain_program_get_stop_signals_after_a_moment(launch, tmp_pa
     assert not watch.holding()
     clock.now += 2
     assert watch.holding()
+
+
+def _markers(directory, **ranks):
+    """Markers of ranks named host_pid (e.g. a_11=("ready", "exit-0"))."""
+    for name, stages in ranks.items():
+        host, pid = name.split("_")
+        for stage in stages:
+            (directory / marker_name(stage, int(pid), host)).touch()
+
+
+def test_a_launch_torn_down_after_its_start_up_is_a_lost_rank_though_mpiexec_said_0(tmp_path):
+    """Open MPI ends the job and exits 0 when it loses another node's daemon: ranks that
+    were ready and never left (here the two of host b, and one of host a killed by the
+    teardown) make it a lost rank, named in the message."""
+    _markers(tmp_path, a_11=("held", "ready", "exit-0"), a_12=("held", "ready"),
+             b_21=("held", "ready"), b_22=("held", "ready"))
+    verdict = unfinished(str(tmp_path))
+    assert verdict.code == EXIT_RANK_LOST
+    assert "3 rank(s) never finished (a-12, b-21, b-22, host-pid)" in verdict.message
+
+
+def test_a_finished_launch_and_one_that_survived_a_dead_rank_are_not_lost(tmp_path):
+    finished, survived, plain = tmp_path / "f", tmp_path / "s", tmp_path / "p"
+    for directory in (finished, survived, plain):
+        directory.mkdir()
+    _markers(finished, a_11=("held", "ready", "exit-0"), b_21=("ready", "exit-0"))
+    # a ULFM job that carried on past rank b-21: the survivors say so before leaving
+    _markers(survived, a_11=("ready", "survived", "exit-0"), b_21=("ready",))
+    assert unfinished(str(finished)) is None
+    assert unfinished(str(survived)) is None
+    assert unfinished(str(plain)) is None  # a plain MPI program writes no markers
+    assert unfinished(str(tmp_path / "gone")) is None

@@ -6,7 +6,8 @@ implementation needs (launch layer; no MPI import).
 environment depend on the MPI implementation behind that mpiexec:
 
 * Open MPI: ``--bind-to none``; ``--oversubscribe`` and ``OMPI_MCA_btl=^ofi`` outside a
-  batch allocation (see :func:`open_mpi_options`); ``--with-ft ulfm`` with ``ft=True``;
+  batch allocation (see :func:`open_mpi_options`); ``--with-ft ulfm`` and
+  ``OMPI_MCA_coll=^han`` with ``ft=True``;
   ``OMPI_ALLOW_RUN_AS_ROOT(+_CONFIRM)=1`` only when running as root;
   ``OMPI_MCA_osc=^ucx`` only where /sys/class/infiniband lists no device (there osc/ucx only
   prints a warning at MPI_Init; on a fabric it is the one-sided component to use).
@@ -127,6 +128,11 @@ def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool, euid: int
 
     ``OMPI_MCA_osc=^ucx`` only when the node has no InfiniBand device (``fabric``, default
     :func:`fabric_devices`): without one, osc/ucx only warns at MPI_Init.
+
+    With ``ft`` (ULFM) ``OMPI_MCA_coll=^han``: coll/han, chosen on communicators that span
+    nodes, is not fault tolerant; on a communicator shrunk after a failure it crashed the
+    survivors (a segfault in mca_coll_han_comm_create under MPI_Win_allocate, two hosts here;
+    open-mpi/ompi#13915).
     """
     flags = ["--bind-to", "none"]
     extra = {} if (fabric_devices() if fabric is None else fabric) else {"OMPI_MCA_osc": "^ucx"}
@@ -135,6 +141,7 @@ def open_mpi_options(nprocs: int, env: Mapping[str, str], *, ft: bool, euid: int
         extra["OMPI_MCA_btl"] = "^ofi"
     if ft:
         flags += ["--with-ft", "ulfm"]
+        extra["OMPI_MCA_coll"] = "^han"
     if euid == 0:
         extra.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     return flags, extra
@@ -200,6 +207,7 @@ MPI_SETTING_PREFIXES = ("OMPI_", "PRTE_", "PMIX_MCA_", "MPIR_CVAR_", "HYDRA_", "
 SETTING_REASONS = {
     "OMPI_MCA_osc": f"no InfiniBand device in {FABRIC_DIR}: osc/ucx would only warn",
     "OMPI_MCA_btl": "outside an allocation: one node, shared memory; no libfabric probe",
+    "OMPI_MCA_coll": "ULFM: coll/han (ranks on several nodes) is not fault tolerant",
     "OMPI_ALLOW_RUN_AS_ROOT": "running as root",
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "running as root",
     "NUMBA_NUM_THREADS": "one core per rank",

@@ -26,6 +26,7 @@ from mpi4py import MPI
 
 from ..kernels import rows as row_kernels
 from ..kernels.keys import offset_rows
+from .fault import failed_ranks, failure_classes, is_rank_failure
 
 CLOCK_DTYPE = np.int64
 NOT_READY = -1
@@ -44,10 +45,17 @@ def rma_mode(comm: MPI.Intracomm) -> str:
 
 
 def allocate(nbytes: int, itemsize: int, comm: MPI.Intracomm, mode: str) -> MPI.Win:
-    """A window of ``nbytes`` on this rank; collective over ``comm``."""
-    if mode == "shared":
-        return MPI.Win.Allocate_shared(nbytes, itemsize, comm=comm)
-    return MPI.Win.Allocate(nbytes, itemsize, comm=comm)
+    """A window of ``nbytes`` on this rank; collective over ``comm``. A rank of ``comm`` that
+    died meanwhile fails it as a rank failure (MPI_ERR_PROC_FAILED), whatever error class
+    the window's component gave (osc/rdma: MPI_ERR_WIN)."""
+    try:
+        if mode == "shared":
+            return MPI.Win.Allocate_shared(nbytes, itemsize, comm=comm)
+        return MPI.Win.Allocate(nbytes, itemsize, comm=comm)
+    except MPI.Exception as exc:
+        if not is_rank_failure(exc) and failure_classes() and failed_ranks(comm):
+            raise MPI.Exception(MPI.ERR_PROC_FAILED) from exc
+        raise
 
 
 class ClockBoard:

@@ -69,10 +69,14 @@ def test_open_mpi_inside_an_allocation_does_not_oversubscribe_nor_drop_the_netwo
     assert "OMPI_MCA_btl" not in env  # a cluster's interconnect may go through libfabric
 
 
-def test_open_mpi_fault_tolerance_flag():
-    command, _ = build(OPEN_MPI, ft=True)
+def test_open_mpi_fault_tolerance_flag_leaves_out_the_collectives_that_are_not_fault_tolerant():
+    command, env = build(OPEN_MPI, ft=True)
     i = command.index("--with-ft")
     assert command[i + 1] == "ulfm" and i < command.index("-n")
+    assert env["OMPI_MCA_coll"] == "^han"  # multi-node collectives crash after a shrink
+    assert "OMPI_MCA_coll" not in build(OPEN_MPI)[1]
+    assert build(OPEN_MPI, ft=True, env={"OMPI_MCA_coll": "^han,hcoll"})[1]["OMPI_MCA_coll"] \
+        == "^han,hcoll"  # the user's own choice stays
 
 
 def test_mpich_uses_the_fork_launcher_and_no_flags():

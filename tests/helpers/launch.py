@@ -46,12 +46,15 @@ def run_mpi(nprocs: int, argv: Sequence[str], timeout: float = 180,
                              f"--- stderr ---\n{exc.stderr or ''}") from None
 
 
-def launch(nprocs: int, argv, *, relaunch: int = 0, ft: bool = False, env=None, timeout=240):
+def launch(nprocs: int, argv, *, relaunch: int = 0, ft: bool = False, env=None, timeout=240,
+           environ: Mapping[str, str] | None = None):
     """Run ``mpips launch -n nprocs [--ft] [--relaunch N] -- argv...`` from the repository root
-    (on PYTHONPATH), as a user would; returns the CompletedProcess (text)."""
+    (on PYTHONPATH), as a user would; returns the CompletedProcess (text). ``env`` adds to
+    ``environ`` (default: this process's environment)."""
     command = [sys.executable, "-m", "mpips", "launch", "-n", str(nprocs), "--no-warmup",
                "--relaunch", str(relaunch), *(["--ft"] if ft else []), "--", *argv]
-    launch_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    launch_env = dict(os.environ if environ is None else environ, PYTHONPATH=str(REPO_ROOT),
+                      **(env or {}))
     launch_env.pop("MPIPS_RANKS_LOST", None)
     return run_command(command, env=launch_env, timeout=timeout, capture=True,
                        cwd=str(REPO_ROOT))

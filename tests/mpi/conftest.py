@@ -1,7 +1,12 @@
 """Every test under tests/mpi launches mpiexec: mark it ``mpi``, require an mpiexec (skip
 without one, fail under CI=true), and compile the numba kernels once before any launch so
 ranks never race on numba's on-disk cache; after each test module, remove the session
-directories and shared-memory segments that killed launches left and no process uses."""
+directories and shared-memory segments that killed launches left and no process uses.
+
+With MPIPS_TEST_HOSTS=2 (the two-host tier, ``make test-twohost``) every launch of the session
+spans two hosts on this machine (tests.helpers.two_hosts), and test_two_hosts.py, which needs
+them, is collected only there."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +17,7 @@ from mpips.errors import LauncherError
 from mpips.launch.mpiexec import OPEN_MPI, detect_implementation, find_mpiexec
 from tests.helpers.data import unavailable
 from tests.helpers.live_launch import remove_stale_mpi_files
+from tests.helpers.two_hosts import TwoHosts, unavailable_reason
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,6 +33,14 @@ QUICK_CASES = {
 }
 """Parametrized tests of which make test-quick runs only the first cases (the others are
 marked ``long``: make test and CI run them all)."""
+
+
+def two_host_tier() -> bool:
+    """Whether this session is the two-host tier."""
+    return os.environ.get("MPIPS_TEST_HOSTS") == "2"
+
+
+collect_ignore = [] if two_host_tier() else ["test_two_hosts.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,6 +69,31 @@ def ulfm(mpiexec) -> bool:
     """Whether launches here can survive a dead rank (Open MPI's ULFM, ``--ft``); MPICH
     cannot, so tests check the exit-76 path there instead."""
     return detect_implementation(mpiexec) == OPEN_MPI
+
+
+@pytest.fixture(scope="session", autouse=True)
+def two_hosts(tmp_path_factory):
+    """In the two-host tier, host B for the whole session (and its launch settings in the
+    environment of every launch); None elsewhere."""
+    if not two_host_tier():
+        yield None
+        return
+    reason = unavailable_reason()
+    if reason:
+        unavailable("two hosts", reason)
+    hosts = TwoHosts(tmp_path_factory.mktemp("two-hosts"))
+    settings = hosts.start()
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield hosts
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        hosts.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -92,6 +92,29 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_ends_as_if_uninterrupted(t
     assert sorted(runs(root)) == [13, 26, 39] and ckpt.verify(bad).ok  # 26 saved anew
 
 
+def test_a_job_resumed_on_more_ranks_grows_its_servers_bitwise_and_its_workers(tmp_path):
+    """A relaunch onto more ranks (issue 22): BSP on 2 servers + 2 workers, checkpointed
+    after 2 epochs. Resumed on 3 servers (5 ranks), the restore spreads 2 servers' rows over
+    3 and the job ends with the uninterrupted model, to the bit; resumed on 3 servers and 3
+    workers (6 ranks), it trains on with the third worker."""
+    bsp = ["--consistency", "bsp"]
+    whole = final_metrics(run_mpi(RANKS, [*JOB, *bsp, "--epochs", "3"], timeout=180))
+    root = tmp_path / "G"
+    sparse_lr(root, *bsp, "--epochs", "2", "--keep", "3")
+    copy = tmp_path / "G-copy"
+    shutil.copytree(root, copy)
+    resume = [*JOB, *bsp, "--servers", "3", "--epochs", "3", "--resume", "--checkpoint-dir"]
+    more_servers = final_metrics(run_mpi(5, [*resume, str(root)], timeout=180))
+    assert (more_servers["servers"], more_servers["workers"]) == (3, 2)
+    assert more_servers["resumed_from_step"] == 26
+    assert more_servers["model_sha256"] == whole["model_sha256"]
+    more_workers = final_metrics(run_mpi(6, [*resume, str(copy)], timeout=180))
+    assert (more_workers["servers"], more_workers["workers"]) == (3, 3)
+    assert more_workers["resumed_from_step"] == 26
+    assert len(more_workers["worker_samples"]) == 3 and min(more_workers["worker_samples"]) > 0
+    assert more_workers["test_accuracy"] > whole["test_accuracy"] - 0.02
+
+
 def test_full_every_saves_deltas_between_full_checkpoints_and_resumes_as_if_uninterrupted(
         tmp_path):
     """--full-every 3 (issue 19): of the epoch-end checkpoints, every third is full and the

@@ -8,9 +8,10 @@ A lost rank: when a rank dies (SIGKILL, OOM killer, its node gone), a ULFM launc
 ends with the survivors' exit code EXIT_RANK_LOST (mpips.mpi.fault); without ULFM, mpiexec kills
 the launch and exits with the signal (Open MPI 128+9, MPICH 9), which :func:`launch` reports
 as EXIT_RANK_LOST too. A lost node's daemon makes Open MPI's mpirun end the whole job and
-exit 0: the ranks' markers tell that from a finished job (mpips.launch.ranks.unfinished). ``--relaunch N`` then starts the job again on one rank fewer, up to N
-times, with MPIPS_RANKS_LOST counting the ranks lost so far (``mpips.init`` gives up a server
-per lost rank); a job run with ``--checkpoint-dir ... --resume`` carries on from its newest
+exit 0: the ranks' markers tell that from a finished job (mpips.launch.ranks.unfinished).
+``--relaunch N`` then starts the job again on one rank fewer, up to N times, with
+MPIPS_RANKS_LOST counting the ranks lost so far (``mpips.init`` gives up a server per lost
+rank); a job run with ``--checkpoint-dir ... --resume`` carries on from its newest
 checkpoint. A rank that dies before the job can notice (during its start-up, up to the end
 of ``mpips.init``) is noticed here instead (mpips.launch.ranks): the launch is ended as a lost rank
 within seconds, where a ULFM launch would otherwise wait in MPI_Init for good.

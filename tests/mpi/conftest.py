@@ -82,18 +82,13 @@ def two_hosts(tmp_path_factory):
     if reason:
         unavailable("two hosts", reason)
     hosts = TwoHosts(tmp_path_factory.mktemp("two-hosts"))
-    settings = hosts.start()
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    try:
-        yield hosts
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        hosts.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        try:
+            for name, value in hosts.start().items():
+                patch.setenv(name, value)
+            yield hosts
+        finally:
+            hosts.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

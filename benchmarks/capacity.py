@@ -54,8 +54,9 @@ TIMING_SIZES = (16, 256, 4096, 32768)
 STATED_ERROR = {"store_bytes": 0.01, "rss_bytes": 0.15, "wire_bytes": 0.03,
                 "checkpoint_bytes": 0.03, "fullest_share": 1.0}
 """Relative error the model states for each checked figure: the store's arrays follow its
-growth rule exactly; resident memory adds allocator and MPI buffers the model takes as one
-per-server constant; wire bytes follow the header layouts, with codec key bytes from a
+growth rule exactly; resident memory is a line through two launches (the timing launch's
+server and the smallest scaling launch: a process base plus resident bytes per store byte),
+which leaves out MPI's buffers per peer and the allocator's slack; wire bytes follow the header layouts, with codec key bytes from a
 sampled gap distribution; ``fullest_share`` is checked against the model's own bound (the
 fullest server holds at most 1/S + 4 standard deviations of a binomial share), so its
 "error" is the measured excess over 1/S as a share of that bound's excess (<= 1)."""
@@ -147,7 +148,8 @@ def predict(constants: dict, servers: int, keys: float, workers: int,
         out[f"store_bytes_{rule}"] = per * expected_store_bytes(rows / per, 1, state)
     out["store_bytes_adagrad_replicated"] = (1 + replicas) * out["store_bytes_adagrad"]
     out["store_bytes_total"] = (1 + replicas) * sum(out[f"store_bytes_{rule}"] for rule in RULES)
-    out["rss_bytes"] = constants["rss_base"] + out["store_bytes_total"]
+    out["rss_bytes"] = constants["rss_base"] + \
+        constants.get("rss_per_store_byte", 1.0) * out["store_bytes_total"]
     for codec in CODECS:
         out[f"wire_bytes_{codec or 'raw'}"] = push_bytes(request_keys, servers * per, codec)
     out["checkpoint_bytes"] = keys * constants.get("checkpoint_rows_per_key", 1) * \
@@ -231,6 +233,9 @@ def timing(args) -> None:
         return out
 
     results = ps.run(measure)
+    if ps.is_server:  # resident memory against store bytes: one point of the memory line
+        _leave([{"section": "memory", "servers": 1, "rss_bytes": float(resident_bytes()),
+                 "store_bytes_total": float(ps.memory_bytes())}], args.part)
     if ps.is_worker:
         rows = []
         for (op, k), lat in results.items():
@@ -347,11 +352,17 @@ def cost_line(points: list[tuple[int, float]]) -> tuple[float, float]:
     return t0 - k0 * per_key, per_key * 1e3
 
 
-def constants_from(timing_rows: list[dict], base: dict) -> dict:
-    """The model's constants: request costs, and what the smallest scaling launch measured."""
+def constants_from(timing_rows: list[dict], base: dict, one: dict) -> dict:
+    """The model's constants: request costs, and what the smallest scaling launch (``base``)
+    and the timing launch's server (``one``) measured. Resident memory is a line through
+    the two: a process base, and bytes per store byte (more than 1: the growth of the
+    store's arrays leaves memory behind)."""
+    per_store = (base["rss_bytes"] - one["rss_bytes"]) / \
+        (base["store_bytes_total"] - one["store_bytes_total"])
     c = {"replicas": base["replicas"], "checkpoint_bytes_per_row": base["checkpoint_bytes_per_row"],
          "checkpoint_rows_per_key": base["checkpoint_rows"] / base["keys"],
-         "rss_base": base["rss_bytes"] - base["store_bytes_total"]}
+         "rss_per_store_byte": per_store,
+         "rss_base": one["rss_bytes"] - per_store * one["store_bytes_total"]}
     for name, op, field in (("push", "push", "mpips_p50_us"), ("floor", "push", "floor_p50_us"),
                             ("pull", "pull", "mpips_p50_us"), ("pull_floor", "pull", "floor_p50_us")):
         points = [(r["request_keys"], r[field]) for r in timing_rows if r["op"] == op]
@@ -492,7 +503,8 @@ def main() -> int:
     timing_rows = [r for r in rows if r["section"] == "timing"]
     scaling_rows = sorted((r for r in rows if r["section"] == "scaling"),
                           key=lambda r: r["servers"])
-    constants = constants_from(timing_rows, scaling_rows[0])
+    memory = next(r for r in rows if r["section"] == "memory")
+    constants = constants_from(timing_rows, scaling_rows[0], memory)
     checks = check_rows(constants, scaling_rows)
     library = timing_rows[0]["mpi"]
     report = rows + [{"section": "constants", "constants": constants}] + checks + \

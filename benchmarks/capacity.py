@@ -44,7 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jsonlines import emit  # noqa: E402  (benchmarks/jsonlines.py, next to this script)
 from kv_minibatch import fill, floor_op, requests  # noqa: E402
-from selflaunch import LAUNCHED, mpi_library  # noqa: E402
+from selflaunch import LAUNCHED, mpi_library, on_ranks  # noqa: E402
+
+from mpips.core.hosting import segments_per_server  # noqa: E402
+from mpips.kernels import hashindex  # noqa: E402
+from mpips.kernels.codec import varint_size  # noqa: E402
+from mpips.store.sparse_rows import MAX_LOAD, MIN_SLOTS  # noqa: E402
+from mpips.wire import codec as codec_module, message  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 RULES = {"sum": 0, "adagrad": 1, "ftrl": 2}
@@ -68,12 +74,13 @@ over a table of 10M keys or more (benchmarks/kv_minibatch.py)."""
 
 
 # ---------------------------------------------------------------------------- the model
-# Mirrors mpips.store.sparse_rows (index slots of 12 bytes, at most 3/4 full, both doubling)
-# and mpips.wire.message / mpips.wire.codec (request and codec headers).
-SLOT_BYTES, MAX_LOAD, MIN_SLOTS = 12, 0.75, 1 << 10
-MAX_SEGMENTS_PER_SERVER = 4
-REQUEST_HEADER, CODEC_HEADER = 80, 72
-VALUE_BYTES = {"": 4, "varint": 4, "varint,fp16": 2, "varint,fixed8": 1}
+# The layouts it counts are the project's own: mpips.store.sparse_rows (index slots, at most
+# MAX_LOAD full, both arrays doubling), mpips.core.hosting (segments per server),
+# mpips.wire.message and mpips.wire.codec (request and codec headers, value encodings).
+SLOT_BYTES = hashindex.SLOT.itemsize
+REQUEST_HEADER = message.HEADER_WORDS * 8
+VALUE_BYTES = {codec: codec_module.VALUE_ENCODINGS[codec.partition(",")[2] or "float32"]
+               .dtype.itemsize for codec in CODECS}
 
 
 def store_bytes(rows: float, width: int = 1, state: int = 1) -> float:
@@ -101,17 +108,9 @@ def varint_key_bytes(keys_per_message: float, key_bits: int = 64, samples: int =
     the first key whole, the rest as gaps. Sampled."""
     n = max(int(round(keys_per_message)), 1)
     rng = np.random.default_rng(7)
-    sizes = []
-    for _ in range(samples):
-        keys = np.sort(rng.integers(0, 2**key_bits - 1, n, np.uint64, endpoint=True))
-        gaps = np.diff(keys, prepend=np.uint64(0)).astype(np.float64)
-        sizes.append(np.maximum(1, np.ceil(np.log2(gaps + 1) / 7)).mean())
+    sizes = [varint_size(np.unique(rng.integers(0, 2**key_bits - 1, n, np.uint64,
+                                                endpoint=True))) / n for _ in range(samples)]
     return float(np.mean(sizes))
-
-
-def segments_per_server(servers: int, replicas: int) -> int:
-    """As mpips.core.hosting: with replicas each server is home to several segments."""
-    return 1 if not replicas or servers < 2 else min(servers - 1, MAX_SEGMENTS_PER_SERVER)
 
 
 def push_bytes(keys: float, segments: int, codec: str, width: int = 1) -> float:
@@ -124,7 +123,7 @@ def push_bytes(keys: float, segments: int, codec: str, width: int = 1) -> float:
     if not codec:
         return touched * (REQUEST_HEADER + per * (8 + 4 * width))
     key = varint_key_bytes(per) if "varint" in codec else 8
-    return touched * (REQUEST_HEADER + CODEC_HEADER + per * (key + VALUE_BYTES[codec] * width)
+    return touched * (REQUEST_HEADER + codec_module.HEADER_SIZE + per * (key + VALUE_BYTES[codec] * width)
                       + 16)  # sections padded to 8 bytes: 8 on average for each of two
 
 
@@ -171,7 +170,7 @@ def parse_args(argv=None):
     p.add_argument("--servers", default="2,4", help="server counts of the scaling launches")
     p.add_argument("--workers", type=int, default=2, help="workers of the scaling launches")
     p.add_argument("--replicas", type=int, default=1,
-                   help="copies of the replicated AdaGrad table (default 1)")
+                   help="copies every table keeps on other servers (default 1)")
     p.add_argument("--draws", type=int, default=100_000, help="Zipf draws per request")
     p.add_argument("--zipf", type=float, default=1.1)
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
@@ -259,7 +258,6 @@ def scaling(args) -> None:
              for rule in RULES}
     codecs = {codec: ps.sparse_table(f"c_{codec or 'raw'}", rule="sum", codec=codec)
               for codec in CODECS}
-    # replicas apply to every table of the launch: "w_adagrad" is the replicated one
     keys = np.random.default_rng([args.seed, 1]).integers(0, 2**64, args.keys, np.uint64,
                                                           endpoint=False) \
         if ps.is_worker else None
@@ -481,8 +479,7 @@ def main() -> int:
     if args.role == "scaling":
         scaling(args)
         return 0
-    if os.environ.get(LAUNCHED) == "1" or "OMPI_COMM_WORLD_SIZE" in os.environ \
-            or "PMI_SIZE" in os.environ:
+    if on_ranks():
         raise SystemExit("capacity.py launches itself several times, on different rank "
                          "counts: start it by hand (python benchmarks/capacity.py)")
     if args.model_only:

@@ -9,11 +9,16 @@ import sys
 LAUNCHED = "MPIPS_BENCH_LAUNCHED"
 
 
+def on_ranks() -> bool:
+    """Whether this process is a rank of an MPI launch (mpiexec, srun, or a benchmark's own)."""
+    return os.environ.get(LAUNCHED) == "1" or "OMPI_COMM_WORLD_SIZE" in os.environ \
+        or "PMI_SIZE" in os.environ
+
+
 def run_on_ranks(script: str, nprocs: int, bench, args) -> int:
     """``bench(args)`` on this rank when it is part of an MPI launch, else launch ``script``
     (with this process's arguments) on ``nprocs`` ranks; returns the exit code."""
-    if os.environ.get(LAUNCHED) == "1" or "OMPI_COMM_WORLD_SIZE" in os.environ \
-            or "PMI_SIZE" in os.environ:
+    if on_ranks():
         bench(args)
         return 0
     from mpips.launch.launcher import launch

@@ -89,6 +89,22 @@ def rank_pids(root: int, argv: Sequence[str], depth: int = 4) -> list[int]:
     return found
 
 
+def markers(directory: str) -> dict[tuple[str, int], set[str]]:
+    """(host, pid) -> stages of every rank with markers ``<host>-<pid>.<stage>`` in
+    ``directory`` (mpips.launch.startup); {} when it cannot be read."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return {}
+    stages: dict[tuple[str, int], set[str]] = {}
+    for name in names:
+        rank, dot, stage = name.partition(".")
+        host, dash, pid = rank.rpartition("-")
+        if dot and dash and pid.isdigit():
+            stages.setdefault((host, int(pid)), set()).add(stage)
+    return stages
+
+
 def exit_code(stages: set[str]) -> int | None:
     """The code of a rank's ``exit-<code>`` marker among its ``stages``; None without one."""
     for stage in stages:
@@ -162,19 +178,8 @@ class StartupWatch:
 
     def _markers(self) -> dict[int, set[str]]:
         """pid -> stages reported by this node's ranks."""
-        try:
-            names = os.listdir(self.directory)
-        except OSError:
-            return {}
-        stages: dict[int, set[str]] = {}
-        prefix = self.host + "-"
-        for name in names:
-            if not name.startswith(prefix):
-                continue
-            pid, _, stage = name[len(prefix):].partition(".")
-            if pid.isdigit():
-                stages.setdefault(int(pid), set()).add(stage)
-        return stages
+        return {pid: stages for (host, pid), stages in markers(self.directory).items()
+                if host == self.host}
 
     def killed_in_startup(self) -> Verdict | None:
         """After the launch ended by itself with an error: a Verdict EXIT_RANK_LOST if a rank
@@ -219,18 +224,10 @@ def unfinished(directory: str) -> Verdict | None:
     markers a lost node would read as a finished job. Every host's markers count that this
     launcher can see (all of them when MPIPS_STARTUP_DIR is on a shared file system; else this
     node's, which the teardown killed too)."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return None
-    stages: dict[str, set[str]] = {}
-    for name in names:
-        rank, dot, stage = name.rpartition(".")
-        if dot and "-" in rank:
-            stages.setdefault(rank, set()).add(stage)
+    stages = markers(directory)
     if any(SURVIVED in found for found in stages.values()):
         return None
-    lost = sorted(rank for rank, found in stages.items() if READY in found
+    lost = sorted(f"{host}-{pid}" for (host, pid), found in stages.items() if READY in found
                   and exit_code(found) is None)
     if not lost:
         return None

@@ -83,13 +83,20 @@ class TwoHosts:
         hostfile = self.directory / "hostfile"
         hostfile.write_text(f"{self.a_name} slots={self.slots}\n"
                             f"{self.b_address} slots={self.slots}\n")
+        self.spanning_names = set(self.spanning(hostfile, agent))
+        return {**self.spanning(hostfile, agent),
+                "OMPI_MCA_btl": "tcp,self",
+                "OMPI_MCA_osc": "sm,rdma", "OMPI_MCA_osc_sm_priority": "0",
+                "MPIPS_RMA": "get", "MPIPS_TEST_HOSTS": "2"}
+
+    def spanning(self, hostfile: Path, agent: Path) -> dict[str, str]:
+        """The settings that make a launch span both hosts (the rest of ``start``'s are
+        the transports of any cross-node launch)."""
         return {"PRTE_MCA_prte_default_hostfile": str(hostfile),
                 "PRTE_MCA_plm_ssh_agent": str(agent),
                 "PRTE_MCA_prte_if_include": self.subnet,
                 "PRTE_MCA_rmaps_default_mapping_policy": "node",
-                "OMPI_MCA_btl": "tcp,self", "OMPI_MCA_btl_tcp_if_include": self.subnet,
-                "OMPI_MCA_osc": "sm,rdma", "OMPI_MCA_osc_sm_priority": "0",
-                "MPIPS_RMA": "get", "MPIPS_TEST_HOSTS": "2"}
+                "OMPI_MCA_btl_tcp_if_include": self.subnet}
 
     def pids_on_b(self) -> list[int]:
         """The processes in host B's namespace: its daemon and ranks."""

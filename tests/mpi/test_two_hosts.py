@@ -26,9 +26,7 @@ def sparse_lr(*extra):
 
 def one_host(two_hosts) -> dict[str, str]:
     """This environment without the settings that make launches span two hosts."""
-    two = {"PRTE_MCA_prte_default_hostfile", "PRTE_MCA_plm_ssh_agent", "PRTE_MCA_prte_if_include",
-           "PRTE_MCA_rmaps_default_mapping_policy", "OMPI_MCA_btl_tcp_if_include"}
-    return {k: v for k, v in os.environ.items() if k not in two}
+    return {k: v for k, v in os.environ.items() if k not in two_hosts.spanning_names}
 
 
 def test_ranks_alternate_between_the_two_hosts(two_hosts):

@@ -189,7 +189,7 @@ def parse_args(argv=None):
         p.error(f"--replicas {args.replicas} needs every server count > {args.replicas}")
     if args.keys < 10_000 or args.workers < 1 or args.steps < 3:
         p.error("--keys must be >= 10000, --workers >= 1, --steps >= 3")
-    args.width, args.new_fraction, args.seed = 1, 0.0, 0
+    args.width, args.new_fraction, args.seed, args.fill = 1, 0.0, 0, "key-order"
     return args
 
 

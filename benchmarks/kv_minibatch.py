@@ -18,6 +18,7 @@ process's resident memory).
 
     python benchmarks/kv_minibatch.py                                  # 10M keys, 1+1 ranks
     python benchmarks/kv_minibatch.py --new-fraction 0.1
+    python benchmarks/kv_minibatch.py --fill arrival
     python benchmarks/kv_minibatch.py --keys 1000000 --servers 2 --workers 2
 
 Started without mpiexec it launches itself on servers+workers ranks through
@@ -37,6 +38,9 @@ from jsonlines import emit
 from selflaunch import mpi_library, run_on_ranks
 
 FILL_BLOCK = 1 << 20
+ARRIVAL_BLOCK = 1 << 15
+"""Keys per push of an ``--fill arrival`` fill: about one request's worth."""
+FILLS = ("key-order", "arrival")
 OPS = ("push", "pull", "pull-push")
 
 
@@ -48,6 +52,10 @@ def parse_args(argv=None):
     p.add_argument("--zipf", type=float, default=1.1, help="Zipf exponent s (> 1)")
     p.add_argument("--new-fraction", type=float, default=0.0,
                    help="share of each request's keys that the table does not hold yet")
+    p.add_argument("--fill", choices=FILLS, default="key-order",
+                   help="order the table's keys are first inserted in: key-order (sorted "
+                        "blocks, as a restore loads them; default) or arrival (the order a Zipf "
+                        "stream first names them, as a table built by traffic)")
     p.add_argument("--steps", type=int, default=200, help="timed steps per op and worker")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before each op")
     p.add_argument("--servers", type=int, default=1)
@@ -96,15 +104,28 @@ def requests(args, keys: np.ndarray, worker: int, count: int, stream: int) -> li
     return out
 
 
+def arrival_order(args, keys: np.ndarray) -> np.ndarray:
+    """``keys`` in the order a Zipf(s) stream over them first names them: key i (rank i+1,
+    drawn with probability proportional to (i+1)**-s) first comes after an exponential wait
+    of mean (i+1)**s."""
+    rng = np.random.default_rng([args.seed, 4])
+    ranks = np.arange(1, keys.size + 1, dtype=np.float64)
+    return keys[np.argsort(rng.exponential(size=keys.size) * ranks ** args.zipf)]
+
+
 def fill(kv, table, keys: np.ndarray, args) -> float:
-    """Insert every key once (workers share the sorted blocks); returns M key-values/s."""
-    ordered = np.sort(keys)
-    blocks = range(kv.worker_rank * FILL_BLOCK, ordered.size, kv.num_workers * FILL_BLOCK)
-    grads = np.zeros((FILL_BLOCK, args.width), np.float32)
+    """Insert every key once, in --fill's order, in sorted blocks (workers share the blocks);
+    returns M key-values/s."""
+    if args.fill == "arrival":
+        ordered, size = arrival_order(args, keys), ARRIVAL_BLOCK
+    else:
+        ordered, size = np.sort(keys), FILL_BLOCK
+    blocks = range(kv.worker_rank * size, ordered.size, kv.num_workers * size)
+    grads = np.zeros((size, args.width), np.float32)
     kv.worker_comm.Barrier()
     began = time.perf_counter()
     for lo in blocks:
-        block = ordered[lo:lo + FILL_BLOCK]
+        block = np.sort(ordered[lo:lo + size])
         kv.wait(kv.push(table, block, grads[:block.size]))
     kv.barrier("job")
     return keys.size / (time.perf_counter() - began) / 1e6
@@ -220,7 +241,8 @@ def summarize(op: str, figures: np.ndarray, latencies: list[float], args, system
     """One JSON row from every worker's (keys moved, seconds) and all step latencies."""
     moved, seconds = figures[:, 0].sum(), figures[:, 1].max()
     lat = np.array(latencies) * 1e6
-    return {"system": system, "op": op, "table_keys": args.keys, "draws": args.draws,
+    return {"system": system, "op": op, "table_keys": args.keys, "fill": args.fill,
+            "draws": args.draws,
             "zipf": args.zipf, "new_fraction": args.new_fraction,
             "keys_per_request": round(float(moved / (figures.shape[0] * args.steps)), 1),
             "servers": args.servers, "workers": args.workers, "rule": args.rule,
@@ -267,7 +289,7 @@ def bench(args) -> None:
                 rows += [bare, mine]
     if ps.rank == 0:
         fill_rate = results["fill"]
-        rows.append({"system": "mpips", "op": "fill", "table_keys": args.keys,
+        rows.append({"system": "mpips", "op": "fill", "table_keys": args.keys, "fill": args.fill,
                      "servers": args.servers, "workers": args.workers, "rule": args.rule,
                      "width": args.width, "mkv_per_s": round(fill_rate, 2)})
         rows.append({"system": "mpips", "op": "memory", "table_keys": args.keys,

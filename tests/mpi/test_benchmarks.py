@@ -29,13 +29,14 @@ def test_kv_throughput_reports_mpips_next_to_floor(tmp_path):
 
 
 def test_kv_minibatch_reports_every_op_next_to_its_floor_and_the_store_size(tmp_path):
-    """Zipf minibatches with new keys on 2 servers and 2 workers: each op's figures next to
-    the bare-MPI floor, the fill rate and the servers' bytes per stored key."""
+    """Zipf minibatches with new keys on 2 servers and 2 workers, the table filled in arrival
+    order: each op's figures next to the bare-MPI floor, the fill rate and the servers' bytes
+    per stored key."""
     out = tmp_path / "mb.jsonl"
     proc = subprocess.run([sys.executable, "benchmarks/kv_minibatch.py", "--keys", "50000",
                            "--draws", "3000", "--steps", "5", "--warmup", "2",
                            "--new-fraction", "0.1", "--servers", "2", "--workers", "2",
-                           "--out", str(out)],
+                           "--fill", "arrival", "--out", str(out)],
                           capture_output=True, text=True, timeout=240,
                           cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
                                               "PYTHONPATH": str(REPO_ROOT)})
@@ -50,6 +51,8 @@ def test_kv_minibatch_reports_every_op_next_to_its_floor_and_the_store_size(tmp_
             assert row["servers"] == 2 and row["workers"] == 2 and row["new_fraction"] == 0.1
             assert row["mkv_per_s"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
             assert 500 < row["keys_per_request"] < 3000
+        if row["op"] != "memory":
+            assert row["fill"] == "arrival"
     assert all(r["fraction_of_floor"] > 0 for r in rows if r["system"] == "mpips"
                and "fraction_of_floor" in r)
     memory = next(r for r in rows if r["op"] == "memory")

@@ -62,7 +62,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jsonlines import emit  # noqa: E402  (benchmarks/jsonlines.py, next to this script)
-from selflaunch import LAUNCHED, mpi_library  # noqa: E402
+from selflaunch import LAUNCHED, mpi_library, on_ranks  # noqa: E402
 
 GOAL_BYTES, GOAL_TIME = 20.0, 10.0
 """Issue #19: a delta of a 1 % change writes >= 20x fewer bytes, >= 10x faster than a full save."""
@@ -464,7 +464,7 @@ def main(argv=None) -> int:
     if args.phase:
         phase(args)
         return 0
-    if "OMPI_COMM_WORLD_SIZE" in os.environ or "PMI_SIZE" in os.environ:
+    if on_ranks():
         raise SystemExit("incremental.py launches itself twice, on different rank counts: "
                          "start it by hand (python benchmarks/incremental.py), not in mpiexec")
     work = Path(tempfile.mkdtemp(prefix="mpips-incremental-bench-", dir=args.dir))

@@ -154,10 +154,11 @@ def _launch_once(command: Sequence[str], env: Mapping[str, str], timeout: float 
         if code:
             for line in aborts(env[STARTUP_DIR_VARIABLE]):
                 print(f"mpips launch: aborted by {line}", file=sys.stderr, flush=True)
-        verdict = tick.watch.killed_in_startup() if code and tick.watch and \
-            not lost_a_rank(code) else None
-        if code == 0 and stop.signal is None:
+        verdict = None
+        if code == 0 and stop.signal is None:  # a torn-down launch can exit 0 too
             verdict = unfinished(env[STARTUP_DIR_VARIABLE])
+        elif code and tick.watch and not lost_a_rank(code):
+            verdict = tick.watch.killed_in_startup()
         if verdict is not None:
             print(f"mpips launch: {verdict.message}", file=sys.stderr, flush=True)
             code = verdict.code

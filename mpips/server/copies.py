@@ -35,6 +35,11 @@ class Copies:
     def __contains__(self, segment: int) -> bool:
         return segment in self.slices
 
+    def arrived(self) -> list[Slice]:
+        """Every copy slice that holds rows already (a restored server's copies arrive from
+        their hosts once serving starts)."""
+        return [s for slices in self.slices.values() for s in slices if s is not None]
+
     def is_stale(self, segment: int, place: int) -> bool:
         """Whether a batch of ``segment`` from the host at ``place`` in its chain comes from
         a host that died: the copy holds its successor's rows already."""

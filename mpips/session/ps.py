@@ -232,9 +232,7 @@ class PS:
         stats = {name: {"rows": 0, "admitted": 0, "deferred": 0, "evicted": 0, "bytes": 0,
                         "copy_rows": 0, "copy_bytes": 0} for name in self.tables}
         replication = getattr(self.server, "replication", None)
-        copies = [] if replication is None else [
-            s for slices in replication.copies.slices.values() for s in slices if s is not None]
-        for copy in copies:
+        for copy in [] if replication is None else replication.copies.arrived():
             stats[copy.spec.name]["copy_rows"] += int(copy.num_stored)
             stats[copy.spec.name]["copy_bytes"] += int(copy.memory_bytes())
         for table in self._all_slices() if self.is_server else ():

@@ -85,8 +85,7 @@ def train_and_evaluate(kv, tables: Tables, train, test, args, start: Position,
         order = rng.permutation(shard.n_rows)  # drawn for skipped epochs too: same data order
         if epoch < start.epoch:
             continue
-        first = start.step if epoch == start.epoch else 0
-        loss0 = start.loss_so_far(kv.worker_rank) if epoch == start.epoch else 0.0
+        first, loss0 = start.entering(epoch, kv.worker_rank)
         epoch_began = time.perf_counter()
         loss_sum, rows, stopped = run_epoch(kv, tables, shard.take(order), steps, first, loss0,
                                             gradient_l2(args), slow, saver, curve, epoch)

@@ -199,8 +199,7 @@ def train_and_evaluate(kv, tables: Tables, train: RatingSet, test: RatingSet, ar
         order = rng.permutation(shard.n)  # drawn for skipped epochs too: same data order
         if epoch < start.epoch:
             continue
-        first = start.step if epoch == start.epoch else 0
-        sse = start.loss_so_far(kv.worker_rank) if epoch == start.epoch else 0.0
+        first, sse = start.entering(epoch, kv.worker_rank)
         epoch_began = time.perf_counter()
         sse, ran, stopped = run_epoch(kv, tables, shard.take(order).batches(steps), first,
                                       sse, mu, args, saver, curve, epoch)

@@ -68,6 +68,13 @@ class Position:
     def loss_so_far(self, worker: int) -> float:
         return float(self.partial_loss[worker]) if self.partial_loss else 0.0
 
+    def entering(self, epoch: int, worker: int) -> tuple[int, float]:
+        """(first step, ``worker``'s loss sum so far) to run ``epoch`` from: where this
+        position stands in it when it is this position's epoch, else (0, 0.0)."""
+        if epoch != self.epoch:
+            return 0, 0.0
+        return self.step, self.loss_so_far(worker)
+
 
 def _step_id(job: dict) -> int:
     """The resumed checkpoint's step id (ps.restore adds "checkpoint_step" to its job dict)."""

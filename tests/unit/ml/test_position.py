@@ -17,6 +17,9 @@ def test_the_same_workers_resume_where_the_checkpoint_stopped():
     position = Position.from_job(job, 2)
     assert (position.epoch, position.step, position.curve) == (3, 7, [0.6, 0.5, 0.4])
     assert position.loss_so_far(1) == 2.5
+    # its epoch runs from step 7 with worker 1's loss so far; later epochs from the start
+    assert position.entering(3, 1) == (7, 2.5)
+    assert position.entering(4, 1) == (0, 0.0)
 
 
 @pytest.mark.parametrize("workers", [1, 3])

@@ -27,6 +27,10 @@ class UpdateRule:
     kernel: tuple | None = None
     """(rule code, p0, p1) of mpips.kernels.hashindex for rules the sparse store applies in
     its own lookup loop; None: the store finds the rows, then calls ``apply``."""
+    heat_state: str | None = None
+    """The state array that grows with every push of a key (a sum of squared gradients), by
+    which a sparse slice lays out the rows it loads (mpips.store.sparse_slice); None: the
+    rule keeps no such array."""
 
     def apply(self, values, state, rows, grads):  # pragma: no cover - interface
         raise NotImplementedError
@@ -90,6 +94,7 @@ class AdaGradRule(UpdateRule):
 
     name = "adagrad"
     state_names = ("accum",)
+    heat_state = "accum"
 
     def __init__(self, lr: float = 0.1, eps: float = 1e-8):
         self.lr = _positive("adagrad", "lr", lr)
@@ -123,6 +128,7 @@ class FTRLRule(UpdateRule):
 
     name = "ftrl"
     state_names = ("z", "n")
+    heat_state = "n"
 
     def __init__(self, alpha: float = 0.1, beta: float = 1.0, l1: float = 1.0,
                  l2: float = 1.0):

@@ -340,6 +340,38 @@ def test_snapshot_and_load_round_trip_a_slice():
     assert_same(slice_rows(other), slice_rows(table))
 
 
+@pytest.mark.parametrize("rule, params, heat", [("adagrad", {"lr": 0.1}, "accum"),
+                                                 ("ftrl", {}, "n"), ("sgd", {"lr": 0.1}, None)])
+def test_a_loaded_slice_numbers_its_rows_hottest_first(rule, params, heat):
+    """A load (a restore) inserts keys by decreasing sum of squared gradients, so the rows of
+    keys pushed most lie together (ties in the order given); rules without such a sum keep
+    the order given; either way every key keeps its values and state."""
+    rng = np.random.default_rng(9)
+    keys = np.sort(rng.integers(0, 2**64, 500, np.uint64, endpoint=False))
+    spec = sparse_spec(rule=rule, rule_params=params)
+    names = SparseSlice(spec, 0).rule.state_names
+    values = rng.standard_normal((keys.size, 2)).astype(F)
+    state = {n: rng.random((keys.size, 2)).astype(F) for n in names}
+    if heat is not None:
+        state[heat][::5] = 0.0  # a fifth never pushed hard: ties keep their key order
+    table = SparseSlice(spec, 0)
+    table.load(keys, values, state)
+    rows = np.empty(keys.size, np.int64)
+    assert table.store.find(keys, rows) == 0
+    if heat is None:
+        expected = np.arange(keys.size)
+    else:
+        expected = np.empty(keys.size, np.int64)
+        expected[np.argsort(-state[heat].sum(axis=1, dtype=np.float64), kind="stable")] = \
+            np.arange(keys.size)
+        assert rows[0::5].min() == keys.size - keys[0::5].size  # the cold keys come last
+        assert np.all(np.diff(rows[0::5]) > 0)
+    assert np.array_equal(rows, expected)
+    saved_keys, saved_values, saved_state = table.snapshot()
+    assert np.array_equal(saved_keys, keys) and np.array_equal(saved_values, values)
+    assert all(np.array_equal(saved_state[n], state[n]) for n in names)
+
+
 def test_an_ftrl_slice_keeps_the_reference_weights_and_state_and_rolls_back_exactly():
     """FTRL has no store kernel: the slice finds the rows, then the rule updates the strided
     views of its row array (values, z, n side by side); bit for bit the float32 reference

@@ -4,6 +4,17 @@ A table of --keys random uint64 keys (10M by default) is filled first; then ever
 worker sends is a minibatch: the unique sorted keys of --draws Zipf(--zipf) draws over the
 table's keys (about 24,000 keys for 100,000 draws at s=1.1 over 10M keys), a fresh one
 every step, with --new-fraction of its keys replaced by keys the table does not hold yet.
+
+How the table was filled decides where its rows lie, and that moves every figure: rows are
+numbered in the order keys arrive, and the rows of keys that requests name often share cache
+lines only when those keys arrived close together. ``--fill key-order`` (the default) inserts
+the keys in sorted blocks; ``--fill arrival`` inserts them in the order a Zipf stream first
+names them (rank k after an exponential wait of mean k**s), one sorted request's worth at a
+time, as a table that the traffic itself built. ``--save DIR`` checkpoints the table after
+the timed steps (their pushes gave the keys requests name often the largest sums of squared
+gradients) and ``--restore DIR`` starts from that checkpoint instead of a fill (``fill``
+"restored" in the rows), its rows laid out as a restore lays them.
+
 Timed, per step (p50/p99 per step, and key-values per second over all workers):
 
 * ``push``: push gradients of a fresh minibatch and wait for the acknowledgement;
@@ -19,6 +30,8 @@ process's resident memory).
     python benchmarks/kv_minibatch.py                                  # 10M keys, 1+1 ranks
     python benchmarks/kv_minibatch.py --new-fraction 0.1
     python benchmarks/kv_minibatch.py --fill arrival
+    python benchmarks/kv_minibatch.py --fill arrival --save /tmp/mb && \
+        python benchmarks/kv_minibatch.py --restore /tmp/mb
     python benchmarks/kv_minibatch.py --keys 1000000 --servers 2 --workers 2
 
 Started without mpiexec it launches itself on servers+workers ranks through
@@ -56,6 +69,11 @@ def parse_args(argv=None):
                    help="order the table's keys are first inserted in: key-order (sorted "
                         "blocks, as a restore loads them; default) or arrival (the order a Zipf "
                         "stream first names them, as a table built by traffic)")
+    p.add_argument("--save", metavar="DIR", default="",
+                   help="checkpoint the table under DIR after the timed steps")
+    p.add_argument("--restore", metavar="DIR", default="",
+                   help="start from the newest checkpoint under DIR (written by --save with "
+                        "the same --keys and --seed) instead of filling the table")
     p.add_argument("--steps", type=int, default=200, help="timed steps per op and worker")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before each op")
     p.add_argument("--servers", type=int, default=1)
@@ -78,6 +96,8 @@ def parse_args(argv=None):
         p.error(f"--new-fraction must be in [0, 1), got {args.new_fraction}")
     if not 0 <= args.replicas < args.servers:
         p.error(f"--replicas {args.replicas} needs --servers >= {args.replicas + 1}")
+    if args.restore:
+        args.fill = "restored"
     return args
 
 
@@ -153,13 +173,15 @@ def run_op(kv, table, op: str, batches: list[np.ndarray], args) -> tuple[list[fl
 
 def measure(kv, table, keys, args) -> dict:
     """Every op's figures on this worker: {op: (latencies, keys moved, seconds)}."""
-    results = {"fill": fill(kv, table, keys, args)}
+    results = {"fill": None if args.restore else fill(kv, table, keys, args)}
     for stream, op in enumerate(OPS):
         batches = requests(args, keys, kv.worker_rank, args.warmup + args.steps, stream)
         run_op(kv, table, op, batches[:args.warmup], args)
         kv.barrier("job")
         results[op] = run_op(kv, table, op, batches[args.warmup:], args)
         kv.barrier("job")
+    if args.save:
+        kv.save_checkpoint(args.save, 1, {"keys": args.keys, "seed": args.seed})
     return results
 
 
@@ -275,6 +297,11 @@ def bench(args) -> None:
     floor_batches = requests(args, keys, ps.worker_rank, args.steps, 99) if ps.is_worker else \
         [np.empty(0)] * args.steps
     floor = {op: floor_op(ps, op, floor_batches, args) for op in OPS}
+    if args.restore:
+        job = ps.restore(args.restore)
+        if job is None or (job.get("keys"), job.get("seed")) != (args.keys, args.seed):
+            raise SystemExit(f"kv_minibatch: no checkpoint of --keys {args.keys} --seed "
+                             f"{args.seed} under {args.restore} (write one with --save)")
     results = ps.run(lambda kv: measure(kv, table, keys, args))
     store, resident, stored = memory_report(ps)
     rows = []
@@ -287,11 +314,11 @@ def bench(args) -> None:
                 bare = summarize(op, base, base_lat, args, "mpi-floor")
                 mine["fraction_of_floor"] = round(mine["mkv_per_s"] / bare["mkv_per_s"], 4)
                 rows += [bare, mine]
-    if ps.rank == 0:
-        fill_rate = results["fill"]
+    if ps.rank == 0 and results["fill"] is not None:
         rows.append({"system": "mpips", "op": "fill", "table_keys": args.keys, "fill": args.fill,
                      "servers": args.servers, "workers": args.workers, "rule": args.rule,
-                     "width": args.width, "mkv_per_s": round(fill_rate, 2)})
+                     "width": args.width, "mkv_per_s": round(results["fill"], 2)})
+    if ps.rank == 0:
         rows.append({"system": "mpips", "op": "memory", "table_keys": args.keys,
                      "stored_keys": stored, "servers": args.servers, "rule": args.rule,
                      "width": args.width, "replicas": args.replicas,

@@ -30,36 +30,57 @@ def test_kv_throughput_reports_mpips_next_to_floor(tmp_path):
 
 def test_kv_minibatch_reports_every_op_next_to_its_floor_and_the_store_size(tmp_path):
     """Zipf minibatches with new keys on 2 servers and 2 workers, the table filled in arrival
-    order: each op's figures next to the bare-MPI floor, the fill rate and the servers' bytes
-    per stored key."""
+    order and saved: each op's figures next to the bare-MPI floor, the fill rate and the
+    servers' bytes per stored key; then the same from the saved table, restored."""
     out = tmp_path / "mb.jsonl"
+    rows = _minibatch(out, "--fill", "arrival", "--save", str(tmp_path / "saved"))
+    _check_minibatch_rows(rows, "arrival", fills=True)
+    assert len(out.read_text().splitlines()) == len(rows)
+    memory = next(r for r in rows if r["op"] == "memory")
+    # the table's 50,000 keys, plus the new keys the pushes brought (10 % of each request)
+    assert 50_000 < memory["stored_keys"] < 50_000 + 2 * 3 * 7 * 3000
+    assert 12 < memory["bytes_per_key"] < 200 and memory["rss_bytes_per_key"] > 0
+    restored = _minibatch(out, "--restore", str(tmp_path / "saved"))
+    _check_minibatch_rows(restored, "restored", fills=False)
+    again = next(r for r in restored if r["op"] == "memory")
+    # every saved key came back; the same seed draws the same requests, new keys included
+    assert again["stored_keys"] == memory["stored_keys"]
+    missing = _minibatch(out, "--restore", str(tmp_path / "none"), code=1)
+    assert "no checkpoint of --keys 50000" in missing
+
+
+def _minibatch(out, *extra, code=0):
+    """kv_minibatch's rows on a 50,000-key table (its output when it must fail with ``code``)."""
     proc = subprocess.run([sys.executable, "benchmarks/kv_minibatch.py", "--keys", "50000",
                            "--draws", "3000", "--steps", "5", "--warmup", "2",
                            "--new-fraction", "0.1", "--servers", "2", "--workers", "2",
-                           "--fill", "arrival", "--out", str(out)],
+                           "--out", str(out), *extra],
                           capture_output=True, text=True, timeout=240,
                           cwd=REPO_ROOT, env={**os.environ, "MPIPS_BENCH_LAUNCHED": "",
                                               "PYTHONPATH": str(REPO_ROOT)})
+    if code:
+        assert proc.returncode == code, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def _check_minibatch_rows(rows, fill, fills):
+    """Each op's figures next to its floor, the fill rate when the table was filled (not
+    restored), and the store's size."""
     pairs = {(r["system"], r["op"]) for r in rows}
     assert pairs == {(system, op) for system in ("mpips", "mpi-floor")
-                     for op in ("push", "pull", "pull-push")} | {("mpips", "fill"),
-                                                                ("mpips", "memory")}
+                     for op in ("push", "pull", "pull-push")} | \
+        {("mpips", "memory")} | ({("mpips", "fill")} if fills else set())
     for row in rows:
         if row["op"] in ("push", "pull", "pull-push"):
             assert row["servers"] == 2 and row["workers"] == 2 and row["new_fraction"] == 0.1
             assert row["mkv_per_s"] > 0 and 0 < row["p50_us"] <= row["p99_us"]
             assert 500 < row["keys_per_request"] < 3000
         if row["op"] != "memory":
-            assert row["fill"] == "arrival"
+            assert row["fill"] == fill
     assert all(r["fraction_of_floor"] > 0 for r in rows if r["system"] == "mpips"
                and "fraction_of_floor" in r)
-    memory = next(r for r in rows if r["op"] == "memory")
-    # the table's 50,000 keys, plus the new keys the pushes brought (10 % of each request)
-    assert 50_000 < memory["stored_keys"] < 50_000 + 2 * 3 * 7 * 3000
-    assert 12 < memory["bytes_per_key"] < 200 and memory["rss_bytes_per_key"] > 0
-    assert len(out.read_text().splitlines()) == len(rows)
 
 
 @pytest.mark.long

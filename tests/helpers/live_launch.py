@@ -123,33 +123,38 @@ MPI_LAUNCHERS = frozenset({"prterun", "prted", "mpirun", "mpiexec", "orterun", "
 
 def remove_stale_mpi_files(min_age: float = 5.0, tmp: Path = Path("/tmp")) -> int:
     """Delete what killed launches leave behind and no live process uses: Open MPI's session
-    directories ``ompi.<pid>`` under ``tmp`` whose mpirun is gone; the job directories of
+    directories ``ompi.<pid>`` under ``tmp`` whose mpirun is gone, and PRRTE's ``prted.<pid>``
+    whose daemon is gone (the two-host tier kills a host's daemon); the job directories of
     Open MPI 5 (``ompi.<host>.<uid>/jf.<n>/<job>``, which a SIGKILLed prterun never removes)
-    while no MPI launcher runs at all; and /dev/shm segments of Open MPI (sm_segment.*) and
-    MPICH (mpich_shm_*) that no process maps. Only what is older than ``min_age`` seconds (a
-    starting launch creates its files just before using them). Returns how many were
-    removed."""
+    and MPICH's ``hydra_hwloc_xmlfile_*`` (one per killed mpiexec.hydra) while no MPI
+    launcher runs at all; and /dev/shm segments of Open MPI (sm_segment.*, and
+    osc_rdma.* of its one-sided windows) and MPICH (mpich_shm_*) that no process maps. Only
+    what is older than ``min_age`` seconds (a starting launch creates its files just before
+    using them). Returns how many were removed."""
     import shutil
 
     removed = 0
     now = time.time()
-    for path in tmp.glob("ompi.*"):
+    for path in [*tmp.glob("ompi.*"), *tmp.glob("prted.*")]:
         pid = path.name.split(".", 1)[1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     if not _mpi_launcher_running():
-        for job in tmp.glob("ompi.*.*/jf.*/*"):
+        for job in [*tmp.glob("ompi.*.*/jf.*/*"), *tmp.glob("hydra_hwloc_xmlfile_*")]:
             with contextlib.suppress(OSError):
                 if now - job.stat().st_mtime > min_age:
-                    shutil.rmtree(job, ignore_errors=True)
+                    if job.is_dir():
+                        shutil.rmtree(job, ignore_errors=True)
+                    else:
+                        job.unlink()
                     removed += 1
     mapped = set()
     for maps in Path("/proc").glob("[0-9]*/maps"):
         with contextlib.suppress(OSError):
             mapped.update(line.split()[-1] for line in maps.read_text().splitlines()
                           if "/dev/shm/" in line)
-    for pattern in ("sm_segment.*", "mpich_shm_*"):
+    for pattern in ("sm_segment.*", "osc_rdma.*", "mpich_shm_*"):
         for path in Path("/dev/shm").glob(pattern):
             with contextlib.suppress(OSError):
                 if str(path) not in mapped and now - path.stat().st_mtime > min_age:

@@ -17,8 +17,8 @@ def aged(path, seconds=60.0):
     return path
 
 
-def test_open_mpi_5_job_directories_of_killed_launches_go_when_no_launcher_runs(tmp_path,
-                                                                                 monkeypatch):
+def test_what_killed_launches_of_either_wheel_left_goes_when_no_launcher_runs(tmp_path,
+                                                                              monkeypatch):
     monkeypatch.setattr(live_launch, "_mpi_launcher_running", lambda: False)
     stale = aged(tmp_path / "ompi.vm.0" / "jf.0" / "1042481152")
     (stale / "0").mkdir()
@@ -27,16 +27,25 @@ def test_open_mpi_5_job_directories_of_killed_launches_go_when_no_launcher_runs(
     starting.mkdir()
     dead_pid = aged(tmp_path / "ompi.999999999")  # no such process
     live_pid = aged(tmp_path / f"ompi.{os.getpid()}")
-    assert remove_stale_mpi_files(tmp=tmp_path) >= 2  # and any stale /dev/shm segment
+    dead_daemon = aged(tmp_path / "prted.999999998" / "1")  # a killed host's PRRTE daemon
+    live_daemon = aged(tmp_path / f"prted.{os.getpid()}")
+    topology = tmp_path / "hydra_hwloc_xmlfile_8rXLKC"  # a killed mpiexec.hydra's
+    topology.write_text("<topology/>")
+    os.utime(topology, (time.time() - 60, time.time() - 60))
+    assert remove_stale_mpi_files(tmp=tmp_path) >= 4  # and any stale /dev/shm segment
     assert not stale.exists() and not dead_pid.exists()
-    assert starting.exists() and live_pid.exists()
+    assert not dead_daemon.parent.exists() and not topology.exists()
+    assert starting.exists() and live_pid.exists() and live_daemon.exists()
 
 
 def test_job_directories_stay_while_an_mpi_launcher_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(live_launch, "_mpi_launcher_running", lambda: True)
     job = aged(tmp_path / "ompi.vm.0" / "jf.0" / "1042481152")
+    topology = tmp_path / "hydra_hwloc_xmlfile_AvowNE"
+    topology.write_text("<topology/>")
+    os.utime(topology, (time.time() - 60, time.time() - 60))
     remove_stale_mpi_files(tmp=tmp_path)
-    assert job.exists()
+    assert job.exists() and topology.exists()
 
 
 def test_a_launcher_is_recognised_by_its_process_name(tmp_path):

@@ -67,8 +67,8 @@ def parse_args(argv=None):
                    help="share of each request's keys that the table does not hold yet")
     p.add_argument("--fill", choices=FILLS, default="key-order",
                    help="order the table's keys are first inserted in: key-order (sorted "
-                        "blocks, as a restore loads them; default) or arrival (the order a Zipf "
-                        "stream first names them, as a table built by traffic)")
+                        "blocks; default) or arrival (the order a Zipf stream first names "
+                        "them, as a table built by traffic)")
     p.add_argument("--save", metavar="DIR", default="",
                    help="checkpoint the table under DIR after the timed steps")
     p.add_argument("--restore", metavar="DIR", default="",

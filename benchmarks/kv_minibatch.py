@@ -136,16 +136,15 @@ def arrival_order(args, keys: np.ndarray) -> np.ndarray:
 def fill(kv, table, keys: np.ndarray, args) -> float:
     """Insert every key once, in --fill's order, in sorted blocks (workers share the blocks);
     returns M key-values/s."""
-    if args.fill == "arrival":
-        ordered, size = arrival_order(args, keys), ARRIVAL_BLOCK
-    else:
-        ordered, size = np.sort(keys), FILL_BLOCK
+    arrival = args.fill == "arrival"
+    ordered = arrival_order(args, keys) if arrival else np.sort(keys)
+    size = ARRIVAL_BLOCK if arrival else FILL_BLOCK
     blocks = range(kv.worker_rank * size, ordered.size, kv.num_workers * size)
     grads = np.zeros((size, args.width), np.float32)
     kv.worker_comm.Barrier()
     began = time.perf_counter()
     for lo in blocks:
-        block = np.sort(ordered[lo:lo + size])
+        block = np.sort(ordered[lo:lo + size]) if arrival else ordered[lo:lo + size]
         kv.wait(kv.push(table, block, grads[:block.size]))
     kv.barrier("job")
     return keys.size / (time.perf_counter() - began) / 1e6

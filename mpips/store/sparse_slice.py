@@ -325,5 +325,5 @@ def _hotter_first(heat: np.ndarray) -> np.ndarray:
     """A sort key per row of ``heat`` (float32 rows of sums of squares, >= 0): minus the
     binary exponent of the row's sum, so that a stable sort puts larger powers of two first.
     int16, which numpy sorts stably by radix."""
-    total = np.ascontiguousarray(heat.sum(axis=1, dtype=np.float32))
+    total = heat.sum(axis=1, dtype=np.float32)
     return -(total.view(np.uint32) >> np.uint32(23)).astype(np.int16)

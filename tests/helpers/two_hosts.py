@@ -83,8 +83,9 @@ class TwoHosts:
         hostfile = self.directory / "hostfile"
         hostfile.write_text(f"{self.a_name} slots={self.slots}\n"
                             f"{self.b_address} slots={self.slots}\n")
-        self.spanning_names = set(self.spanning(hostfile, agent))
-        return {**self.spanning(hostfile, agent),
+        spanning = self.spanning(hostfile, agent)
+        self.spanning_names = set(spanning)
+        return {**spanning,
                 "OMPI_MCA_btl": "tcp,self",
                 "OMPI_MCA_osc": "sm,rdma", "OMPI_MCA_osc_sm_priority": "0",
                 "MPIPS_RMA": "get", "MPIPS_TEST_HOSTS": "2"}
